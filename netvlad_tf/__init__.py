@@ -1,0 +1,39 @@
+"""netvlad_tf: NetVLAD place recognition for Keras 3 / TensorFlow.
+
+Example:
+>>> import netvlad_tf
+>>> model = netvlad_tf.build_netvlad_model(weights=None, num_clusters=8)
+>>> model.descriptor_dim
+4096
+"""
+
+from netvlad_tf.backbones import BACKBONES, get_backbone, register_backbone, vgg16_conv5_3
+from netvlad_tf.clustering import initialize_clusters, kmeans_centroids, sample_local_descriptors
+from netvlad_tf.model import PlaceRecognitionModel, build_netvlad_model
+from netvlad_tf.netvlad import NetVLAD
+from netvlad_tf.normalization import L2Normalization, l2_normalize
+from netvlad_tf.pooling import AveragePooling, GeMPooling, MACPooling, get_pooling
+from netvlad_tf.whitening import PCAWhitening, fit_pca_whitening
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AveragePooling",
+    "BACKBONES",
+    "GeMPooling",
+    "L2Normalization",
+    "MACPooling",
+    "NetVLAD",
+    "PCAWhitening",
+    "PlaceRecognitionModel",
+    "build_netvlad_model",
+    "fit_pca_whitening",
+    "get_backbone",
+    "get_pooling",
+    "initialize_clusters",
+    "kmeans_centroids",
+    "l2_normalize",
+    "register_backbone",
+    "sample_local_descriptors",
+    "vgg16_conv5_3",
+]

@@ -1,0 +1,12 @@
+"""Backbones: functional models from RGB images to maps of local descriptors."""
+
+from netvlad_tf.backbones.registry import BACKBONES, get_backbone, register_backbone
+from netvlad_tf.backbones.vgg16 import VGG16Preprocessing, vgg16_conv5_3
+
+__all__ = [
+    "BACKBONES",
+    "VGG16Preprocessing",
+    "get_backbone",
+    "register_backbone",
+    "vgg16_conv5_3",
+]

@@ -1,0 +1,105 @@
+"""VGG16 cut at conv5_3 before its ReLU: the paper's backbone."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+from keras import ops
+
+from netvlad_tf.backbones.registry import register_backbone
+
+# keras.applications.vgg16.preprocess_input("caffe"): BGR order, ImageNet channel means.
+IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
+LAST_LAYER = "block5_conv3"
+
+
+@keras.saving.register_keras_serializable(package="netvlad_tf")
+class VGG16Preprocessing(keras.layers.Layer):
+    """Turns RGB images in 0–255 into VGG16's input: BGR with the ImageNet mean removed.
+
+    Example:
+    >>> import numpy as np
+    >>> out = VGG16Preprocessing()(np.full((1, 1, 1, 3), 100.0, dtype="float32"))
+    >>> np.asarray(out).round(3).tolist()
+    [[[[-3.939, -16.779, -23.68]]]]
+    """
+
+    def call(self, inputs):
+        bgr = ops.flip(ops.cast(inputs, self.compute_dtype), axis=-1)
+        return bgr - ops.convert_to_tensor(IMAGENET_BGR_MEAN, dtype=self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@register_backbone("vgg16")
+def vgg16_conv5_3(
+    weights: str | None = "imagenet",
+    trainable_from: str | None = "block5_conv1",
+    name: str = "vgg16_conv5_3",
+) -> keras.Model:
+    """VGG16 up to conv5_3 with a linear last convolution, taking RGB images in 0–255.
+
+    The ReLU after conv5_3 is dropped because the paper's local descriptors are the signed
+    conv5_3 responses. The convolutions are copied into new layers, so no model built
+    elsewhere is changed.
+
+    Args:
+        weights: `"imagenet"` (downloaded by Keras on first use), `None` (random
+            initialisation), or the path of a local weights file of
+            `keras.applications.VGG16(include_top=False)`, e.g. Keras' own
+            `vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`.
+        trainable_from: name of the first trainable layer; the layers before it are frozen.
+            The paper trains conv5_1 upwards (`"block5_conv1"`); `None` trains everything.
+        name: name of the returned model.
+
+    Returns:
+        A functional model `(B, H, W, 3) → (B, H/16, W/16, 512)` (sizes rounded down).
+
+    Example:
+    >>> backbone = vgg16_conv5_3(weights=None)
+    >>> import numpy as np
+    >>> tuple(backbone(np.zeros((1, 64, 96, 3))).shape)
+    (1, 4, 6, 512)
+
+    Reference: arXiv 1511.07247, Sec. 5 ("we crop at the last convolutional layer conv5 before
+    ReLU").
+    """
+    source = _vgg16_without_top(weights)
+    layer_names = [layer.name for layer in source.layers]
+    if trainable_from is not None and trainable_from not in layer_names[: layer_names.index(LAST_LAYER) + 1]:
+        raise ValueError(
+            f"trainable_from={trainable_from!r} is not a VGG16 layer up to {LAST_LAYER}; "
+            "use a name such as 'block5_conv1', or None to train every layer."
+        )
+    images = keras.Input((None, None, 3), name="images")
+    features = VGG16Preprocessing(name="vgg16_preprocessing")(images)
+    frozen = trainable_from is not None
+    for layer in source.layers[1:]:
+        if layer.name == trainable_from:
+            frozen = False
+        config = layer.get_config()
+        if layer.name == LAST_LAYER:
+            config["activation"] = "linear"
+        copy = layer.__class__.from_config(config)
+        features = copy(features)
+        copy.set_weights(layer.get_weights())
+        copy.trainable = not frozen
+        if layer.name == LAST_LAYER:
+            break
+    return keras.Model(images, features, name=name)
+
+
+def _vgg16_without_top(weights: str | None) -> keras.Model:
+    if weights not in (None, "imagenet"):
+        weights = os.fspath(weights)
+        if not os.path.isfile(weights):
+            raise FileNotFoundError(
+                f"VGG16 weights file {weights!r} does not exist. Pass weights='imagenet' to "
+                "download Keras' ImageNet weights, None for random weights, or the path of an "
+                "existing VGG16 (include_top=False) weights file."
+            )
+    return keras.applications.VGG16(
+        include_top=False, weights=weights, input_shape=(None, None, 3)
+    )

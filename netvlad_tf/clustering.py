@@ -1,0 +1,120 @@
+"""Initialising NetVLAD from k-means of sampled local descriptors (paper, Sec. 5)."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import faiss
+import keras
+import numpy as np
+
+from netvlad_tf.netvlad import NetVLAD
+
+# The paper clusters 50 000 descriptors, 100 from each image.
+DEFAULT_NUM_DESCRIPTORS = 50_000
+DEFAULT_DESCRIPTORS_PER_IMAGE = 100
+
+
+def sample_local_descriptors(
+    backbone: keras.Model,
+    image_batches: Iterable,
+    num_descriptors: int = DEFAULT_NUM_DESCRIPTORS,
+    descriptors_per_image: int = DEFAULT_DESCRIPTORS_PER_IMAGE,
+    normalize: bool = True,
+    seed: int = 0,
+) -> np.ndarray:
+    """Samples local descriptors from images run through `backbone`.
+
+    Args:
+        backbone: model from images to `(B, H, W, D)` local descriptor maps.
+        image_batches: iterable of `(B, H, W, 3)` image batches (arrays or a `tf.data`
+            dataset); it is read until `num_descriptors` are collected or it ends.
+        num_descriptors: how many descriptors to return at most.
+        descriptors_per_image: positions sampled (without replacement) from each image.
+        normalize: L2-normalise each descriptor, as NetVLAD does with `normalize_input`.
+        seed: seed of the position sampling.
+
+    Returns:
+        `(N, D)` float32 descriptors, `N ≤ num_descriptors`.
+
+    Example:
+    >>> from netvlad_tf import vgg16_conv5_3
+    >>> images = [np.random.rand(2, 64, 64, 3) * 255]
+    >>> sample_local_descriptors(vgg16_conv5_3(weights=None), images, 20, 10).shape
+    (20, 512)
+    """
+    rng = np.random.default_rng(seed)
+    progress = keras.utils.Progbar(num_descriptors, unit_name="descriptor")
+    sampled, count = [], 0
+    for batch in image_batches:
+        feature_maps = keras.ops.convert_to_numpy(backbone(batch, training=False))
+        for feature_map in feature_maps:
+            local = feature_map.reshape(-1, feature_map.shape[-1])
+            take = min(descriptors_per_image, len(local), num_descriptors - count)
+            sampled.append(local[rng.choice(len(local), size=take, replace=False)])
+            count += take
+            if count >= num_descriptors:
+                break
+        progress.update(count)
+        if count >= num_descriptors:
+            break
+    if count == 0:
+        raise ValueError("No images were given to sample local descriptors from.")
+    descriptors = np.concatenate(sampled).astype(np.float32)
+    if normalize:
+        descriptors /= np.maximum(np.linalg.norm(descriptors, axis=1, keepdims=True), 1e-12)
+    return descriptors
+
+
+def kmeans_centroids(
+    descriptors: np.ndarray, num_clusters: int, iterations: int = 50, seed: int = 0
+) -> np.ndarray:
+    """Runs seeded faiss k-means on `(N, D)` descriptors and returns `(K, D)` centroids.
+
+    Example:
+    >>> points = np.concatenate([np.zeros((50, 2)), np.ones((50, 2))]).astype("float32")
+    >>> sorted(kmeans_centroids(points, 2).round(3).tolist())
+    [[0.0, 0.0], [1.0, 1.0]]
+    """
+    descriptors = np.ascontiguousarray(descriptors, dtype=np.float32)
+    if descriptors.ndim != 2:
+        raise ValueError(f"descriptors must be (N, D), got shape {descriptors.shape}.")
+    if len(descriptors) < num_clusters:
+        raise ValueError(
+            f"k-means needs at least num_clusters={num_clusters} descriptors, "
+            f"got {len(descriptors)}."
+        )
+    kmeans = faiss.Kmeans(
+        descriptors.shape[1], num_clusters, niter=iterations, seed=seed, verbose=False
+    )
+    kmeans.train(descriptors)
+    return kmeans.centroids.copy()
+
+
+def initialize_clusters(
+    netvlad: NetVLAD,
+    backbone: keras.Model,
+    image_batches: Iterable,
+    num_descriptors: int = DEFAULT_NUM_DESCRIPTORS,
+    descriptors_per_image: int = DEFAULT_DESCRIPTORS_PER_IMAGE,
+    version: str = "v1",
+    seed: int = 0,
+) -> float:
+    """Samples descriptors, clusters them and calls `netvlad.set_clusters`; returns alpha.
+
+    Example:
+    >>> from netvlad_tf import build_netvlad_model
+    >>> model = build_netvlad_model(weights=None, num_clusters=4)
+    >>> images = [np.random.rand(2, 64, 64, 3) * 255]
+    >>> alpha = initialize_clusters(model.pooling, model.backbone, images, 32, 16)
+    """
+    descriptors = sample_local_descriptors(
+        backbone,
+        image_batches,
+        num_descriptors=num_descriptors,
+        descriptors_per_image=descriptors_per_image,
+        normalize=netvlad.normalize_input,
+        seed=seed,
+    )
+    centroids = kmeans_centroids(descriptors, netvlad.num_clusters, seed=seed)
+    return netvlad.set_clusters(centroids, descriptors=descriptors, version=version)

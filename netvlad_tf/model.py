@@ -1,0 +1,150 @@
+"""The place-recognition model: backbone → pooling (NetVLAD) → optional PCA whitening + L2."""
+
+from __future__ import annotations
+
+import keras
+
+from netvlad_tf.backbones import get_backbone
+from netvlad_tf.normalization import L2Normalization
+from netvlad_tf.pooling import get_pooling
+from netvlad_tf.whitening import PCAWhitening
+
+WHITENING_LAYER = "whitening"
+
+
+@keras.saving.register_keras_serializable(package="netvlad_tf")
+class PlaceRecognitionModel(keras.Model):
+    """Maps RGB images in 0–255, `(B, H, W, 3)` of any size, to L2-normalised descriptors.
+
+    Args:
+        backbone: a functional model from images to local descriptors `(B, H', W', D)`.
+        pooling: a layer from `(B, H', W', D)` to an L2-normalised `(B, P)` vector, e.g.
+            `NetVLAD` (P = K·D) or `MACPooling` (P = D).
+        whitening_dim: when set, a frozen `Dense(whitening_dim)` holding the PCA whitening
+            (fit it with `set_whitening`) followed by L2 normalisation.
+
+    Example:
+    >>> from netvlad_tf import NetVLAD, vgg16_conv5_3
+    >>> model = PlaceRecognitionModel(vgg16_conv5_3(weights=None), NetVLAD(num_clusters=4))
+    >>> model.output.shape
+    (None, 2048)
+    """
+
+    def __init__(
+        self,
+        backbone: keras.Model,
+        pooling: keras.layers.Layer,
+        whitening_dim: int | None = None,
+        **kwargs,
+    ):
+        images = keras.Input((None, None, 3), name="images")
+        descriptors = pooling(backbone(images))
+        pooled_dim = descriptors.shape[-1]
+        if whitening_dim is not None:
+            if int(whitening_dim) != whitening_dim or not 1 <= whitening_dim <= pooled_dim:
+                raise ValueError(
+                    f"whitening_dim must be an integer in [1, {pooled_dim}] (the pooled "
+                    f"dimension), got {whitening_dim!r}."
+                )
+            whitening_dim = int(whitening_dim)
+            whitened = keras.layers.Dense(whitening_dim, trainable=False, name=WHITENING_LAYER)(
+                descriptors
+            )
+            descriptors = L2Normalization(name="whitening_l2")(whitened)
+        super().__init__(inputs=images, outputs=descriptors, **kwargs)
+        self.backbone = backbone
+        self.pooling = pooling
+        self.whitening_dim = whitening_dim
+
+    @property
+    def descriptor_dim(self) -> int:
+        """Length of the descriptors the model outputs."""
+        return int(self.output.shape[-1])
+
+    def set_whitening(self, whitening: PCAWhitening) -> None:
+        """Loads a learned PCA whitening into the whitening layer.
+
+        Example:
+        >>> import numpy as np
+        >>> from netvlad_tf import MACPooling, fit_pca_whitening, vgg16_conv5_3
+        >>> model = PlaceRecognitionModel(vgg16_conv5_3(weights=None), MACPooling(),
+        ...                               whitening_dim=4)
+        >>> model.set_whitening(fit_pca_whitening(np.random.rand(20, 512), output_dim=4))
+        """
+        if self.whitening_dim is None:
+            raise ValueError("This model has no whitening layer; build it with whitening_dim.")
+        pooled_dim = self.pooling.output.shape[-1]
+        if whitening.projection.shape != (pooled_dim, self.whitening_dim):
+            raise ValueError(
+                f"The whitening maps {whitening.projection.shape[0]} → "
+                f"{whitening.output_dim} dimensions; this model needs {pooled_dim} → "
+                f"{self.whitening_dim}."
+            )
+        self.get_layer(WHITENING_LAYER).set_weights(whitening.dense_weights())
+
+    def get_config(self):
+        return {
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "pooling": keras.saving.serialize_keras_object(self.pooling),
+            "whitening_dim": self.whitening_dim,
+            "name": self.name,
+            "trainable": self.trainable,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        config["pooling"] = keras.saving.deserialize_keras_object(config["pooling"])
+        return cls(**config)
+
+
+def build_netvlad_model(
+    backbone: str = "vgg16",
+    weights: str | None = "imagenet",
+    num_clusters: int = 64,
+    whitening_dim: int | None = None,
+    pooling: str = "netvlad",
+    trainable_from: str | None = "block5_conv1",
+    output_layout: str = "matlab",
+    normalize_input: bool = True,
+) -> PlaceRecognitionModel:
+    """Builds the paper's model: VGG16 conv5_3 (pre-ReLU) + NetVLAD (+ PCA whitening + L2).
+
+    Args:
+        backbone: a name registered in `netvlad_tf.backbones` (`"vgg16"`).
+        weights: the backbone's weights: `"imagenet"`, `None` or a local file path.
+        num_clusters: K of NetVLAD (ignored by the other poolings).
+        whitening_dim: output size of the PCA whitening (the paper: 4096), or None for the
+            raw pooled descriptor.
+        pooling: `"netvlad"`, or the baselines `"mac"`, `"avg"`, `"gem"`.
+        trainable_from: first trainable backbone layer (the paper: conv5_1).
+        output_layout: NetVLAD's output order, `"matlab"` or `"cluster_major"`.
+        normalize_input: L2-normalise local descriptors inside NetVLAD.
+
+    Returns:
+        A `PlaceRecognitionModel`. Initialise NetVLAD with
+        `netvlad_tf.initialize_clusters` and whitening with `set_whitening` before use.
+
+    Example:
+    >>> model = build_netvlad_model(weights=None, num_clusters=8)
+    >>> model.descriptor_dim
+    4096
+    """
+    backbone_model = get_backbone(backbone, weights=weights, trainable_from=trainable_from)
+    if pooling == "netvlad":
+        pooling_layer = get_pooling(
+            "netvlad",
+            num_clusters=num_clusters,
+            output_layout=output_layout,
+            normalize_input=normalize_input,
+            name="netvlad",
+        )
+    else:
+        pooling_layer = get_pooling(pooling, name=pooling)
+    return PlaceRecognitionModel(
+        backbone_model,
+        pooling_layer,
+        whitening_dim=whitening_dim,
+        name=f"{backbone}_{pooling}",
+    )

@@ -1,0 +1,50 @@
+"""L2 normalisation shared by the pooling layers and the model head."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+# The authors' MatConvNet code adds this to the squared norm before the square root, so an
+# all-zero vector maps to zero instead of NaN.
+L2_EPSILON = 1e-12
+
+
+def l2_normalize(x, axis: int = -1, epsilon: float = L2_EPSILON):
+    """Divides `x` by its L2 norm along `axis`: `x / sqrt(max(sum(x**2), epsilon))`.
+
+    Example:
+    >>> import numpy as np
+    >>> np.asarray(l2_normalize(np.array([[3.0, 4.0]]))).round(2).tolist()
+    [[0.6, 0.8]]
+    """
+    squared_norm = ops.sum(ops.square(x), axis=axis, keepdims=True)
+    return x * ops.rsqrt(ops.maximum(squared_norm, epsilon))
+
+
+@keras.saving.register_keras_serializable(package="netvlad_tf")
+class L2Normalization(keras.layers.Layer):
+    """L2-normalises the last axis, e.g. after the whitening projection.
+
+    Args:
+        epsilon: lower bound of the squared norm.
+
+    Example:
+    >>> import numpy as np
+    >>> layer = L2Normalization()
+    >>> np.asarray(layer(np.array([[0.0, 2.0]]))).tolist()
+    [[0.0, 1.0]]
+    """
+
+    def __init__(self, epsilon: float = L2_EPSILON, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+
+    def call(self, inputs):
+        return l2_normalize(inputs, axis=-1, epsilon=self.epsilon)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}

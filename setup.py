@@ -1,0 +1,28 @@
+"""Packaging for netvlad_tf."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="netvlad_tf",
+    version="0.1.0",
+    description="NetVLAD visual place recognition for Keras 3 / TensorFlow",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["netvlad_tf", "netvlad_tf.*"]),
+    package_data={"netvlad_tf.sample_data": ["nordland/*.csv", "nordland/*.md", "nordland/images/*/*.png"]},
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.12",
+        "numpy>=1.26",
+        "scikit-learn>=1.4",
+        "faiss-cpu>=1.8",
+        "absl-py>=2.0",
+        "matplotlib>=3.8",
+    ],
+    extras_require={"test": ["pytest>=8"]},
+    entry_points={"console_scripts": ["netvlad-tf=netvlad_tf.cli:run"]},
+)

@@ -1,0 +1,15 @@
+"""Shared fixtures: seeded random generators and tiny shapes (32×32 images, 4 clusters)."""
+
+import keras
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture(autouse=True)
+def _seed_keras():
+    keras.utils.set_random_seed(1234)
