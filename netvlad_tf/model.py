@@ -61,6 +61,19 @@ class PlaceRecognitionModel(keras.Model):
         """Length of the descriptors the model outputs."""
         return int(self.output.shape[-1])
 
+    @property
+    def pooled_model(self) -> keras.Model:
+        """A model sharing these weights that stops after pooling, before the whitening: what
+        `fit_pca_whitening` learns from.
+
+        Example:
+        >>> from netvlad_tf import MACPooling, vgg16_conv5_3
+        >>> model = PlaceRecognitionModel(vgg16_conv5_3(weights=None), MACPooling(), 8)
+        >>> model.pooled_model.output.shape
+        (None, 512)
+        """
+        return keras.Model(self.input, self.pooling.output, name=f"{self.name}_pooled")
+
     def set_whitening(self, whitening: PCAWhitening) -> None:
         """Loads a learned PCA whitening into the whitening layer.
 

@@ -20,16 +20,12 @@ def images(rng):
     return (rng.random((6, 32, 32, 3)) * 255).astype("float32")
 
 
-def pooled_descriptors(model, images):
-    return keras.Model(model.input, model.pooling.output).predict(images, verbose=0)
-
-
 def test_paper_model_end_to_end(images, tmp_path):
     model = build_netvlad_model(weights=None, num_clusters=4, whitening_dim=5)
     assert isinstance(model.pooling, NetVLAD)
     alpha = initialize_clusters(model.pooling, model.backbone, [images[:3], images[3:]], 24, 4)
     assert alpha > 0
-    pooled = pooled_descriptors(model, images)
+    pooled = model.pooled_model.predict(images, verbose=0)
     assert pooled.shape == (6, 4 * 512)
     whitening = fit_pca_whitening(pooled, output_dim=5)
     model.set_whitening(whitening)

@@ -1,0 +1,104 @@
+"""Reads the package's CSV dataset format: the way to bring your own geotagged photos."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+from netvlad_tf.data.geo_dataset import GeoDataset, check_images_exist
+from netvlad_tf.data.utm import latlon_to_utm
+
+SPLITS = ("database", "query")
+METRIC_COLUMNS = ("easting", "northing")
+GPS_COLUMNS = ("latitude", "longitude")
+
+
+def read_csv_dataset(path, name: str | None = None, check_files: bool = True) -> GeoDataset:
+    """Reads a CSV with header `split,image_path,easting,northing` (metres) or
+    `split,image_path,latitude,longitude` (degrees, projected to UTM), plus the optional
+    columns `condition` and `timestamp`.
+
+    `split` is `database` or `query`; `image_path` is relative to the CSV's folder.
+
+    Args:
+        path: the CSV file.
+        name: dataset name (default: the file's stem).
+        check_files: fail early, naming them, when image files are missing.
+
+    Example:
+    >>> from netvlad_tf.sample_data import nordland_csv
+    >>> read_csv_dataset(nordland_csv("test"))
+    GeoDataset('nordland_test', database=348, queries=348)
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Dataset CSV {str(path)!r} does not exist.")
+    with path.open(newline="", encoding="utf-8") as file:
+        reader = csv.DictReader(file)
+        columns = reader.fieldnames or []
+        coordinate_columns = _coordinate_columns(columns, path)
+        rows = list(reader)
+    parsed = {split: {"paths": [], "coordinates": [], "conditions": [], "timestamps": []} for split in SPLITS}
+    for line_number, row in enumerate(rows, start=2):
+        split = (row.get("split") or "").strip()
+        if split not in SPLITS:
+            raise ValueError(f"{path}:{line_number}: split must be one of {SPLITS}, got {split!r}.")
+        image_path = (row.get("image_path") or "").strip()
+        if not image_path:
+            raise ValueError(f"{path}:{line_number}: image_path is empty.")
+        target = parsed[split]
+        target["paths"].append(str(path.parent / image_path))
+        target["coordinates"].append(
+            [_finite_float(row[column], path, line_number, column) for column in coordinate_columns]
+        )
+        target["conditions"].append((row.get("condition") or "").strip())
+        target["timestamps"].append((row.get("timestamp") or "").strip())
+    for split in SPLITS:
+        if not parsed[split]["paths"]:
+            raise ValueError(f"{path}: no {split} rows; a dataset needs both splits.")
+    if coordinate_columns == GPS_COLUMNS:
+        both = np.array(parsed["database"]["coordinates"] + parsed["query"]["coordinates"])
+        projected, _ = latlon_to_utm(both[:, 0], both[:, 1])
+        num_database = len(parsed["database"]["paths"])
+        parsed["database"]["coordinates"] = projected[:num_database]
+        parsed["query"]["coordinates"] = projected[num_database:]
+    has_timestamps = "timestamp" in columns
+    dataset = GeoDataset(
+        name=name or path.stem,
+        database_paths=parsed["database"]["paths"],
+        database_utm=parsed["database"]["coordinates"],
+        query_paths=parsed["query"]["paths"],
+        query_utm=parsed["query"]["coordinates"],
+        query_conditions=parsed["query"]["conditions"] if "condition" in columns else None,
+        database_timestamps=np.array(parsed["database"]["timestamps"]) if has_timestamps else None,
+        query_timestamps=np.array(parsed["query"]["timestamps"]) if has_timestamps else None,
+    )
+    if check_files:
+        check_images_exist(dataset)
+    return dataset
+
+
+def _coordinate_columns(columns: list[str], path: Path) -> tuple[str, str]:
+    missing = [c for c in ("split", "image_path") if c not in columns]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing}; found {columns}.")
+    for candidate in (METRIC_COLUMNS, GPS_COLUMNS):
+        if all(c in columns for c in candidate):
+            return candidate
+    raise ValueError(
+        f"{path}: needs coordinate columns easting,northing (metres) or latitude,longitude "
+        f"(degrees); found {columns}."
+    )
+
+
+def _finite_float(text, path: Path, line_number: int, column: str) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}:{line_number}: {column} is not a number: {text!r}.") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{path}:{line_number}: {column} is {text!r}; coordinates must be finite.")
+    return value

@@ -1,0 +1,27 @@
+"""The raw-pixel baseline: tiny grey thumbnails compared directly (paper's weakest baseline)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from netvlad_tf.data.images import image_batches
+
+DEFAULT_THUMBNAIL_SIZE = (16, 32)
+
+
+def pixel_descriptors(paths: Sequence[str], thumbnail_size: tuple[int, int] = DEFAULT_THUMBNAIL_SIZE) -> np.ndarray:
+    """Grey thumbnails of `thumbnail_size`, each made zero-mean and unit-norm, `(N, H·W)`.
+
+    Example:
+    >>> from netvlad_tf.data import read_csv_dataset
+    >>> from netvlad_tf.sample_data import nordland_csv
+    >>> pixel_descriptors(read_csv_dataset(nordland_csv("test")).query_paths[:2]).shape
+    (2, 512)
+    """
+    thumbnails = np.concatenate(list(image_batches(list(paths), thumbnail_size, batch_size=64)))
+    grey = thumbnails.mean(axis=-1).reshape(len(thumbnails), -1).astype(np.float64)
+    grey -= grey.mean(axis=1, keepdims=True)
+    grey /= np.maximum(np.linalg.norm(grey, axis=1, keepdims=True), 1e-12)
+    return grey.astype(np.float32)

@@ -1,0 +1,48 @@
+"""Recall@N: the place-recognition metric of the paper (Sec. 5.1)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+DEFAULT_NS = (1, 5, 10, 20)
+
+
+def recall_at_n(
+    ranked_database_indices: np.ndarray,
+    positives: Sequence[np.ndarray],
+    ns: Sequence[int] = DEFAULT_NS,
+) -> dict[int, float]:
+    """Fraction of queries with at least one positive among their top N retrievals.
+
+    Args:
+        ranked_database_indices: `(Q, M)` database indices, best first, for each query.
+        positives: for each query, the database indices that count as correct (e.g. within
+            25 m). A query with no positive counts as a miss; drop such queries beforehand
+            to follow the paper.
+        ns: the cut-offs N; N larger than M uses all M retrievals.
+
+    Returns:
+        `{N: recall}`.
+
+    Example:
+    >>> recall_at_n(np.array([[3, 1], [0, 2]]), [np.array([1]), np.array([5])], ns=(1, 2))
+    {1: 0.0, 2: 0.5}
+    """
+    ranked = np.asarray(ranked_database_indices)
+    if ranked.ndim != 2 or len(ranked) != len(positives):
+        raise ValueError(
+            f"ranked_database_indices must be (num_queries, M) with one row per query; got "
+            f"{ranked.shape} for {len(positives)} queries."
+        )
+    if len(ranked) == 0:
+        raise ValueError("No queries to evaluate.")
+    if any(n < 1 for n in ns):
+        raise ValueError(f"Every N must be >= 1, got {list(ns)}.")
+    first_hit = np.full(len(ranked), np.inf)
+    for query, (row, correct) in enumerate(zip(ranked, positives)):
+        hits = np.flatnonzero(np.isin(row, correct))
+        if hits.size:
+            first_hit[query] = hits[0]
+    return {int(n): float(np.mean(first_hit < n)) for n in ns}

@@ -1,0 +1,220 @@
+"""Nearest-neighbour search over descriptors behind one small interface: add, search, save, load."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import faiss
+import keras
+import numpy as np
+
+METRICS = ("l2", "ip")
+METADATA_FILE = "index.json"
+
+
+class DescriptorIndex:
+    """Base of the search backends. Distances are squared L2 (`"l2"`, smaller is better) or
+    inner products (`"ip"`, larger is better); on L2-normalised descriptors both rank alike.
+
+    Args:
+        dim: descriptor length.
+        metric: `"l2"` or `"ip"`.
+        model_name: the model that made the descriptors, recorded when saved.
+    """
+
+    backend = ""
+
+    def __init__(self, dim: int, metric: str = "l2", model_name: str | None = None):
+        if metric not in METRICS:
+            raise ValueError(f"Unknown metric {metric!r}; use one of {METRICS}.")
+        if int(dim) != dim or dim < 1:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}.")
+        self.dim = int(dim)
+        self.metric = metric
+        self.model_name = model_name
+
+    @property
+    def size(self) -> int:
+        raise NotImplementedError
+
+    def add(self, descriptors: np.ndarray) -> None:
+        """Appends `(N, dim)` descriptors; their indices continue from `size`."""
+        self._add(self._checked(descriptors, "descriptors"))
+
+    def search(
+        self, queries: np.ndarray, k: int, batch_size: int = 1024, verbose: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The `k` nearest database entries of each query, best first.
+
+        Returns:
+            `(distances, indices)`, each `(Q, min(k, size))`.
+        """
+        queries = self._checked(queries, "queries")
+        if self.size == 0:
+            raise ValueError("The index is empty; add descriptors first.")
+        k = min(int(k), self.size)
+        progress = keras.utils.Progbar(len(queries), unit_name="query", verbose=1 if verbose else 0)
+        distances, indices = [], []
+        for start in range(0, len(queries), batch_size):
+            batch_distances, batch_indices = self._search(queries[start : start + batch_size], k)
+            distances.append(batch_distances)
+            indices.append(batch_indices)
+            progress.update(min(start + batch_size, len(queries)))
+        return np.concatenate(distances), np.concatenate(indices)
+
+    def save(self, directory) -> None:
+        """Writes the index to `directory` atomically (a failure leaves nothing behind)."""
+        directory = Path(directory)
+        if directory.exists():
+            raise FileExistsError(f"{directory} exists; remove it or choose another path.")
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        try:
+            self._save_data(staging)
+            metadata = {"backend": self.backend, "dim": self.dim, "metric": self.metric,
+                        "model_name": self.model_name, "size": self.size, **self._parameters()}
+            (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+            os.replace(staging, directory)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    def _checked(self, vectors, role: str) -> np.ndarray:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise ValueError(f"{role} must have shape (N, {self.dim}), got {vectors.shape}.")
+        if not np.all(np.isfinite(vectors)):
+            raise ValueError(f"{role} contain NaN or infinite values.")
+        return vectors
+
+    def _parameters(self) -> dict:
+        return {}
+
+    def _add(self, descriptors: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def _save_data(self, directory: Path) -> None:
+        raise NotImplementedError
+
+
+class NumpyIndex(DescriptorIndex):
+    """Exact brute-force search in NumPy: the reference the faiss backends are tested against.
+
+    Example:
+    >>> index = NumpyIndex(dim=2)
+    >>> index.add(np.array([[0, 0], [1, 0], [5, 5]]))
+    >>> index.search(np.array([[0.9, 0.1]]), k=2)[1].tolist()
+    [[1, 0]]
+    """
+
+    backend = "numpy"
+
+    def __init__(self, dim: int, metric: str = "l2", model_name: str | None = None):
+        super().__init__(dim, metric, model_name)
+        self._database = np.zeros((0, self.dim), dtype=np.float32)
+
+    @property
+    def size(self) -> int:
+        return len(self._database)
+
+    def _add(self, descriptors):
+        self._database = np.concatenate([self._database, descriptors])
+
+    def _search(self, queries, k):
+        database = self._database.astype(np.float64)
+        products = queries.astype(np.float64) @ database.T
+        if self.metric == "ip":
+            scores = -products
+        else:
+            scores = (queries.astype(np.float64) ** 2).sum(1)[:, None] - 2 * products + (database**2).sum(1)[None]
+        order = np.argsort(scores, axis=1, kind="stable")[:, :k]
+        best = np.take_along_axis(scores, order, axis=1)
+        return (-best if self.metric == "ip" else best).astype(np.float32), order.astype(np.int64)
+
+    def _save_data(self, directory):
+        np.save(directory / "database.npy", self._database)
+
+    @classmethod
+    def _from_saved(cls, directory: Path, metadata: dict) -> "NumpyIndex":
+        index = cls(metadata["dim"], metadata["metric"], metadata["model_name"])
+        index.add(np.load(directory / "database.npy"))
+        return index
+
+
+class FaissFlatIndex(DescriptorIndex):
+    """Exact search with faiss (`IndexFlatL2` / `IndexFlatIP`).
+
+    Example:
+    >>> index = FaissFlatIndex(dim=2)
+    >>> index.add(np.array([[0, 0], [1, 0], [5, 5]]))
+    >>> index.search(np.array([[4.0, 4.0]]), k=1)[1].tolist()
+    [[2]]
+    """
+
+    backend = "faiss_flat"
+
+    def __init__(self, dim: int, metric: str = "l2", model_name: str | None = None):
+        super().__init__(dim, metric, model_name)
+        self._index = faiss.IndexFlatL2(self.dim) if metric == "l2" else faiss.IndexFlatIP(self.dim)
+
+    @property
+    def size(self) -> int:
+        return self._index.ntotal
+
+    def _add(self, descriptors):
+        self._index.add(descriptors)
+
+    def _search(self, queries, k):
+        distances, indices = self._index.search(queries, k)
+        return distances, indices.astype(np.int64)
+
+    def _save_data(self, directory):
+        faiss.write_index(self._index, str(directory / "index.faiss"))
+
+    @classmethod
+    def _from_saved(cls, directory: Path, metadata: dict) -> "FaissFlatIndex":
+        index = cls(metadata["dim"], metadata["metric"], metadata["model_name"])
+        index._index = faiss.read_index(str(directory / "index.faiss"))
+        return index
+
+
+BACKENDS = {cls.backend: cls for cls in (NumpyIndex, FaissFlatIndex)}
+
+
+def load_index(directory, expected_dim: int | None = None) -> DescriptorIndex:
+    """Loads an index saved with `save`; `expected_dim` guards against another model's index.
+
+    Example:
+    >>> import tempfile, pathlib
+    >>> index = NumpyIndex(dim=2, model_name="demo")
+    >>> index.add(np.eye(2))
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "index"
+    >>> index.save(path)
+    >>> load_index(path, expected_dim=2).size
+    2
+    """
+    directory = Path(directory)
+    metadata_path = directory / METADATA_FILE
+    if not metadata_path.is_file():
+        raise FileNotFoundError(f"{directory} is not a saved index (no {METADATA_FILE}).")
+    try:
+        metadata = json.loads(metadata_path.read_text())
+        backend = BACKENDS[metadata["backend"]]
+        index = backend._from_saved(directory, metadata)
+    except (KeyError, ValueError, RuntimeError, OSError) as error:
+        raise ValueError(f"{directory}: the saved index is corrupt or incomplete ({error}).") from None
+    if index.size != metadata["size"]:
+        raise ValueError(f"{directory}: the index holds {index.size} vectors, its metadata says {metadata['size']}.")
+    if expected_dim is not None and index.dim != expected_dim:
+        raise ValueError(
+            f"{directory} holds {index.dim}-D descriptors (model {index.model_name!r}) but the "
+            f"model gives {expected_dim}-D ones; rebuild the index with this model."
+        )
+    return index

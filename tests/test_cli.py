@@ -1,0 +1,44 @@
+"""The `netvlad-tf` command line, parsed in-process through `main(argv)`."""
+
+import json
+
+import pytest
+
+from netvlad_tf.cli import COMMANDS, main
+
+
+def test_usage_and_help(capsys):
+    assert main(["netvlad-tf"]) == 2
+    assert main(["netvlad-tf", "--help"]) == 0
+    assert "demo" in capsys.readouterr().out
+    for name in COMMANDS:
+        assert main(["netvlad-tf", name, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert "example:" in out and f"netvlad-tf {name}" in out
+
+
+def test_unknown_command_and_flag(capsys):
+    assert main(["netvlad-tf", "trian"]) == 2
+    assert "unknown command 'trian'" in capsys.readouterr().err
+    assert main(["netvlad-tf", "demo", "--qiuck"]) == 2
+    assert "--help" in capsys.readouterr().err
+
+
+def test_flagfile(tmp_path, capsys):
+    (tmp_path / "demo.flags").write_text(f"--output={tmp_path}\n")
+    # The output exists already, so the run stops at once with a message saying what to do.
+    assert main(["netvlad-tf", "demo", f"--flagfile={tmp_path / 'demo.flags'}"]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_quick_demo_end_to_end(tmp_path):
+    output = tmp_path / "demo"
+    assert main(["netvlad-tf", "demo", "--quick", f"--output={output}"]) == 0
+    results = json.loads((output / "results.json").read_text())
+    for method in ("netvlad", "mac", "pixels"):
+        for n in ("1", "5", "10"):
+            assert 0.0 <= results["recall"][method][n] <= 1.0
+    assert results["recall"]["pixels"]["10"] >= results["recall"]["pixels"]["1"]
+    assert (output / "model.keras").stat().st_size > 1_000_000
+    assert (output / "recall_curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,79 @@
+"""Search backends against NumPy brute force; Recall@N against hand-computed cases."""
+
+import numpy as np
+import pytest
+
+from netvlad_tf.evaluation import recall_at_n
+from netvlad_tf.retrieval import FaissFlatIndex, NumpyIndex, load_index
+
+
+def test_recall_hand_computed():
+    ranked = np.array([[4, 2, 7], [1, 0, 3], [5, 6, 8], [9, 9, 9]])
+    positives = [np.array([2]), np.array([1, 3]), np.array([0]), np.array([], dtype=int)]
+    assert recall_at_n(ranked, positives, ns=(1, 2, 3)) == {1: 0.25, 2: 0.5, 3: 0.5}
+
+
+def test_recall_against_brute_force_definition(rng):
+    ranked = np.stack([rng.permutation(50)[:20] for _ in range(30)])
+    positives = [rng.choice(50, size=rng.integers(1, 4), replace=False) for _ in range(30)]
+    result = recall_at_n(ranked, positives)
+    for n in (1, 5, 10, 20):
+        hits = [len(set(ranked[q, :n]) & set(positives[q])) > 0 for q in range(30)]
+        assert result[n] == pytest.approx(np.mean(hits))
+
+
+def test_recall_bad_input():
+    with pytest.raises(ValueError, match="one row per query"):
+        recall_at_n(np.zeros((2, 3)), [np.array([0])])
+    with pytest.raises(ValueError, match=">= 1"):
+        recall_at_n(np.zeros((1, 3)), [np.array([0])], ns=(0,))
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_faiss_flat_equals_numpy(rng, metric):
+    database = rng.normal(size=(500, 32)).astype("float32")
+    queries = rng.normal(size=(40, 32)).astype("float32")
+    exact, faiss_flat = NumpyIndex(32, metric), FaissFlatIndex(32, metric)
+    for index in (exact, faiss_flat):
+        index.add(database[:300])
+        index.add(database[300:])
+    d_exact, i_exact = exact.search(queries, 10)
+    d_faiss, i_faiss = faiss_flat.search(queries, 10, batch_size=7)
+    np.testing.assert_array_equal(i_faiss, i_exact)
+    np.testing.assert_allclose(d_faiss, d_exact, rtol=1e-4, atol=1e-3)
+    brute = ((queries[:, None] - database[None]) ** 2).sum(-1) if metric == "l2" else -(queries @ database.T)
+    np.testing.assert_array_equal(i_exact, np.argsort(brute, axis=1, kind="stable")[:, :10])
+
+
+@pytest.mark.parametrize("index_class", [NumpyIndex, FaissFlatIndex])
+def test_save_load_round_trip(rng, tmp_path, index_class):
+    database = rng.normal(size=(50, 8)).astype("float32")
+    index = index_class(8, model_name="vgg16_netvlad")
+    index.add(database)
+    index.save(tmp_path / "index")
+    reloaded = load_index(tmp_path / "index", expected_dim=8)
+    assert type(reloaded) is index_class and reloaded.model_name == "vgg16_netvlad"
+    np.testing.assert_array_equal(reloaded.search(database[:5], 1)[1][:, 0], np.arange(5))
+    with pytest.raises(FileExistsError):
+        index.save(tmp_path / "index")
+    with pytest.raises(ValueError, match="holds 8-D descriptors"):
+        load_index(tmp_path / "index", expected_dim=16)
+
+
+def test_corrupt_or_missing_index(tmp_path, rng):
+    index = FaissFlatIndex(4)
+    index.add(rng.normal(size=(3, 4)))
+    index.save(tmp_path / "index")
+    (tmp_path / "index" / "index.faiss").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="corrupt"):
+        load_index(tmp_path / "index")
+    with pytest.raises(FileNotFoundError, match="not a saved index"):
+        load_index(tmp_path / "nothing")
+
+
+def test_search_errors(rng):
+    index = NumpyIndex(4)
+    with pytest.raises(ValueError, match="empty"):
+        index.search(rng.normal(size=(1, 4)), 1)
+    with pytest.raises(ValueError, match=r"shape \(N, 4\)"):
+        index.add(rng.normal(size=(2, 5)))
