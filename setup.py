@@ -22,6 +22,8 @@ setup(
         "faiss-cpu>=1.8",
         "absl-py>=2.0",
         "matplotlib>=3.8",
+        "scipy>=1.10",
+        "tensorboard>=2.16",
     ],
     extras_require={"test": ["pytest>=8"]},
     entry_points={"console_scripts": ["netvlad-tf=netvlad_tf.cli:run"]},

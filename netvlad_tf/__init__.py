@@ -8,6 +8,7 @@ Example:
 """
 
 from netvlad_tf.backbones import BACKBONES, get_backbone, register_backbone, vgg16_conv5_3
+from netvlad_tf.losses import RankingLoss, ranking_loss_terms, reduce_ranking_loss
 from netvlad_tf.clustering import initialize_clusters, kmeans_centroids, sample_local_descriptors
 from netvlad_tf.model import PlaceRecognitionModel, build_netvlad_model
 from netvlad_tf.netvlad import NetVLAD
@@ -26,6 +27,7 @@ __all__ = [
     "NetVLAD",
     "PCAWhitening",
     "PlaceRecognitionModel",
+    "RankingLoss",
     "build_netvlad_model",
     "fit_pca_whitening",
     "get_backbone",
@@ -33,6 +35,8 @@ __all__ = [
     "initialize_clusters",
     "kmeans_centroids",
     "l2_normalize",
+    "ranking_loss_terms",
+    "reduce_ranking_loss",
     "register_backbone",
     "sample_local_descriptors",
     "vgg16_conv5_3",

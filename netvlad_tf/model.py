@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
+from keras import ops
 
 from netvlad_tf.backbones import get_backbone
+from netvlad_tf.losses import RankingLoss
 from netvlad_tf.normalization import L2Normalization
 from netvlad_tf.pooling import get_pooling
 from netvlad_tf.whitening import PCAWhitening
@@ -55,6 +58,54 @@ class PlaceRecognitionModel(keras.Model):
         self.backbone = backbone
         self.pooling = pooling
         self.whitening_dim = whitening_dim
+        self.ranking_loss_tracker = keras.metrics.Mean(name="ranking_loss")
+
+    def train_step(self, data):
+        """One step of the paper's weakly supervised training on a batch of tuples.
+
+        `data` is a dict with `query` `(B, H, W, 3)`, `positives` `(B, P, H, W, 3)`,
+        `negatives` `(B, N, H, W, 3)`, `positive_mask` `(B, P)` and `negative_mask`
+        `(B, N)` (see `netvlad_tf.training.tuple_dataset`); compile with
+        `loss=RankingLoss(...)`. Any other batch takes Keras' ordinary supervised step.
+        """
+        if not _is_tuple_batch(data):
+            return super().train_step(data)
+        with tf.GradientTape() as tape:
+            loss = self._ranking_loss(data, training=True)
+            # Keras sums the replicas' gradients under tf.distribute: scale to the global batch.
+            replica_loss = loss / self.distribute_strategy.num_replicas_in_sync
+        gradients = tape.gradient(replica_loss, self.trainable_variables)
+        self.optimizer.apply(gradients, self.trainable_variables)
+        self.ranking_loss_tracker.update_state(loss)
+        return {"loss": self.ranking_loss_tracker.result()}
+
+    def test_step(self, data):
+        """The ranking loss of a batch of tuples without updating weights."""
+        if not _is_tuple_batch(data):
+            return super().test_step(data)
+        self.ranking_loss_tracker.update_state(self._ranking_loss(data, training=False))
+        return {"loss": self.ranking_loss_tracker.result()}
+
+    def _ranking_loss(self, data, training: bool):
+        if not isinstance(self.loss, RankingLoss):
+            raise ValueError(
+                "Training on tuples needs model.compile(optimizer, loss=netvlad_tf.RankingLoss())."
+            )
+        query, positives, negatives = data["query"], data["positives"], data["negatives"]
+        batch = ops.shape(query)[0]
+        num_positives, num_negatives = positives.shape[1], negatives.shape[1]
+        tuple_size = 1 + num_positives + num_negatives
+        images = ops.concatenate([query[:, None], positives, negatives], axis=1)
+        # One forward pass for every image of every tuple.
+        images = ops.reshape(images, (-1, *ops.shape(query)[1:]))
+        descriptors = self(images, training=training)
+        packed = ops.reshape(descriptors, (batch, tuple_size, -1))
+        mask = ops.concatenate(
+            [ops.ones((batch, 1)), ops.cast(data["positive_mask"], "float32"),
+             ops.cast(data["negative_mask"], "float32")],
+            axis=1,
+        )
+        return self.loss(mask, packed)
 
     @property
     def descriptor_dim(self) -> int:
@@ -110,6 +161,10 @@ class PlaceRecognitionModel(keras.Model):
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         config["pooling"] = keras.saving.deserialize_keras_object(config["pooling"])
         return cls(**config)
+
+
+def _is_tuple_batch(data) -> bool:
+    return isinstance(data, dict) and "query" in data
 
 
 def build_netvlad_model(

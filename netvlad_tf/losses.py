@@ -1,0 +1,130 @@
+"""The paper's weakly supervised ranking loss (arXiv 1511.07247, Sec. 4, Eq. 7)."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+DEFAULT_MARGIN = 0.1
+NORMALIZATIONS = ("violating", "all", "none")
+
+
+def ranking_loss_terms(
+    query,
+    positives,
+    negatives,
+    positive_mask=None,
+    negative_mask=None,
+    margin: float = DEFAULT_MARGIN,
+):
+    """Hinge terms `max(0, min_i d²(q, p_i) + m − d²(q, n_j))` of each tuple, `(B, N)`.
+
+    Args:
+        query: `(B, dim)` query descriptors.
+        positives: `(B, P, dim)` potential positives; the nearest one counts.
+        negatives: `(B, N, dim)` negatives.
+        positive_mask: `(B, P)`, true where a positive is real (tuples padded to P).
+        negative_mask: `(B, N)`, true where a negative is real; padded terms are 0.
+        margin: m, on squared Euclidean distances.
+
+    Returns:
+        `(B, N)` hinge terms; 0 for padded negatives.
+
+    Example:
+    >>> import numpy as np
+    >>> q = np.array([[0.0, 0.0]]); p = np.array([[[0.1, 0.0]]]); n = np.array([[[0.2, 0.0], [1.0, 0.0]]])
+    >>> np.asarray(ranking_loss_terms(q, p, n)).round(4).tolist()
+    [[0.07, 0.0]]
+    """
+    query = ops.convert_to_tensor(query)
+    positive_distances = ops.sum(ops.square(positives - query[:, None]), axis=-1)
+    if positive_mask is not None:
+        # A padded positive must never be the nearest one.
+        positive_distances = ops.where(
+            ops.cast(positive_mask, "bool"), positive_distances, ops.full_like(positive_distances, 1e30)
+        )
+    nearest_positive = ops.min(positive_distances, axis=1)
+    negative_distances = ops.sum(ops.square(negatives - query[:, None]), axis=-1)
+    terms = ops.relu(nearest_positive[:, None] + margin - negative_distances)
+    if negative_mask is not None:
+        terms = terms * ops.cast(negative_mask, terms.dtype)
+    return terms
+
+
+def reduce_ranking_loss(terms, negative_mask=None, normalization: str = "violating"):
+    """Sums hinge terms into one loss value.
+
+    `"violating"` divides by the number of violating triplets (terms > 0), as the authors'
+    code does: the loss stays on the scale of one triplet as mining makes violations rare.
+    `"all"` divides by the number of real triplets (the PyTorch ports' choice: the loss shrinks
+    as fewer triplets violate the margin). `"none"` returns the plain sum of Eq. 7.
+
+    Example:
+    >>> import numpy as np
+    >>> float(reduce_ranking_loss(np.array([[0.2, 0.0, 0.4]]), normalization="violating"))
+    0.30000001192092896
+    """
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"Unknown normalization {normalization!r}; use one of {NORMALIZATIONS}.")
+    terms = ops.convert_to_tensor(terms, dtype="float32")
+    total = ops.sum(terms)
+    if normalization == "none":
+        return total
+    if normalization == "violating":
+        count = ops.sum(ops.cast(terms > 0, terms.dtype))
+    elif negative_mask is None:
+        count = ops.cast(ops.size(terms), terms.dtype)
+    else:
+        count = ops.sum(ops.cast(negative_mask, terms.dtype))
+    return total / ops.maximum(count, 1.0)
+
+
+@keras.saving.register_keras_serializable(package="netvlad_tf")
+class RankingLoss(keras.losses.Loss):
+    """Keras wrapper of the ranking loss for descriptors packed as one tensor per tuple.
+
+    `y_pred` is `(B, 1 + P + N, dim)`: the query, its P positives, then N negatives;
+    `y_true` is the `(B, 1 + P + N)` mask of real (non-padded) entries.
+
+    Example:
+    >>> import numpy as np
+    >>> loss = RankingLoss(num_positives=1)
+    >>> packed = np.array([[[0.0, 0.0], [0.1, 0.0], [0.2, 0.0]]])
+    >>> round(float(loss(np.ones((1, 3)), packed)), 4)
+    0.07
+    """
+
+    def __init__(
+        self,
+        num_positives: int = 1,
+        margin: float = DEFAULT_MARGIN,
+        normalization: str = "violating",
+        name: str = "ranking_loss",
+        **kwargs,
+    ):
+        super().__init__(name=name, reduction=None, **kwargs)
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"Unknown normalization {normalization!r}; use one of {NORMALIZATIONS}.")
+        self.num_positives = num_positives
+        self.margin = margin
+        self.normalization = normalization
+
+    def call(self, y_true, y_pred):
+        p = self.num_positives
+        terms = ranking_loss_terms(
+            y_pred[:, 0],
+            y_pred[:, 1 : 1 + p],
+            y_pred[:, 1 + p :],
+            positive_mask=y_true[:, 1 : 1 + p],
+            negative_mask=y_true[:, 1 + p :],
+            margin=self.margin,
+        )
+        return reduce_ranking_loss(terms, y_true[:, 1 + p :], self.normalization)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "num_positives": self.num_positives,
+            "margin": self.margin,
+            "normalization": self.normalization,
+        }

@@ -1,0 +1,104 @@
+"""Callbacks of the paper's training: cache refresh and validation Recall@N."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import keras
+
+from netvlad_tf.data.geo_dataset import EVAL_POSITIVE_RADIUS_M, GeoDataset
+from netvlad_tf.embedding import embed_images
+from netvlad_tf.evaluation.recall import DEFAULT_NS, recall_at_n
+from netvlad_tf.mining import HardNegativeMiner
+from netvlad_tf.retrieval import FaissFlatIndex
+
+
+class CacheRefresh(keras.callbacks.Callback):
+    """Recomputes the miner's descriptor cache before training and every `refresh_every`
+    training queries; the interval doubles each time the learning rate halves, as in the
+    authors' code.
+
+    Args:
+        miner: the `HardNegativeMiner` feeding the tuple dataset.
+        image_size: size the images are resized to, as in the tuples.
+        refresh_every: training queries between refreshes (the paper: 1000).
+        batch_size: images per forward pass while caching.
+    """
+
+    def __init__(self, miner: HardNegativeMiner, image_size, refresh_every: int = 1000,
+                 batch_size: int = 8, verbose: bool = True):
+        super().__init__()
+        if refresh_every < 1:
+            raise ValueError(f"refresh_every must be >= 1, got {refresh_every}.")
+        self.miner = miner
+        self.image_size = image_size
+        self.refresh_every = refresh_every
+        self.batch_size = batch_size
+        self.verbose = verbose
+        self.refreshes = 0
+        self._initial_learning_rate = None
+        self._visited_at_refresh = 0
+
+    def interval(self) -> int:
+        """The current refresh interval in training queries."""
+        learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        halvings = max(0, round(math.log2(self._initial_learning_rate / learning_rate)))
+        return self.refresh_every * 2**halvings
+
+    def on_train_begin(self, logs=None):
+        self._initial_learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self._refresh()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.miner.queries_visited - self._visited_at_refresh >= self.interval():
+            self._refresh()
+
+    def _refresh(self):
+        if self.verbose:
+            print(f"\nRefreshing the descriptor cache (refresh {self.refreshes + 1})", flush=True)
+        self.miner.refresh(self.model, self.image_size, self.batch_size, verbose=self.verbose)
+        self._visited_at_refresh = self.miner.queries_visited
+        self.refreshes += 1
+
+
+class RecallEvaluation(keras.callbacks.Callback):
+    """Adds `val_recall@N` (fractions) to the epoch logs; place it before checkpoints that
+    monitor them.
+
+    Args:
+        dataset: validation database and queries.
+        image_size: resize policy of the images.
+        ns: the cut-offs N.
+        radius_m: a retrieval within this distance is correct (the paper: 25 m).
+    """
+
+    def __init__(self, dataset: GeoDataset, image_size=None, ns: Sequence[int] = DEFAULT_NS,
+                 radius_m: float = EVAL_POSITIVE_RADIUS_M, batch_size: int = 8, verbose: bool = True):
+        super().__init__()
+        self.dataset = dataset
+        self.image_size = image_size
+        self.ns = tuple(ns)
+        self.batch_size = batch_size
+        self.verbose = verbose
+        self.evaluated_queries = dataset.queries_with_positives(radius_m)
+        if len(self.evaluated_queries) == 0:
+            raise ValueError(f"{dataset.name}: no validation query has a positive within {radius_m} m.")
+        self.positives = [dataset.positives_within(radius_m)[q] for q in self.evaluated_queries]
+
+    def on_epoch_end(self, epoch, logs=None):
+        recalls = self.evaluate(self.model)
+        if logs is not None:
+            logs.update({f"val_recall@{n}": value for n, value in recalls.items()})
+        if self.verbose:
+            print(" ".join(f"val R@{n}={100 * v:.1f}" for n, v in recalls.items()), flush=True)
+
+    def evaluate(self, model) -> dict[int, float]:
+        database = embed_images(model, self.dataset.database_paths, self.image_size,
+                                batch_size=self.batch_size, verbose=False)
+        queries = embed_images(model, [self.dataset.query_paths[q] for q in self.evaluated_queries],
+                               self.image_size, batch_size=self.batch_size, verbose=False)
+        index = FaissFlatIndex(database.shape[1])
+        index.add(database)
+        _, ranked = index.search(queries, max(self.ns))
+        return recall_at_n(ranked, self.positives, self.ns)

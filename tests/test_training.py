@@ -1,0 +1,97 @@
+"""Training with `model.fit` on the bundled Nordland images (tiny sizes)."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from netvlad_tf import RankingLoss, build_netvlad_model, initialize_clusters
+from netvlad_tf.data import GeoDataset, read_csv_dataset
+from netvlad_tf.data.images import image_batches
+from netvlad_tf.mining import HardNegativeMiner
+from netvlad_tf.sample_data import nordland_csv
+from netvlad_tf.training import RecallEvaluation, train, tuple_dataset
+
+IMAGE_SIZE = (32, 64)
+
+
+def nordland_stretch(first=0, count=40):
+    full = read_csv_dataset(nordland_csv("train"))
+    window = slice(first, first + count)
+    return GeoDataset(
+        f"nordland_{count}",
+        full.database_paths[window], full.database_utm[window],
+        full.query_paths[window], full.query_utm[window],
+    )
+
+
+def initialised_model(dataset, num_clusters=4):
+    model = build_netvlad_model(weights=None, num_clusters=num_clusters)
+    initialize_clusters(
+        model.pooling, model.backbone, image_batches(dataset.database_paths, IMAGE_SIZE, batch_size=20),
+        num_descriptors=300, descriptors_per_image=8,
+    )
+    return model
+
+
+def test_fit_steps_lower_the_loss_on_a_fixed_batch():
+    dataset = nordland_stretch()
+    model = initialised_model(dataset)
+    miner = HardNegativeMiner(dataset, num_negatives=5, num_sampled_negatives=30, cache_precision="float32")
+    miner.refresh(model, IMAGE_SIZE, verbose=False)
+    batch = next(iter(tuple_dataset(miner, IMAGE_SIZE, batch_size=4)))
+    assert batch["negatives"].shape == (4, 5, *IMAGE_SIZE, 3)
+    model.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9), loss=RankingLoss(normalization="none"))
+    before = model.evaluate(batch, verbose=0)
+    model.fit(_repeat(batch, 5), epochs=1, steps_per_epoch=5, verbose=0)
+    after = model.evaluate(batch, verbose=0)
+    assert before > 0
+    assert after < before
+
+
+def _repeat(batch, times):
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensors(batch).repeat(times)
+
+
+def test_train_writes_run_and_resumes_after_a_kill(tmp_path):
+    dataset = nordland_stretch(count=24)
+    model = initialised_model(dataset)
+    run_dir = tmp_path / "run"
+
+    class KillAfterFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                raise KeyboardInterrupt
+
+    settings = dict(image_size=IMAGE_SIZE, val_dataset=dataset, batch_size=4, num_negatives=3,
+                    num_sampled_negatives=10, refresh_every=12, seed=0, verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        train(model, dataset, run_dir=run_dir, epochs=2, extra_callbacks=[KillAfterFirstEpoch()], **settings)
+    assert not (run_dir / "last.keras").exists()
+
+    resumed = train(initialised_model(dataset), dataset, run_dir=run_dir, epochs=2, **settings)
+    # Epoch 1 was finished before the kill, so only epoch 2 runs after resuming.
+    assert len(resumed.history["loss"]) == 1
+    for name in ("best.keras", "last.keras", "history.json"):
+        assert (run_dir / name).is_file()
+    history = json.loads((run_dir / "history.json").read_text())
+    assert 0.0 <= history["val_recall@5"][0] <= 1.0
+    reloaded = keras.models.load_model(run_dir / "last.keras")
+    assert reloaded.predict(np.zeros((1, *IMAGE_SIZE, 3)), verbose=0).shape == (1, 4 * 512)
+
+
+def test_recall_callback_matches_brute_force():
+    dataset = nordland_stretch(count=30)
+    model = initialised_model(dataset)
+    recalls = RecallEvaluation(dataset, IMAGE_SIZE, ns=(1, 5), verbose=False).evaluate(model)
+    database = model.predict(np.concatenate(list(image_batches(dataset.database_paths, IMAGE_SIZE))), verbose=0)
+    queries = model.predict(np.concatenate(list(image_batches(dataset.query_paths, IMAGE_SIZE))), verbose=0)
+    distances = ((queries[:, None] - database[None]) ** 2).sum(-1)
+    ranked = np.argsort(distances, axis=1)
+    positives = dataset.positives_within(25.0)
+    for n in (1, 5):
+        expected = np.mean([np.isin(ranked[q, :n], positives[q]).any() for q in range(30)])
+        assert recalls[n] == pytest.approx(expected)
