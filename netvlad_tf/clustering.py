@@ -22,6 +22,7 @@ def sample_local_descriptors(
     descriptors_per_image: int = DEFAULT_DESCRIPTORS_PER_IMAGE,
     normalize: bool = True,
     seed: int = 0,
+    verbose: bool = True,
 ) -> np.ndarray:
     """Samples local descriptors from images run through `backbone`.
 
@@ -33,6 +34,7 @@ def sample_local_descriptors(
         descriptors_per_image: positions sampled (without replacement) from each image.
         normalize: L2-normalise each descriptor, as NetVLAD does with `normalize_input`.
         seed: seed of the position sampling.
+        verbose: show a progress bar.
 
     Returns:
         `(N, D)` float32 descriptors, `N ≤ num_descriptors`.
@@ -40,11 +42,11 @@ def sample_local_descriptors(
     Example:
     >>> from netvlad_tf import vgg16_conv5_3
     >>> images = [np.random.rand(2, 64, 64, 3) * 255]
-    >>> sample_local_descriptors(vgg16_conv5_3(weights=None), images, 20, 10).shape
+    >>> sample_local_descriptors(vgg16_conv5_3(weights=None), images, 20, 10, verbose=False).shape
     (20, 512)
     """
     rng = np.random.default_rng(seed)
-    progress = keras.utils.Progbar(num_descriptors, unit_name="descriptor")
+    progress = keras.utils.Progbar(num_descriptors, unit_name="descriptor", verbose=int(verbose))
     sampled, count = [], 0
     for batch in image_batches:
         feature_maps = keras.ops.convert_to_numpy(backbone(batch, training=False))
@@ -72,8 +74,9 @@ def kmeans_centroids(
     """Runs seeded faiss k-means on `(N, D)` descriptors and returns `(K, D)` centroids.
 
     Example:
-    >>> points = np.concatenate([np.zeros((50, 2)), np.ones((50, 2))]).astype("float32")
-    >>> sorted(kmeans_centroids(points, 2).round(3).tolist())
+    >>> jitter = np.random.default_rng(0).normal(scale=0.01, size=(100, 2))
+    >>> points = (np.repeat([[0.0, 0.0], [1.0, 1.0]], 50, axis=0) + jitter).astype("float32")
+    >>> sorted(np.abs(kmeans_centroids(points, 2)).round(1).tolist())
     [[0.0, 0.0], [1.0, 1.0]]
     """
     descriptors = np.ascontiguousarray(descriptors, dtype=np.float32)
@@ -99,6 +102,7 @@ def initialize_clusters(
     descriptors_per_image: int = DEFAULT_DESCRIPTORS_PER_IMAGE,
     version: str = "v1",
     seed: int = 0,
+    verbose: bool = True,
 ) -> float:
     """Samples descriptors, clusters them and calls `netvlad.set_clusters`; returns alpha.
 
@@ -106,7 +110,7 @@ def initialize_clusters(
     >>> from netvlad_tf import build_netvlad_model
     >>> model = build_netvlad_model(weights=None, num_clusters=4)
     >>> images = [np.random.rand(2, 64, 64, 3) * 255]
-    >>> alpha = initialize_clusters(model.pooling, model.backbone, images, 32, 16)
+    >>> alpha = initialize_clusters(model.pooling, model.backbone, images, 32, 16, verbose=False)
     """
     descriptors = sample_local_descriptors(
         backbone,
@@ -115,6 +119,7 @@ def initialize_clusters(
         descriptors_per_image=descriptors_per_image,
         normalize=netvlad.normalize_input,
         seed=seed,
+        verbose=verbose,
     )
     centroids = kmeans_centroids(descriptors, netvlad.num_clusters, seed=seed)
     return netvlad.set_clusters(centroids, descriptors=descriptors, version=version)

@@ -120,8 +120,8 @@ def format_recall_table(recalls: dict[str, dict[int, float]]) -> str:
 
     Example:
     >>> print(format_recall_table({"netvlad": {1: 0.5, 5: 0.75}}))
-    method     R@1    R@5
-    netvlad   50.0   75.0
+    method      R@1    R@5
+    netvlad    50.0   75.0
     """
     ns = sorted(next(iter(recalls.values())))
     lines = ["method  " + "".join(f"{'R@' + str(n):>7}" for n in ns)]

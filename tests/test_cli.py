@@ -42,3 +42,33 @@ def test_quick_demo_end_to_end(tmp_path):
     assert results["recall"]["pixels"]["10"] >= results["recall"]["pixels"]["1"]
     assert (output / "model.keras").stat().st_size > 1_000_000
     assert (output / "recall_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "flags_given, message",
+    [
+        ([], "--dataset is required"),
+        (["--dataset=x.csv", "--resume=runs/a", "--model=m.keras"], "drop --model"),
+        (["--dataset=x.csv", "--num_negatives=20", "--num_sampled_negatives=10"], "cannot exceed"),
+        (["--dataset=x.csv", "--image_size=480x640"], "HEIGHT,WIDTH"),
+        (["--dataset=missing.csv", "--image_size=64,128"], "does not exist"),
+        (["--dataset=data.mat", "--image_size=64,128"], "--image_root"),
+    ],
+)
+def test_train_flag_validation(capsys, flags_given, message):
+    assert main(["netvlad-tf", "train", *flags_given]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_paper_flagfiles_parse():
+    from pathlib import Path
+
+    from absl import flags
+
+    from netvlad_tf.commands import train
+
+    for flagfile in sorted((Path(__file__).parents[1] / "training").glob("*.flags")):
+        values = flags.FlagValues()
+        train.define_flags(values)
+        values(["netvlad-tf train", f"--flagfile={flagfile}"])
+        assert values.dataset and values.image_size

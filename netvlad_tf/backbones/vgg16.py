@@ -21,7 +21,7 @@ class VGG16Preprocessing(keras.layers.Layer):
     Example:
     >>> import numpy as np
     >>> out = VGG16Preprocessing()(np.full((1, 1, 1, 3), 100.0, dtype="float32"))
-    >>> np.asarray(out).round(3).tolist()
+    >>> np.asarray(out, dtype='float64').round(3).tolist()
     [[[[-3.939, -16.779, -23.68]]]]
     """
 

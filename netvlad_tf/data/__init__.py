@@ -9,6 +9,7 @@ from netvlad_tf.data.geo_dataset import (
     GeoDataset,
 )
 from netvlad_tf.data.images import image_batches, image_dataset, load_image
+from netvlad_tf.data.loading import open_dataset
 from netvlad_tf.data.mat_dataset import read_mat_dataset
 from netvlad_tf.data.utm import latlon_to_utm
 
@@ -21,6 +22,7 @@ __all__ = [
     "image_dataset",
     "latlon_to_utm",
     "load_image",
+    "open_dataset",
     "read_csv_dataset",
     "read_folder_dataset",
     "read_mat_dataset",

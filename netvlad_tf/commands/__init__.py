@@ -1,0 +1,1 @@
+"""One module per `netvlad-tf` command: `SUMMARY`, `EXAMPLE`, `define_flags(fv)`, `run(fv)`."""

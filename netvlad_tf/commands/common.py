@@ -1,0 +1,46 @@
+"""Flags and parsing shared by several `netvlad-tf` commands."""
+
+from __future__ import annotations
+
+from absl import flags
+
+
+def define_dataset_flags(fv: flags.FlagValues, name: str = "dataset", required_help: str = "") -> None:
+    flags.DEFINE_string(
+        name, None,
+        f"{required_help}A dataset CSV (split,image_path,easting,northing), an authors' dbStruct "
+        ".mat file (with --image_root) or a VPR-benchmark folder (with --split).",
+        flag_values=fv,
+    )
+
+
+def define_dataset_location_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("image_root", None, "Image folder of a .mat dataset.", flag_values=fv)
+    flags.DEFINE_string("query_root", None, "Query image folder of a .mat dataset, if not --image_root.", flag_values=fv)
+    flags.DEFINE_enum("split", "test", ["train", "val", "test"], "Split of a VPR-benchmark folder.", flag_values=fv)
+
+
+def define_image_size_flag(fv: flags.FlagValues, default: str | None) -> None:
+    flags.DEFINE_string(
+        "image_size", default,
+        "Resize every image to HEIGHT,WIDTH (e.g. 480,640); unset keeps native sizes.",
+        flag_values=fv,
+    )
+
+
+def parse_image_size(text: str | None) -> tuple[int, int] | None:
+    """`"480,640"` → `(480, 640)`; None stays None.
+
+    Example:
+    >>> parse_image_size("240,320")
+    (240, 320)
+    """
+    if text is None:
+        return None
+    try:
+        height, width = (int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"--image_size must be HEIGHT,WIDTH such as 480,640, got {text!r}.") from None
+    if height < 16 or width < 16:
+        raise ValueError(f"--image_size {text!r} is too small: VGG16 needs at least 16×16 pixels.")
+    return height, width

@@ -1,0 +1,28 @@
+"""`netvlad-tf demo`: the bundled Nordland run."""
+
+from __future__ import annotations
+
+from absl import flags
+
+SUMMARY = "NetVLAD vs MAC vs raw pixels on the bundled Nordland images (summer → winter)."
+EXAMPLE = "netvlad-tf demo --output demo_output --quick"
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("output", "demo_output", "New folder for model.keras, results.json and plots.", flag_values=fv)
+    flags.DEFINE_string(
+        "weights", None,
+        "VGG16 weights: unset for random weights, 'imagenet' to download Keras' ImageNet "
+        "weights, or the path of a local VGG16 (include_top=False) weights file.",
+        flag_values=fv,
+    )
+    flags.DEFINE_boolean("quick", False, "Small run (about a minute) for smoke tests and CI.", flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "Random seed; the same seed gives the same results.", flag_values=fv)
+    flags.DEFINE_boolean("overwrite", False, "Replace --output if it exists.", flag_values=fv)
+
+
+def run(fv: flags.FlagValues) -> int:
+    from netvlad_tf.demo import run_demo
+
+    run_demo(fv.output, weights=fv.weights, quick=fv.quick, seed=fv.seed, overwrite=fv.overwrite)
+    return 0

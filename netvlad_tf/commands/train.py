@@ -1,0 +1,104 @@
+"""`netvlad-tf train`: the paper's weakly supervised training from the shell."""
+
+from __future__ import annotations
+
+import keras
+from absl import flags
+
+from netvlad_tf.clustering import DEFAULT_NUM_DESCRIPTORS, initialize_clusters
+from netvlad_tf.commands.common import (
+    define_dataset_flags,
+    define_dataset_location_flags,
+    define_image_size_flag,
+    parse_image_size,
+)
+from netvlad_tf.data.images import image_batches
+from netvlad_tf.data.loading import open_dataset
+from netvlad_tf.model import build_netvlad_model
+from netvlad_tf.training import new_run_dir, train
+from netvlad_tf.whitening_model import with_learned_whitening
+
+SUMMARY = "Train NetVLAD from GPS-tagged images with hard-negative mining (the paper's recipe)."
+EXAMPLE = (
+    "netvlad-tf train --dataset=pitts30k_train.mat --image_root=Pittsburgh "
+    "--val_dataset=pitts30k_val.mat --weights=imagenet --output_root=runs\n"
+    "  netvlad-tf train --flagfile=training/pitts30k.flags"
+)
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+    define_dataset_flags(fv, "dataset", "Training data (required). ")
+    define_dataset_flags(fv, "val_dataset", "Validation data for Recall@N each epoch. ")
+    define_dataset_location_flags(fv)
+    define_image_size_flag(fv, "480,640")
+    flags.DEFINE_string("output_root", "runs", "Each run gets a new folder under this one.", flag_values=fv)
+    flags.DEFINE_string("run_name", "netvlad", "Prefix of the run folder name.", flag_values=fv)
+    flags.DEFINE_string("resume", None, "Run folder of a killed run to continue.", flag_values=fv)
+    flags.DEFINE_string("model", None, "Start from this .keras model instead of building one.", flag_values=fv)
+    flags.DEFINE_string("backbone", "vgg16", "Backbone name (see netvlad_tf.BACKBONES).", flag_values=fv)
+    flags.DEFINE_string("weights", "imagenet", "Backbone weights: imagenet, none, or a file path.", flag_values=fv)
+    flags.DEFINE_integer("num_clusters", 64, "NetVLAD clusters K.", flag_values=fv)
+    flags.DEFINE_string("trainable_from", "block5_conv1", "First trainable backbone layer.", flag_values=fv)
+    flags.DEFINE_integer("cluster_images", 500, "Images sampled for the k-means initialisation.", flag_values=fv)
+    flags.DEFINE_integer("num_descriptors", DEFAULT_NUM_DESCRIPTORS, "Descriptors clustered by k-means.", flag_values=fv)
+    flags.DEFINE_integer("epochs", 30, "Epochs (passes over the training queries).", flag_values=fv)
+    flags.DEFINE_float("learning_rate", 1e-3, "Initial SGD learning rate (paper: 1e-3 Pitts30k, 1e-4 others).", flag_values=fv)
+    flags.DEFINE_integer("lr_halving_epochs", 5, "Halve the learning rate every this many epochs.", flag_values=fv)
+    flags.DEFINE_float("momentum", 0.9, "SGD momentum.", flag_values=fv)
+    flags.DEFINE_float("weight_decay", 1e-3, "Weight decay.", flag_values=fv)
+    flags.DEFINE_integer("batch_size", 4, "Tuples per batch.", flag_values=fv)
+    flags.DEFINE_integer("num_negatives", 10, "Hard negatives per tuple.", flag_values=fv)
+    flags.DEFINE_integer("num_sampled_negatives", 1000, "Random definite negatives scored per query.", flag_values=fv)
+    flags.DEFINE_integer("refresh_every", 1000, "Training queries between descriptor-cache refreshes.", flag_values=fv)
+    flags.DEFINE_float("margin", 0.1, "Margin m of the ranking loss (squared distances).", flag_values=fv)
+    flags.DEFINE_enum("normalization", "violating", ["violating", "all", "none"], "Loss normalisation.", flag_values=fv)
+    flags.DEFINE_enum("cache_precision", "int8", ["int8", "float32"], "Descriptor cache storage.", flag_values=fv)
+    flags.DEFINE_integer("whitening_dim", None, "After training, learn PCA whitening to this size and save final.keras.", flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "Random seed.", flag_values=fv)
+
+
+def run(fv: flags.FlagValues) -> int:
+    if fv.dataset is None:
+        raise ValueError("--dataset is required: the training data (a .csv, .mat or folder).")
+    if fv.resume and fv.model:
+        raise ValueError("--resume continues a run with its own model; drop --model.")
+    if fv.num_negatives > fv.num_sampled_negatives:
+        raise ValueError("--num_negatives cannot exceed --num_sampled_negatives.")
+    image_size = parse_image_size(fv.image_size)
+    if image_size is None:
+        raise ValueError("Training batches tuples of images: set --image_size HEIGHT,WIDTH.")
+    keras.utils.set_random_seed(fv.seed)
+    train_dataset = open_dataset(fv.dataset, fv.image_root, fv.query_root, "train")
+    val_dataset = open_dataset(fv.val_dataset, fv.image_root, fv.query_root, "val") if fv.val_dataset else None
+    print(f"Training on {train_dataset}" + (f", validating on {val_dataset}" if val_dataset else ""))
+
+    if fv.model:
+        model = keras.models.load_model(fv.model)
+    else:
+        weights = None if fv.weights.lower() == "none" else fv.weights
+        model = build_netvlad_model(
+            backbone=fv.backbone, weights=weights, num_clusters=fv.num_clusters,
+            trainable_from=fv.trainable_from,
+        )
+        cluster_paths = train_dataset.database_paths[: fv.cluster_images]
+        print(f"Initialising {fv.num_clusters} clusters from {len(cluster_paths)} database images")
+        initialize_clusters(
+            model.pooling, model.backbone, image_batches(cluster_paths, image_size),
+            num_descriptors=fv.num_descriptors, seed=fv.seed,
+        )
+    run_dir = fv.resume or new_run_dir(fv.output_root, fv.run_name)
+    print(f"Writing to {run_dir}")
+    result = train(
+        model, train_dataset, image_size, run_dir, val_dataset=val_dataset, epochs=fv.epochs,
+        learning_rate=fv.learning_rate, lr_halving_epochs=fv.lr_halving_epochs, momentum=fv.momentum,
+        weight_decay=fv.weight_decay, batch_size=fv.batch_size, num_negatives=fv.num_negatives,
+        num_sampled_negatives=fv.num_sampled_negatives, refresh_every=fv.refresh_every,
+        margin=fv.margin, normalization=fv.normalization, cache_precision=fv.cache_precision,
+        seed=fv.seed,
+    )
+    if fv.whitening_dim:
+        whitened = with_learned_whitening(model, train_dataset.database_paths, fv.whitening_dim, image_size)
+        whitened.save(result.run_dir / "final.keras")
+        print(f"Saved {result.run_dir / 'final.keras'} with {fv.whitening_dim}-D whitening")
+    return 0
+

@@ -1,0 +1,39 @@
+"""Adding learned PCA whitening to a trained model (the paper whitens after training)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from netvlad_tf.embedding import embed_images
+from netvlad_tf.model import PlaceRecognitionModel
+from netvlad_tf.whitening import MAX_WHITENING_SAMPLES, fit_pca_whitening
+
+
+def with_learned_whitening(
+    model: PlaceRecognitionModel,
+    database_paths: Sequence[str],
+    whitening_dim: int,
+    image_size: tuple[int, int] | None = None,
+    batch_size: int = 8,
+    verbose: bool = True,
+) -> PlaceRecognitionModel:
+    """A model sharing `model`'s backbone and pooling, ending in PCA whitening to
+    `whitening_dim` learned from at most 10 000 of `database_paths` (evenly spaced) + L2.
+
+    Example:
+    >>> from netvlad_tf import build_netvlad_model
+    >>> from netvlad_tf.data import read_csv_dataset
+    >>> from netvlad_tf.sample_data import nordland_csv
+    >>> paths = read_csv_dataset(nordland_csv("test")).database_paths[:12]
+    >>> model = build_netvlad_model(weights=None, pooling="mac")
+    >>> with_learned_whitening(model, paths, 8, (32, 64), verbose=False).descriptor_dim
+    8
+    """
+    step = max(1, -(-len(database_paths) // MAX_WHITENING_SAMPLES))
+    sample = list(database_paths)[::step]
+    pooled = embed_images(model.pooled_model, sample, image_size, batch_size=batch_size, verbose=verbose)
+    whitened = PlaceRecognitionModel(
+        model.backbone, model.pooling, whitening_dim=whitening_dim, name=model.name
+    )
+    whitened.set_whitening(fit_pca_whitening(pooled, whitening_dim))
+    return whitened
