@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from netvlad_tf.evaluation import recall_at_n
-from netvlad_tf.retrieval import FaissFlatIndex, NumpyIndex, load_index
+from netvlad_tf.retrieval import (
+    FaissFlatIndex,
+    FaissHNSWIndex,
+    FaissIVFPQIndex,
+    NumpyIndex,
+    create_index,
+    load_index,
+)
 
 
 def test_recall_hand_computed():
@@ -45,9 +52,37 @@ def test_faiss_flat_equals_numpy(rng, metric):
     np.testing.assert_array_equal(i_exact, np.argsort(brute, axis=1, kind="stable")[:, :10])
 
 
-@pytest.mark.parametrize("index_class", [NumpyIndex, FaissFlatIndex])
+def clustered_unit_vectors(rng, count, dim, centres):
+    """Descriptor-like data: unit vectors around cluster centres."""
+    points = centres[rng.integers(0, len(centres), count)] + 0.5 * rng.normal(size=(count, dim))
+    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype("float32")
+
+
+@pytest.mark.parametrize("kind", ["ivfpq", "hnsw"])
+def test_approximate_backends_find_the_exact_neighbours(rng, kind):
+    centres = rng.normal(size=(50, 32))
+    database = clustered_unit_vectors(rng, 3000, 32, centres)
+    queries = clustered_unit_vectors(rng, 200, 32, centres)
+    exact = NumpyIndex(32)
+    exact.add(database)
+    _, true_neighbours = exact.search(queries, 1)
+    index = create_index(kind, 32)
+    index.add(database)
+    _, found = index.search(queries, 10)
+    # 1-recall@10 (the usual ANN measure): the exact nearest neighbour is in the top 10.
+    assert np.mean([t in row for t, row in zip(true_neighbours[:, 0], found)]) >= 0.9
+
+
+def test_ivfpq_needs_enough_training_data(rng):
+    with pytest.raises(ValueError, match="at least 256 descriptors"):
+        FaissIVFPQIndex(8).add(rng.normal(size=(100, 8)))
+    with pytest.raises(ValueError, match="must divide"):
+        FaissIVFPQIndex(10, num_subquantizers=4)
+
+
+@pytest.mark.parametrize("index_class", [NumpyIndex, FaissFlatIndex, FaissIVFPQIndex, FaissHNSWIndex])
 def test_save_load_round_trip(rng, tmp_path, index_class):
-    database = rng.normal(size=(50, 8)).astype("float32")
+    database = rng.normal(size=(300, 8)).astype("float32")
     index = index_class(8, model_name="vgg16_netvlad")
     index.add(database)
     index.save(tmp_path / "index")

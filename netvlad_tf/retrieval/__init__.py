@@ -1,5 +1,23 @@
 """Search backends for descriptor retrieval."""
 
-from netvlad_tf.retrieval.index import DescriptorIndex, FaissFlatIndex, NumpyIndex, load_index
+from netvlad_tf.retrieval.index import (
+    INDEX_KINDS,
+    DescriptorIndex,
+    FaissFlatIndex,
+    FaissHNSWIndex,
+    FaissIVFPQIndex,
+    NumpyIndex,
+    create_index,
+    load_index,
+)
 
-__all__ = ["DescriptorIndex", "FaissFlatIndex", "NumpyIndex", "load_index"]
+__all__ = [
+    "DescriptorIndex",
+    "FaissFlatIndex",
+    "FaissHNSWIndex",
+    "FaissIVFPQIndex",
+    "INDEX_KINDS",
+    "NumpyIndex",
+    "create_index",
+    "load_index",
+]
