@@ -7,7 +7,7 @@ from typing import Sequence
 
 from absl import flags
 
-from netvlad_tf.commands import demo, train
+from netvlad_tf.commands import demo, evaluate, index, query, train
 
 USAGE = """usage: netvlad-tf COMMAND [--flag=value ...] [--flagfile=FILE]
 
@@ -17,7 +17,7 @@ commands:
 Run `netvlad-tf COMMAND --help` for a command's flags and an example."""
 
 
-COMMANDS = {"demo": demo, "train": train}
+COMMANDS = {"demo": demo, "train": train, "evaluate": evaluate, "index": index, "query": query}
 
 
 def _usage() -> str:
@@ -52,11 +52,13 @@ def main(argv: Sequence[str]) -> int:
     except flags.Error as error:
         print(f"netvlad-tf {name}: {error}\nSee `netvlad-tf {name} --help`.", file=sys.stderr)
         return 2
-    if len(unparsed) > 1:
-        print(f"netvlad-tf {name}: unexpected arguments {unparsed[1:]}.", file=sys.stderr)
+    arguments = unparsed[1:]
+    takes_arguments = getattr(command, "TAKES_ARGUMENTS", False)
+    if arguments and not takes_arguments:
+        print(f"netvlad-tf {name}: unexpected arguments {arguments}.", file=sys.stderr)
         return 2
     try:
-        return command.run(flag_values)
+        return command.run(flag_values, arguments) if takes_arguments else command.run(flag_values)
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         print(f"netvlad-tf {name}: error: {error}", file=sys.stderr)
         return 1

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import keras
@@ -17,10 +14,12 @@ from netvlad_tf.data.images import image_batches
 from netvlad_tf.embedding import embed_images
 from netvlad_tf.evaluation import pixel_descriptors, recall_at_n
 from netvlad_tf.evaluation.plots import plot_recall_curves
+from netvlad_tf.evaluation.report import format_recall_table
 from netvlad_tf.model import PlaceRecognitionModel, build_netvlad_model
 from netvlad_tf.pooling import MACPooling
 from netvlad_tf.retrieval import FaissFlatIndex
 from netvlad_tf.sample_data import nordland_csv
+from netvlad_tf.staging import atomic_directory
 from netvlad_tf.whitening import MAX_WHITENING_SAMPLES, fit_pca_whitening
 
 DEMO_NS = (1, 5, 10)
@@ -55,7 +54,7 @@ def run_demo(
     """
     output_dir = Path(output_dir)
     if output_dir.exists() and not overwrite:
-        raise FileExistsError(f"{output_dir} exists; choose a new --output or pass --overwrite.")
+        raise FileExistsError(f"{output_dir} exists; choose another --output or pass --overwrite.")
     keras.utils.set_random_seed(seed)
     train = read_csv_dataset(nordland_csv("train"))
     test = read_csv_dataset(nordland_csv("test"))
@@ -115,21 +114,6 @@ def run_demo(
     return results
 
 
-def format_recall_table(recalls: dict[str, dict[int, float]]) -> str:
-    """A plain-text table of Recall@N (%) per method.
-
-    Example:
-    >>> print(format_recall_table({"netvlad": {1: 0.5, 5: 0.75}}))
-    method      R@1    R@5
-    netvlad    50.0   75.0
-    """
-    ns = sorted(next(iter(recalls.values())))
-    lines = ["method  " + "".join(f"{'R@' + str(n):>7}" for n in ns)]
-    for method, curve in recalls.items():
-        lines.append(f"{method:<8}" + "".join(f"{100 * curve[n]:7.1f}" for n in ns))
-    return "\n".join(lines)
-
-
 def _netvlad_and_mac(model: PlaceRecognitionModel) -> keras.Model:
     """One backbone pass feeding both the NetVLAD head and MAC pooling."""
     images = keras.Input((None, None, 3), name="images")
@@ -156,18 +140,10 @@ def _every_other_place(dataset: GeoDataset) -> GeoDataset:
 
 
 def _write_outputs(output_dir: Path, overwrite: bool, model, results: dict, recalls) -> None:
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
+    with atomic_directory(output_dir, overwrite) as staging:
         model.save(staging / "model.keras")
         (staging / "results.json").write_text(json.dumps(results, indent=2))
         plot_recall_curves(recalls, staging / "recall_curves.png", title="Nordland summer → winter")
-        if overwrite and output_dir.exists():
-            shutil.rmtree(output_dir)
-        os.replace(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def _say(verbose: bool, message: str) -> None:

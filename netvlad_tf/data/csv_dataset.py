@@ -16,7 +16,9 @@ METRIC_COLUMNS = ("easting", "northing")
 GPS_COLUMNS = ("latitude", "longitude")
 
 
-def read_csv_dataset(path, name: str | None = None, check_files: bool = True) -> GeoDataset:
+def read_csv_dataset(
+    path, name: str | None = None, check_files: bool = True, require_queries: bool = True
+) -> GeoDataset:
     """Reads a CSV with header `split,image_path,easting,northing` (metres) or
     `split,image_path,latitude,longitude` (degrees, projected to UTM), plus the optional
     columns `condition` and `timestamp`.
@@ -27,6 +29,7 @@ def read_csv_dataset(path, name: str | None = None, check_files: bool = True) ->
         path: the CSV file.
         name: dataset name (default: the file's stem).
         check_files: fail early, naming them, when image files are missing.
+        require_queries: a CSV without query rows is an error (not when building an index).
 
     Example:
     >>> from netvlad_tf.sample_data import nordland_csv
@@ -56,7 +59,7 @@ def read_csv_dataset(path, name: str | None = None, check_files: bool = True) ->
         )
         target["conditions"].append((row.get("condition") or "").strip())
         target["timestamps"].append((row.get("timestamp") or "").strip())
-    for split in SPLITS:
+    for split in SPLITS if require_queries else ("database",):
         if not parsed[split]["paths"]:
             raise ValueError(f"{path}: no {split} rows; a dataset needs both splits.")
     if coordinate_columns == GPS_COLUMNS:

@@ -34,3 +34,49 @@ def plot_recall_curves(recalls: dict[str, dict[int, float]], path, title: str = 
     figure.savefig(path)
     plt.close(figure)
     return Path(path)
+
+
+def plot_retrieval_gallery(
+    query_paths: list[str],
+    retrieved_paths: list[list[str]],
+    correct: list[list[bool]],
+    path,
+    title: str = "",
+) -> Path:
+    """Each query beside its top retrievals, framed green when correct and red when wrong.
+
+    Example:
+    >>> import tempfile, pathlib
+    >>> from netvlad_tf.sample_data import NORDLAND_DIR
+    >>> image = str(NORDLAND_DIR / "images/summer/images-12510.png")
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "gallery.png"
+    >>> plot_retrieval_gallery([image], [[image, image]], [[True, False]], out).is_file()
+    True
+    """
+    from netvlad_tf.data.images import load_image
+
+    rows, columns = len(query_paths), 1 + max(len(r) for r in retrieved_paths)
+    figure, axes = plt.subplots(rows, columns, figsize=(2.0 * columns, 1.3 * rows + 0.4), dpi=100, squeeze=False)
+    for row, (query, retrieved, marks) in enumerate(zip(query_paths, retrieved_paths, correct)):
+        cells = [(query, "query", "black")] + [
+            (image, f"#{rank + 1}", "tab:green" if ok else "tab:red")
+            for rank, (image, ok) in enumerate(zip(retrieved, marks))
+        ]
+        for column, axis in enumerate(axes[row]):
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if column >= len(cells):
+                axis.axis("off")
+                continue
+            image_path, label, colour = cells[column]
+            axis.imshow(load_image(image_path).numpy().astype("uint8"))
+            axis.set_title(label, fontsize=8)
+            for spine in axis.spines.values():
+                spine.set_edgecolor(colour)
+                spine.set_linewidth(3)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return Path(path)

@@ -46,3 +46,20 @@ def recall_at_n(
         if hits.size:
             first_hit[query] = hits[0]
     return {int(n): float(np.mean(first_hit < n)) for n in ns}
+
+
+def first_per_group(ranked_database_indices: np.ndarray, groups: np.ndarray, keep: int) -> np.ndarray:
+    """Keeps only the best-ranked database image of each group (e.g. the 12 cutouts of one
+    Tokyo 24/7 panorama count once), `keep` per query; short rows are padded with -1.
+
+    Example:
+    >>> first_per_group(np.array([[0, 1, 2, 3]]), np.array([7, 7, 8, 9]), keep=3).tolist()
+    [[0, 2, 3]]
+    """
+    groups = np.asarray(groups)
+    result = np.full((len(ranked_database_indices), keep), -1, dtype=np.int64)
+    for row, ranked in enumerate(ranked_database_indices):
+        _, first = np.unique(groups[ranked], return_index=True)
+        unique_in_order = ranked[np.sort(first)][:keep]
+        result[row, : len(unique_in_order)] = unique_in_order
+    return result

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import faiss
 import keras
 import numpy as np
+
+from netvlad_tf.staging import atomic_directory
 
 METRICS = ("l2", "ip")
 METADATA_FILE = "index.json"
@@ -68,20 +67,16 @@ class DescriptorIndex:
 
     def save(self, directory) -> None:
         """Writes the index to `directory` atomically (a failure leaves nothing behind)."""
+        with atomic_directory(directory) as staging:
+            self.save_into(staging)
+
+    def save_into(self, directory) -> None:
+        """Writes the index files into an existing folder (used inside atomic writes)."""
         directory = Path(directory)
-        if directory.exists():
-            raise FileExistsError(f"{directory} exists; remove it or choose another path.")
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
-            self._save_data(staging)
-            metadata = {"backend": self.backend, "dim": self.dim, "metric": self.metric,
-                        "model_name": self.model_name, "size": self.size, **self._parameters()}
-            (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
-            os.replace(staging, directory)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        self._save_data(directory)
+        metadata = {"backend": self.backend, "dim": self.dim, "metric": self.metric,
+                    "model_name": self.model_name, "size": self.size, **self._parameters()}
+        (directory / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
 
     def _checked(self, vectors, role: str) -> np.ndarray:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)

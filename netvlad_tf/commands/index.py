@@ -1,0 +1,36 @@
+"""`netvlad-tf index`: build a searchable index of geotagged images."""
+
+from __future__ import annotations
+
+import keras
+from absl import flags
+
+from netvlad_tf.commands.common import define_image_size_flag, parse_image_size
+from netvlad_tf.data.csv_dataset import read_csv_dataset
+from netvlad_tf.place_index import PlaceIndex
+from netvlad_tf.retrieval import INDEX_KINDS
+
+SUMMARY = "Index the database images of a dataset CSV for `netvlad-tf query`."
+EXAMPLE = "netvlad-tf index --model=model.keras --dataset=my_photos.csv --output=index_dir"
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("model", None, "The .keras model (required).", flag_values=fv)
+    flags.DEFINE_string("dataset", None, "CSV of geotagged images; its database rows are indexed (required).", flag_values=fv)
+    flags.DEFINE_string("output", None, "New index folder (required).", flag_values=fv)
+    flags.DEFINE_enum("index", "flat", sorted(INDEX_KINDS), "Search backend (ivfpq/hnsw for millions).", flag_values=fv)
+    define_image_size_flag(fv, None)
+    flags.DEFINE_integer("batch_size", 8, "Images per forward pass.", flag_values=fv)
+    flags.DEFINE_boolean("overwrite", False, "Replace --output if it exists.", flag_values=fv)
+
+
+def run(fv: flags.FlagValues) -> int:
+    missing = [name for name in ("model", "dataset", "output") if getattr(fv, name) is None]
+    if missing:
+        raise ValueError(f"Missing {', '.join('--' + m for m in missing)}.")
+    dataset = read_csv_dataset(fv.dataset, require_queries=False)
+    model = keras.models.load_model(fv.model)
+    places = PlaceIndex.build(model, dataset, fv.index, parse_image_size(fv.image_size), fv.batch_size)
+    places.save(fv.output, fv.overwrite)
+    print(f"Indexed {places.index.size} images into {fv.output}")
+    return 0

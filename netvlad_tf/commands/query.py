@@ -1,0 +1,41 @@
+"""`netvlad-tf query`: where was this photo taken?"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from absl import flags
+
+from netvlad_tf.place_index import PlaceIndex
+
+SUMMARY = "Find the indexed places nearest to photos: their images, coordinates and distances."
+EXAMPLE = "netvlad-tf query --index=index_dir photo.jpg --top_k=5"
+TAKES_ARGUMENTS = True
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("index", None, "Folder made by `netvlad-tf index` (required).", flag_values=fv)
+    flags.DEFINE_integer("top_k", 5, "Places to list per photo.", flag_values=fv)
+    flags.DEFINE_boolean("json", False, "Print JSON instead of a table.", flag_values=fv)
+
+
+def run(fv: flags.FlagValues, photos: list[str]) -> int:
+    if fv.index is None:
+        raise ValueError("--index is required.")
+    if not photos:
+        raise ValueError("Give one or more photo paths after the flags.")
+    if fv.top_k < 1:
+        raise ValueError("--top_k must be at least 1.")
+    places = PlaceIndex.load(fv.index)
+    matches = places.query(photos, fv.top_k)
+    if fv.json:
+        print(json.dumps({photo: [asdict(m) for m in found] for photo, found in zip(photos, matches)}, indent=2))
+        return 0
+    for photo, found in zip(photos, matches):
+        print(photo)
+        print(f"  {'rank':>4}  {'easting':>12}  {'northing':>12}  {'distance':>9}  image")
+        for match in found:
+            print(f"  {match.rank:>4}  {match.easting:12.1f}  {match.northing:12.1f}  "
+                  f"{match.distance:9.4f}  {match.image_path}")
+    return 0

@@ -1,0 +1,113 @@
+"""A searchable index of geotagged images: "where was this photo taken?"."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import numpy as np
+
+from netvlad_tf.data.geo_dataset import GeoDataset
+from netvlad_tf.embedding import embed_images
+from netvlad_tf.model import PlaceRecognitionModel
+from netvlad_tf.retrieval import DescriptorIndex, create_index, load_index
+from netvlad_tf.staging import atomic_directory
+
+PLACES_FILE = "places.json"
+MODEL_FILE = "model.keras"
+INDEX_FOLDER = "index"
+
+
+@dataclass
+class PlaceMatch:
+    """One retrieved database image."""
+
+    rank: int
+    image_path: str
+    easting: float
+    northing: float
+    distance: float
+
+
+@dataclass
+class PlaceIndex:
+    """A model, the descriptors of geotagged database images and their coordinates.
+
+    Example:
+    >>> import tempfile, pathlib
+    >>> from netvlad_tf import build_netvlad_model
+    >>> from netvlad_tf.data import read_csv_dataset
+    >>> from netvlad_tf.sample_data import nordland_csv
+    >>> dataset = read_csv_dataset(nordland_csv("test"))
+    >>> small = GeoDataset("db", dataset.database_paths[:5], dataset.database_utm[:5], [], [])
+    >>> places = PlaceIndex.build(build_netvlad_model(weights=None, pooling="mac"), small,
+    ...                           image_size=(32, 64), verbose=False)
+    >>> places.query([dataset.database_paths[3]], top_k=1)[0][0].image_path == dataset.database_paths[3]
+    True
+    """
+
+    model: PlaceRecognitionModel
+    index: DescriptorIndex
+    image_paths: list[str]
+    coordinates: np.ndarray
+    image_size: tuple[int, int] | None
+
+    @classmethod
+    def build(cls, model, dataset: GeoDataset, index_kind: str = "flat", image_size=None,
+              batch_size: int = 8, verbose: bool = True) -> "PlaceIndex":
+        """Embeds the database images of `dataset` into a new index."""
+        descriptors = embed_images(model, dataset.database_paths, image_size, batch_size=batch_size, verbose=verbose)
+        index = create_index(index_kind, descriptors.shape[1], model_name=model.name)
+        index.add(descriptors)
+        return cls(model, index, list(dataset.database_paths), dataset.database_utm, image_size)
+
+    def save(self, directory, overwrite: bool = False) -> None:
+        """Writes the model, the index and the places into `directory`, atomically."""
+        with atomic_directory(directory, overwrite) as staging:
+            self.model.save(staging / MODEL_FILE)
+            (staging / INDEX_FOLDER).mkdir()
+            self.index.save_into(staging / INDEX_FOLDER)
+            places = {
+                "image_paths": [str(Path(p).resolve()) for p in self.image_paths],
+                "coordinates": self.coordinates.tolist(),
+                "image_size": list(self.image_size) if self.image_size else None,
+            }
+            (staging / PLACES_FILE).write_text(json.dumps(places))
+
+    @classmethod
+    def load(cls, directory) -> "PlaceIndex":
+        """Reads a saved place index; a mismatch between its model and index is an error."""
+        directory = Path(directory)
+        if not (directory / PLACES_FILE).is_file() or not (directory / MODEL_FILE).is_file():
+            raise FileNotFoundError(f"{directory} is not a place index (made by `netvlad-tf index`).")
+        model = keras.models.load_model(directory / MODEL_FILE)
+        index = load_index(directory / INDEX_FOLDER, expected_dim=int(model.output.shape[-1]))
+        try:
+            places = json.loads((directory / PLACES_FILE).read_text())
+            coordinates = np.asarray(places["coordinates"], dtype=np.float64).reshape(-1, 2)
+            image_paths = places["image_paths"]
+        except (KeyError, ValueError) as error:
+            raise ValueError(f"{directory / PLACES_FILE} is corrupt ({error}).") from None
+        if len(image_paths) != index.size:
+            raise ValueError(f"{directory}: {len(image_paths)} places but {index.size} indexed descriptors.")
+        image_size = tuple(places["image_size"]) if places.get("image_size") else None
+        return cls(model, index, image_paths, coordinates, image_size)
+
+    def query(self, photo_paths: Sequence[str], top_k: int = 5) -> list[list[PlaceMatch]]:
+        """The `top_k` database images nearest to each photo, with their coordinates."""
+        missing = [p for p in photo_paths if not Path(p).is_file()]
+        if missing:
+            raise FileNotFoundError(f"Photo {missing[0]!r} does not exist.")
+        descriptors = embed_images(self.model, list(photo_paths), self.image_size, batch_size=1, verbose=False)
+        distances, indices = self.index.search(descriptors, top_k)
+        return [
+            [
+                PlaceMatch(rank + 1, self.image_paths[i], float(self.coordinates[i, 0]),
+                           float(self.coordinates[i, 1]), float(d))
+                for rank, (i, d) in enumerate(zip(row_indices, row_distances))
+            ]
+            for row_indices, row_distances in zip(indices, distances)
+        ]
