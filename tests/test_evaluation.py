@@ -1,0 +1,125 @@
+"""evaluate(), its outputs, the baselines and the place index on the bundled Nordland data."""
+
+import json
+
+import numpy as np
+import pytest
+
+from netvlad_tf import build_netvlad_model
+from netvlad_tf.cli import main
+from netvlad_tf.data import GeoDataset, read_csv_dataset
+from netvlad_tf.evaluation import pixel_descriptors
+from netvlad_tf.evaluation.evaluate import evaluate
+from netvlad_tf.evaluation.output import write_evaluation
+from netvlad_tf.evaluation.recall import first_per_group
+from netvlad_tf.place_index import PlaceIndex
+from netvlad_tf.sample_data import nordland_csv
+
+IMAGE_SIZE = (32, 64)
+
+
+@pytest.fixture(scope="module")
+def nordland_small():
+    full = read_csv_dataset(nordland_csv("test"))
+    part = slice(0, 60)
+    conditions = ["dusk" if i % 3 == 0 else "winter" for i in range(60)]
+    return GeoDataset("nordland_small", full.database_paths[part], full.database_utm[part],
+                      full.query_paths[part], full.query_utm[part], query_conditions=conditions)
+
+
+def brute_force_recall(database, queries, positives, n):
+    ranked = np.argsort(((queries[:, None] - database[None]) ** 2).sum(-1), axis=1, kind="stable")
+    return np.mean([np.isin(ranked[q, :n], positives[q]).any() for q in range(len(queries))])
+
+
+def test_pixels_evaluation_against_brute_force(nordland_small):
+    result = evaluate(None, nordland_small, ns=(1, 5), pooling="pixels", verbose=False)
+    database = pixel_descriptors(nordland_small.database_paths)
+    queries = pixel_descriptors(nordland_small.query_paths)
+    positives = nordland_small.positives_within(25.0)
+    for n in (1, 5):
+        assert result.recall[n] == pytest.approx(brute_force_recall(database, queries, positives, n))
+    dusk = np.arange(0, 60, 3)
+    assert result.recall_by_condition["dusk"][5] == pytest.approx(
+        brute_force_recall(database, queries[dusk], [positives[q] for q in dusk], 5)
+    )
+
+
+def test_model_evaluation_mac_baseline_and_cache(nordland_small, tmp_path):
+    model = build_netvlad_model(weights=None, num_clusters=4)
+    first = evaluate(model, nordland_small, ns=(1, 5), pooling="mac", image_size=IMAGE_SIZE,
+                     cache_dir=tmp_path / "cache", verbose=False)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
+    again = evaluate(model, nordland_small, ns=(1, 5), pooling="mac", image_size=IMAGE_SIZE,
+                     cache_dir=tmp_path / "cache", verbose=False)
+    assert again.recall == first.recall
+    np.testing.assert_array_equal(again.ranked, first.ranked)
+    assert first.ranked.shape == (60, 5)
+
+
+def test_write_evaluation_outputs(nordland_small, tmp_path):
+    result = evaluate(None, nordland_small, pooling="pixels", verbose=False)
+    out = write_evaluation(result, nordland_small, tmp_path / "eval", "pixels")
+    saved = json.loads((out / "results.json").read_text())
+    assert set(saved["recall"]) == {"1", "5", "10", "20"} and saved["num_queries"] == 60
+    for png in ("recall_curve.png", "gallery.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        write_evaluation(result, nordland_small, out, "pixels")
+
+
+def test_queries_without_positives_are_dropped_and_counted(nordland_small):
+    moved = nordland_small.query_utm.copy()
+    moved[:10, 1] += 1000.0
+    dataset = GeoDataset("moved", nordland_small.database_paths, nordland_small.database_utm,
+                         nordland_small.query_paths, moved)
+    result = evaluate(None, dataset, pooling="pixels", verbose=False)
+    assert result.num_dropped == 10 and len(result.query_indices) == 50
+    nowhere = GeoDataset("nowhere", ["a"], [[0, 0]], ["b"], [[1e6, 0]])
+    with pytest.raises(ValueError, match="no query has a database image"):
+        evaluate(None, nowhere, pooling="pixels", verbose=False)
+    with pytest.raises(ValueError, match="needs a model"):
+        evaluate(None, nordland_small, pooling="mac", verbose=False)
+
+
+def test_panorama_cutouts_count_once():
+    ranked = np.array([[5, 4, 9, 1, 0, 2]])
+    groups = np.array([0, 0, 1, 1, 2, 2, 3, 3, 4, 4])  # two cutouts per panorama
+    # groups of the ranking: 2, 2, 4, 0, 0, 1 → first of each: 5, 9, 1, 2; then padding.
+    assert first_per_group(ranked, groups, keep=5).tolist() == [[5, 9, 1, 2, -1]]
+
+
+def test_index_and_query_commands(tmp_path, capsys):
+    model = build_netvlad_model(weights=None, pooling="mac")
+    model.save(tmp_path / "model.keras")
+    full = read_csv_dataset(nordland_csv("test"))
+    rows = ["split,image_path,easting,northing"] + [
+        f"database,{path},{e},{n}" for path, (e, n) in zip(full.database_paths[:20], full.database_utm[:20])
+    ]
+    (tmp_path / "places.csv").write_text("\n".join(rows) + "\n")
+    assert main(["netvlad-tf", "index", f"--model={tmp_path / 'model.keras'}",
+                 f"--dataset={tmp_path / 'places.csv'}", f"--output={tmp_path / 'index'}",
+                 "--image_size=32,64"]) == 0
+    photo = full.database_paths[7]
+    capsys.readouterr()
+    assert main(["netvlad-tf", "query", f"--index={tmp_path / 'index'}", "--json", "--top_k=3", photo]) == 0
+    matches = json.loads(capsys.readouterr().out)[photo]
+    assert matches[0]["image_path"] == photo
+    assert matches[0]["easting"] == full.database_utm[7, 0] and len(matches) == 3
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    assert main(["netvlad-tf", "query", f"--index={tmp_path / 'index'}", str(broken)]) == 1
+    assert "broken.jpg" in capsys.readouterr().err
+    assert main(["netvlad-tf", "query", f"--index={tmp_path}", photo]) == 1
+    assert "not a place index" in capsys.readouterr().err
+
+
+def test_index_of_another_model_is_rejected(tmp_path):
+    full = read_csv_dataset(nordland_csv("test"))
+    database = GeoDataset("db", full.database_paths[:4], full.database_utm[:4], [], [])
+    places = PlaceIndex.build(build_netvlad_model(weights=None, pooling="mac"), database, image_size=IMAGE_SIZE, verbose=False)
+    places.model = build_netvlad_model(weights=None, num_clusters=2)  # 1024-D, index is 512-D
+    places.save(tmp_path / "mismatch")
+    with pytest.raises(ValueError, match="512-D descriptors"):
+        PlaceIndex.load(tmp_path / "mismatch")
