@@ -10,6 +10,7 @@ Example:
 from netvlad_tf.backbones import BACKBONES, get_backbone, register_backbone, vgg16_conv5_3
 from netvlad_tf.losses import RankingLoss, ranking_loss_terms, reduce_ranking_loss
 from netvlad_tf.clustering import initialize_clusters, kmeans_centroids, sample_local_descriptors
+from netvlad_tf.evaluation.evaluate import EvaluationResult, evaluate
 from netvlad_tf.model import PlaceRecognitionModel, build_netvlad_model
 from netvlad_tf.netvlad import NetVLAD
 from netvlad_tf.normalization import L2Normalization, l2_normalize
@@ -21,6 +22,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AveragePooling",
     "BACKBONES",
+    "EvaluationResult",
     "GeMPooling",
     "L2Normalization",
     "MACPooling",
@@ -29,6 +31,7 @@ __all__ = [
     "PlaceRecognitionModel",
     "RankingLoss",
     "build_netvlad_model",
+    "evaluate",
     "fit_pca_whitening",
     "get_backbone",
     "get_pooling",
