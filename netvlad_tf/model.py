@@ -72,8 +72,10 @@ class PlaceRecognitionModel(keras.Model):
             return super().train_step(data)
         with tf.GradientTape() as tape:
             loss = self._ranking_loss(data, training=True)
-            # Keras sums the replicas' gradients under tf.distribute: scale to the global batch.
-            replica_loss = loss / self.distribute_strategy.num_replicas_in_sync
+            # Keras sums the replicas' gradients under tf.distribute: a normalised loss (a mean
+            # over this replica's share of the global batch) is scaled to the global batch.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            replica_loss = loss if self.loss.normalization == "none" else loss / replicas
         gradients = tape.gradient(replica_loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
         self.ranking_loss_tracker.update_state(loss)

@@ -1,0 +1,57 @@
+"""Run in its own process: train a tiny model on fixed tuples under a strategy; save weights.
+
+`python -m tests.distributed.run_strategy MODE OUT.npz` with MODE `single`, `mirrored` (two
+logical CPUs in this process) or `worker` (MultiWorkerMirroredStrategy from TF_CONFIG).
+"""
+
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+MODE, OUTPUT = sys.argv[1], sys.argv[2]
+if MODE == "mirrored":
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import keras  # noqa: E402
+
+from netvlad_tf import NetVLAD, PlaceRecognitionModel, RankingLoss  # noqa: E402
+from netvlad_tf.training.multi_worker import multi_worker_strategy, train_distributed  # noqa: E402
+
+
+def tiny_model():
+    keras.utils.set_random_seed(0)
+    images = keras.Input((None, None, 3))
+    features = keras.layers.Conv2D(8, 3, strides=4, name="conv")(keras.layers.Rescaling(1 / 255)(images))
+    backbone = keras.Model(images, features, name="tiny")
+    return PlaceRecognitionModel(backbone, NetVLAD(num_clusters=3, name="netvlad"))
+
+
+def fixed_batches(steps=3, batch=4, negatives=3):
+    rng = np.random.default_rng(42)
+    for _ in range(steps):
+        yield {
+            "query": rng.uniform(0, 255, (batch, 16, 16, 3)).astype("float32"),
+            "positives": rng.uniform(0, 255, (batch, 1, 16, 16, 3)).astype("float32"),
+            "negatives": rng.uniform(0, 255, (batch, negatives, 16, 16, 3)).astype("float32"),
+            "positive_mask": np.ones((batch, 1), "float32"),
+            "negative_mask": np.ones((batch, negatives), "float32"),
+        }
+
+
+strategy = {
+    "single": lambda: tf.distribute.OneDeviceStrategy("/cpu:0"),
+    "mirrored": lambda: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
+    "worker": multi_worker_strategy,
+}[MODE]()
+model, losses = train_distributed(
+    strategy, tiny_model, fixed_batches(),
+    lambda: keras.optimizers.SGD(0.5, momentum=0.9),
+    RankingLoss(margin=10.0, normalization="all"),
+)
+initial = tiny_model()
+np.savez(OUTPUT, losses=np.array(losses), replicas=strategy.num_replicas_in_sync,
+         **{f"initial{i}": keras.ops.convert_to_numpy(w) for i, w in enumerate(initial.trainable_weights)},
+         **{f"w{i}": keras.ops.convert_to_numpy(w) for i, w in enumerate(model.trainable_weights)})
+print("done", MODE, losses)

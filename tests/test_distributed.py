@@ -1,0 +1,65 @@
+"""tf.distribute: MirroredStrategy on two logical CPUs and two workers over 127.0.0.1 give the
+same update as one device. Each configuration runs in its own process (devices and TF_CONFIG
+are fixed when TensorFlow starts)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_mode(mode, output, extra_env=None):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(extra_env or {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.distributed.run_strategy", mode, str(output)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def finish(process):
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output[-3000:]
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def weights(npz, prefix="w"):
+    return [npz[k] for k in sorted(npz.files, key=lambda k: (len(k), k)) if k.startswith(prefix) and k[len(prefix):].isdigit()]
+
+
+def test_mirrored_and_two_workers_match_one_device(tmp_path):
+    ports = free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    processes = [run_mode("single", tmp_path / "single.npz"), run_mode("mirrored", tmp_path / "mirrored.npz")]
+    processes += [
+        run_mode("worker", tmp_path / f"worker{i}.npz",
+                 {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})})
+        for i in range(2)
+    ]
+    for process in processes:
+        finish(process)
+    single = np.load(tmp_path / "single.npz")
+    assert any(not np.allclose(w, w0) for w, w0 in zip(weights(single), weights(single, "initial")))
+    for name in ("mirrored", "worker0", "worker1"):
+        other = np.load(tmp_path / f"{name}.npz")
+        assert int(other["replicas"]) == 2
+        np.testing.assert_allclose(other["losses"], single["losses"], rtol=1e-5)
+        for a, b in zip(weights(other), weights(single)):
+            np.testing.assert_allclose(a, b, atol=1e-6)
+    worker0, worker1 = np.load(tmp_path / "worker0.npz"), np.load(tmp_path / "worker1.npz")
+    for a, b in zip(weights(worker0), weights(worker1)):
+        np.testing.assert_array_equal(a, b)
