@@ -100,7 +100,8 @@ class PlaceRecognitionModel(keras.Model):
         images = ops.concatenate([query[:, None], positives, negatives], axis=1)
         # One forward pass for every image of every tuple.
         images = ops.reshape(images, (-1, *ops.shape(query)[1:]))
-        descriptors = self(images, training=training)
+        # Distances and the loss in float32 even when the layers compute in bfloat16.
+        descriptors = ops.cast(self(images, training=training), "float32")
         packed = ops.reshape(descriptors, (batch, tuple_size, -1))
         mask = ops.concatenate(
             [ops.ones((batch, 1)), ops.cast(data["positive_mask"], "float32"),

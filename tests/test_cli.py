@@ -36,12 +36,14 @@ def test_quick_demo_end_to_end(tmp_path):
     output = tmp_path / "demo"
     assert main(["netvlad-tf", "demo", "--quick", f"--output={output}"]) == 0
     results = json.loads((output / "results.json").read_text())
-    for method in ("netvlad", "mac", "pixels"):
+    for method in ("netvlad", "netvlad_untrained", "mac", "pixels"):
         for n in ("1", "5", "10"):
             assert 0.0 <= results["recall"][method][n] <= 1.0
     assert results["recall"]["pixels"]["10"] >= results["recall"]["pixels"]["1"]
     assert (output / "model.keras").stat().st_size > 1_000_000
     assert (output / "recall_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (output / "netvlad_evaluation" / "gallery.png").is_file()
+    assert len(results["training_loss"]) == 1 and results["training_loss"][0] > 0
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert blocks, "README has no Python example"
     monkeypatch.chdir(tmp_path)
+    namespace = {}  # the blocks build on each other, as in a notebook
     for block in blocks:
-        exec(compile(block, str(README), "exec"), {})
+        exec(compile(block, str(README), "exec"), namespace)
     assert (tmp_path / "netvlad.keras").is_file()

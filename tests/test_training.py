@@ -95,3 +95,29 @@ def test_recall_callback_matches_brute_force():
     for n in (1, 5):
         expected = np.mean([np.isin(ranked[q, :n], positives[q]).any() for q in range(30)])
         assert recalls[n] == pytest.approx(expected)
+
+
+def test_mixed_bfloat16_training_step():
+    from netvlad_tf import NetVLAD, PlaceRecognitionModel
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        images = keras.Input((None, None, 3))
+        backbone = keras.Model(images, keras.layers.Conv2D(8, 3, strides=4)(images))
+        model = PlaceRecognitionModel(backbone, NetVLAD(num_clusters=3))
+        assert model.pooling.compute_dtype == "bfloat16" and model.pooling.centroids.dtype == "float32"
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss=RankingLoss(margin=10.0))
+        rng = np.random.default_rng(0)
+        batch = {
+            "query": rng.uniform(0, 255, (2, 16, 16, 3)).astype("float32"),
+            "positives": rng.uniform(0, 255, (2, 1, 16, 16, 3)).astype("float32"),
+            "negatives": rng.uniform(0, 255, (2, 2, 16, 16, 3)).astype("float32"),
+            "positive_mask": np.ones((2, 1), "float32"),
+            "negative_mask": np.ones((2, 2), "float32"),
+        }
+        before = np.array(model.pooling.centroids)
+        logs = model.train_on_batch(batch, return_dict=True)
+        assert np.isfinite(logs["loss"]) and logs["loss"] > 0
+        assert not np.allclose(np.array(model.pooling.centroids), before)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -54,6 +54,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_enum("normalization", "violating", ["violating", "all", "none"], "Loss normalisation.", flag_values=fv)
     flags.DEFINE_enum("cache_precision", "int8", ["int8", "float32"], "Descriptor cache storage.", flag_values=fv)
     flags.DEFINE_integer("whitening_dim", None, "After training, learn PCA whitening to this size and save final.keras.", flag_values=fv)
+    flags.DEFINE_boolean("mixed_precision", False, "Compute in bfloat16 (weights stay float32).", flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Random seed.", flag_values=fv)
 
 
@@ -68,6 +69,8 @@ def run(fv: flags.FlagValues) -> int:
     if image_size is None:
         raise ValueError("Training batches tuples of images: set --image_size HEIGHT,WIDTH.")
     keras.utils.set_random_seed(fv.seed)
+    if fv.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     train_dataset = open_dataset(fv.dataset, fv.image_root, fv.query_root, "train")
     val_dataset = open_dataset(fv.val_dataset, fv.image_root, fv.query_root, "val") if fv.val_dataset else None
     print(f"Training on {train_dataset}" + (f", validating on {val_dataset}" if val_dataset else ""))

@@ -50,6 +50,7 @@ def train(
     run_dir,
     val_dataset: GeoDataset | None = None,
     epochs: int = 30,
+    steps_per_epoch: int | None = None,
     learning_rate: float = 1e-3,
     lr_halving_epochs: int = 5,
     momentum: float = 0.9,
@@ -67,6 +68,7 @@ def train(
 ) -> TrainingRun:
     """Trains `model` (clusters already initialised) with the paper's recipe.
 
+    An epoch is one batch per `batch_size` training queries unless `steps_per_epoch` is set.
     Defaults are the paper's: SGD with momentum 0.9, weight decay 1e-3, learning rate 1e-3
     halved every 5 epochs, 30 epochs, 4 tuples per batch, 10 hard negatives from 1000
     sampled ones, the cache refreshed every 1000 queries, margin 0.1. `run_dir` receives
@@ -115,7 +117,7 @@ def train(
     history = model.fit(
         tuple_dataset(miner, image_size, batch_size, seed=seed),
         epochs=epochs,
-        steps_per_epoch=tuple_steps_per_epoch(miner, batch_size),
+        steps_per_epoch=steps_per_epoch or tuple_steps_per_epoch(miner, batch_size),
         shuffle=False,  # the tuple stream shuffles the queries itself
         callbacks=callbacks,
         verbose=verbose,
