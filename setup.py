@@ -24,7 +24,11 @@ setup(
         "matplotlib>=3.8",
         "scipy>=1.10",
         "tensorboard>=2.16",
+        "ai-edge-litert>=2.0",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={
+        "test": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6",
+                 "tensorflow-serving-api>=2.21,<2.22"],
+    },
     entry_points={"console_scripts": ["netvlad-tf=netvlad_tf.cli:run"]},
 )

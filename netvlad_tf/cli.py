@@ -7,7 +7,7 @@ from typing import Sequence
 
 from absl import flags
 
-from netvlad_tf.commands import demo, evaluate, index, query, train
+from netvlad_tf.commands import demo, evaluate, export, index, query, train
 
 USAGE = """usage: netvlad-tf COMMAND [--flag=value ...] [--flagfile=FILE]
 
@@ -17,7 +17,8 @@ commands:
 Run `netvlad-tf COMMAND --help` for a command's flags and an example."""
 
 
-COMMANDS = {"demo": demo, "train": train, "evaluate": evaluate, "index": index, "query": query}
+COMMANDS = {"demo": demo, "train": train, "evaluate": evaluate, "index": index, "query": query,
+            "export": export}
 
 
 def _usage() -> str:

@@ -1,0 +1,144 @@
+"""SavedModel and TFLite exports reproduce the Keras model; serving requests round-trip."""
+
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from netvlad_tf import build_netvlad_model, initialize_clusters
+from netvlad_tf.data import read_csv_dataset
+from netvlad_tf.data.images import image_batches, load_image
+from netvlad_tf.export import export_saved_model, export_tflite, run_tflite, verify_saved_model, verify_tflite
+from netvlad_tf.export.serving_clients import grpc_encoded_request, rest_encoded_request, rest_pixels_request
+from netvlad_tf.sample_data import nordland_csv
+
+IMAGE_SIZE = (32, 64)
+
+
+@pytest.fixture(scope="module")
+def model():
+    keras.utils.set_random_seed(0)
+    dataset = read_csv_dataset(nordland_csv("test"))
+    model = build_netvlad_model(weights=None, num_clusters=4, whitening_dim=None)
+    initialize_clusters(model.pooling, model.backbone, image_batches(dataset.database_paths[:30], IMAGE_SIZE),
+                        400, 8, verbose=False)
+    return model
+
+
+@pytest.fixture(scope="module")
+def images():
+    paths = read_csv_dataset(nordland_csv("test")).query_paths[:4]
+    return np.concatenate(list(image_batches(paths, IMAGE_SIZE)))
+
+
+@pytest.fixture(scope="module")
+def saved_model(model, tmp_path_factory):
+    return export_saved_model(model, tmp_path_factory.mktemp("serving"), encoded_image_size=IMAGE_SIZE)
+
+
+def test_saved_model_layout_and_parity(saved_model, model, images):
+    assert saved_model.parts[-2:] == ("netvlad", "1") and (saved_model / "saved_model.pb").is_file()
+    report = verify_saved_model(saved_model, model, np.round(images).astype(np.uint8))
+    assert report.passed and report.max_abs_diff <= 1e-5
+    # One copy of the weights: the export is not much larger than the float32 weights.
+    weight_bytes = sum(np.prod(w.shape) * 4 for w in model.weights)
+    assert report.size_bytes < 1.2 * weight_bytes
+
+
+def test_saved_model_cli_runs_both_signatures(saved_model, model, images, tmp_path):
+    pixels = np.round(images[:2]).astype(np.uint8)
+    np.save(tmp_path / "pixels.npy", pixels)
+    subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "run", "--dir", str(saved_model),
+                    "--tag_set", "serve", "--signature_def", "serving_default", "--inputs", f"images={tmp_path / 'pixels.npy'}",
+                    "--outdir", str(tmp_path / "out1")], check=True, capture_output=True)
+    expected = model.predict(pixels.astype(np.float32), verbose=0)
+    np.testing.assert_allclose(np.load(tmp_path / "out1" / "descriptor.npy"), expected, atol=1e-5)
+
+    png = tf.io.encode_png(tf.constant(pixels[0])).numpy()
+    np.save(tmp_path / "encoded.npy", np.array([png], dtype=object), allow_pickle=True)
+    subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "run", "--dir", str(saved_model),
+                    "--tag_set", "serve", "--signature_def", "encoded", "--inputs", f"images={tmp_path / 'encoded.npy'}",
+                    "--outdir", str(tmp_path / "out2")], check=True, capture_output=True)
+    np.testing.assert_allclose(np.load(tmp_path / "out2" / "descriptor.npy"), expected[:1], atol=1e-5)
+
+
+def test_bad_requests_are_errors_not_crashes(saved_model):
+    loaded = tf.saved_model.load(str(saved_model))
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        loaded.signatures["encoded"](images=tf.constant([b"definitely not an image"]))
+    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)):
+        loaded.signatures["serving_default"](images=tf.zeros((1, 8, 8, 3), tf.float32))
+    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)):
+        loaded.signatures["serving_default"](images=tf.zeros((8, 8, 3), tf.uint8))
+
+
+def test_export_is_atomic(model, tmp_path, monkeypatch):
+    export_saved_model(model, tmp_path, encoded_image_size=IMAGE_SIZE)
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        export_saved_model(model, tmp_path, encoded_image_size=IMAGE_SIZE)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tf.saved_model, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_saved_model(model, tmp_path, version=2, encoded_image_size=IMAGE_SIZE)
+    assert sorted(p.name for p in (tmp_path / "netvlad").iterdir()) == ["1"]
+
+
+def test_serving_requests_round_trip(saved_model, model, images):
+    pixels = np.round(images[:2]).astype(np.uint8)
+    encoded = [tf.io.encode_png(tf.constant(image)).numpy() for image in pixels]
+    body = rest_encoded_request(encoded)
+    assert body["signature_name"] == "encoded" and len(body["instances"]) == 2
+    assert rest_pixels_request(pixels)["instances"] == pixels.tolist()
+    with pytest.raises(ValueError, match="uint8"):
+        rest_pixels_request(images)
+
+    request = grpc_encoded_request(encoded)
+    loaded = tf.saved_model.load(str(saved_model))
+    signature = loaded.signatures[request.model_spec.signature_name]
+    spec = signature.structured_input_signature[1]["images"]
+    assert request.inputs["images"].dtype == spec.dtype.as_datatype_enum
+    decoded = tf.make_ndarray(request.inputs["images"])
+    served = signature(images=tf.constant(decoded))["descriptor"].numpy()
+    np.testing.assert_allclose(served, model.predict(pixels.astype(np.float32), verbose=0), atol=1e-5)
+
+
+@pytest.mark.parametrize("quantize", ["none", "float16", "dynamic"])
+def test_tflite_variants_meet_their_bars(model, images, tmp_path, quantize):
+    path = export_tflite(model, tmp_path / f"{quantize}.tflite", quantize, IMAGE_SIZE)
+    report = verify_tflite(path, model, images, quantize)
+    assert report.passed, report.line()
+
+
+def test_int8_calibration_uses_the_representative_images(model, images, tmp_path):
+    real = list(images) * 4
+    constant = [np.full((*IMAGE_SIZE, 3), 128.0, np.float32)] * len(real)
+    first = export_tflite(model, tmp_path / "real.tflite", "int8", IMAGE_SIZE, real)
+    second = export_tflite(model, tmp_path / "constant.tflite", "int8", IMAGE_SIZE, constant)
+    assert first.read_bytes() != second.read_bytes()
+    assert run_tflite(first, images).shape == (len(images), 4 * 512)
+    with pytest.raises(ValueError, match="representative images"):
+        export_tflite(model, tmp_path / "none.tflite", "int8", IMAGE_SIZE)
+    with pytest.raises(ValueError, match=r"must be \(32, 64, 3\)"):
+        export_tflite(model, tmp_path / "bad.tflite", "int8", IMAGE_SIZE, [np.zeros((8, 8, 3))])
+
+
+def test_tflite_rejects_other_image_sizes(model, images, tmp_path):
+    path = export_tflite(model, tmp_path / "f.tflite", "none", IMAGE_SIZE)
+    with pytest.raises(ValueError, match="takes images of shape"):
+        run_tflite(path, np.zeros((1, 64, 64, 3), np.float32))
+    with pytest.raises(FileExistsError):
+        export_tflite(model, path, "none", IMAGE_SIZE)
+
+
+def test_load_image_matches_encoded_signature_resize(saved_model, model):
+    path = read_csv_dataset(nordland_csv("test")).query_paths[0]
+    loaded = tf.saved_model.load(str(saved_model))
+    served = loaded.signatures["encoded"](images=tf.constant([open(path, "rb").read()]))["descriptor"].numpy()
+    local = model.predict(load_image(path, IMAGE_SIZE).numpy()[None], verbose=0)
+    np.testing.assert_allclose(served, local, atol=1e-5)
