@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from netvlad_tf.clustering import initialize_clusters
 from netvlad_tf.data import GeoDataset, read_csv_dataset
@@ -15,6 +16,7 @@ from netvlad_tf.evaluation.evaluate import evaluate
 from netvlad_tf.evaluation.output import write_evaluation
 from netvlad_tf.evaluation.plots import plot_recall_curves
 from netvlad_tf.evaluation.report import format_recall_table
+from netvlad_tf.export import export_tflite, verify_tflite
 from netvlad_tf.model import build_netvlad_model
 from netvlad_tf.sample_data import nordland_csv
 from netvlad_tf.staging import atomic_directory
@@ -49,9 +51,10 @@ def run_demo(
     with its untrained self, MAC pooling and raw pixels on another stretch (Recall@1/5/10,
     positives within 25 m).
 
-    Writes `model.keras`, `results.json`, `recall_curves.png`, `gallery.png` and the training
-    run (`training/`, with TensorBoard logs) into `output_dir`, which appears only when all
-    is written.
+    Writes `model.keras`, `model_dynamic_int8.tflite` (checked against the Keras model),
+    `results.json`, `recall_curves.png`, `netvlad_evaluation/gallery.png` and the training run
+    (`training/`, with TensorBoard logs) into `output_dir`, which appears only when all is
+    written.
 
     Args:
         output_dir: a new folder for the results.
@@ -98,6 +101,9 @@ def run_demo(
         _say(verbose, "5/5 evaluating the trained model")
         results["netvlad"] = measure(final)
         final.save(staging / "model.keras")
+        tflite_path = export_tflite(final, staging / "model_dynamic_int8.tflite", "dynamic", IMAGE_SIZE)
+        check_images = np.concatenate(list(image_batches(test_data.query_paths[:8], IMAGE_SIZE)))
+        tflite_report = verify_tflite(tflite_path, final, check_images, "dynamic")
         recalls = {name: results[name].recall for name in ("netvlad", "netvlad_untrained", "mac", "pixels")}
         summary = {
             "recall": {name: {str(n): value for n, value in curve.items()} for name, curve in recalls.items()},
@@ -105,6 +111,7 @@ def run_demo(
             "num_database": test_data.num_database,
             "positive_radius_m": 25.0,
             "training_loss": run.history["loss"],
+            "tflite": {key: value for key, value in tflite_report.as_dict().items() if key != "path"},
             "settings": {**settings, "weights": str(weights), "quick": quick, "seed": seed,
                          "image_size": list(IMAGE_SIZE)},
         }
@@ -113,8 +120,9 @@ def run_demo(
         write_evaluation(results["netvlad"], test_data, staging / "netvlad_evaluation", "netvlad")
     if verbose:
         print(format_recall_table(recalls))
-        print(f"Wrote {output_dir}: model.keras, results.json, recall_curves.png, "
-              "netvlad_evaluation/gallery.png, training/")
+        print(tflite_report.line())
+        print(f"Wrote {output_dir}: model.keras, model_dynamic_int8.tflite, results.json, "
+              "recall_curves.png, netvlad_evaluation/gallery.png, training/")
     return summary
 
 

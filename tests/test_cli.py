@@ -44,6 +44,7 @@ def test_quick_demo_end_to_end(tmp_path):
     assert (output / "recall_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert (output / "netvlad_evaluation" / "gallery.png").is_file()
     assert len(results["training_loss"]) == 1 and results["training_loss"][0] > 0
+    assert results["tflite"]["passed"] and (output / "model_dynamic_int8.tflite").is_file()
 
 
 @pytest.mark.parametrize(
@@ -74,3 +75,32 @@ def test_paper_flagfiles_parse():
         train.define_flags(values)
         values(["netvlad-tf train", f"--flagfile={flagfile}"])
         assert values.dataset and values.image_size
+
+
+def test_cluster_pca_and_export_commands(tmp_path, capsys):
+    import keras
+    import numpy as np
+
+    from netvlad_tf import build_netvlad_model
+    from netvlad_tf.sample_data import nordland_csv
+
+    base = tmp_path / "base.keras"
+    build_netvlad_model(weights=None, num_clusters=4).save(base)
+    dataset = str(nordland_csv("test"))
+    assert main(["netvlad-tf", "cluster", f"--model={base}", f"--dataset={dataset}", "--image_size=32,64",
+                 "--num_images=20", "--num_descriptors=100", "--descriptors_per_image=5",
+                 f"--output={tmp_path / 'init.keras'}"]) == 0
+    initialised = keras.models.load_model(tmp_path / "init.keras")
+    assert not np.allclose(initialised.pooling.centroids, keras.models.load_model(base).pooling.centroids)
+    assert main(["netvlad-tf", "pca", f"--model={tmp_path / 'init.keras'}", f"--dataset={dataset}",
+                 "--image_size=32,64", "--whitening_dim=8", f"--output={tmp_path / 'white.keras'}"]) == 0
+    assert keras.models.load_model(tmp_path / "white.keras").descriptor_dim == 8
+    assert main(["netvlad-tf", "pca", f"--model={tmp_path / 'init.keras'}", f"--dataset={dataset}",
+                 "--image_size=32,64", "--whitening_dim=5000", f"--output={tmp_path / 'x.keras'}"]) == 1
+    assert "whitening_dim must be an integer" in capsys.readouterr().err
+    assert main(["netvlad-tf", "export", f"--model={tmp_path / 'white.keras'}", "--format=tflite",
+                 "--image_size=32,64", f"--output={tmp_path / 'm.tflite'}"]) == 0
+    assert '"passed": true' in capsys.readouterr().out
+    assert main(["netvlad-tf", "export", f"--model={tmp_path / 'white.keras'}", "--format=saved_model",
+                 "--quantize=int8", f"--output={tmp_path / 'sm'}"]) == 1
+    assert "--format=tflite only" in capsys.readouterr().err

@@ -1,0 +1,60 @@
+"""`netvlad-tf cluster`: initialise a model's NetVLAD from k-means of a dataset's descriptors."""
+
+from __future__ import annotations
+
+import keras
+from absl import flags
+
+from netvlad_tf.clustering import DEFAULT_DESCRIPTORS_PER_IMAGE, DEFAULT_NUM_DESCRIPTORS, initialize_clusters
+from netvlad_tf.commands.common import (
+    define_dataset_flags,
+    define_dataset_location_flags,
+    define_image_size_flag,
+    parse_image_size,
+)
+from netvlad_tf.data.images import image_batches
+from netvlad_tf.data.loading import open_dataset
+from netvlad_tf.model import build_netvlad_model
+from netvlad_tf.netvlad import NetVLAD
+
+SUMMARY = "Initialise NetVLAD's clusters and assignment by k-means (the paper's initialisation)."
+EXAMPLE = "netvlad-tf cluster --dataset=pitts30k_train.mat --image_root=Pittsburgh --weights=imagenet --output=init.keras"
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("model", None, "A .keras model to initialise; unset builds VGG16 + NetVLAD.", flag_values=fv)
+    flags.DEFINE_string("weights", "imagenet", "Backbone weights when building: imagenet, none or a path.", flag_values=fv)
+    flags.DEFINE_integer("num_clusters", 64, "K when building.", flag_values=fv)
+    define_dataset_flags(fv, "dataset", "Images to cluster (required; database images are used). ")
+    define_dataset_location_flags(fv)
+    define_image_size_flag(fv, None)
+    flags.DEFINE_integer("num_images", 500, "Database images to sample descriptors from.", flag_values=fv)
+    flags.DEFINE_integer("num_descriptors", DEFAULT_NUM_DESCRIPTORS, "Descriptors for k-means.", flag_values=fv)
+    flags.DEFINE_integer("descriptors_per_image", DEFAULT_DESCRIPTORS_PER_IMAGE, "Descriptors per image.", flag_values=fv)
+    flags.DEFINE_enum("version", "v1", ["v1", "v2"], "Initialisation: v1 (released models) or v2 (paper).", flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "Random seed.", flag_values=fv)
+    flags.DEFINE_string("output", None, "Where to save the initialised .keras model (required).", flag_values=fv)
+
+
+def run(fv: flags.FlagValues) -> int:
+    if fv.dataset is None or fv.output is None:
+        raise ValueError("--dataset and --output are required.")
+    if not fv.output.endswith(".keras"):
+        raise ValueError("--output must end in .keras.")
+    if fv.model:
+        model = keras.models.load_model(fv.model)
+    else:
+        weights = None if fv.weights.lower() == "none" else fv.weights
+        model = build_netvlad_model(weights=weights, num_clusters=fv.num_clusters)
+    if not isinstance(model.pooling, NetVLAD):
+        raise ValueError(f"{fv.model}: its pooling is {type(model.pooling).__name__}, not NetVLAD.")
+    dataset = open_dataset(fv.dataset, fv.image_root, fv.query_root, fv.split)
+    step = max(1, dataset.num_database // fv.num_images)
+    paths = dataset.database_paths[::step][: fv.num_images]
+    batch_size = 8 if fv.image_size else 1
+    alpha = initialize_clusters(model.pooling, model.backbone, image_batches(paths, parse_image_size(fv.image_size), batch_size=batch_size),
+                                fv.num_descriptors, fv.descriptors_per_image, fv.version, fv.seed)
+    model.save(fv.output)
+    print(f"Clustered descriptors of {len(paths)} images into {model.pooling.num_clusters} clusters "
+          f"(alpha {alpha:.2f}); saved {fv.output}")
+    return 0

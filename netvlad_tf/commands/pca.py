@@ -1,0 +1,42 @@
+"""`netvlad-tf pca`: learn PCA whitening for a model and save the whitened model."""
+
+from __future__ import annotations
+
+import keras
+from absl import flags
+
+from netvlad_tf.commands.common import (
+    define_dataset_flags,
+    define_dataset_location_flags,
+    define_image_size_flag,
+    parse_image_size,
+)
+from netvlad_tf.data.loading import open_dataset
+from netvlad_tf.whitening_model import with_learned_whitening
+
+SUMMARY = "Learn PCA whitening (≤ 10 000 database images) and save the model with it baked in."
+EXAMPLE = "netvlad-tf pca --model=runs/pitts30k/last.keras --dataset=pitts30k_train.mat --image_root=Pittsburgh --whitening_dim=4096 --output=final.keras"
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("model", None, "The trained .keras model (required).", flag_values=fv)
+    define_dataset_flags(fv, "dataset", "Training data whose database images fit the whitening (required). ")
+    define_dataset_location_flags(fv)
+    define_image_size_flag(fv, None)
+    flags.DEFINE_integer("whitening_dim", 4096, "Output dimension (the paper: 4096).", flag_values=fv)
+    flags.DEFINE_string("output", None, "Where to save the whitened .keras model (required).", flag_values=fv)
+
+
+def run(fv: flags.FlagValues) -> int:
+    if fv.model is None or fv.dataset is None or fv.output is None:
+        raise ValueError("--model, --dataset and --output are required.")
+    if not fv.output.endswith(".keras"):
+        raise ValueError("--output must end in .keras.")
+    model = keras.models.load_model(fv.model)
+    dataset = open_dataset(fv.dataset, fv.image_root, fv.query_root, fv.split)
+    image_size = parse_image_size(fv.image_size)
+    whitened = with_learned_whitening(model, dataset.database_paths, fv.whitening_dim, image_size,
+                                      batch_size=8 if image_size else 1)
+    whitened.save(fv.output)
+    print(f"Saved {fv.output}: descriptors of {whitened.descriptor_dim} dimensions")
+    return 0
