@@ -104,3 +104,17 @@ def test_cluster_pca_and_export_commands(tmp_path, capsys):
     assert main(["netvlad-tf", "export", f"--model={tmp_path / 'white.keras'}", "--format=saved_model",
                  "--quantize=int8", f"--output={tmp_path / 'sm'}"]) == 1
     assert "--format=tflite only" in capsys.readouterr().err
+
+
+def test_export_flagfiles_parse():
+    from pathlib import Path
+
+    from absl import flags
+
+    from netvlad_tf.commands import export
+
+    for flagfile in sorted((Path(__file__).parents[1] / "export").glob("*.flags")):
+        values = flags.FlagValues()
+        export.define_flags(values)
+        values(["netvlad-tf export", f"--flagfile={flagfile}"])
+        assert values.output and values.format in ("saved_model", "tflite")

@@ -186,3 +186,19 @@ def test_grey_and_rgb_images_decode_to_rgb(tmp_path):
     assert batch.shape == (1, 3, 4, 3)
     np.testing.assert_array_equal(batch[0, ..., 0], batch[0, ..., 2])
     assert batch[0, 2, 3, 1] == 110.0
+
+
+def test_unreadable_images_are_skipped_with_a_count(tmp_path):
+    from netvlad_tf.data.validation import drop_unreadable_images
+
+    full = read_csv_dataset(nordland_csv("test"))
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(open(full.query_paths[0], "rb").read()[:40])
+    dataset = GeoDataset("mixed", full.database_paths[:3], full.database_utm[:3],
+                         [full.query_paths[1], str(truncated)], full.query_utm[:2],
+                         query_conditions=["a", "b"])
+    with pytest.warns(UserWarning, match="skipped 1 unreadable images"):
+        kept, dropped = drop_unreadable_images(dataset)
+    assert dropped == [str(truncated)]
+    assert kept.query_paths == [full.query_paths[1]] and kept.query_conditions == ["a"]
+    assert kept.num_database == 3

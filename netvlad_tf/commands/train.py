@@ -14,6 +14,7 @@ from netvlad_tf.commands.common import (
 )
 from netvlad_tf.data.images import image_batches
 from netvlad_tf.data.loading import open_dataset
+from netvlad_tf.data.validation import drop_unreadable_images
 from netvlad_tf.model import build_netvlad_model
 from netvlad_tf.training import new_run_dir, train
 from netvlad_tf.whitening_model import with_learned_whitening
@@ -54,6 +55,8 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_enum("normalization", "violating", ["violating", "all", "none"], "Loss normalisation.", flag_values=fv)
     flags.DEFINE_enum("cache_precision", "int8", ["int8", "float32"], "Descriptor cache storage.", flag_values=fv)
     flags.DEFINE_integer("whitening_dim", None, "After training, learn PCA whitening to this size and save final.keras.", flag_values=fv)
+    flags.DEFINE_boolean("skip_corrupt_images", False, "Scan the images first and skip unreadable ones "
+                         "(with a count and a warning) instead of stopping at the first.", flag_values=fv)
     flags.DEFINE_boolean("mixed_precision", False, "Compute in bfloat16 (weights stay float32).", flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Random seed.", flag_values=fv)
 
@@ -73,6 +76,12 @@ def run(fv: flags.FlagValues) -> int:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     train_dataset = open_dataset(fv.dataset, fv.image_root, fv.query_root, "train")
     val_dataset = open_dataset(fv.val_dataset, fv.image_root, fv.query_root, "val") if fv.val_dataset else None
+    if fv.skip_corrupt_images:
+        train_dataset, dropped = drop_unreadable_images(train_dataset)
+        if val_dataset is not None:
+            val_dataset, dropped_val = drop_unreadable_images(val_dataset)
+            dropped += dropped_val
+        print(f"Skipped {len(dropped)} unreadable images")
     print(f"Training on {train_dataset}" + (f", validating on {val_dataset}" if val_dataset else ""))
 
     if fv.model:
