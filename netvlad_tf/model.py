@@ -68,10 +68,11 @@ class PlaceRecognitionModel(keras.Model):
         `(B, N)` (see `netvlad_tf.training.tuple_dataset`); compile with
         `loss=RankingLoss(...)`. Any other batch takes Keras' ordinary supervised step.
         """
-        if not _is_tuple_batch(data):
+        tuples = _tuple_batch(data)
+        if tuples is None:
             return super().train_step(data)
         with tf.GradientTape() as tape:
-            loss = self._ranking_loss(data, training=True)
+            loss = self._ranking_loss(tuples, training=True)
             # Keras sums the replicas' gradients under tf.distribute: a normalised loss (a mean
             # over this replica's share of the global batch) is scaled to the global batch.
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -83,9 +84,10 @@ class PlaceRecognitionModel(keras.Model):
 
     def test_step(self, data):
         """The ranking loss of a batch of tuples without updating weights."""
-        if not _is_tuple_batch(data):
+        tuples = _tuple_batch(data)
+        if tuples is None:
             return super().test_step(data)
-        self.ranking_loss_tracker.update_state(self._ranking_loss(data, training=False))
+        self.ranking_loss_tracker.update_state(self._ranking_loss(tuples, training=False))
         return {"loss": self.ranking_loss_tracker.result()}
 
     def _ranking_loss(self, data, training: bool):
@@ -166,8 +168,11 @@ class PlaceRecognitionModel(keras.Model):
         return cls(**config)
 
 
-def _is_tuple_batch(data) -> bool:
-    return isinstance(data, dict) and "query" in data
+def _tuple_batch(data) -> dict | None:
+    """The tuple dict of a batch, also when Keras wraps it as `(x,)` or `(x, None, None)`."""
+    if isinstance(data, (tuple, list)) and data and all(extra is None for extra in data[1:]):
+        data = data[0]
+    return data if isinstance(data, dict) and "query" in data else None
 
 
 def build_netvlad_model(
