@@ -59,6 +59,16 @@ class PlaceRecognitionModel(keras.Model):
         self.pooling = pooling
         self.whitening_dim = whitening_dim
         self.ranking_loss_tracker = keras.metrics.Mean(name="ranking_loss")
+        self.ranking_loss = None
+
+    def compile(self, optimizer="rmsprop", loss=None, **kwargs):
+        """As `keras.Model.compile`; a `RankingLoss` is kept for the tuple `train_step`.
+
+        The ranking loss is held apart from Keras' compiled loss so that Keras never tries to
+        build it by calling the model on a tuple batch (it does so under `tf.distribute`).
+        """
+        self.ranking_loss = loss if isinstance(loss, RankingLoss) else None
+        super().compile(optimizer=optimizer, loss=None if self.ranking_loss else loss, **kwargs)
 
     def train_step(self, data):
         """One step of the paper's weakly supervised training on a batch of tuples.
@@ -76,7 +86,7 @@ class PlaceRecognitionModel(keras.Model):
             # Keras sums the replicas' gradients under tf.distribute: a normalised loss (a mean
             # over this replica's share of the global batch) is scaled to the global batch.
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            replica_loss = loss if self.loss.normalization == "none" else loss / replicas
+            replica_loss = loss if self.ranking_loss.normalization == "none" else loss / replicas
         gradients = tape.gradient(replica_loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
         self.ranking_loss_tracker.update_state(loss)
@@ -91,7 +101,7 @@ class PlaceRecognitionModel(keras.Model):
         return {"loss": self.ranking_loss_tracker.result()}
 
     def _ranking_loss(self, data, training: bool):
-        if not isinstance(self.loss, RankingLoss):
+        if self.ranking_loss is None:
             raise ValueError(
                 "Training on tuples needs model.compile(optimizer, loss=netvlad_tf.RankingLoss())."
             )
@@ -110,7 +120,7 @@ class PlaceRecognitionModel(keras.Model):
              ops.cast(data["negative_mask"], "float32")],
             axis=1,
         )
-        return self.loss(mask, packed)
+        return self.ranking_loss(mask, packed)
 
     @property
     def descriptor_dim(self) -> int:

@@ -1,23 +1,17 @@
 """Run in its own process: train a tiny model on fixed tuples under a strategy; save weights.
 
-`python -m tests.distributed.run_strategy MODE OUT.npz` with MODE `single`, `mirrored` (two
+`python -m tests.distributed.run_strategy MODE OUT.npz` with MODE `single`, `mirrored` or `mirrored_fit` (two
 logical CPUs in this process) or `worker` (MultiWorkerMirroredStrategy from TF_CONFIG).
 """
 
 import sys
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-MODE, OUTPUT = sys.argv[1], sys.argv[2]
-if MODE == "mirrored":
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-
-import keras  # noqa: E402
-
-from netvlad_tf import NetVLAD, PlaceRecognitionModel, RankingLoss  # noqa: E402
-from netvlad_tf.training.multi_worker import multi_worker_strategy, train_distributed  # noqa: E402
+from netvlad_tf import NetVLAD, PlaceRecognitionModel, RankingLoss
+from netvlad_tf.training.multi_worker import multi_worker_strategy, train_distributed
 
 
 def tiny_model():
@@ -40,27 +34,35 @@ def fixed_batches(steps=3, batch=4, negatives=3):
         }
 
 
-strategy = {
-    "single": lambda: tf.distribute.OneDeviceStrategy("/cpu:0"),
-    "mirrored": lambda: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
-    "mirrored_fit": lambda: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
-    "worker": multi_worker_strategy,
-}[MODE]()
-optimizer = lambda: keras.optimizers.SGD(0.5, momentum=0.9)  # noqa: E731
-loss = RankingLoss(margin=10.0, normalization="all")
-if MODE == "mirrored_fit":
-    with strategy.scope():
-        model = tiny_model()
-        model.compile(optimizer=optimizer(), loss=loss)
-    batches = list(fixed_batches())
-    dataset = tf.data.Dataset.from_generator(
-        lambda: iter(batches), output_signature={k: tf.TensorSpec((None, *v.shape[1:]), tf.float32) for k, v in batches[0].items()})
-    history = model.fit(dataset, epochs=1, shuffle=False, verbose=0)
-    losses = [float("nan")] * len(batches)  # fit reports an epoch mean, not per-step losses
-else:
-    model, losses = train_distributed(strategy, tiny_model, fixed_batches(), optimizer, loss)
-initial = tiny_model()
-np.savez(OUTPUT, losses=np.array(losses), replicas=strategy.num_replicas_in_sync,
-         **{f"initial{i}": keras.ops.convert_to_numpy(w) for i, w in enumerate(initial.trainable_weights)},
-         **{f"w{i}": keras.ops.convert_to_numpy(w) for i, w in enumerate(model.trainable_weights)})
-print("done", MODE, losses)
+def main(mode: str, output: str) -> None:
+    if mode in ("mirrored", "mirrored_fit"):
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    strategy = {
+        "single": lambda: tf.distribute.OneDeviceStrategy("/cpu:0"),
+        "mirrored": lambda: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
+        "mirrored_fit": lambda: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
+        "worker": multi_worker_strategy,
+    }[mode]()
+    optimizer = lambda: keras.optimizers.SGD(0.5, momentum=0.9)  # noqa: E731
+    loss = RankingLoss(margin=10.0, normalization="all")
+    if mode == "mirrored_fit":
+        with strategy.scope():
+            model = tiny_model()
+            model.compile(optimizer=optimizer(), loss=loss)
+        batches = list(fixed_batches())
+        dataset = tf.data.Dataset.from_generator(
+            lambda: iter(batches), output_signature={k: tf.TensorSpec((None, *v.shape[1:]), tf.float32) for k, v in batches[0].items()})
+        model.fit(dataset, epochs=1, shuffle=False, verbose=0)
+        losses = [float("nan")] * len(batches)  # fit reports an epoch mean, not per-step losses
+    else:
+        model, losses = train_distributed(strategy, tiny_model, fixed_batches(), optimizer, loss)
+    initial = tiny_model()
+    np.savez(output, losses=np.array(losses), replicas=strategy.num_replicas_in_sync,
+             **{f"initial{i}": keras.ops.convert_to_numpy(w) for i, w in enumerate(initial.trainable_weights)},
+             **{f"w{i}": keras.ops.convert_to_numpy(w) for i, w in enumerate(model.trainable_weights)})
+    print("done", mode, losses)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
