@@ -53,7 +53,7 @@ def main():
             centres = rng.standard_normal((1000, dim), dtype=np.float32)
             database = descriptors(rng, size, dim, centres)
             queries = descriptors(rng, QUERIES, dim, centres)
-            rows = {}
+            flat = None
             for kind in ("flat", "ivfpq", "hnsw"):
                 index = create_index(kind, dim)
                 start = time.perf_counter()
@@ -62,13 +62,14 @@ def main():
                 start = time.perf_counter()
                 _, found = index.search(queries, 10)
                 qps = QUERIES / (time.perf_counter() - start)
-                rows[kind] = (build, qps, bytes_per_vector(index, size), found)
+                per_vector = bytes_per_vector(index, size)
                 del index
-            truth = rows["flat"][3][:, 0]
-            for kind, (build, qps, per_vector, found) in rows.items():
-                recall = np.mean([t in row for t, row in zip(truth, found)])
+                if flat is None:
+                    flat = (qps, per_vector, found[:, 0])
+                recall = np.mean([t in row for t, row in zip(flat[2], found)])
+                # Each row as soon as it is measured: large builds take minutes.
                 print(f"{size:>9} {dim:>5} {kind:<6} {build:8.1f} {qps:10.0f} {per_vector:10.0f} {recall:7.3f} "
-                      f"{qps / rows['flat'][1]:9.1f}x {per_vector / rows['flat'][2]:9.3f}x", flush=True)
+                      f"{qps / flat[0]:9.1f}x {per_vector / flat[1]:9.3f}x", flush=True)
 
 
 if __name__ == "__main__":
