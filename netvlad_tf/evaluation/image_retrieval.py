@@ -124,14 +124,19 @@ def mean_average_precision(model, benchmark: RetrievalBenchmark, max_side: int |
     Returns:
         `{"map": float, "average_precision": [per query]}`.
     """
+    import tensorflow as tf
+
     from netvlad_tf.data.images import load_image
 
     database = embed_images(model, benchmark.database_paths, max_side=max_side, batch_size=batch_size, verbose=verbose)
     queries = []
     for path, box in zip(benchmark.query_paths, benchmark.query_boxes):
-        image = load_image(path, max_side=max_side).numpy()
+        native = load_image(path)  # decoded once; the box is in native pixels
+        scale = 1.0 if max_side is None else max_side / max(native.shape[:2])
+        image = native if max_side is None else tf.image.resize(
+            native, [round(native.shape[0] * scale), round(native.shape[1] * scale)])
+        image = image.numpy()
         if crop_queries and box is not None:
-            scale = image.shape[1] / load_image(path).shape[1]
             x1, y1, x2, y2 = (int(round(v * scale)) for v in box)
             image = image[max(y1, 0): max(y2, y1 + 1), max(x1, 0): max(x2, x1 + 1)]
         queries.append(np.asarray(model(image[None], training=False))[0])
