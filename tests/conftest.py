@@ -13,3 +13,6 @@ def rng():
 @pytest.fixture(autouse=True)
 def _seed_keras():
     keras.utils.set_random_seed(1234)
+
+# Fixture generators run by hand with torch installed; the suite itself never imports torch.
+collect_ignore_glob = ["fixtures/make_*.py"]

@@ -1,11 +1,19 @@
 """Backbones: functional models from RGB images to maps of local descriptors."""
 
 from netvlad_tf.backbones.registry import BACKBONES, get_backbone, register_backbone
+from netvlad_tf.backbones.efficientnet_lite import (
+    EfficientNetLitePreprocessing,
+    efficientnet_lite0,
+    efficientnet_lite0_classifier,
+)
 from netvlad_tf.backbones.vgg16 import VGG16Preprocessing, vgg16_conv5_3
 
 __all__ = [
     "BACKBONES",
+    "EfficientNetLitePreprocessing",
     "VGG16Preprocessing",
+    "efficientnet_lite0",
+    "efficientnet_lite0_classifier",
     "get_backbone",
     "register_backbone",
     "vgg16_conv5_3",

@@ -15,7 +15,7 @@ from netvlad_tf.commands.common import (
 from netvlad_tf.data.images import image_batches
 from netvlad_tf.data.loading import open_dataset
 from netvlad_tf.data.validation import drop_unreadable_images
-from netvlad_tf.model import build_netvlad_model
+from netvlad_tf.model import BACKBONE_DEFAULT, build_netvlad_model
 from netvlad_tf.training import new_run_dir, train
 from netvlad_tf.whitening_model import with_learned_whitening
 
@@ -39,7 +39,9 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("backbone", "vgg16", "Backbone name (see netvlad_tf.BACKBONES).", flag_values=fv)
     flags.DEFINE_string("weights", "imagenet", "Backbone weights: imagenet, none, or a file path.", flag_values=fv)
     flags.DEFINE_integer("num_clusters", 64, "NetVLAD clusters K.", flag_values=fv)
-    flags.DEFINE_string("trainable_from", "block5_conv1", "First trainable backbone layer.", flag_values=fv)
+    flags.DEFINE_string("trainable_from", BACKBONE_DEFAULT, "First trainable backbone layer; "
+                        f"'{BACKBONE_DEFAULT}' keeps the backbone's policy (VGG16: block5_conv1), "
+                        "'none' trains every layer.", flag_values=fv)
     flags.DEFINE_integer("cluster_images", 500, "Images sampled for the k-means initialisation.", flag_values=fv)
     flags.DEFINE_integer("num_descriptors", DEFAULT_NUM_DESCRIPTORS, "Descriptors clustered by k-means.", flag_values=fv)
     flags.DEFINE_integer("epochs", 30, "Epochs (passes over the training queries).", flag_values=fv)
@@ -90,7 +92,7 @@ def run(fv: flags.FlagValues) -> int:
         weights = None if fv.weights.lower() == "none" else fv.weights
         model = build_netvlad_model(
             backbone=fv.backbone, weights=weights, num_clusters=fv.num_clusters,
-            trainable_from=fv.trainable_from,
+            trainable_from=None if fv.trainable_from.lower() == "none" else fv.trainable_from,
         )
         cluster_paths = train_dataset.database_paths[: fv.cluster_images]
         print(f"Initialising {fv.num_clusters} clusters from {len(cluster_paths)} database images")

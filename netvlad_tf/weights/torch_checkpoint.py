@@ -1,0 +1,245 @@
+"""Reads PyTorch `.pth` files into NumPy arrays without torch and without running their code.
+
+`torch.save` writes a pickle whose tensors point at raw storages kept beside it: in a zip
+archive (`archive/data.pkl` + `archive/data/<key>`, PyTorch ≥ 1.6) or, in the legacy format,
+appended after the pickle. A plain `pickle.load` would import and call whatever the file names;
+the unpickler here resolves only an allow-list of names (tensor rebuilders, storage types,
+ordered dicts, NumPy scalars) and refuses everything else.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import os
+import pickle
+import struct
+import zipfile
+from typing import Any, BinaryIO
+
+import numpy as np
+
+# torch.save's legacy header: this magic number, then the protocol version 1001.
+LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
+LEGACY_PROTOCOL_VERSION = 1001
+
+STORAGE_DTYPES = {
+    "DoubleStorage": np.float64,
+    "FloatStorage": np.float32,
+    "HalfStorage": np.float16,
+    "BFloat16Storage": "bfloat16",
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
+}
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """The checkpoint names a Python object outside the allow-list; nothing from it was run."""
+
+
+class _StorageType:
+    """Stands for `torch.FloatStorage` & co. in a pickle: only its element type matters."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.dtype = STORAGE_DTYPES[name]
+
+    def itemsize(self) -> int:
+        return 2 if self.dtype == "bfloat16" else np.dtype(self.dtype).itemsize
+
+
+def _storage_array(raw: bytes, storage_type: _StorageType) -> np.ndarray:
+    if storage_type.dtype == "bfloat16":
+        # bfloat16 is the upper half of a float32: widen it exactly.
+        upper = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
+        return upper.view(np.float32)
+    return np.frombuffer(raw, dtype=np.dtype(storage_type.dtype).newbyteorder("<"))
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride, *unused) -> np.ndarray:
+    if isinstance(storage, _PendingStorage):
+        return _LazyTensor(storage, storage_offset, size, stride)
+    if not size:
+        return np.array(storage[storage_offset]).copy()
+    itemsize = storage.itemsize
+    view = np.lib.stride_tricks.as_strided(
+        storage[storage_offset:],
+        shape=tuple(size),
+        strides=tuple(step * itemsize for step in stride),
+    )
+    return np.ascontiguousarray(view).astype(storage.dtype.newbyteorder("="), copy=False)
+
+
+def _rebuild_parameter(data, *unused) -> np.ndarray:
+    return data
+
+
+def _numpy_scalar(dtype, raw=None):
+    return np.frombuffer(raw, dtype=dtype)[0] if raw is not None else dtype.type()
+
+
+def _latin1_bytes(text: str, encoding: str) -> bytes:
+    # Protocol-2 pickles spell bytes as codecs.encode(text, "latin1"); nothing else is allowed.
+    if encoding != "latin1":
+        raise UnsafeCheckpointError(f"Refusing codecs.encode with encoding {encoding!r}.")
+    return text.encode("latin1")
+
+
+_ALLOWED_CALLABLES = {
+    ("_codecs", "encode"): _latin1_bytes,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy", "dtype"): np.dtype,
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Resolves only allow-listed names; storages come from `load_storage(type, key, numel)`."""
+
+    def __init__(self, file: BinaryIO, load_storage):
+        super().__init__(file)
+        self._load_storage = load_storage
+
+    def find_class(self, module: str, name: str):
+        if module == "torch" and name in STORAGE_DTYPES:
+            return _StorageType(name)
+        if (module, name) in _ALLOWED_CALLABLES:
+            return _ALLOWED_CALLABLES[(module, name)]
+        raise UnsafeCheckpointError(
+            f"The checkpoint refers to {module}.{name}, which a weights file has no reason to "
+            "contain; it was not loaded. Only tensors, dicts and numbers are read."
+        )
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
+            raise pickle.UnpicklingError(f"Unsupported persistent id in checkpoint: {pid!r}")
+        storage_type, key = pid[1], str(pid[2])
+        if not isinstance(storage_type, _StorageType):
+            raise pickle.UnpicklingError(f"Unsupported storage type in checkpoint: {storage_type!r}")
+        return self._load_storage(storage_type, key)
+
+
+def read_torch_checkpoint(path: str | os.PathLike) -> Any:
+    """Loads what `torch.save` wrote, with every tensor as a NumPy array; torch is not needed.
+
+    Args:
+        path: a `.pth` / `.pth.tar` file in the zip format (PyTorch ≥ 1.6) or the legacy one.
+
+    Returns:
+        The saved object (usually a dict or OrderedDict of name → `np.ndarray`).
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        UnsafeCheckpointError: the file names a Python object that is not a tensor rebuilder,
+            a storage type, an ordered dict or a NumPy scalar (no code from it was run).
+        ValueError: the file is not a torch checkpoint.
+
+    Example:
+    >>> import tempfile, zipfile, pickle, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "empty.pth")
+    >>> with zipfile.ZipFile(path, "w") as archive:
+    ...     archive.writestr("archive/data.pkl", pickle.dumps({"epoch": 3}))
+    >>> read_torch_checkpoint(path)
+    {'epoch': 3}
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Checkpoint {path!r} does not exist.")
+    if zipfile.is_zipfile(path):
+        return _read_zip_checkpoint(path)
+    with open(path, "rb") as file:
+        return _read_legacy_checkpoint(file, path)
+
+
+def _read_zip_checkpoint(path: str) -> Any:
+    with zipfile.ZipFile(path) as archive:
+        pickles = [name for name in archive.namelist() if name.endswith("/data.pkl") or name == "data.pkl"]
+        if not pickles:
+            raise ValueError(f"{path!r} is a zip file but not a torch checkpoint (no data.pkl).")
+        prefix = pickles[0][: -len("data.pkl")]
+        storages: dict[str, np.ndarray] = {}
+
+        def load_storage(storage_type: _StorageType, key: str) -> np.ndarray:
+            if key not in storages:
+                storages[key] = _storage_array(archive.read(f"{prefix}data/{key}"), storage_type)
+            return storages[key]
+
+        with archive.open(pickles[0]) as data:
+            return _RestrictedUnpickler(io.BytesIO(data.read()), load_storage).load()
+
+
+def _read_legacy_checkpoint(file: BinaryIO, path: str) -> Any:
+    header = _RestrictedUnpickler(file, _no_storage)
+    try:
+        magic = header.load()
+    except (pickle.UnpicklingError, EOFError, ValueError) as error:
+        if isinstance(error, UnsafeCheckpointError):
+            raise
+        raise ValueError(f"{path!r} is not a torch checkpoint: {error}") from error
+    if magic != LEGACY_MAGIC_NUMBER:
+        raise ValueError(f"{path!r} is not a torch checkpoint (no torch.save header).")
+    protocol = _RestrictedUnpickler(file, _no_storage).load()
+    if protocol != LEGACY_PROTOCOL_VERSION:
+        raise ValueError(f"{path!r} uses torch.save protocol {protocol}; only 1001 is known.")
+    _RestrictedUnpickler(file, _no_storage).load()  # sys_info: endianness and type sizes
+    pending: dict[str, tuple[_StorageType, list]] = {}
+
+    def load_storage(storage_type: _StorageType, key: str):
+        # The storage bytes follow the pickle, so hand out a placeholder filled in below.
+        if key not in pending:
+            pending[key] = (storage_type, [])
+        return _PendingStorage(key, storage_type, pending)
+
+    saved = _RestrictedUnpickler(file, load_storage).load()
+    storage_keys = _RestrictedUnpickler(file, _no_storage).load()
+    for key in storage_keys:
+        storage_type, _ = pending[key]
+        (numel,) = struct.unpack("<q", file.read(8))
+        raw = file.read(numel * storage_type.itemsize())
+        if len(raw) != numel * storage_type.itemsize():
+            raise ValueError(f"{path!r} is truncated: storage {key} is incomplete.")
+        pending[key][1].append(_storage_array(raw, storage_type))
+    return _resolve_pending(saved)
+
+
+def _no_storage(storage_type, key):
+    raise pickle.UnpicklingError("Unexpected tensor storage in a checkpoint header.")
+
+
+class _PendingStorage:
+    """A legacy-format storage whose bytes come after the pickle; tensors resolve at the end."""
+
+    def __init__(self, key: str, storage_type: _StorageType, pending: dict):
+        self.key, self.storage_type, self.pending = key, storage_type, pending
+
+
+def _resolve_pending(saved):
+    """Replaces tensors built on pending storages; legacy files are rare enough to walk twice."""
+    if isinstance(saved, _LazyTensor):
+        return saved.resolve()
+    if isinstance(saved, collections.OrderedDict):
+        return collections.OrderedDict((key, _resolve_pending(value)) for key, value in saved.items())
+    if isinstance(saved, dict):
+        return {key: _resolve_pending(value) for key, value in saved.items()}
+    if isinstance(saved, (list, tuple)):
+        return type(saved)(_resolve_pending(value) for value in saved)
+    return saved
+
+
+class _LazyTensor:
+    def __init__(self, storage: _PendingStorage, storage_offset, size, stride):
+        self.storage, self.storage_offset, self.size, self.stride = storage, storage_offset, size, stride
+
+    def resolve(self) -> np.ndarray:
+        arrays = self.storage.pending[self.storage.key][1]
+        if not arrays:
+            raise ValueError(f"Checkpoint storage {self.storage.key} was never written.")
+        return _rebuild_tensor(arrays[0], self.storage_offset, self.size, self.stride)
