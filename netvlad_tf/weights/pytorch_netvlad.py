@@ -1,0 +1,94 @@
+"""Converts checkpoints of the popular PyTorch NetVLAD port (VGG16 + NetVLAD) without torch.
+
+The port saves `{"state_dict": {...}, ...}` with `encoder.<i>.weight/bias` for torchvision's
+VGG16 `features` up to conv5_3 (its last ReLU and pool dropped), `pool.conv.weight`
+`(K, D, 1, 1)` (+ `pool.conv.bias` for the v2 initialisation) and `pool.centroids` `(K, D)`.
+Its descriptor is cluster-major (`k·D + d`) and its images are normalised as torchvision's
+(RGB in 0–1, ImageNet mean and std).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+
+from netvlad_tf.model import PlaceRecognitionModel
+from netvlad_tf.weights.assembly import NetVLADArrays, netvlad_model_from_arrays
+from netvlad_tf.weights.torch_checkpoint import read_torch_checkpoint
+
+# torchvision's ImageNet statistics of 0–1 pixels, in 0–255 units.
+TORCHVISION_PIXELS = {
+    "mean": [0.485 * 255, 0.456 * 255, 0.406 * 255],
+    "std": [0.229 * 255, 0.224 * 255, 0.225 * 255],
+    "channel_order": "rgb",
+}
+_ENCODER_KEY = re.compile(r"^encoder\.(\d+)\.weight$")
+
+
+def pytorch_netvlad_arrays(state_dict: dict[str, np.ndarray]) -> NetVLADArrays:
+    """Maps the port's state dict onto this package's weights.
+
+    Raises:
+        ValueError: a key the conversion needs is missing (named in the message).
+    """
+    state_dict = {key.removeprefix("module."): value for key, value in state_dict.items()}
+    for required in ("pool.conv.weight", "pool.centroids"):
+        if required not in state_dict:
+            raise ValueError(
+                f"The checkpoint has no {required!r}: not a VGG16 + NetVLAD checkpoint of the "
+                f"PyTorch port. Its keys start with {sorted(state_dict)[:4]}."
+            )
+    indices = sorted(int(match.group(1)) for key in state_dict if (match := _ENCODER_KEY.match(key)))
+    if not indices:
+        raise ValueError("The checkpoint has no encoder.<i>.weight entries (the VGG16 convolutions).")
+    kernels, biases = [], []
+    for index in indices:
+        if f"encoder.{index}.bias" not in state_dict:
+            raise ValueError(f"The checkpoint has encoder.{index}.weight but no encoder.{index}.bias.")
+        # (out, in, kh, kw) → (kh, kw, in, out)
+        kernels.append(np.asarray(state_dict[f"encoder.{index}.weight"]).transpose(2, 3, 1, 0))
+        biases.append(np.asarray(state_dict[f"encoder.{index}.bias"]))
+    assignment = np.asarray(state_dict["pool.conv.weight"])
+    if assignment.ndim != 4 or assignment.shape[2:] != (1, 1):
+        raise ValueError(f"pool.conv.weight must be (K, D, 1, 1), got {assignment.shape}.")
+    num_clusters = assignment.shape[0]
+    bias = state_dict.get("pool.conv.bias")
+    return NetVLADArrays(
+        conv_kernels=kernels,
+        conv_biases=biases,
+        centroids=np.asarray(state_dict["pool.centroids"]),
+        assignment_kernel=assignment[:, :, 0, 0].T,
+        assignment_bias=np.zeros(num_clusters, np.float32) if bias is None else np.asarray(bias),
+        normalize_input=True,  # the port always L2-normalises the local descriptors
+        output_layout="cluster_major",
+        pixel_normalization=TORCHVISION_PIXELS,
+    )
+
+
+def convert_pytorch_netvlad(
+    checkpoint_path: str | os.PathLike, output_path: str | os.PathLike | None = None
+) -> PlaceRecognitionModel:
+    """Converts the PyTorch port's `checkpoint.pth.tar` into a Keras model (torch not needed).
+
+    Args:
+        checkpoint_path: the port's checkpoint (zip or legacy `torch.save` format).
+        output_path: where to save the `.keras` file, or None.
+
+    Returns:
+        A `PlaceRecognitionModel` giving the port's descriptor (cluster-major, no whitening)
+        for RGB images in 0–255; torchvision's normalisation is inside the model.
+
+    Example (with a real checkpoint):
+        model = convert_pytorch_netvlad("runs/Sep12/checkpoints/model_best.pth.tar",
+                                        "pitts30k_pytorch.keras")
+    """
+    checkpoint = read_torch_checkpoint(checkpoint_path)
+    state_dict = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"{os.fspath(checkpoint_path)!r} holds no state dict.")
+    model = netvlad_model_from_arrays(pytorch_netvlad_arrays(state_dict), name="pytorch_netvlad")
+    if output_path is not None:
+        model.save(output_path)
+    return model
