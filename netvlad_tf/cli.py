@@ -7,7 +7,7 @@ from typing import Sequence
 
 from absl import flags
 
-from netvlad_tf.commands import cluster, demo, evaluate, export, index, pca, query, train
+from netvlad_tf.commands import cluster, convert, demo, evaluate, export, index, pca, query, train
 
 USAGE = """usage: netvlad-tf COMMAND [--flag=value ...] [--flagfile=FILE]
 
@@ -18,7 +18,7 @@ Run `netvlad-tf COMMAND --help` for a command's flags and an example."""
 
 
 COMMANDS = {"demo": demo, "train": train, "evaluate": evaluate, "index": index, "query": query,
-            "export": export, "cluster": cluster, "pca": pca}
+            "export": export, "cluster": cluster, "pca": pca, "convert": convert}
 
 
 def _usage() -> str:

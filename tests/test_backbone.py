@@ -56,3 +56,12 @@ def test_unknown_names_are_clear_errors():
         vgg16_conv5_3(weights=None, trainable_from="block6_conv1")
     with pytest.raises(ValueError, match="choose one of"):
         get_backbone("resnet9000")
+
+
+def test_keras_named_weights_file_with_wrong_checksum_is_a_clear_error(tmp_path):
+    from netvlad_tf.backbones.vgg16 import KERAS_VGG16_NOTOP_FILE
+
+    truncated = tmp_path / KERAS_VGG16_NOTOP_FILE
+    truncated.write_bytes(b"\x89HDF\r\n" + b"\0" * 100)
+    with pytest.raises(ValueError, match="MD5"):
+        vgg16_conv5_3(weights=truncated)

@@ -118,3 +118,22 @@ def test_export_flagfiles_parse():
         export.define_flags(values)
         values(["netvlad-tf export", f"--flagfile={flagfile}"])
         assert values.output and values.format in ("saved_model", "tflite")
+
+
+def test_convert_command(tmp_path, capsys):
+    from pathlib import Path
+
+    import keras
+    import numpy as np
+
+    fixtures = Path(__file__).with_name("fixtures")
+    output = tmp_path / "port.keras"
+    assert main(["netvlad-tf", "convert", "--source=pytorch",
+                 f"--input={fixtures / 'pytorch_netvlad_checkpoint.pth.tar'}", f"--output={output}"]) == 0
+    assert "24-D descriptors" in capsys.readouterr().out
+    expected = np.load(fixtures / "pytorch_netvlad_expected.npz")
+    reloaded = keras.models.load_model(output)
+    np.testing.assert_allclose(reloaded.predict(expected["images"], verbose=0), expected["descriptors"], atol=1e-5)
+    assert main(["netvlad-tf", "convert", "--source=pytorch", f"--input={tmp_path / 'nope.pth'}",
+                 f"--output={tmp_path / 'x.keras'}"]) == 1
+    assert "does not exist" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import keras
@@ -12,6 +13,9 @@ from netvlad_tf.backbones.registry import register_backbone
 # keras.applications.vgg16.preprocess_input("caffe"): BGR order, ImageNet channel means.
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 LAST_LAYER = "block5_conv3"
+# What `weights="imagenet"` fetches (into ~/.keras/models/); put it there to work offline.
+KERAS_VGG16_NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+KERAS_VGG16_NOTOP_MD5 = "6d6bbae143d832006294945121d1f1fc"
 
 
 @register_backbone("vgg16")
@@ -27,10 +31,11 @@ def vgg16_conv5_3(
     elsewhere is changed.
 
     Args:
-        weights: `"imagenet"` (downloaded by Keras on first use), `None` (random
-            initialisation), or the path of a local weights file of
-            `keras.applications.VGG16(include_top=False)`, e.g. Keras' own
-            `vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`.
+        weights: `"imagenet"` (Keras downloads `KERAS_VGG16_NOTOP_FILE`, 58.9 MB, MD5
+            `KERAS_VGG16_NOTOP_MD5`, into `~/.keras/models/` on first use; a copy placed there
+            works offline), `None` (random initialisation), or the path of a local weights
+            file of `keras.applications.VGG16(include_top=False)`. A file with Keras' name is
+            checked against that MD5.
         trainable_from: name of the first trainable layer; the layers before it are frozen.
             The paper trains conv5_1 upwards (`"block5_conv1"`); `None` trains everything.
         name: name of the returned model.
@@ -83,6 +88,20 @@ def _vgg16_without_top(weights: str | None) -> keras.Model:
                 "download Keras' ImageNet weights, None for random weights, or the path of an "
                 "existing VGG16 (include_top=False) weights file."
             )
+        if os.path.basename(weights) == KERAS_VGG16_NOTOP_FILE:
+            _check_md5(weights, KERAS_VGG16_NOTOP_MD5)
     return keras.applications.VGG16(
         include_top=False, weights=weights, input_shape=(None, None, 3)
     )
+
+
+def _check_md5(path: str, expected: str) -> None:
+    digest = hashlib.md5()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    if digest.hexdigest() != expected:
+        raise ValueError(
+            f"{path!r} has MD5 {digest.hexdigest()}, not Keras' {expected}: the download is "
+            "incomplete or it is another file. Download it again."
+        )

@@ -37,7 +37,7 @@ STORAGE_DTYPES = {
 }
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
+class UnsafeCheckpointError(pickle.UnpicklingError, ValueError):
     """The checkpoint names a Python object outside the allow-list; nothing from it was run."""
 
 

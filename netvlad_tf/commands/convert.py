@@ -1,0 +1,33 @@
+"""`netvlad-tf convert`: released MatConvNet or PyTorch NetVLAD weights → a `.keras` model."""
+
+from __future__ import annotations
+
+from absl import flags
+
+from netvlad_tf.weights.matconvnet import convert_matconvnet_netvlad
+from netvlad_tf.weights.pytorch_netvlad import convert_pytorch_netvlad
+
+SUMMARY = "Convert the authors' MatConvNet .mat or a PyTorch-port checkpoint into a .keras model."
+EXAMPLE = (
+    "netvlad-tf convert --source=matconvnet "
+    "--input=vd16_pitts30k_conv5_3_vlad_preL2_intra_white.mat --output=pitts30k.keras\n"
+    "  netvlad-tf convert --source=pytorch --input=model_best.pth.tar --output=port.keras"
+)
+CONVERTERS = {"matconvnet": convert_matconvnet_netvlad, "pytorch": convert_pytorch_netvlad}
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_enum("source", None, sorted(CONVERTERS), "Where the weights come from (required).", flag_values=fv)
+    flags.DEFINE_string("input", None, "The released .mat or .pth(.tar) file (required).", flag_values=fv)
+    flags.DEFINE_string("output", None, "Where to save the .keras model (required).", flag_values=fv)
+
+
+def run(fv: flags.FlagValues) -> int:
+    if fv.source is None or fv.input is None or fv.output is None:
+        raise ValueError("--source, --input and --output are required.")
+    if not fv.output.endswith(".keras"):
+        raise ValueError("--output must end in .keras.")
+    model = CONVERTERS[fv.source](fv.input, fv.output)
+    print(f"Saved {fv.output}: {model.descriptor_dim}-D descriptors, "
+          f"{model.count_params():,} parameters")
+    return 0
