@@ -24,8 +24,8 @@ from netvlad_tf.training import train
 from netvlad_tf.whitening_model import with_learned_whitening
 
 DEMO_NS = (1, 5, 10)
-# Nordland images are 64×32; VGG16 (stride 16) needs them upsampled to give a map.
-IMAGE_SIZE = (64, 128)
+# Nordland images are 64×32; a stride-16 backbone needs them upsampled to give a map.
+IMAGE_SIZES = {"efficientnet_lite0": (128, 256), "vgg16": (64, 128)}
 
 
 def _settings(quick: bool) -> dict:
@@ -40,7 +40,8 @@ def _settings(quick: bool) -> dict:
 
 def run_demo(
     output_dir,
-    weights: str | None = None,
+    backbone: str = "efficientnet_lite0",
+    weights: str | None = "imagenet",
     quick: bool = False,
     seed: int = 0,
     overwrite: bool = False,
@@ -58,7 +59,9 @@ def run_demo(
 
     Args:
         output_dir: a new folder for the results.
-        weights: VGG16 weights: `None` (random), `"imagenet"` (downloads) or a file path.
+        backbone: `"efficientnet_lite0"` (ImageNet weights bundled, works offline) or
+            `"vgg16"` (the paper's; ImageNet weights download or come from a file).
+        weights: the backbone's weights: `"imagenet"`, `None` (random) or a file path.
         quick: a small run (about two minutes) for smoke tests and CI.
         seed: makes the run repeatable.
         overwrite: replace an existing `output_dir`.
@@ -69,19 +72,22 @@ def run_demo(
     output_dir = Path(output_dir)
     if output_dir.exists() and not overwrite:
         raise FileExistsError(f"{output_dir} exists; choose another --output or pass --overwrite.")
+    if backbone not in IMAGE_SIZES:
+        raise ValueError(f"The demo runs on {sorted(IMAGE_SIZES)}, not {backbone!r}.")
+    image_size = IMAGE_SIZES[backbone]
     settings = _settings(quick)
     keras.utils.set_random_seed(seed)
     train_data = _first_places(read_csv_dataset(nordland_csv("train")), settings["train_places"])
     test_data = _first_places(read_csv_dataset(nordland_csv("test")), settings["test_places"])
 
     def measure(model, pooling="netvlad"):
-        return evaluate(model, test_data, ns=DEMO_NS, pooling=pooling, image_size=IMAGE_SIZE,
+        return evaluate(model, test_data, ns=DEMO_NS, pooling=pooling, image_size=image_size,
                         batch_size=16, verbose=False)
 
-    model = build_netvlad_model(weights=weights, num_clusters=settings["num_clusters"])
+    model = build_netvlad_model(backbone=backbone, weights=weights, num_clusters=settings["num_clusters"])
     cluster_paths = train_data.database_paths[:: max(1, train_data.num_database // settings["cluster_images"])]
-    _say(verbose, f"1/5 k-means of conv5_3 descriptors from {len(cluster_paths)} summer images (K={settings['num_clusters']})")
-    initialize_clusters(model.pooling, model.backbone, image_batches(cluster_paths, IMAGE_SIZE, batch_size=16),
+    _say(verbose, f"1/5 k-means of {backbone} local descriptors from {len(cluster_paths)} summer images (K={settings['num_clusters']})")
+    initialize_clusters(model.pooling, model.backbone, image_batches(cluster_paths, image_size, batch_size=16),
                         num_descriptors=50 * len(cluster_paths), descriptors_per_image=50, seed=seed,
                         verbose=verbose)
     _say(verbose, f"2/5 baselines on {test_data}")
@@ -90,19 +96,19 @@ def run_demo(
 
     with atomic_directory(output_dir, overwrite) as staging:
         _say(verbose, f"3/5 training on {train_data} (ranking loss, hard-negative mining)")
-        run = train(model, train_data, IMAGE_SIZE, staging / "training", epochs=settings["epochs"],
+        run = train(model, train_data, image_size, staging / "training", epochs=settings["epochs"],
                     steps_per_epoch=settings["steps"], num_negatives=settings["num_negatives"],
                     num_sampled_negatives=settings["num_sampled_negatives"], refresh_every=10**9,
                     seed=seed, verbose=2 if verbose else 0)
         _say(verbose, f"4/5 PCA whitening to {settings['whitening_dim']}-D")
         # Every other database image: plenty for a 256-D whitening, half the time.
         final = with_learned_whitening(model, train_data.database_paths[::2], settings["whitening_dim"],
-                                       IMAGE_SIZE, batch_size=16, verbose=verbose)
+                                       image_size, batch_size=16, verbose=verbose)
         _say(verbose, "5/5 evaluating the trained model")
         results["netvlad"] = measure(final)
         final.save(staging / "model.keras")
-        tflite_path = export_tflite(final, staging / "model_dynamic_int8.tflite", "dynamic", IMAGE_SIZE)
-        check_images = np.concatenate(list(image_batches(test_data.query_paths[:8], IMAGE_SIZE)))
+        tflite_path = export_tflite(final, staging / "model_dynamic_int8.tflite", "dynamic", image_size)
+        check_images = np.concatenate(list(image_batches(test_data.query_paths[:8], image_size)))
         tflite_report = verify_tflite(tflite_path, final, check_images, "dynamic")
         recalls = {name: results[name].recall for name in ("netvlad", "netvlad_untrained", "mac", "pixels")}
         summary = {
@@ -112,8 +118,8 @@ def run_demo(
             "positive_radius_m": 25.0,
             "training_loss": run.history["loss"],
             "tflite": {key: value for key, value in tflite_report.as_dict().items() if key != "path"},
-            "settings": {**settings, "weights": str(weights), "quick": quick, "seed": seed,
-                         "image_size": list(IMAGE_SIZE)},
+            "settings": {**settings, "backbone": backbone, "weights": str(weights), "quick": quick, "seed": seed,
+                         "image_size": list(image_size)},
         }
         (staging / "results.json").write_text(json.dumps(summary, indent=2))
         plot_recall_curves(recalls, staging / "recall_curves.png", title="Nordland summer → winter")

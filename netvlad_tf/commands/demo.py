@@ -10,10 +10,13 @@ EXAMPLE = "netvlad-tf demo --output demo_output --quick"
 
 def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("output", "demo_output", "New folder for model.keras, results.json and plots.", flag_values=fv)
+    flags.DEFINE_enum("backbone", "efficientnet_lite0", ["efficientnet_lite0", "vgg16"],
+                      "efficientnet_lite0 (ImageNet weights bundled, offline) or vgg16 (the paper's).",
+                      flag_values=fv)
     flags.DEFINE_string(
-        "weights", None,
-        "VGG16 weights: unset for random weights, 'imagenet' to download Keras' ImageNet "
-        "weights, or the path of a local VGG16 (include_top=False) weights file.",
+        "weights", "imagenet",
+        "Backbone weights: 'imagenet' (bundled for efficientnet_lite0; Keras downloads them for "
+        "vgg16), 'none' for random weights, or the path of a local weights file.",
         flag_values=fv,
     )
     flags.DEFINE_boolean("quick", False, "Small run (about two minutes) for smoke tests and CI.", flag_values=fv)
@@ -24,5 +27,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 def run(fv: flags.FlagValues) -> int:
     from netvlad_tf.demo import run_demo
 
-    run_demo(fv.output, weights=fv.weights, quick=fv.quick, seed=fv.seed, overwrite=fv.overwrite)
+    weights = None if fv.weights.lower() == "none" else fv.weights
+    run_demo(fv.output, backbone=fv.backbone, weights=weights, quick=fv.quick, seed=fv.seed,
+             overwrite=fv.overwrite)
     return 0
