@@ -36,7 +36,7 @@ def test_quick_demo_end_to_end(tmp_path):
     output = tmp_path / "demo"
     assert main(["netvlad-tf", "demo", "--quick", f"--output={output}"]) == 0
     results = json.loads((output / "results.json").read_text())
-    for method in ("netvlad", "netvlad_untrained", "mac", "pixels"):
+    for method in ("netvlad", "netvlad_whitened", "netvlad_untrained", "mac", "pixels"):
         for n in ("1", "5", "10"):
             assert 0.0 <= results["recall"][method][n] <= 1.0
     assert results["recall"]["pixels"]["10"] >= results["recall"]["pixels"]["1"]

@@ -19,7 +19,7 @@ def define_flags(fv: flags.FlagValues) -> None:
         "vgg16), 'none' for random weights, or the path of a local weights file.",
         flag_values=fv,
     )
-    flags.DEFINE_boolean("quick", False, "Small run (about two minutes) for smoke tests and CI.", flag_values=fv)
+    flags.DEFINE_boolean("quick", False, "Small run (about a minute) for smoke tests and CI.", flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Random seed; the same seed gives the same results.", flag_values=fv)
     flags.DEFINE_boolean("overwrite", False, "Replace --output if it exists.", flag_values=fv)
 

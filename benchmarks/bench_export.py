@@ -1,0 +1,151 @@
+"""TFLite size, latency, fidelity and Recall@1 per quantisation: `python benchmarks/bench_export.py`.
+
+The model: EfficientNet-Lite0 (ImageNet, bundled) cut at stride 16 + NetVLAD K=64 initialised by
+k-means on bundled Nordland images, or `--model M.keras` (its backbone and NetVLAD are kept).
+Two whitenings on top: 256-D learned by PCA on the Nordland training stretch, and 4096-D, which
+the bundled images cannot support (PCA needs more than 4096 images), so it is a random
+orthonormal projection: size and latency do not depend on the values, and fidelity is measured
+on the same weights the float32 baseline has.
+
+For each whitening × resolution × quantisation it prints size, latency (LiteRT, one image at a
+time, after a warm-up), max |Δ| and min cosine against the Keras model, each with its ratio to
+float32 from the same run; Recall@1 of winter queries against summer images (places 1250–1599,
+25 m) at 240×320 for every quantisation, against the Keras model's. Then the recall cost of the
+phone-sized whitenings: Recall@1/5/10 of the Keras model without whitening, 512-D and 256-D.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
+RESOLUTIONS = ((480, 640), (240, 320))
+RECALL_RESOLUTION = (240, 320)
+CALIBRATION_IMAGES = 32
+LATENCY_IMAGES = 10
+
+
+def base_model(model_path: str | None, train_paths: list[str]):
+    import keras
+
+    from netvlad_tf import build_netvlad_model, initialize_clusters
+    from netvlad_tf.data.images import image_batches
+
+    if model_path:
+        return keras.models.load_model(model_path)
+    model = build_netvlad_model(backbone="efficientnet_lite0", weights="imagenet", num_clusters=64)
+    initialize_clusters(model.pooling, model.backbone, image_batches(train_paths[::8], RECALL_RESOLUTION),
+                        num_descriptors=20000, seed=0, verbose=False)
+    return model
+
+
+def whitened_models(model, train_paths: list[str]) -> dict:
+    from netvlad_tf.model import PlaceRecognitionModel
+    from netvlad_tf.whitening import PCAWhitening
+    from netvlad_tf.whitening_model import with_learned_whitening
+
+    pooled_dim = model.pooling.output.shape[-1]
+    random_basis, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(pooled_dim, 4096)))
+    wide = PlaceRecognitionModel(model.backbone, model.pooling, whitening_dim=4096, name="white4096")
+    wide.set_whitening(PCAWhitening(np.zeros(pooled_dim), random_basis, np.ones(4096)))
+    return {
+        4096: wide,
+        512: with_learned_whitening(model, train_paths, 512, RECALL_RESOLUTION, batch_size=16, verbose=False),
+        256: with_learned_whitening(model, train_paths, 256, RECALL_RESOLUTION, batch_size=16, verbose=False),
+    }
+
+
+def recall_at_1(descriptor_fn, test_data) -> float:
+    """Recall@1 (%) at 25 m; descriptors are L2-normalised, so nearest = largest dot product."""
+    from netvlad_tf.evaluation.recall import recall_at_n
+
+    database = descriptor_fn(test_data.database_paths)
+    queries = descriptor_fn(test_data.query_paths)
+    nearest = np.argmax(queries @ database.T, axis=1)[:, None]
+    return 100 * recall_at_n(nearest, test_data.positives_within(25.0), (1,))[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="a trained .keras model (default: Lite0 + k-means NetVLAD)")
+    parser.add_argument("--skip-recall", action="store_true", help="only size, latency and fidelity")
+    args = parser.parse_args()
+
+    import keras
+
+    from netvlad_tf.data import read_csv_dataset
+    from netvlad_tf.data.images import image_batches
+    from netvlad_tf.embedding import embed_images
+    from netvlad_tf.export import export_tflite
+    from netvlad_tf.export.parity import compare_descriptors
+    from netvlad_tf.export.tflite import run_tflite
+    from netvlad_tf.sample_data import nordland_csv
+
+    keras.utils.set_random_seed(0)
+    train = read_csv_dataset(nordland_csv("train"))
+    test = read_csv_dataset(nordland_csv("test"))
+    model = base_model(args.model, train.database_paths)
+    models = whitened_models(model, train.database_paths)
+    print(f"backbone {model.backbone.name}, NetVLAD K={model.pooling.num_clusters}, "
+          f"pooled {model.pooling.output.shape[-1]}-D")
+
+    with tempfile.TemporaryDirectory() as scratch:
+        print(f"\n{'whitening':>9} {'size':>9} {'quantize':>8} {'MB':>7} {'×f32':>6} {'ms/img':>8} {'×f32':>6} "
+              f"{'max|Δ|':>9} {'min cos':>8} {'R@1':>6} {'Keras R@1':>9}")
+        for dim in (4096, 256):
+            whitened = models[dim]
+            for resolution in RESOLUTIONS:
+                images = np.concatenate(list(image_batches(test.query_paths[:LATENCY_IMAGES], resolution)))
+                calibration = np.concatenate(list(image_batches(
+                    train.database_paths[:: len(train.database_paths) // CALIBRATION_IMAGES][:CALIBRATION_IMAGES],
+                    resolution)))
+                reference = keras.ops.convert_to_numpy(whitened(images, training=False))
+                keras_recall = None
+                if resolution == RECALL_RESOLUTION and not args.skip_recall:
+                    keras_recall = recall_at_1(
+                        lambda paths: embed_images(whitened, paths, resolution, batch_size=16, verbose=False), test)
+                baseline = {}
+                for quantize in QUANTIZATIONS:
+                    path = Path(scratch) / f"w{dim}_{resolution[0]}_{quantize}.tflite"
+                    export_tflite(whitened, path, quantize, resolution,
+                                  list(calibration) if quantize == "int8" else None)
+                    run_tflite(path, images[:1])
+                    start = time.perf_counter()
+                    exported = run_tflite(path, images)
+                    latency_ms = 1000 * (time.perf_counter() - start) / len(images)
+                    size_mb = path.stat().st_size / 1e6
+                    baseline.setdefault("size", size_mb)
+                    baseline.setdefault("latency", latency_ms)
+                    max_abs_diff, cosine = compare_descriptors(reference, exported)
+                    recall_text = keras_text = ""
+                    if keras_recall is not None:
+                        tflite_recall = recall_at_1(
+                            lambda paths: run_tflite(path, np.concatenate(list(image_batches(paths, resolution)))),
+                            test)
+                        recall_text, keras_text = f"{tflite_recall:6.1f}", f"{keras_recall:9.1f}"
+                    print(f"{dim:>9} {resolution[0]}×{resolution[1]:<5} {quantize:>8} {size_mb:7.1f} "
+                          f"{size_mb / baseline['size']:6.2f} {latency_ms:8.1f} {latency_ms / baseline['latency']:6.2f} "
+                          f"{max_abs_diff:9.2e} {cosine:8.5f} {recall_text:>6} {keras_text:>9}", flush=True)
+                    path.unlink()
+
+    if not args.skip_recall:
+        from netvlad_tf.evaluation.evaluate import evaluate
+
+        print(f"\nRecall cost of smaller whitenings (Keras, {RECALL_RESOLUTION[0]}×{RECALL_RESOLUTION[1]}, "
+              "Nordland places 1250–1599):")
+        print(f"{'descriptor':>22} {'R@1':>6} {'R@5':>6} {'R@10':>6}")
+        variants = {f"pooled {model.pooling.output.shape[-1]}-D": model.pooled_model,
+                    "whitened 512-D": models[512], "whitened 256-D": models[256]}
+        for name, variant in variants.items():
+            recall = evaluate(variant, test, ns=(1, 5, 10), image_size=RECALL_RESOLUTION, batch_size=16,
+                              verbose=False).recall
+            print(f"{name:>22} {100 * recall[1]:6.1f} {100 * recall[5]:6.1f} {100 * recall[10]:6.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
