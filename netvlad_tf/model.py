@@ -72,6 +72,18 @@ class PlaceRecognitionModel(keras.Model):
         self.ranking_loss = loss if isinstance(loss, RankingLoss) else None
         super().compile(optimizer=optimizer, loss=None if self.ranking_loss else loss, **kwargs)
 
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config is not None and self.ranking_loss is not None:
+            config = {**config, "loss": keras.saving.serialize_keras_object(self.ranking_loss)}
+        return config
+
+    def compile_from_config(self, config):
+        """Compiles a loaded model as it was saved (optimizer, ranking loss), ready to train on."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def train_step(self, data):
         """One step of the paper's weakly supervised training on a batch of tuples.
 

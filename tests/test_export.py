@@ -142,3 +142,23 @@ def test_load_image_matches_encoded_signature_resize(saved_model, model):
     served = loaded.signatures["encoded"](images=tf.constant([open(path, "rb").read()]))["descriptor"].numpy()
     local = model.predict(load_image(path, IMAGE_SIZE).numpy()[None], verbose=0)
     np.testing.assert_allclose(served, local, atol=1e-5)
+
+
+def test_int8_on_real_weights_meets_its_bar_with_the_head_in_float(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    size = (64, 128)
+    dataset = read_csv_dataset(nordland_csv("train"))
+    lite = build_netvlad_model(backbone="efficientnet_lite0", weights="imagenet", num_clusters=8)
+    initialize_clusters(lite.pooling, lite.backbone, image_batches(dataset.database_paths[:40], size),
+                        2000, 50, verbose=False)
+    calibration = list(np.concatenate(list(image_batches(dataset.database_paths[::40][:16], size))))
+    path = export_tflite(lite, tmp_path / "int8.tflite", "int8", size, calibration)
+    check = np.concatenate(list(image_batches(read_csv_dataset(nordland_csv("test")).query_paths[:6], size)))
+    report = verify_tflite(path, lite, check, "int8")
+    assert report.passed, report.line()
+    interpreter = Interpreter(model_path=str(path))
+    dtypes = {tensor["name"]: tensor["dtype"] for tensor in interpreter.get_tensor_details()}
+    assert any(dtype == np.int8 and "block5_" in name for name, dtype in dtypes.items()), "backbone in int8"
+    assert not any(dtype == np.int8 and "netvlad" in name and "stride16" not in name
+                   for name, dtype in dtypes.items()), "the NetVLAD head stays float"

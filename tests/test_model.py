@@ -72,3 +72,19 @@ def test_whitening_errors(rng):
         build_netvlad_model(weights=None, pooling="avg").set_whitening(
             fit_pca_whitening(rng.normal(size=(20, 512)), 4)
         )
+
+
+def test_compiled_model_reloads_compiled_with_its_ranking_loss(tmp_path):
+    import warnings
+
+    from netvlad_tf import RankingLoss
+
+    model = build_netvlad_model(weights=None, num_clusters=4)
+    model.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9), loss=RankingLoss(margin=0.2))
+    model.save(tmp_path / "compiled.keras")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reloaded = keras.models.load_model(tmp_path / "compiled.keras")
+    assert not [w for w in caught if "compile()" in str(w.message)]
+    assert isinstance(reloaded.ranking_loss, RankingLoss) and reloaded.ranking_loss.margin == 0.2
+    assert isinstance(reloaded.optimizer, keras.optimizers.SGD)
