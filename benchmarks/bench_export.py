@@ -45,19 +45,21 @@ def base_model(model_path: str | None, train_paths: list[str]):
 
 
 def whitened_models(model, train_paths: list[str]) -> dict:
+    from netvlad_tf.embedding import embed_images
     from netvlad_tf.model import PlaceRecognitionModel
-    from netvlad_tf.whitening import PCAWhitening
-    from netvlad_tf.whitening_model import with_learned_whitening
+    from netvlad_tf.whitening import PCAWhitening, fit_pca_whitening
 
     pooled_dim = model.pooling.output.shape[-1]
     random_basis, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(pooled_dim, 4096)))
-    wide = PlaceRecognitionModel(model.backbone, model.pooling, whitening_dim=4096, name="white4096")
-    wide.set_whitening(PCAWhitening(np.zeros(pooled_dim), random_basis, np.ones(4096)))
-    return {
-        4096: wide,
-        512: with_learned_whitening(model, train_paths, 512, RECALL_RESOLUTION, batch_size=16, verbose=False),
-        256: with_learned_whitening(model, train_paths, 256, RECALL_RESOLUTION, batch_size=16, verbose=False),
-    }
+    whitenings = {4096: PCAWhitening(np.zeros(pooled_dim), random_basis, np.ones(4096))}
+    # One pass over the training images serves both learned whitenings.
+    pooled = embed_images(model.pooled_model, train_paths, RECALL_RESOLUTION, batch_size=16, verbose=False)
+    whitenings.update({dim: fit_pca_whitening(pooled, dim) for dim in (512, 256)})
+    models = {}
+    for dim, whitening in whitenings.items():
+        models[dim] = PlaceRecognitionModel(model.backbone, model.pooling, whitening_dim=dim, name=f"white{dim}")
+        models[dim].set_whitening(whitening)
+    return models
 
 
 def recall_at_1(descriptor_fn, test_data) -> float:

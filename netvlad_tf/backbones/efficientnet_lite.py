@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from netvlad_tf.backbones.freezing import freeze_before
 from netvlad_tf.backbones.preprocessing import PixelNormalization
 from netvlad_tf.backbones.registry import register_backbone
 
@@ -48,9 +49,9 @@ LITE0_STAGES = (
     MBConvStage(1, 3, 1, 6, 320),
 )
 
-# Each cut is the last block of a stage: a linear projection (+ skip), i.e. before any ReLU6,
-# like the paper's pre-ReLU conv5_3.
-CUTS = {"stride16": "block10", "stride32": "block15"}
+# Each cut ends a stage (an index into LITE0_STAGES) with a linear projection (+ skip), i.e.
+# before any ReLU6, like the paper's pre-ReLU conv5_3.
+CUT_STAGES = {"stride16": 4, "stride32": 6}
 
 
 def _block_stages() -> list[tuple[int, MBConvStage, int, int]]:
@@ -63,14 +64,10 @@ def _block_stages() -> list[tuple[int, MBConvStage, int, int]]:
     return blocks
 
 
-def _stage_first_blocks() -> dict[str, int]:
-    """Block index that starts the stage holding each cut."""
-    first_of_stage, index = {}, 0
-    for stage in LITE0_STAGES:
-        for block in range(index, index + stage.repeats):
-            first_of_stage[f"block{block}"] = index
-        index += stage.repeats
-    return {cut: first_of_stage[last] for cut, last in CUTS.items()}
+def _stage_blocks(stage_index: int) -> range:
+    """Indices of the blocks of one stage."""
+    first = sum(stage.repeats for stage in LITE0_STAGES[:stage_index])
+    return range(first, first + LITE0_STAGES[stage_index].repeats)
 
 
 def _conv_bn(features, filters, kernel_size, stride, name, activation=True):
@@ -166,38 +163,22 @@ def efficientnet_lite0(
     >>> tuple(backbone(np.zeros((1, 64, 96, 3))).shape)
     (1, 4, 6, 112)
     """
-    if cut not in CUTS:
-        raise ValueError(f"Unknown cut {cut!r}; choose one of {sorted(CUTS)}.")
-    last_block = int(CUTS[cut].removeprefix("block"))
+    if cut not in CUT_STAGES:
+        raise ValueError(f"Unknown cut {cut!r}; choose one of {sorted(CUT_STAGES)}.")
+    stage_index = CUT_STAGES[cut]
+    cut_stage_blocks = _stage_blocks(stage_index)
     images = keras.Input((None, None, 3), name="images")
-    features = _lite0_layers(images, last_block=last_block)
+    features = _lite0_layers(images, last_block=cut_stage_blocks[-1])
     model = keras.Model(images, features, name=name or f"efficientnet_lite0_{cut}")
     if weights is not None:
         load_lite0_state_dict(model, lite0_imagenet_state_dict(weights))
-    _freeze_before(model, _first_trainable_layer(model, cut, trainable_from))
-    return model
-
-
-def _first_trainable_layer(model: keras.Model, cut: str, trainable_from: str | None) -> str | None:
     if trainable_from == "last_stage":
-        first_block = _stage_first_blocks()[cut]
-        expand = f"block{first_block}_expand_conv"
-        names = [layer.name for layer in model.layers]
-        return expand if expand in names else f"block{first_block}_dw_conv"
-    if trainable_from is not None and trainable_from not in [layer.name for layer in model.layers]:
-        raise ValueError(
-            f"trainable_from={trainable_from!r} is not a layer of this EfficientNet-Lite0 cut; "
-            "use 'last_stage', None, or a layer name such as 'block8_expand_conv'."
-        )
-    return trainable_from
-
-
-def _freeze_before(model: keras.Model, first_trainable: str | None) -> None:
-    frozen = first_trainable is not None
-    for layer in model.layers:
-        if layer.name == first_trainable:
-            frozen = False
-        layer.trainable = not frozen and not isinstance(layer, keras.layers.BatchNormalization)
+        first = cut_stage_blocks[0]
+        has_expansion = LITE0_STAGES[stage_index].expand_ratio != 1
+        trainable_from = f"block{first}_expand_conv" if has_expansion else f"block{first}_dw_conv"
+    freeze_before(model, trainable_from, "a layer of this EfficientNet-Lite0 cut ('last_stage' also works)",
+                  always_frozen=lambda layer: isinstance(layer, keras.layers.BatchNormalization))
+    return model
 
 
 def lite0_imagenet_state_dict(weights: str | os.PathLike) -> dict[str, np.ndarray]:

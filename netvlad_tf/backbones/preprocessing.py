@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import keras
+import numpy as np
 from keras import ops
 
 CHANNEL_ORDERS = ("rgb", "bgr")
@@ -40,11 +41,13 @@ class PixelNormalization(keras.layers.Layer):
         super().__init__(**kwargs)
         if channel_order not in CHANNEL_ORDERS:
             raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}.")
-        self.mean = [float(value) for value in mean] if isinstance(mean, Sequence) else float(mean)
-        self.std = [float(value) for value in std] if isinstance(std, Sequence) else float(std)
-        for value in (self.std if isinstance(self.std, list) else [self.std]):
-            if value <= 0:
-                raise ValueError(f"std must be positive, got {std!r}.")
+        self.mean = _number_or_list(mean)
+        self.std = _number_or_list(std)
+        if np.any(np.asarray(self.std) <= 0):
+            raise ValueError(f"std must be positive, got {std!r}.")
+        for name, value in (("mean", self.mean), ("std", self.std)):
+            if isinstance(value, list) and len(value) != 3:
+                raise ValueError(f"{name} needs one number or one per RGB channel (3), got {len(value)}.")
         self.channel_order = channel_order
 
     def call(self, inputs):
@@ -61,3 +64,9 @@ class PixelNormalization(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "mean": self.mean, "std": self.std,
                 "channel_order": self.channel_order}
+
+
+def _number_or_list(values) -> float | list[float]:
+    """One number, or per-channel numbers as a plain list (so the config is JSON)."""
+    array = np.asarray(values, dtype=np.float64)
+    return float(array) if array.ndim == 0 else array.ravel().tolist()

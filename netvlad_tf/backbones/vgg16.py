@@ -7,6 +7,7 @@ import os
 
 import keras
 
+from netvlad_tf.backbones.freezing import freeze_before
 from netvlad_tf.backbones.preprocessing import PixelNormalization
 from netvlad_tf.backbones.registry import register_backbone
 
@@ -53,30 +54,22 @@ def vgg16_conv5_3(
     ReLU").
     """
     source = _vgg16_without_top(weights)
-    layer_names = [layer.name for layer in source.layers]
-    if trainable_from is not None and trainable_from not in layer_names[: layer_names.index(LAST_LAYER) + 1]:
-        raise ValueError(
-            f"trainable_from={trainable_from!r} is not a VGG16 layer up to {LAST_LAYER}; "
-            "use a name such as 'block5_conv1', or None to train every layer."
-        )
     images = keras.Input((None, None, 3), name="images")
     features = PixelNormalization(
         mean=IMAGENET_BGR_MEAN, channel_order="bgr", name="vgg16_preprocessing"
     )(images)
-    frozen = trainable_from is not None
     for layer in source.layers[1:]:
-        if layer.name == trainable_from:
-            frozen = False
         config = layer.get_config()
         if layer.name == LAST_LAYER:
             config["activation"] = "linear"
         copy = layer.__class__.from_config(config)
         features = copy(features)
         copy.set_weights(layer.get_weights())
-        copy.trainable = not frozen
         if layer.name == LAST_LAYER:
             break
-    return keras.Model(images, features, name=name)
+    model = keras.Model(images, features, name=name)
+    freeze_before(model, trainable_from, f"a VGG16 layer up to {LAST_LAYER}")
+    return model
 
 
 def _vgg16_without_top(weights: str | None) -> keras.Model:

@@ -11,6 +11,8 @@ from netvlad_tf.commands.common import (
     define_dataset_location_flags,
     define_image_size_flag,
     parse_image_size,
+    require_flags,
+    require_keras_output,
 )
 from netvlad_tf.data.images import image_batches
 from netvlad_tf.data.loading import open_dataset
@@ -37,10 +39,8 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 
 def run(fv: flags.FlagValues) -> int:
-    if fv.dataset is None or fv.output is None:
-        raise ValueError("--dataset and --output are required.")
-    if not fv.output.endswith(".keras"):
-        raise ValueError("--output must end in .keras.")
+    require_flags(fv, "dataset", "output")
+    require_keras_output(fv.output)
     if fv.model:
         model = keras.models.load_model(fv.model)
     else:

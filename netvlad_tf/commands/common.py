@@ -42,5 +42,28 @@ def parse_image_size(text: str | None) -> tuple[int, int] | None:
     except ValueError:
         raise ValueError(f"--image_size must be HEIGHT,WIDTH such as 480,640, got {text!r}.") from None
     if height < 16 or width < 16:
-        raise ValueError(f"--image_size {text!r} is too small: VGG16 needs at least 16×16 pixels.")
+        raise ValueError(f"--image_size {text!r} is too small: the stride-16 backbones need at least 16×16 pixels.")
     return height, width
+
+
+def require_flags(fv: flags.FlagValues, *names: str) -> None:
+    """Raises a ValueError naming the flags among `names` that were not given.
+
+    Example:
+    >>> fv = flags.FlagValues()
+    >>> _ = flags.DEFINE_string("output", None, "Where to write.", flag_values=fv)
+    >>> _ = fv(["prog"])
+    >>> require_flags(fv, "output")
+    Traceback (most recent call last):
+    ...
+    ValueError: Missing required flag: --output.
+    """
+    missing = [f"--{name}" for name in names if fv[name].value is None]
+    if missing:
+        raise ValueError(f"Missing required flag{'s' if len(missing) > 1 else ''}: {', '.join(missing)}.")
+
+
+def require_keras_output(path: str) -> None:
+    """`--output` of a command that saves a model must name a `.keras` file."""
+    if not path.endswith(".keras"):
+        raise ValueError(f"--output must end in .keras, got {path!r}.")

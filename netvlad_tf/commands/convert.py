@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from absl import flags
 
+from netvlad_tf.commands.common import require_flags, require_keras_output
 from netvlad_tf.weights.matconvnet import convert_matconvnet_netvlad
 from netvlad_tf.weights.pytorch_netvlad import convert_pytorch_netvlad
 
@@ -23,10 +24,8 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 
 def run(fv: flags.FlagValues) -> int:
-    if fv.source is None or fv.input is None or fv.output is None:
-        raise ValueError("--source, --input and --output are required.")
-    if not fv.output.endswith(".keras"):
-        raise ValueError("--output must end in .keras.")
+    require_flags(fv, "source", "input", "output")
+    require_keras_output(fv.output)
     model = CONVERTERS[fv.source](fv.input, fv.output)
     print(f"Saved {fv.output}: {model.descriptor_dim}-D descriptors, "
           f"{model.count_params():,} parameters")

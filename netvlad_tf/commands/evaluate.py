@@ -10,6 +10,7 @@ from netvlad_tf.commands.common import (
     define_dataset_location_flags,
     define_image_size_flag,
     parse_image_size,
+    require_flags,
 )
 from netvlad_tf.data.loading import open_dataset
 from netvlad_tf.evaluation.evaluate import POOLINGS, evaluate
@@ -44,8 +45,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 
 def run(fv: flags.FlagValues) -> int:
-    if fv.dataset is None or fv.output is None:
-        raise ValueError("--dataset and --output are required.")
+    require_flags(fv, "dataset", "output")
     if fv.model is None and fv.pooling != "pixels":
         raise ValueError(f"--pooling={fv.pooling} needs --model; only --pooling=pixels works without one.")
     if fv.image_size and fv.max_side:

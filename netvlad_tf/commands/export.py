@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from absl import flags
 
-from netvlad_tf.commands.common import parse_image_size
+from netvlad_tf.commands.common import parse_image_size, require_flags
 from netvlad_tf.data.csv_dataset import read_csv_dataset
 from netvlad_tf.data.images import image_batches
 from netvlad_tf.export import QUANTIZATIONS, export_saved_model, export_tflite, verify_saved_model, verify_tflite
@@ -40,8 +40,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 
 def run(fv: flags.FlagValues) -> int:
-    if fv.model is None or fv.output is None:
-        raise ValueError("--model and --output are required.")
+    require_flags(fv, "model", "output")
     if fv.format == "saved_model" and fv.quantize != "none":
         raise ValueError("--quantize applies to --format=tflite only.")
     model = keras.models.load_model(fv.model)

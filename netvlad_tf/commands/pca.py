@@ -10,6 +10,8 @@ from netvlad_tf.commands.common import (
     define_dataset_location_flags,
     define_image_size_flag,
     parse_image_size,
+    require_flags,
+    require_keras_output,
 )
 from netvlad_tf.data.loading import open_dataset
 from netvlad_tf.whitening_model import with_learned_whitening
@@ -28,10 +30,8 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 
 def run(fv: flags.FlagValues) -> int:
-    if fv.model is None or fv.dataset is None or fv.output is None:
-        raise ValueError("--model, --dataset and --output are required.")
-    if not fv.output.endswith(".keras"):
-        raise ValueError("--output must end in .keras.")
+    require_flags(fv, "model", "dataset", "output")
+    require_keras_output(fv.output)
     model = keras.models.load_model(fv.model)
     dataset = open_dataset(fv.dataset, fv.image_root, fv.query_root, fv.split)
     image_size = parse_image_size(fv.image_size)

@@ -24,9 +24,10 @@ PARITY_BARS = {
     "int8": ("cos ≥ 0.98", lambda diff, cos: cos >= 0.98),
 }
 # Full int8 keeps these backbone layers in float32 (name prefixes), beside the whole pooling and
-# whitening head. Measured on the trained demo model at 240×320: Lite0 fully in int8 gives
-# cosine 0.89 to the Keras descriptor; with its preprocessing, stem and blocks 0–1 in float,
-# 0.995 (blocks 0 only: 0.979). Other backbones keep their preprocessing in float.
+# whitening head. Measured on the trained demo model at 240×320, with the head in float: the
+# whole Lite0 backbone in int8 gives cosine 0.89 to the Keras descriptor; with its preprocessing,
+# stem and blocks 0–1 in float, 0.995 (up to block 0 only: 0.979). Other backbones keep their
+# preprocessing in float.
 INT8_FLOAT_BACKBONE_LAYERS = {
     "efficientnet_lite0": ("lite_preprocessing", "stem_", "block0_", "block1_"),
     "vgg16": ("vgg16_preprocessing",),

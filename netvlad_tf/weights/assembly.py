@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from netvlad_tf.backbones.freezing import freeze_before
 from netvlad_tf.backbones.preprocessing import PixelNormalization
 from netvlad_tf.model import WHITENING_LAYER, PlaceRecognitionModel
 from netvlad_tf.netvlad import NetVLAD
@@ -71,7 +72,6 @@ def vgg16_from_arrays(
     images = keras.Input((None, None, 3), name="images")
     features = PixelNormalization(**pixel_normalization, name="pixel_normalization")(images)
     channels, index, layers_with_weights = 3, 0, []
-    frozen = trainable_from is not None
     for block, size in enumerate(VGG16_BLOCK_SIZES, start=1):
         if block > 1:
             features = keras.layers.MaxPooling2D(2, 2, name=f"block{block - 1}_pool")(features)
@@ -95,9 +95,7 @@ def vgg16_from_arrays(
     model = keras.Model(images, features, name="vgg16_conv5_3")
     for layer, arrays in layers_with_weights:
         layer.set_weights(arrays)
-        if layer.name == trainable_from:
-            frozen = False
-        layer.trainable = not frozen
+    freeze_before(model, trainable_from, "a VGG16 layer up to block5_conv3")
     return model
 
 

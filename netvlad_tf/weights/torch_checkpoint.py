@@ -190,23 +190,23 @@ def _read_legacy_checkpoint(file: BinaryIO, path: str) -> Any:
     if protocol != LEGACY_PROTOCOL_VERSION:
         raise ValueError(f"{path!r} uses torch.save protocol {protocol}; only 1001 is known.")
     _RestrictedUnpickler(file, _no_storage).load()  # sys_info: endianness and type sizes
-    pending: dict[str, tuple[_StorageType, list]] = {}
+    pending: dict[str, _PendingStorage] = {}
 
     def load_storage(storage_type: _StorageType, key: str):
         # The storage bytes follow the pickle, so hand out a placeholder filled in below.
-        if key not in pending:
-            pending[key] = (storage_type, [])
-        return _PendingStorage(key, storage_type, pending)
+        return pending.setdefault(key, _PendingStorage(key, storage_type))
 
     saved = _RestrictedUnpickler(file, load_storage).load()
     storage_keys = _RestrictedUnpickler(file, _no_storage).load()
     for key in storage_keys:
-        storage_type, _ = pending[key]
+        if key not in pending:
+            raise ValueError(f"{path!r} lists storage {key} that no tensor uses.")
+        storage = pending[key]
         (numel,) = struct.unpack("<q", file.read(8))
-        raw = file.read(numel * storage_type.itemsize())
-        if len(raw) != numel * storage_type.itemsize():
+        raw = file.read(numel * storage.storage_type.itemsize())
+        if len(raw) != numel * storage.storage_type.itemsize():
             raise ValueError(f"{path!r} is truncated: storage {key} is incomplete.")
-        pending[key][1].append(_storage_array(raw, storage_type))
+        storage.array = _storage_array(raw, storage.storage_type)
     return _resolve_pending(saved)
 
 
@@ -215,14 +215,15 @@ def _no_storage(storage_type, key):
 
 
 class _PendingStorage:
-    """A legacy-format storage whose bytes come after the pickle; tensors resolve at the end."""
+    """A legacy-format storage whose bytes come after the pickle; `array` is set once read."""
 
-    def __init__(self, key: str, storage_type: _StorageType, pending: dict):
-        self.key, self.storage_type, self.pending = key, storage_type, pending
+    def __init__(self, key: str, storage_type: _StorageType):
+        self.key, self.storage_type = key, storage_type
+        self.array: np.ndarray | None = None
 
 
 def _resolve_pending(saved):
-    """Replaces tensors built on pending storages; legacy files are rare enough to walk twice."""
+    """Replaces the placeholders of tensors on legacy storages by their arrays."""
     if isinstance(saved, _LazyTensor):
         return saved.resolve()
     if isinstance(saved, collections.OrderedDict):
@@ -239,7 +240,6 @@ class _LazyTensor:
         self.storage, self.storage_offset, self.size, self.stride = storage, storage_offset, size, stride
 
     def resolve(self) -> np.ndarray:
-        arrays = self.storage.pending[self.storage.key][1]
-        if not arrays:
+        if self.storage.array is None:
             raise ValueError(f"Checkpoint storage {self.storage.key} was never written.")
-        return _rebuild_tensor(arrays[0], self.storage_offset, self.size, self.stride)
+        return _rebuild_tensor(self.storage.array, self.storage_offset, self.size, self.stride)
