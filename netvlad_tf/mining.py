@@ -130,8 +130,18 @@ class HardNegativeMiner:
         self.queries_visited = 0
         self._rng = np.random.default_rng(seed)
 
-    def refresh(self, model: keras.Model, image_size=None, batch_size: int = 8, verbose: bool = True) -> None:
-        """Recomputes the cached descriptors of the database and the training queries."""
+    def refresh(self, model: keras.Model, image_size=None, batch_size: int = 8, verbose: bool = True,
+                frozen_features=None) -> None:
+        """Recomputes the cached descriptors of the database and the queries.
+
+        With `frozen_features` (a `netvlad_tf.training.FrozenFeatureStore` of this dataset)
+        only the model's trainable head runs, over the stored trunk features.
+        """
+        if frozen_features is not None:
+            head = model.frozen_split().head
+            self.database_cache.store(frozen_features.descriptors(head, "database", verbose=verbose))
+            self.query_cache.store(frozen_features.descriptors(head, "queries", verbose=verbose))
+            return
         self.database_cache.store(
             embed_images(model, self.dataset.database_paths, image_size, batch_size=batch_size, verbose=verbose)
         )

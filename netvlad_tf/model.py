@@ -7,12 +7,16 @@ import tensorflow as tf
 from keras import ops
 
 from netvlad_tf.backbones import get_backbone
+from netvlad_tf.frozen_trunk import FrozenSplit, split_frozen_trunk
 from netvlad_tf.losses import RankingLoss
 from netvlad_tf.normalization import L2Normalization
 from netvlad_tf.pooling import get_pooling
 from netvlad_tf.whitening import PCAWhitening
 
 WHITENING_LAYER = "whitening"
+# Keys of a tuple batch holding images, or the frozen trunk's features of those images.
+IMAGE_KEYS = ("query", "positives", "negatives")
+FEATURE_KEYS = ("query_features", "positive_features", "negative_features")
 # `trainable_from` value that leaves each backbone's own freezing policy in place.
 BACKBONE_DEFAULT = "backbone_default"
 
@@ -62,6 +66,21 @@ class PlaceRecognitionModel(keras.Model):
         self.whitening_dim = whitening_dim
         self.ranking_loss_tracker = keras.metrics.Mean(name="ranking_loss")
         self.ranking_loss = None
+        self._frozen_split: FrozenSplit | None = None
+
+    def frozen_split(self) -> FrozenSplit | None:
+        """This model as a frozen trunk and a trainable head (see `split_frozen_trunk`), or
+        None when the backbone trains from its first layer. Built once, after which the split
+        follows this model's trainable flags as they were then.
+
+        Example:
+        >>> from netvlad_tf import build_netvlad_model
+        >>> build_netvlad_model(weights=None, num_clusters=4).frozen_split().cut_layer
+        'block5_conv1'
+        """
+        if self._frozen_split is None:
+            self._frozen_split = split_frozen_trunk(self)
+        return self._frozen_split
 
     def compile(self, optimizer="rmsprop", loss=None, **kwargs):
         """As `keras.Model.compile`; a `RankingLoss` is kept for the tuple `train_step`.
@@ -90,7 +109,10 @@ class PlaceRecognitionModel(keras.Model):
         `data` is a dict with `query` `(B, H, W, 3)`, `positives` `(B, P, H, W, 3)`,
         `negatives` `(B, N, H, W, 3)`, `positive_mask` `(B, P)` and `negative_mask`
         `(B, N)` (see `netvlad_tf.training.tuple_dataset`); compile with
-        `loss=RankingLoss(...)`. Any other batch takes Keras' ordinary supervised step.
+        `loss=RankingLoss(...)`. A batch may instead hold the frozen trunk's features of
+        those images under `query_features`, `positive_features` and `negative_features`
+        (see `frozen_split`): then only the trainable head runs, with the same loss and
+        gradients. Any other batch takes Keras' ordinary supervised step.
         """
         tuples = _tuple_batch(data)
         if tuples is None:
@@ -119,7 +141,12 @@ class PlaceRecognitionModel(keras.Model):
             raise ValueError(
                 "Training on tuples needs model.compile(optimizer, loss=netvlad_tf.RankingLoss())."
             )
-        query, positives, negatives = data["query"], data["positives"], data["negatives"]
+        if FEATURE_KEYS[0] in data:
+            query, positives, negatives = (data[key] for key in FEATURE_KEYS)
+            forward = self.frozen_split().head
+        else:
+            query, positives, negatives = (data[key] for key in IMAGE_KEYS)
+            forward = self
         batch = ops.shape(query)[0]
         num_positives, num_negatives = positives.shape[1], negatives.shape[1]
         tuple_size = 1 + num_positives + num_negatives
@@ -127,7 +154,7 @@ class PlaceRecognitionModel(keras.Model):
         # One forward pass for every image of every tuple.
         images = ops.reshape(images, (-1, *ops.shape(query)[1:]))
         # Distances and the loss in float32 even when the layers compute in bfloat16.
-        descriptors = ops.cast(self(images, training=training), "float32")
+        descriptors = ops.cast(forward(images, training=training), "float32")
         packed = ops.reshape(descriptors, (batch, tuple_size, -1))
         mask = ops.concatenate(
             [ops.ones((batch, 1)), ops.cast(data["positive_mask"], "float32"),
@@ -196,7 +223,9 @@ def _tuple_batch(data) -> dict | None:
     """The tuple dict of a batch, also when Keras wraps it as `(x,)` or `(x, None, None)`."""
     if isinstance(data, (tuple, list)) and data and all(extra is None for extra in data[1:]):
         data = data[0]
-    return data if isinstance(data, dict) and "query" in data else None
+    if isinstance(data, dict) and (IMAGE_KEYS[0] in data or FEATURE_KEYS[0] in data):
+        return data
+    return None
 
 
 def build_netvlad_model(

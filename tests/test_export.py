@@ -147,11 +147,17 @@ def test_load_image_matches_encoded_signature_resize(saved_model, model):
 def test_int8_on_real_weights_meets_its_bar_with_the_head_in_float(tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
+    from netvlad_tf import fit_pca_whitening
+    from netvlad_tf.embedding import embed_images
+
     size = (64, 128)
     dataset = read_csv_dataset(nordland_csv("train"))
-    lite = build_netvlad_model(backbone="efficientnet_lite0", weights="imagenet", num_clusters=8)
+    lite = build_netvlad_model(backbone="efficientnet_lite0", weights="imagenet", num_clusters=8,
+                               whitening_dim=64)
     initialize_clusters(lite.pooling, lite.backbone, image_batches(dataset.database_paths[:40], size),
                         2000, 50, verbose=False)
+    pooled = embed_images(lite.pooled_model, dataset.database_paths[::8][:100], size, verbose=False)
+    lite.set_whitening(fit_pca_whitening(pooled, output_dim=64))
     calibration = list(np.concatenate(list(image_batches(dataset.database_paths[::40][:16], size))))
     path = export_tflite(lite, tmp_path / "int8.tflite", "int8", size, calibration)
     check = np.concatenate(list(image_batches(read_csv_dataset(nordland_csv("test")).query_paths[:6], size)))
@@ -160,5 +166,9 @@ def test_int8_on_real_weights_meets_its_bar_with_the_head_in_float(tmp_path):
     interpreter = Interpreter(model_path=str(path))
     dtypes = {tensor["name"]: tensor["dtype"] for tensor in interpreter.get_tensor_details()}
     assert any(dtype == np.int8 and "block5_" in name for name, dtype in dtypes.items()), "backbone in int8"
-    assert not any(dtype == np.int8 and "netvlad" in name and "stride16" not in name
-                   for name, dtype in dtypes.items()), "the NetVLAD head stays float"
+    assert not any(dtype == np.int8 and "/netvlad" in name and "stride16" not in name
+                   for name, dtype in dtypes.items()), "the NetVLAD layer stays float"
+    whitening = [(name, dtype) for name, dtype in dtypes.items() if "whitening" in name]
+    assert (any(dtype == np.int8 for _, dtype in whitening)
+            and any(dtype == np.float32 for _, dtype in whitening)), "int8 whitening weights, float activations"
+

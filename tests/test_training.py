@@ -11,7 +11,8 @@ from netvlad_tf.data import GeoDataset, read_csv_dataset
 from netvlad_tf.data.images import image_batches
 from netvlad_tf.mining import HardNegativeMiner
 from netvlad_tf.sample_data import nordland_csv
-from netvlad_tf.training import RecallEvaluation, train, tuple_dataset
+from netvlad_tf.training import FrozenFeatureStore, RecallEvaluation, train, tuple_dataset
+from netvlad_tf.training import frozen_features as frozen_features_module
 
 IMAGE_SIZE = (32, 64)
 
@@ -75,7 +76,7 @@ def test_train_writes_run_and_resumes_after_a_kill(tmp_path):
     resumed = train(initialised_model(dataset), dataset, run_dir=run_dir, epochs=2, **settings)
     # Epoch 1 was finished before the kill, so only epoch 2 runs after resuming.
     assert len(resumed.history["loss"]) == 1
-    for name in ("best.keras", "last.keras", "history.json"):
+    for name in ("best.keras", "last.keras", "history.json", "frozen_features/metadata.json"):
         assert (run_dir / name).is_file()
     history = json.loads((run_dir / "history.json").read_text())
     assert 0.0 <= history["val_recall@5"][0] <= 1.0
@@ -121,3 +122,63 @@ def test_mixed_bfloat16_training_step():
         assert not np.allclose(np.array(model.pooling.centroids), before)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def _pool4(model, paths):
+    """The reference: VGG16's block4_pool output of each image, computed from the backbone."""
+    pool4 = keras.Model(model.backbone.input, model.backbone.get_layer("block4_pool").output)
+    return np.concatenate([np.asarray(pool4(batch)) for batch in image_batches(paths, IMAGE_SIZE)])
+
+
+def test_frozen_feature_store_holds_pool4(tmp_path):
+    dataset = nordland_stretch(count=12)
+    model = build_netvlad_model(weights=None, num_clusters=4)
+    exact = FrozenFeatureStore.build(model, dataset, IMAGE_SIZE, tmp_path / "f32", "float32", verbose=False)
+    half = FrozenFeatureStore.build(model, dataset, IMAGE_SIZE, tmp_path / "f16", "float16", verbose=False)
+    for part, paths in (("database", dataset.database_paths), ("queries", dataset.query_paths)):
+        reference = _pool4(model, paths)
+        np.testing.assert_allclose(getattr(exact, part), reference, rtol=1e-6, atol=1e-5)
+        np.testing.assert_allclose(getattr(half, part).astype("float32"), reference,
+                                   rtol=2**-10, atol=1e-3 * reference.max())
+    assert exact.bytes_per_image == 2 * half.bytes_per_image == 4 * (2 * 4 * 512)  # pool4: 1/16 of 32×64
+
+
+def test_frozen_feature_store_reuses_refuses_and_never_half_writes(tmp_path, monkeypatch):
+    dataset = nordland_stretch(count=8)
+    model = build_netvlad_model(weights=None, num_clusters=4)
+    target = tmp_path / "features"
+    FrozenFeatureStore.build(model, dataset, IMAGE_SIZE, target, verbose=False)
+    written = (target / "database.npy").stat().st_mtime_ns
+    FrozenFeatureStore.build(model, dataset, IMAGE_SIZE, target, verbose=False)
+    assert (target / "database.npy").stat().st_mtime_ns == written
+    with pytest.raises(ValueError, match="remove it or choose another directory"):
+        FrozenFeatureStore.build(model, dataset, (64, 64), target, verbose=False)
+
+    def fail_on_queries(trunk, paths, image_size, path, *args):
+        if path.stem == "queries":
+            raise KeyboardInterrupt
+        return original(trunk, paths, image_size, path, *args)
+
+    original = frozen_features_module._write_features
+    monkeypatch.setattr(frozen_features_module, "_write_features", fail_on_queries)
+    with pytest.raises(KeyboardInterrupt):
+        FrozenFeatureStore.build(model, dataset, IMAGE_SIZE, tmp_path / "interrupted", verbose=False)
+    assert not (tmp_path / "interrupted").exists()
+
+
+def test_refresh_and_tuples_from_stored_features_match_images(tmp_path):
+    dataset = nordland_stretch(count=30)
+    model = initialised_model(dataset)
+    store = FrozenFeatureStore.build(model, dataset, IMAGE_SIZE, tmp_path / "f", "float32", verbose=False)
+    from_images = HardNegativeMiner(dataset, num_negatives=3, num_sampled_negatives=20, cache_precision="float32")
+    from_store = HardNegativeMiner(dataset, num_negatives=3, num_sampled_negatives=20, cache_precision="float32")
+    from_images.refresh(model, IMAGE_SIZE, verbose=False)
+    from_store.refresh(model, frozen_features=store, verbose=False)
+    everything = np.arange(dataset.num_database)
+    np.testing.assert_allclose(from_store.database_cache.get(everything),
+                               from_images.database_cache.get(everything), atol=1e-6)
+    batch = next(iter(tuple_dataset(from_store, IMAGE_SIZE, batch_size=2, frozen_features=store)))
+    assert batch["negative_features"].shape == (2, 3, 2, 4, 512)
+    query_rows = [int(np.flatnonzero((store.queries == q).all(axis=(1, 2, 3)))[0])
+                  for q in np.asarray(batch["query_features"])]
+    assert all(q in from_store.training_queries for q in query_rows)

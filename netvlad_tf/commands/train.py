@@ -56,6 +56,11 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_float("margin", 0.1, "Margin m of the ranking loss (squared distances).", flag_values=fv)
     flags.DEFINE_enum("normalization", "violating", ["violating", "all", "none"], "Loss normalisation.", flag_values=fv)
     flags.DEFINE_enum("cache_precision", "int8", ["int8", "float32"], "Descriptor cache storage.", flag_values=fv)
+    flags.DEFINE_boolean("frozen_features", True, "Compute the frozen backbone layers once per image and store "
+                         "their output in the run folder; steps and cache refreshes then run only the "
+                         "trainable layers (--nofrozen_features recomputes them from the images).", flag_values=fv)
+    flags.DEFINE_enum("frozen_feature_precision", "float16", ["float16", "float32"],
+                      "Storage of the frozen layers' output.", flag_values=fv)
     flags.DEFINE_integer("whitening_dim", None, "After training, learn PCA whitening to this size and save final.keras.", flag_values=fv)
     flags.DEFINE_boolean("skip_corrupt_images", False, "Scan the images first and skip unreadable ones "
                          "(with a count and a warning) instead of stopping at the first.", flag_values=fv)
@@ -108,6 +113,7 @@ def run(fv: flags.FlagValues) -> int:
         weight_decay=fv.weight_decay, batch_size=fv.batch_size, num_negatives=fv.num_negatives,
         num_sampled_negatives=fv.num_sampled_negatives, refresh_every=fv.refresh_every,
         margin=fv.margin, normalization=fv.normalization, cache_precision=fv.cache_precision,
+        frozen_features=fv.frozen_features, frozen_feature_precision=fv.frozen_feature_precision,
         seed=fv.seed,
     )
     if fv.whitening_dim:

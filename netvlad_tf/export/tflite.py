@@ -13,7 +13,9 @@ import numpy as np
 import tensorflow as tf
 
 from netvlad_tf.export.freezing import frozen_forward
+from netvlad_tf.export.hybrid_weights import int8_weights_for_float_matmuls
 from netvlad_tf.export.parity import ParityReport, compare_descriptors
+from netvlad_tf.model import WHITENING_LAYER
 
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 # The parity each variant must reach against the Keras model.
@@ -53,7 +55,9 @@ def export_tflite(
             input/output). In `"int8"` the NetVLAD + whitening head stays float32 — its L2
             normalisations, softmax and sums of squares of small numbers do not survive 8-bit
             activations (cosine ≈ 0 to the Keras descriptor) — and so do the first backbone
-            layers listed in `INT8_FLOAT_BACKBONE_LAYERS`.
+            layers listed in `INT8_FLOAT_BACKBONE_LAYERS`. The whitening's weights are still
+            stored in int8 (one scale per output dimension) and run as a hybrid op with float
+            activations: the whitening matrix is most of the model's size.
         representative_images: `(H, W, 3)` images at the deployment resolution that calibrate
             `"int8"` activations (calibrating at another size costs accuracy).
 
@@ -84,7 +88,8 @@ def export_tflite(
         if wrong or not images:
             raise ValueError(f"Representative images must be {(*image_size, 3)}; got {wrong[:1] or 'none'}.")
         converter.representative_dataset = lambda: ([img[None].astype(np.float32)] for img in images)
-        flatbuffer = _selectively_quantized(converter, frozen, model)
+        flatbuffer = int8_weights_for_float_matmuls(_selectively_quantized(converter, frozen, model),
+                                                    weight_name_contains=f"/{WHITENING_LAYER}")
     else:
         flatbuffer = converter.convert()
     path.parent.mkdir(parents=True, exist_ok=True)

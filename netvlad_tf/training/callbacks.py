@@ -24,10 +24,12 @@ class CacheRefresh(keras.callbacks.Callback):
         image_size: size the images are resized to, as in the tuples.
         refresh_every: training queries between refreshes (the paper: 1000).
         batch_size: images per forward pass while caching.
+        frozen_features: a `FrozenFeatureStore` of the miner's dataset; refreshes then run
+            only the model's trainable head over it.
     """
 
     def __init__(self, miner: HardNegativeMiner, image_size, refresh_every: int = 1000,
-                 batch_size: int = 8, verbose: bool = True):
+                 batch_size: int = 8, verbose: bool = True, frozen_features=None):
         super().__init__()
         if refresh_every < 1:
             raise ValueError(f"refresh_every must be >= 1, got {refresh_every}.")
@@ -36,6 +38,7 @@ class CacheRefresh(keras.callbacks.Callback):
         self.refresh_every = refresh_every
         self.batch_size = batch_size
         self.verbose = verbose
+        self.frozen_features = frozen_features
         self.refreshes = 0
         self._initial_learning_rate = None
         self._visited_at_refresh = 0
@@ -57,7 +60,8 @@ class CacheRefresh(keras.callbacks.Callback):
     def _refresh(self):
         if self.verbose:
             print(f"\nRefreshing the descriptor cache (refresh {self.refreshes + 1})", flush=True)
-        self.miner.refresh(self.model, self.image_size, self.batch_size, verbose=self.verbose)
+        self.miner.refresh(self.model, self.image_size, self.batch_size, verbose=self.verbose,
+                           frozen_features=self.frozen_features)
         self._visited_at_refresh = self.miner.queries_visited
         self.refreshes += 1
 

@@ -14,10 +14,12 @@ from netvlad_tf.losses import DEFAULT_MARGIN, RankingLoss
 from netvlad_tf.mining import HardNegativeMiner
 from netvlad_tf.model import PlaceRecognitionModel
 from netvlad_tf.training.callbacks import CacheRefresh, RecallEvaluation
+from netvlad_tf.training.frozen_features import FrozenFeatureStore
 from netvlad_tf.training.tuples import tuple_dataset, tuple_steps_per_epoch
 
 BEST_MODEL_FILE = "best.keras"
 LAST_MODEL_FILE = "last.keras"
+FROZEN_FEATURES_DIR = "frozen_features"
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ def train(
     margin: float = DEFAULT_MARGIN,
     normalization: str = "violating",
     cache_precision: str = "int8",
+    frozen_features: bool = True,
+    frozen_feature_precision: str = "float16",
     seed: int = 0,
     extra_callbacks: list[keras.callbacks.Callback] | None = None,
     verbose: int = 1,
@@ -75,6 +79,12 @@ def train(
     `best.keras` (by validation Recall@5, with `val_dataset`), `last.keras`, `history.json`,
     TensorBoard logs under `logs/` and a `backup/` that lets a killed run resume: call
     `train` again with the same `run_dir` and it continues from its last finished epoch.
+
+    With `frozen_features` (the default) the output of the backbone's frozen layers (VGG16:
+    conv1–conv4) is computed once for every training image and stored in
+    `run_dir/frozen_features/` (`frozen_feature_precision`); training steps and cache
+    refreshes then run only the trainable layers. A resumed run reuses the stored features.
+    It is skipped when the backbone trains from its first layer.
 
     Keras' `SGD(weight_decay=...)` decays weights directly (decoupled), where the authors
     add `weight_decay·w` to the gradient; with momentum the two differ slightly.
@@ -98,12 +108,19 @@ def train(
         optimizer=keras.optimizers.SGD(learning_rate, momentum=momentum, weight_decay=weight_decay),
         loss=RankingLoss(num_positives=1, margin=margin, normalization=normalization),
     )
+    store = None
+    if frozen_features and model.frozen_split() is not None:
+        if verbose:
+            print(f"Storing the frozen layers' output (up to {model.frozen_split().cut_layer}) "
+                  "for every training image", flush=True)
+        store = FrozenFeatureStore.build(model, train_dataset, image_size, run_dir / FROZEN_FEATURES_DIR,
+                                         frozen_feature_precision, verbose=bool(verbose))
     callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
         keras.callbacks.LearningRateScheduler(
             lambda epoch, _: learning_rate * 0.5 ** (epoch // lr_halving_epochs)
         ),
-        CacheRefresh(miner, image_size, refresh_every, verbose=bool(verbose)),
+        CacheRefresh(miner, image_size, refresh_every, verbose=bool(verbose), frozen_features=store),
     ]
     if val_dataset is not None:
         callbacks += [
@@ -115,7 +132,7 @@ def train(
     callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "logs")))
     callbacks += extra_callbacks or []
     history = model.fit(
-        tuple_dataset(miner, image_size, batch_size, seed=seed),
+        tuple_dataset(miner, image_size, batch_size, seed=seed, frozen_features=store),
         epochs=epochs,
         steps_per_epoch=steps_per_epoch or tuple_steps_per_epoch(miner, batch_size),
         shuffle=False,  # the tuple stream shuffles the queries itself

@@ -7,10 +7,16 @@ import tensorflow as tf
 
 from netvlad_tf.data.images import load_image
 from netvlad_tf.mining import HardNegativeMiner, MinedTuple
+from netvlad_tf.model import FEATURE_KEYS
+from netvlad_tf.training.frozen_features import FrozenFeatureStore
 
 
 def tuple_dataset(
-    miner: HardNegativeMiner, image_size: tuple[int, int], batch_size: int = 4, seed: int = 0
+    miner: HardNegativeMiner,
+    image_size: tuple[int, int],
+    batch_size: int = 4,
+    seed: int = 0,
+    frozen_features: FrozenFeatureStore | None = None,
 ) -> tf.data.Dataset:
     """An endless stream of tuples: the training queries in a new random order on each pass,
     mined with the miner's current cache; queries without a violating negative are skipped.
@@ -20,6 +26,11 @@ def tuple_dataset(
     `negatives` `(B, N, H, W, 3)` (zero-padded), `positive_mask` `(B, 1)`,
     `negative_mask` `(B, N)`. Nothing is read ahead, so tuples are mined with the cache as
     it is when the step starts.
+
+    With `frozen_features` (a `FrozenFeatureStore` of the miner's dataset at `image_size`)
+    the images are replaced by their stored trunk features: `query_features` `(B, h, w, C)`,
+    `positive_features` `(B, 1, h, w, C)`, `negative_features` `(B, N, h, w, C)`, which the
+    model's `train_step` sends through its trainable head only.
 
     Example:
     >>> from netvlad_tf.data import read_csv_dataset
@@ -41,14 +52,24 @@ def tuple_dataset(
                     continue
                 pending.append(mined)
                 if len(pending) == batch_size:
-                    yield _load_batch(miner, pending, image_size, num_negatives)
+                    yield load(pending)
                     pending = []
 
-    image = (height, width, 3)
+    if frozen_features is None:
+        keys, item_shape = ("query", "positives", "negatives"), (height, width, 3)
+        images = _ImageReader(miner.dataset, image_size)
+        readers = (images.query, images.database)
+    else:
+        keys, item_shape = FEATURE_KEYS, frozen_features.feature_shape
+        readers = (frozen_features.queries.__getitem__, frozen_features.database.__getitem__)
+
+    def load(tuples):
+        return _load_batch(tuples, keys, item_shape, num_negatives, *readers)
+
     signature = {
-        "query": tf.TensorSpec((None, *image), tf.float32),
-        "positives": tf.TensorSpec((None, 1, *image), tf.float32),
-        "negatives": tf.TensorSpec((None, num_negatives, *image), tf.float32),
+        keys[0]: tf.TensorSpec((None, *item_shape), tf.float32),
+        keys[1]: tf.TensorSpec((None, 1, *item_shape), tf.float32),
+        keys[2]: tf.TensorSpec((None, num_negatives, *item_shape), tf.float32),
         "positive_mask": tf.TensorSpec((None, 1), tf.float32),
         "negative_mask": tf.TensorSpec((None, num_negatives), tf.float32),
     }
@@ -67,23 +88,29 @@ def tuple_steps_per_epoch(miner: HardNegativeMiner, batch_size: int = 4) -> int:
     return -(-len(miner.training_queries) // batch_size)
 
 
-def _load_batch(miner, tuples: list[MinedTuple], image_size, num_negatives: int) -> dict:
-    dataset = miner.dataset
+class _ImageReader:
+    def __init__(self, dataset, image_size):
+        self.dataset, self.image_size = dataset, image_size
 
-    def read(path):
-        return load_image(path, image_size).numpy()
+    def query(self, index: int) -> np.ndarray:
+        return load_image(self.dataset.query_paths[index], self.image_size).numpy()
 
+    def database(self, index: int) -> np.ndarray:
+        return load_image(self.dataset.database_paths[index], self.image_size).numpy()
+
+
+def _load_batch(tuples: list[MinedTuple], keys, item_shape, num_negatives: int, read_query, read_database) -> dict:
     batch = len(tuples)
-    negatives = np.zeros((batch, num_negatives, *image_size, 3), dtype=np.float32)
+    negatives = np.zeros((batch, num_negatives, *item_shape), dtype=np.float32)
     negative_mask = np.zeros((batch, num_negatives), dtype=np.float32)
     for row, mined in enumerate(tuples):
         for column, index in enumerate(mined.negatives):
-            negatives[row, column] = read(dataset.database_paths[index])
+            negatives[row, column] = read_database(index)
             negative_mask[row, column] = 1.0
     return {
-        "query": np.stack([read(dataset.query_paths[t.query]) for t in tuples]),
-        "positives": np.stack([read(dataset.database_paths[t.positive]) for t in tuples])[:, None],
-        "negatives": negatives,
+        keys[0]: np.stack([read_query(t.query) for t in tuples]).astype(np.float32),
+        keys[1]: np.stack([read_database(t.positive) for t in tuples])[:, None].astype(np.float32),
+        keys[2]: negatives,
         "positive_mask": np.ones((batch, 1), dtype=np.float32),
         "negative_mask": negative_mask,
     }

@@ -1,0 +1,164 @@
+"""The frozen trunk's features of a training set, computed once and kept on disk.
+
+With the paper's recipe only conv5 and NetVLAD train: conv1–conv4 give the same output for an
+image at every step. Storing that output (pool4: 1/16 of the image side, 512 channels) turns a
+training step into conv5 + NetVLAD on 12 stored feature maps, and a descriptor-cache refresh
+into the same head over every stored image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from netvlad_tf.data.geo_dataset import GeoDataset
+from netvlad_tf.data.images import image_batches
+
+FEATURE_PRECISIONS = ("float16", "float32")
+METADATA_FILE = "metadata.json"
+PARTS = ("database", "queries")
+
+
+class FrozenFeatureStore:
+    """Trunk features of a dataset's database and query images at one image size.
+
+    Build it with `FrozenFeatureStore.build`; `database` and `queries` are read-only
+    memory-mapped arrays `(N, h, w, C)` in the order of the dataset's paths.
+
+    Example:
+    >>> import tempfile
+    >>> from netvlad_tf import build_netvlad_model
+    >>> from netvlad_tf.data import read_csv_dataset
+    >>> from netvlad_tf.sample_data import nordland_csv
+    >>> dataset = read_csv_dataset(nordland_csv("test"))
+    >>> model = build_netvlad_model(weights=None, num_clusters=4)
+    >>> store = FrozenFeatureStore.build(model, dataset, (32, 64), tempfile.mkdtemp() + "/f",
+    ...                                  verbose=False)
+    >>> store.database.shape, store.bytes_per_image
+    ((348, 2, 4, 512), 8192)
+    """
+
+    def __init__(self, directory):
+        directory = Path(directory)
+        self.directory = directory
+        self.metadata = json.loads((directory / METADATA_FILE).read_text())
+        self.database = np.load(directory / "database.npy", mmap_mode="r")
+        self.queries = np.load(directory / "queries.npy", mmap_mode="r")
+
+    def __repr__(self) -> str:
+        return (f"FrozenFeatureStore({str(self.directory)!r}, {len(self.database)} database + "
+                f"{len(self.queries)} query images, {self.database.shape[1:]} {self.database.dtype})")
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        """Shape `(h, w, C)` of one image's features."""
+        return tuple(self.database.shape[1:])
+
+    @property
+    def bytes_per_image(self) -> int:
+        """Bytes stored per image."""
+        return int(np.prod(self.feature_shape)) * self.database.dtype.itemsize
+
+    @classmethod
+    def build(
+        cls,
+        model,
+        dataset: GeoDataset,
+        image_size: tuple[int, int],
+        directory,
+        precision: str = "float16",
+        batch_size: int = 8,
+        verbose: bool = True,
+    ) -> "FrozenFeatureStore":
+        """Runs the model's frozen trunk over every database and query image into `directory`.
+
+        A directory already holding the features of the same model cut, images, size and
+        precision is reused (a resumed run); one holding anything else is an error. The
+        arrays are written under `<directory>.partial` and renamed when complete, so an
+        interrupted build leaves nothing at `directory`.
+
+        Args:
+            model: a `PlaceRecognitionModel` whose backbone has frozen layers
+                (`model.frozen_split()` is not None).
+            dataset: the training `GeoDataset`.
+            image_size: `(height, width)` every image is resized to, as in the tuples.
+            directory: where the `.npy` arrays and `metadata.json` go.
+            precision: `"float16"` (half the disk; descriptors moved by < 1e-6 in
+                `benchmarks/bench_training.py`) or `"float32"` (exact).
+        """
+        if precision not in FEATURE_PRECISIONS:
+            raise ValueError(f"precision must be one of {FEATURE_PRECISIONS}, got {precision!r}.")
+        split = model.frozen_split()
+        if split is None:
+            raise ValueError("The model trains from its first layer: it has no frozen trunk to store.")
+        directory = Path(directory)
+        metadata = {
+            "cut_layer": split.cut_layer,
+            "image_size": [int(side) for side in image_size],
+            "precision": precision,
+            "num_database": dataset.num_database,
+            "num_queries": dataset.num_queries,
+            "images_sha1": _paths_digest(dataset),
+        }
+        if directory.exists():
+            metadata_path = directory / METADATA_FILE
+            found = json.loads(metadata_path.read_text()) if metadata_path.exists() else None
+            if found != metadata:
+                raise ValueError(
+                    f"{directory} exists but does not hold this model's frozen features for these "
+                    f"images at {image_size} in {precision} (found {found}); remove it or choose "
+                    "another directory."
+                )
+            return cls(directory)
+        partial = directory.with_name(directory.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        for part, paths in zip(PARTS, (dataset.database_paths, dataset.query_paths)):
+            _write_features(split.trunk, paths, image_size, partial / f"{part}.npy", precision,
+                            batch_size, verbose)
+        (partial / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+        os.replace(partial, directory)
+        return cls(directory)
+
+    def descriptors(self, head: keras.Model, part: str, batch_size: int = 32, verbose: bool = True) -> np.ndarray:
+        """The head's descriptors `(N, dim)` float32 of the stored `"database"` or `"queries"`."""
+        if part not in PARTS:
+            raise ValueError(f"part must be one of {PARTS}, got {part!r}.")
+        features = getattr(self, part)
+        progress = keras.utils.Progbar(len(features), unit_name="image", verbose=1 if verbose else 0)
+        outputs = []
+        for start in range(0, len(features), batch_size):
+            batch = np.asarray(features[start : start + batch_size], dtype=np.float32)
+            outputs.append(keras.ops.convert_to_numpy(head(batch, training=False)).astype(np.float32))
+            progress.update(start + len(batch))
+        return np.concatenate(outputs)
+
+
+def _write_features(trunk, paths, image_size, path: Path, precision: str, batch_size: int, verbose: bool) -> None:
+    if len(paths) == 0:
+        raise ValueError(f"No images to store for {path.stem}.")
+    progress = keras.utils.Progbar(len(paths), unit_name="image", verbose=1 if verbose else 0)
+    array = None
+    done = 0
+    for images in image_batches(list(paths), image_size, batch_size=batch_size):
+        features = keras.ops.convert_to_numpy(trunk(images, training=False))
+        if array is None:
+            array = np.lib.format.open_memmap(path, mode="w+", dtype=precision,
+                                              shape=(len(paths), *features.shape[1:]))
+        array[done : done + len(features)] = features
+        done += len(features)
+        progress.update(done)
+    array.flush()
+
+
+def _paths_digest(dataset: GeoDataset) -> str:
+    digest = hashlib.sha1()
+    for path in (*dataset.database_paths, *dataset.query_paths):
+        digest.update(str(path).encode() + b"\0")
+    return digest.hexdigest()
