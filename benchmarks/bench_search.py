@@ -41,7 +41,7 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--dims", type=int, nargs="+", default=[256, 4096])
     parser.add_argument("--memory_gb", type=float, default=20.0, help="Skip runs needing more.")
-    parser.add_argument("--backends", nargs="+", default=["ivfpq", "hnsw"], choices=["ivfpq", "hnsw"],
+    parser.add_argument("--backends", nargs="+", default=["ivfpq", "hnsw"], choices=["ivfpq", "ivfsq8", "hnsw"],
                         help="Approximate backends to compare with exact search (always run first).")
     args = parser.parse_args()
     print(f"{'size':>9} {'dim':>5} {'backend':<6} {'build s':>8} {'queries/s':>10} {'bytes/vec':>10} {'recall':>7} {'qps ratio':>10} {'size ratio':>10}")

@@ -8,6 +8,7 @@ from netvlad_tf.retrieval import (
     FaissFlatIndex,
     FaissHNSWIndex,
     FaissIVFPQIndex,
+    FaissIVFSQ8Index,
     NumpyIndex,
     create_index,
     load_index,
@@ -58,7 +59,7 @@ def clustered_unit_vectors(rng, count, dim, centres):
     return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype("float32")
 
 
-@pytest.mark.parametrize("kind", ["ivfpq", "hnsw"])
+@pytest.mark.parametrize("kind", ["ivfpq", "ivfsq8", "hnsw"])
 def test_approximate_backends_find_the_exact_neighbours(rng, kind):
     centres = rng.normal(size=(50, 32))
     database = clustered_unit_vectors(rng, 3000, 32, centres)
@@ -78,9 +79,24 @@ def test_ivfpq_needs_enough_training_data(rng):
         FaissIVFPQIndex(8).add(rng.normal(size=(100, 8)))
     with pytest.raises(ValueError, match="must divide"):
         FaissIVFPQIndex(10, num_subquantizers=4)
+    with pytest.raises(ValueError, match="IVF-SQ8 needs at least 256 descriptors"):
+        FaissIVFSQ8Index(8).add(rng.normal(size=(100, 8)))
 
 
-@pytest.mark.parametrize("index_class", [NumpyIndex, FaissFlatIndex, FaissIVFPQIndex, FaissHNSWIndex])
+def test_ivfsq8_stores_one_byte_per_dimension(rng, tmp_path):
+    index = FaissIVFSQ8Index(64, num_lists=4)
+    index.add(rng.normal(size=(2000, 64)).astype("float32"))
+    index.save(tmp_path / "sq8")
+    flat = FaissFlatIndex(64)
+    flat.add(rng.normal(size=(2000, 64)).astype("float32"))
+    flat.save(tmp_path / "flat")
+    sizes = {name: sum(f.stat().st_size for f in (tmp_path / name).iterdir()) for name in ("sq8", "flat")}
+    # 64 bytes of codes + an 8-byte id per vector, against 256 bytes of float32.
+    assert sizes["sq8"] < 0.4 * sizes["flat"]
+
+
+@pytest.mark.parametrize("index_class", [NumpyIndex, FaissFlatIndex, FaissIVFPQIndex, FaissIVFSQ8Index,
+                                         FaissHNSWIndex])
 def test_save_load_round_trip(rng, tmp_path, index_class):
     database = rng.normal(size=(300, 8)).astype("float32")
     index = index_class(8, model_name="vgg16_netvlad")

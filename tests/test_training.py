@@ -72,12 +72,14 @@ def test_train_writes_run_and_resumes_after_a_kill(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(model, dataset, run_dir=run_dir, epochs=2, extra_callbacks=[KillAfterFirstEpoch()], **settings)
     assert not (run_dir / "last.keras").exists()
+    assert (run_dir / "frozen_features" / "metadata.json").is_file(), "kept for the resumed run"
 
     resumed = train(initialised_model(dataset), dataset, run_dir=run_dir, epochs=2, **settings)
     # Epoch 1 was finished before the kill, so only epoch 2 runs after resuming.
     assert len(resumed.history["loss"]) == 1
-    for name in ("best.keras", "last.keras", "history.json", "frozen_features/metadata.json"):
+    for name in ("best.keras", "last.keras", "history.json"):
         assert (run_dir / name).is_file()
+    assert not (run_dir / "frozen_features").exists(), "the finished run deletes its stored features"
     history = json.loads((run_dir / "history.json").read_text())
     assert 0.0 <= history["val_recall@5"][0] <= 1.0
     reloaded = keras.models.load_model(run_dir / "last.keras")

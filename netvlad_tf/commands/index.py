@@ -18,7 +18,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("model", None, "The .keras model (required).", flag_values=fv)
     flags.DEFINE_string("dataset", None, "CSV of geotagged images; its database rows are indexed (required).", flag_values=fv)
     flags.DEFINE_string("output", None, "New index folder (required).", flag_values=fv)
-    flags.DEFINE_enum("index", "flat", sorted(INDEX_KINDS), "Search backend (ivfpq/hnsw for millions).", flag_values=fv)
+    flags.DEFINE_enum("index", "flat", sorted(INDEX_KINDS), "Search backend (ivfpq/hnsw for millions of images; ivfsq8 for 4096-D descriptors).", flag_values=fv)
     define_image_size_flag(fv, None)
     flags.DEFINE_integer("batch_size", 8, "Images per forward pass.", flag_values=fv)
     flags.DEFINE_boolean("overwrite", False, "Replace --output if it exists.", flag_values=fv)

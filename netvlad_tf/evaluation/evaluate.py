@@ -84,7 +84,7 @@ def evaluate(
         pooling: `"netvlad"` uses the model as it is; `"mac"`, `"avg"`, `"gem"` put that pooling
             on the model's backbone; `"pixels"` compares raw thumbnails (no model).
         image_size, max_side: resize policy (see `netvlad_tf.data.load_image`).
-        index_kind: `"flat"` (exact), `"ivfpq"`, `"hnsw"` or `"numpy"`.
+        index_kind: `"flat"` (exact), `"ivfpq"`, `"ivfsq8"`, `"hnsw"` or `"numpy"`.
         database_groups: a group id per database image whose members count once in the
             ranking (Tokyo 24/7: the cutouts of one panorama).
         cache_dir: keep descriptors here and reuse them when the model, images and settings

@@ -197,7 +197,51 @@ class FaissFlatIndex(_FaissIndex):
         self._index = faiss.IndexFlatL2(self.dim) if metric == "l2" else faiss.IndexFlatIP(self.dim)
 
 
-class FaissIVFPQIndex(_FaissIndex):
+class _FaissIVFIndex(_FaissIndex):
+    """Inverted lists over compressed vectors; subclasses name the compression (`_encoding`)."""
+
+    def __init__(self, dim: int, metric: str, model_name: str | None, num_lists: int | None, num_probes: int):
+        super().__init__(dim, metric, model_name)
+        self.num_lists = num_lists
+        self.num_probes = num_probes
+        self._index = None
+
+    @property
+    def size(self) -> int:
+        return 0 if self._index is None else self._index.ntotal
+
+    def _encoding(self) -> str:
+        raise NotImplementedError
+
+    def _add(self, descriptors):
+        if self._index is None:
+            self._train(descriptors)
+        self._index.add(descriptors)
+
+    def _train(self, descriptors):
+        if self.num_lists is None:
+            self.num_lists = int(np.clip(4 * np.sqrt(len(descriptors)), 1, max(1, len(descriptors) // 39)))
+        if len(descriptors) < max(self.num_lists, 256):
+            raise ValueError(
+                f"IVF-{self._encoding()} needs at least {max(self.num_lists, 256)} descriptors in its "
+                f"first add to train, got {len(descriptors)}; use the flat index for small databases."
+            )
+        index = faiss.index_factory(self.dim, f"IVF{self.num_lists},{self._encoding()}", self._faiss_metric())
+        sample = max(10_000, 39 * self.num_lists)
+        index.train(descriptors[:sample])
+        index.nprobe = self.num_probes
+        self._index = index
+
+    def _search(self, queries, k):
+        if self._index is None:
+            raise ValueError("The index is empty; add descriptors first.")
+        return super()._search(queries, k)
+
+    def _after_load(self):
+        self._index.nprobe = self.num_probes
+
+
+class FaissIVFPQIndex(_FaissIVFIndex):
     """Inverted lists with product quantisation for large databases (millions of images).
 
     Trained on the first descriptors added (at most `max(10 000, 39·num_lists)` of them).
@@ -205,7 +249,8 @@ class FaissIVFPQIndex(_FaissIndex):
     Args:
         num_lists: inverted lists; default `4·√N` of the first batch added.
         num_subquantizers: PQ sub-vectors of 8 bits each, i.e. bytes per vector; default
-            `dim / 4` (a 16× smaller store than float32). Must divide `dim`.
+            `dim / 4` (a 16× smaller store than float32). Must divide `dim`. Training time
+            grows with it: at 4096-D prefer `FaissIVFSQ8Index` or a 256-D whitening.
         num_probes: lists visited per query (default 16).
 
     Example:
@@ -221,46 +266,41 @@ class FaissIVFPQIndex(_FaissIndex):
 
     def __init__(self, dim: int, metric: str = "l2", model_name: str | None = None,
                  num_lists: int | None = None, num_subquantizers: int | None = None, num_probes: int = 16):
-        super().__init__(dim, metric, model_name)
+        super().__init__(dim, metric, model_name, num_lists, num_probes)
         self.num_subquantizers = num_subquantizers or max(1, self.dim // 4)
         if self.dim % self.num_subquantizers:
             raise ValueError(f"num_subquantizers={self.num_subquantizers} must divide dim={self.dim}.")
-        self.num_lists = num_lists
-        self.num_probes = num_probes
-        self._index = None
 
-    @property
-    def size(self) -> int:
-        return 0 if self._index is None else self._index.ntotal
+    def _encoding(self) -> str:
+        return f"PQ{self.num_subquantizers}"
 
-    def _add(self, descriptors):
-        if self._index is None:
-            self._train(descriptors)
-        self._index.add(descriptors)
 
-    def _train(self, descriptors):
-        if self.num_lists is None:
-            self.num_lists = int(np.clip(4 * np.sqrt(len(descriptors)), 1, max(1, len(descriptors) // 39)))
-        if len(descriptors) < max(self.num_lists, 256):
-            raise ValueError(
-                f"IVF-PQ needs at least {max(self.num_lists, 256)} descriptors in its first add to "
-                f"train, got {len(descriptors)}; use the flat index for small databases."
-            )
-        index = faiss.index_factory(
-            self.dim, f"IVF{self.num_lists},PQ{self.num_subquantizers}", self._faiss_metric()
-        )
-        sample = max(10_000, 39 * self.num_lists)
-        index.train(descriptors[:sample])
-        index.nprobe = self.num_probes
-        self._index = index
+class FaissIVFSQ8Index(_FaissIVFIndex):
+    """Inverted lists over 8-bit scalar-quantised vectors (one byte per dimension, ¼ of
+    float32): for high-dimensional descriptors (4096-D) where product quantisation is slow
+    to train and loses too much. Trained like `FaissIVFPQIndex`.
 
-    def _search(self, queries, k):
-        if self._index is None:
-            raise ValueError("The index is empty; add descriptors first.")
-        return super()._search(queries, k)
+    Args:
+        num_lists: inverted lists; default `4·√N` of the first batch added.
+        num_probes: lists visited per query (default 16).
 
-    def _after_load(self):
-        self._index.nprobe = self.num_probes
+    Example:
+    >>> points = np.random.default_rng(0).normal(size=(300, 8)).astype("float32")
+    >>> index = FaissIVFSQ8Index(dim=8)
+    >>> index.add(points)
+    >>> index.search(points[:1], k=1)[1].tolist()
+    [[0]]
+    """
+
+    backend = "faiss_ivfsq8"
+    _parameter_names = ("num_lists", "num_probes")
+
+    def __init__(self, dim: int, metric: str = "l2", model_name: str | None = None,
+                 num_lists: int | None = None, num_probes: int = 16):
+        super().__init__(dim, metric, model_name, num_lists, num_probes)
+
+    def _encoding(self) -> str:
+        return "SQ8"
 
 
 class FaissHNSWIndex(_FaissIndex):
@@ -294,12 +334,14 @@ class FaissHNSWIndex(_FaissIndex):
         self._index.hnsw.efSearch = self.ef_search
 
 
-BACKENDS = {cls.backend: cls for cls in (NumpyIndex, FaissFlatIndex, FaissIVFPQIndex, FaissHNSWIndex)}
-INDEX_KINDS = {"numpy": NumpyIndex, "flat": FaissFlatIndex, "ivfpq": FaissIVFPQIndex, "hnsw": FaissHNSWIndex}
+BACKENDS = {cls.backend: cls for cls in (NumpyIndex, FaissFlatIndex, FaissIVFPQIndex, FaissIVFSQ8Index,
+                                          FaissHNSWIndex)}
+INDEX_KINDS = {"numpy": NumpyIndex, "flat": FaissFlatIndex, "ivfpq": FaissIVFPQIndex,
+               "ivfsq8": FaissIVFSQ8Index, "hnsw": FaissHNSWIndex}
 
 
 def create_index(kind: str, dim: int, metric: str = "l2", model_name: str | None = None) -> DescriptorIndex:
-    """A new empty index: `"flat"` (exact, faiss), `"ivfpq"`, `"hnsw"` or `"numpy"`.
+    """A new empty index: `"flat"` (exact, faiss), `"ivfpq"`, `"ivfsq8"`, `"hnsw"` or `"numpy"`.
 
     Example:
     >>> create_index("hnsw", 8).backend

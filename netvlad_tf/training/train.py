@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,8 +84,8 @@ def train(
     With `frozen_features` (the default) the output of the backbone's frozen layers (VGG16:
     conv1–conv4) is computed once for every training image and stored in
     `run_dir/frozen_features/` (`frozen_feature_precision`); training steps and cache
-    refreshes then run only the trainable layers. A resumed run reuses the stored features.
-    It is skipped when the backbone trains from its first layer.
+    refreshes then run only the trainable layers. A resumed run reuses the stored features;
+    a finished run deletes them. It is skipped when the backbone trains from its first layer.
 
     Keras' `SGD(weight_decay=...)` decays weights directly (decoupled), where the authors
     add `weight_decay·w` to the gradient; with momentum the two differ slightly.
@@ -140,6 +141,8 @@ def train(
         verbose=verbose,
     )
     model.save(run_dir / LAST_MODEL_FILE)
+    if store is not None:  # kept only while the run may be resumed
+        shutil.rmtree(store.directory)
     summary = {key: [float(v) for v in values] for key, values in history.history.items()}
     summary["dropped_queries_without_positive"] = miner.num_dropped
     (run_dir / "history.json").write_text(json.dumps(summary, indent=2))
