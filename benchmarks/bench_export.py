@@ -1,7 +1,9 @@
 """TFLite size, latency, fidelity and Recall@1 per quantisation: `python benchmarks/bench_export.py`.
 
 The model: EfficientNet-Lite0 (ImageNet, bundled) cut at stride 16 + NetVLAD K=64 initialised by
-k-means on bundled Nordland images, or `--model M.keras` (its backbone and NetVLAD are kept).
+k-means on bundled Nordland images, or `--model M.keras` (its backbone and NetVLAD are kept), or
+`--backbone vgg16`: the paper's VGG16 with random weights (no ImageNet file offline), for size and
+latency only (`--skip-recall` is implied; its int8 fidelity means nothing without real weights).
 Two whitenings on top: 256-D learned by PCA on the Nordland training stretch, and 4096-D, which
 the bundled images cannot support (PCA needs more than 4096 images), so it is a random
 orthonormal projection: size and latency do not depend on the values, and fidelity is measured
@@ -24,13 +26,12 @@ from pathlib import Path
 import numpy as np
 
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
-RESOLUTIONS = ((480, 640), (240, 320))
 RECALL_RESOLUTION = (240, 320)
 CALIBRATION_IMAGES = 32
 LATENCY_IMAGES = 10
 
 
-def base_model(model_path: str | None, train_paths: list[str]):
+def base_model(model_path: str | None, backbone: str, train_paths: list[str]):
     import keras
 
     from netvlad_tf import build_netvlad_model, initialize_clusters
@@ -38,23 +39,34 @@ def base_model(model_path: str | None, train_paths: list[str]):
 
     if model_path:
         return keras.models.load_model(model_path)
+    if backbone == "vgg16":
+        return build_netvlad_model(backbone="vgg16", weights=None, num_clusters=64)
     model = build_netvlad_model(backbone="efficientnet_lite0", weights="imagenet", num_clusters=64)
     initialize_clusters(model.pooling, model.backbone, image_batches(train_paths[::8], RECALL_RESOLUTION),
                         num_descriptors=20000, seed=0, verbose=False)
     return model
 
 
-def whitened_models(model, train_paths: list[str]) -> dict:
+def whitened_models(model, train_paths: list[str], learned: bool = True) -> dict:
+    """4096-D as a random orthonormal projection; 512-D and 256-D learned by PCA (random too
+    when not `learned`)."""
     from netvlad_tf.embedding import embed_images
     from netvlad_tf.model import PlaceRecognitionModel
     from netvlad_tf.whitening import PCAWhitening, fit_pca_whitening
 
     pooled_dim = model.pooling.output.shape[-1]
-    random_basis, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(pooled_dim, 4096)))
-    whitenings = {4096: PCAWhitening(np.zeros(pooled_dim), random_basis, np.ones(4096))}
-    # One pass over the training images serves both learned whitenings.
-    pooled = embed_images(model.pooled_model, train_paths, RECALL_RESOLUTION, batch_size=16, verbose=False)
-    whitenings.update({dim: fit_pca_whitening(pooled, dim) for dim in (512, 256)})
+
+    def random_whitening(dim):
+        basis, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(pooled_dim, dim)))
+        return PCAWhitening(np.zeros(pooled_dim), basis, np.ones(dim))
+
+    whitenings = {4096: random_whitening(4096)}
+    if learned:
+        # One pass over the training images serves both learned whitenings.
+        pooled = embed_images(model.pooled_model, train_paths, RECALL_RESOLUTION, batch_size=16, verbose=False)
+        whitenings.update({dim: fit_pca_whitening(pooled, dim) for dim in (512, 256)})
+    else:
+        whitenings.update({dim: random_whitening(dim) for dim in (512, 256)})
     models = {}
     for dim, whitening in whitenings.items():
         models[dim] = PlaceRecognitionModel(model.backbone, model.pooling, whitening_dim=dim, name=f"white{dim}")
@@ -75,8 +87,16 @@ def recall_at_1(descriptor_fn, test_data) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a trained .keras model (default: Lite0 + k-means NetVLAD)")
+    parser.add_argument("--backbone", choices=["efficientnet_lite0", "vgg16"], default="efficientnet_lite0")
     parser.add_argument("--skip-recall", action="store_true", help="only size, latency and fidelity")
+    parser.add_argument("--whitening-dims", type=int, nargs="+", default=[4096, 256], choices=[4096, 256])
+    parser.add_argument("--resolutions", nargs="+", default=["480x640", "240x320"], help="HxW")
+    parser.add_argument("--quantize", nargs="+", default=list(QUANTIZATIONS), choices=QUANTIZATIONS,
+                        help="variants to measure; the first is the baseline of the ratios")
     args = parser.parse_args()
+    random_weights = args.backbone == "vgg16" and not args.model
+    args.skip_recall = args.skip_recall or random_weights
+    resolutions = [tuple(int(side) for side in text.split("x")) for text in args.resolutions]
 
     import keras
 
@@ -91,17 +111,17 @@ def main() -> None:
     keras.utils.set_random_seed(0)
     train = read_csv_dataset(nordland_csv("train"))
     test = read_csv_dataset(nordland_csv("test"))
-    model = base_model(args.model, train.database_paths)
-    models = whitened_models(model, train.database_paths)
+    model = base_model(args.model, args.backbone, train.database_paths)
+    models = whitened_models(model, train.database_paths, learned=not random_weights)
     print(f"backbone {model.backbone.name}, NetVLAD K={model.pooling.num_clusters}, "
           f"pooled {model.pooling.output.shape[-1]}-D")
 
     with tempfile.TemporaryDirectory() as scratch:
         print(f"\n{'whitening':>9} {'size':>9} {'quantize':>8} {'MB':>7} {'×f32':>6} {'ms/img':>8} {'×f32':>6} "
               f"{'max|Δ|':>9} {'min cos':>8} {'R@1':>6} {'Keras R@1':>9}")
-        for dim in (4096, 256):
+        for dim in args.whitening_dims:
             whitened = models[dim]
-            for resolution in RESOLUTIONS:
+            for resolution in resolutions:
                 images = np.concatenate(list(image_batches(test.query_paths[:LATENCY_IMAGES], resolution)))
                 calibration = np.concatenate(list(image_batches(
                     train.database_paths[:: len(train.database_paths) // CALIBRATION_IMAGES][:CALIBRATION_IMAGES],
@@ -112,7 +132,7 @@ def main() -> None:
                     keras_recall = recall_at_1(
                         lambda paths: embed_images(whitened, paths, resolution, batch_size=16, verbose=False), test)
                 baseline = {}
-                for quantize in QUANTIZATIONS:
+                for quantize in args.quantize:
                     path = Path(scratch) / f"w{dim}_{resolution[0]}_{quantize}.tflite"
                     export_tflite(whitened, path, quantize, resolution,
                                   list(calibration) if quantize == "int8" else None)
