@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
-from tensorflow.lite.tools import flatbuffer_utils
+
+from netvlad_tf.export.flatbuffers import builtin_code, read_model, tensor_name, write_model
 
 
 def int8_weights_for_float_matmuls(flatbuffer: bytes, weight_name_contains: str = "") -> bytes:
@@ -30,30 +31,25 @@ def int8_weights_for_float_matmuls(flatbuffer: bytes, weight_name_contains: str 
     >>> len(int8_weights_for_float_matmuls(float_model)) < len(float_model)
     True
     """
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    model = read_model(flatbuffer)
     buffer_users = np.zeros(len(model.buffers), dtype=np.int64)
     for subgraph in model.subgraphs:
         for tensor in subgraph.tensors:
             buffer_users[tensor.buffer] += 1
     for subgraph in model.subgraphs:
         for op in subgraph.operators:
-            code = model.operatorCodes[op.opcodeIndex]
-            if max(code.builtinCode, code.deprecatedBuiltinCode) != schema.BuiltinOperator.FULLY_CONNECTED:
+            if builtin_code(model, op) != schema.BuiltinOperator.FULLY_CONNECTED:
                 continue
             activations, weights = (subgraph.tensors[index] for index in op.inputs[:2])
             data = model.buffers[weights.buffer].data
             if (activations.type != schema.TensorType.FLOAT32 or weights.type != schema.TensorType.FLOAT32
                     or data is None or len(data) == 0 or buffer_users[weights.buffer] != 1
-                    or weight_name_contains not in _name(weights)):
+                    or weight_name_contains not in tensor_name(weights)):
                 continue
             _quantize_rows(model.buffers[weights.buffer], weights)
             if op.builtinOptions is not None:
                 op.builtinOptions.asymmetricQuantizeInputs = True
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-
-
-def _name(tensor) -> str:
-    return tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
+    return write_model(model)
 
 
 def _quantize_rows(buffer, tensor) -> None:

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from netvlad_tf.export.flatbuffers import read_model, tensor_name
 from netvlad_tf.export.freezing import frozen_forward
 from netvlad_tf.export.hybrid_weights import int8_weights_for_float_matmuls
 from netvlad_tf.export.parity import ParityReport, compare_descriptors
@@ -117,19 +118,17 @@ def _selectively_quantized(converter, frozen, model: keras.Model) -> bytes:
 
 def _float_node_names(frozen, model: keras.Model) -> list[str]:
     """Output tensor names of the ops to keep in float32, read from a float conversion."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=tf.lite.TFLiteConverter.from_concrete_functions([frozen]).convert())
-    tensor_names = {tensor["index"]: tensor["name"] for tensor in interpreter.get_tensor_details()}
+    float_model = read_model(tf.lite.TFLiteConverter.from_concrete_functions([frozen]).convert())
+    subgraph = float_model.subgraphs[0]
     backbone = getattr(model, "backbone", None)
     backbone_name = f"/{backbone.name}" if backbone is not None else None
     prefixes = next((layers for name, layers in INT8_FLOAT_BACKBONE_LAYERS.items()
                      if backbone is not None and backbone.name.startswith(name)), ())
     float_nodes = []
-    for op in interpreter._get_ops_details():
-        if op["op_name"] == "DELEGATE" or not op["outputs"]:
+    for op in subgraph.operators:
+        if op.outputs is None or len(op.outputs) == 0:
             continue
-        name = tensor_names[op["outputs"][0]]
+        name = tensor_name(subgraph.tensors[op.outputs[0]])
         in_head = backbone_name is None or backbone_name not in name
         in_float_layer = any(f"/{prefix}" in name for prefix in prefixes)
         if in_head or in_float_layer:
