@@ -165,7 +165,18 @@ def test_frozen_feature_store_reuses_refuses_and_never_half_writes(tmp_path, mon
     monkeypatch.setattr(frozen_features_module, "_write_features", fail_on_queries)
     with pytest.raises(KeyboardInterrupt):
         FrozenFeatureStore.build(model, dataset, IMAGE_SIZE, tmp_path / "interrupted", verbose=False)
-    assert not (tmp_path / "interrupted").exists()
+    assert not (tmp_path / "interrupted").exists() and not (tmp_path / "interrupted.partial").exists()
+
+
+def test_frozen_feature_store_refuses_float16_overflow(tmp_path):
+    dataset = nordland_stretch(count=4)
+    model = build_netvlad_model(weights=None, num_clusters=4)
+    kernel, bias = model.backbone.get_layer("block4_conv3").get_weights()
+    model.backbone.get_layer("block4_conv3").set_weights([kernel * 1e6, bias])
+    with pytest.raises(ValueError, match="not finite in float16.*float32"):
+        FrozenFeatureStore.build(model, dataset, IMAGE_SIZE, tmp_path / "f16", "float16", verbose=False)
+    assert not (tmp_path / "f16").exists() and not (tmp_path / "f16.partial").exists()
+    FrozenFeatureStore.build(model, dataset, IMAGE_SIZE, tmp_path / "f32", "float32", verbose=False)
 
 
 def test_refresh_and_tuples_from_stored_features_match_images(tmp_path):

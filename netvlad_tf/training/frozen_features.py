@@ -119,11 +119,15 @@ class FrozenFeatureStore:
         partial = directory.with_name(directory.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
-        for part, paths in zip(PARTS, (dataset.database_paths, dataset.query_paths)):
-            _write_features(split.trunk, paths, image_size, partial / f"{part}.npy", precision,
-                            batch_size, verbose)
-        (partial / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
-        os.replace(partial, directory)
+        try:
+            for part, paths in zip(PARTS, (dataset.database_paths, dataset.query_paths)):
+                _write_features(split.trunk, paths, image_size, partial / f"{part}.npy", precision,
+                                batch_size, verbose)
+            (partial / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+            os.replace(partial, directory)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
         return cls(directory)
 
     def descriptors(self, head: keras.Model, part: str, batch_size: int = 32, verbose: bool = True) -> np.ndarray:
@@ -148,6 +152,12 @@ def _write_features(trunk, paths, image_size, path: Path, precision: str, batch_
     done = 0
     for images in image_batches(list(paths), image_size, batch_size=batch_size):
         features = keras.ops.convert_to_numpy(trunk(images, training=False))
+        if not np.isfinite(features.astype(precision)).all():
+            raise ValueError(
+                f"The frozen layers' output of an image among {paths[done]} .. is not finite in "
+                f"{precision} (largest magnitude {np.abs(features.astype(np.float32)).max():.3g}); "
+                "store it in float32."
+            )
         if array is None:
             array = np.lib.format.open_memmap(path, mode="w+", dtype=precision,
                                               shape=(len(paths), *features.shape[1:]))
