@@ -168,6 +168,19 @@ def test_frozen_feature_store_reuses_refuses_and_never_half_writes(tmp_path, mon
     assert not (tmp_path / "interrupted").exists() and not (tmp_path / "interrupted.partial").exists()
 
 
+def test_frozen_feature_store_checks_free_disk_space(tmp_path, monkeypatch):
+    import collections
+
+    dataset = nordland_stretch(count=4)
+    model = build_netvlad_model(weights=None, num_clusters=4)
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(frozen_features_module.shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
+    # 8 images × 2·4·512 values × 2 bytes = 65 536 bytes needed, 1000 free.
+    with pytest.raises(OSError, match=r"needs .* GB .*1000 free|needs .* GB.*--nofrozen_features"):
+        FrozenFeatureStore.build(model, dataset, IMAGE_SIZE, tmp_path / "f", verbose=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_frozen_feature_store_refuses_float16_overflow(tmp_path):
     dataset = nordland_stretch(count=4)
     model = build_netvlad_model(weights=None, num_clusters=4)
