@@ -116,22 +116,16 @@ class FrozenFeatureStore:
                     "another directory."
                 )
             return cls(directory)
+        feature_shape = split.trunk(np.zeros((1, *image_size, 3), np.float32), training=False).shape[1:]
+        num_images = dataset.num_database + dataset.num_queries
+        needed = num_images * int(np.prod(feature_shape)) * np.dtype(precision).itemsize
+        _require_disk_space(directory, needed)
+        if verbose:
+            print(f"{num_images} images × {tuple(feature_shape)} {precision}: {needed / 1e9:.2f} GB "
+                  f"into {directory}", flush=True)
         partial = directory.with_name(directory.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
-        feature_shape = split.trunk(np.zeros((1, *image_size, 3), np.float32), training=False).shape[1:]
-        needed = (dataset.num_database + dataset.num_queries) * int(np.prod(feature_shape)) * np.dtype(precision).itemsize
-        free = shutil.disk_usage(partial).free
-        if needed > free:
-            partial.rmdir()
-            raise OSError(
-                f"Storing the frozen layers' output needs {needed / 1e9:.1f} GB under {directory.parent}, "
-                f"which has {free / 1e9:.1f} GB free. Free space, train at a smaller image size, or "
-                "recompute from the images (frozen_features=False, --nofrozen_features)."
-            )
-        if verbose:
-            print(f"{dataset.num_database + dataset.num_queries} images × {tuple(feature_shape)} "
-                  f"{precision}: {needed / 1e9:.2f} GB into {directory}", flush=True)
         try:
             for part, paths in zip(PARTS, (dataset.database_paths, dataset.query_paths)):
                 _write_features(split.trunk, paths, image_size, partial / f"{part}.npy", precision,
@@ -155,6 +149,17 @@ class FrozenFeatureStore:
             outputs.append(keras.ops.convert_to_numpy(head(batch, training=False)).astype(np.float32))
             progress.update(start + len(batch))
         return np.concatenate(outputs)
+
+
+def _require_disk_space(directory: Path, needed: int) -> None:
+    existing = next(parent for parent in (directory, *directory.parents) if parent.exists())
+    free = shutil.disk_usage(existing).free
+    if needed > free:
+        raise OSError(
+            f"Storing the frozen layers' output needs {needed / 1e9:.1f} GB under {directory.parent}, "
+            f"which has {free / 1e9:.1f} GB free. Free space, train at a smaller image size, or "
+            "recompute from the images (frozen_features=False, --nofrozen_features)."
+        )
 
 
 def _write_features(trunk, paths, image_size, path: Path, precision: str, batch_size: int, verbose: bool) -> None:
