@@ -54,9 +54,9 @@ def run_demo(
     on another stretch (Recall@1/5/10, positives within 25 m).
 
     Writes `model.keras` (the trained model, no whitening), its TFLite export
-    `model_dynamic_int8.tflite` (checked against the Keras model), `results.json`, `recall_curves.png`, `netvlad_evaluation/gallery.png` and the training run
-    (`training/`, with TensorBoard logs) into `output_dir`, which appears only when all is
-    written.
+    `model_dynamic_int8.tflite` (checked against the Keras model), `results.json`,
+    `recall_curves.png`, `netvlad_evaluation/gallery.png` and the training run (`training/`,
+    with TensorBoard logs) into `output_dir`, which appears only when all is written.
 
     Args:
         output_dir: a new folder for the results.

@@ -155,6 +155,8 @@ def test_frozen_feature_store_reuses_refuses_and_never_half_writes(tmp_path, mon
     assert (target / "database.npy").stat().st_mtime_ns == written
     with pytest.raises(ValueError, match="remove it or choose another directory"):
         FrozenFeatureStore.build(model, dataset, (64, 64), target, verbose=False)
+    with pytest.raises(ValueError, match=r"image_size must be \(height, width\)"):
+        FrozenFeatureStore.build(model, dataset, None, tmp_path / "native", verbose=False)
 
     def fail_on_queries(trunk, paths, image_size, path, *args):
         if path.stem == "queries":

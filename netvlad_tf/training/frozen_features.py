@@ -78,8 +78,10 @@ class FrozenFeatureStore:
     ) -> "FrozenFeatureStore":
         """Runs the model's frozen trunk over every database and query image into `directory`.
 
-        A directory already holding the features of the same model cut, images, size and
-        precision is reused (a resumed run); one holding anything else is an error. The
+        A directory already holding features of the same cut, images, size and precision is
+        reused: a resumed run, whose weights `BackupAndRestore` brings back only once `fit`
+        starts, so the stored features (not the model's weights at this point) are the ones
+        of the run. One holding anything else is an error. The
         arrays are written under `<directory>.partial` and renamed when complete, so an
         interrupted build leaves nothing at `directory`.
 
@@ -94,6 +96,10 @@ class FrozenFeatureStore:
         """
         if precision not in FEATURE_PRECISIONS:
             raise ValueError(f"precision must be one of {FEATURE_PRECISIONS}, got {precision!r}.")
+        if image_size is None or len(image_size) != 2 or min(image_size) < 1:
+            raise ValueError(
+                f"image_size must be (height, width): every image is stored at one size, got {image_size!r}."
+            )
         split = model.frozen_split()
         if split is None:
             raise ValueError("The model trains from its first layer: it has no frozen trunk to store.")
@@ -169,11 +175,12 @@ def _write_features(trunk, paths, image_size, path: Path, precision: str, batch_
     array = None
     done = 0
     for images in image_batches(list(paths), image_size, batch_size=batch_size):
-        features = keras.ops.convert_to_numpy(trunk(images, training=False))
-        if not np.isfinite(features.astype(precision)).all():
+        computed = keras.ops.convert_to_numpy(trunk(images, training=False))
+        features = computed.astype(precision)
+        if not np.isfinite(features).all():
             raise ValueError(
-                f"The frozen layers' output of an image among {paths[done]} .. is not finite in "
-                f"{precision} (largest magnitude {np.abs(features.astype(np.float32)).max():.3g}); "
+                f"The frozen layers' output of the batch starting at {paths[done]} is not finite in "
+                f"{precision} (largest magnitude {np.abs(computed.astype(np.float32)).max():.3g}); "
                 "store it in float32."
             )
         if array is None:

@@ -112,8 +112,8 @@ def train(
     store = None
     if frozen_features and model.frozen_split() is not None:
         if verbose:
-            print(f"Storing the frozen layers' output (up to {model.frozen_split().cut_layer}) "
-                  "for every training image", flush=True)
+            print(f"Frozen layers (up to {model.frozen_split().cut_layer}): their output is stored "
+                  "once per training image", flush=True)
         store = FrozenFeatureStore.build(model, train_dataset, image_size, run_dir / FROZEN_FEATURES_DIR,
                                          frozen_feature_precision, verbose=bool(verbose))
     callbacks: list[keras.callbacks.Callback] = [

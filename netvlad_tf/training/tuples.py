@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from netvlad_tf.data.images import load_image
 from netvlad_tf.mining import HardNegativeMiner, MinedTuple
-from netvlad_tf.model import FEATURE_KEYS
+from netvlad_tf.model import FEATURE_KEYS, IMAGE_KEYS
 from netvlad_tf.training.frozen_features import FrozenFeatureStore
 
 
@@ -56,9 +56,9 @@ def tuple_dataset(
                     pending = []
 
     if frozen_features is None:
-        keys, item_shape = ("query", "positives", "negatives"), (height, width, 3)
-        images = _ImageReader(miner.dataset, image_size)
-        readers = (images.query, images.database)
+        keys, item_shape = IMAGE_KEYS, (height, width, 3)
+        readers = (_image_reader(miner.dataset.query_paths, image_size),
+                   _image_reader(miner.dataset.database_paths, image_size))
     else:
         keys, item_shape = FEATURE_KEYS, frozen_features.feature_shape
         readers = (frozen_features.queries.__getitem__, frozen_features.database.__getitem__)
@@ -88,15 +88,9 @@ def tuple_steps_per_epoch(miner: HardNegativeMiner, batch_size: int = 4) -> int:
     return -(-len(miner.training_queries) // batch_size)
 
 
-class _ImageReader:
-    def __init__(self, dataset, image_size):
-        self.dataset, self.image_size = dataset, image_size
-
-    def query(self, index: int) -> np.ndarray:
-        return load_image(self.dataset.query_paths[index], self.image_size).numpy()
-
-    def database(self, index: int) -> np.ndarray:
-        return load_image(self.dataset.database_paths[index], self.image_size).numpy()
+def _image_reader(paths, image_size):
+    """Index → the resized image at `paths[index]`."""
+    return lambda index: load_image(paths[index], image_size).numpy()
 
 
 def _load_batch(tuples: list[MinedTuple], keys, item_shape, num_negatives: int, read_query, read_database) -> dict:

@@ -9,6 +9,7 @@ import numpy as np
 
 from netvlad_tf.backbones.freezing import freeze_before
 from netvlad_tf.backbones.preprocessing import PixelNormalization
+from netvlad_tf.backbones.vgg16 import LAST_LAYER
 from netvlad_tf.model import WHITENING_LAYER, PlaceRecognitionModel
 from netvlad_tf.netvlad import NetVLAD
 
@@ -95,7 +96,7 @@ def vgg16_from_arrays(
     model = keras.Model(images, features, name="vgg16_conv5_3")
     for layer, arrays in layers_with_weights:
         layer.set_weights(arrays)
-    freeze_before(model, trainable_from, "a VGG16 layer up to block5_conv3")
+    freeze_before(model, trainable_from, f"a VGG16 layer up to {LAST_LAYER}")
     return model
 
 
