@@ -210,3 +210,6 @@ def test_refresh_and_tuples_from_stored_features_match_images(tmp_path):
     query_rows = [int(np.flatnonzero((store.queries == q).all(axis=(1, 2, 3)))[0])
                   for q in np.asarray(batch["query_features"])]
     assert all(q in from_store.training_queries for q in query_rows)
+    other_miner = HardNegativeMiner(nordland_stretch(count=20), num_negatives=3, num_sampled_negatives=5)
+    with pytest.raises(ValueError, match="does not hold the miner's dataset"):
+        tuple_dataset(other_miner, IMAGE_SIZE, frozen_features=store)

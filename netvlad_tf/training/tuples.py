@@ -60,6 +60,12 @@ def tuple_dataset(
         readers = (_image_reader(miner.dataset.query_paths, image_size),
                    _image_reader(miner.dataset.database_paths, image_size))
     else:
+        stored = (len(frozen_features.database), len(frozen_features.queries))
+        if stored != (miner.dataset.num_database, miner.dataset.num_queries):
+            raise ValueError(
+                f"{frozen_features} does not hold the miner's dataset {miner.dataset} "
+                f"({stored[0]} database and {stored[1]} query images stored)."
+            )
         keys, item_shape = FEATURE_KEYS, frozen_features.feature_shape
         readers = (frozen_features.queries.__getitem__, frozen_features.database.__getitem__)
 
