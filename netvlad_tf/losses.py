@@ -81,22 +81,38 @@ def reduce_ranking_loss(terms, negative_mask=None, normalization: str = "violati
 
 @keras.saving.register_keras_serializable(package="netvlad_tf")
 class RankingLoss(keras.losses.Loss):
-    """Keras wrapper of the ranking loss for descriptors packed as one tensor per tuple.
+    """The paper's ranking loss (Sec. 4, Eq. 7) for `model.compile`: the number of positives
+    comes from each batch.
 
-    `y_pred` is `(B, 1 + P + N, dim)`: the query, its P positives, then N negatives;
-    `y_true` is the `(B, 1 + P + N)` mask of real (non-padded) entries.
+    `PlaceRecognitionModel.fit` scores a batch with `tuple_loss`, which takes the query, the
+    positives and the negatives apart, so P and N are read from their shapes: tuples with
+    three potential positives need no argument. `num_positives`, when given, is a check: a
+    batch with another P is an error, never re-split.
+
+    Called as a plain Keras loss, `y_pred` is one packed tensor per tuple,
+    `(B, 1 + P + N, dim)` (the query, its P positives, then N negatives) and `y_true` its
+    `(B, 1 + P + N)` mask of real (non-padded) entries; a packed tensor does not say where
+    the positives end, so that form needs `num_positives`.
+
+    Args:
+        num_positives: P, or None to take it from each batch (packed calls need it).
+        margin: m of Eq. 7, on squared Euclidean distances.
+        normalization: `"violating"`, `"all"` or `"none"` (see `reduce_ranking_loss`).
 
     Example:
     >>> import numpy as np
-    >>> loss = RankingLoss(num_positives=1)
+    >>> q = np.array([[0.0, 0.0]])
+    >>> p = np.array([[[0.3, 0.0], [0.1, 0.0]]]); n = np.array([[[0.2, 0.0]]])
+    >>> round(float(RankingLoss().tuple_loss(q, p, n)), 4)
+    0.07
     >>> packed = np.array([[[0.0, 0.0], [0.1, 0.0], [0.2, 0.0]]])
-    >>> round(float(loss(np.ones((1, 3)), packed)), 4)
+    >>> round(float(RankingLoss(num_positives=1)(np.ones((1, 3)), packed)), 4)
     0.07
     """
 
     def __init__(
         self,
-        num_positives: int = 1,
+        num_positives: int | None = None,
         margin: float = DEFAULT_MARGIN,
         normalization: str = "violating",
         name: str = "ranking_loss",
@@ -105,21 +121,50 @@ class RankingLoss(keras.losses.Loss):
         super().__init__(name=name, reduction=None, **kwargs)
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"Unknown normalization {normalization!r}; use one of {NORMALIZATIONS}.")
-        self.num_positives = num_positives
+        if num_positives is not None and (int(num_positives) != num_positives or num_positives < 1):
+            raise ValueError(f"num_positives must be a positive integer or None, got {num_positives!r}.")
+        self.num_positives = None if num_positives is None else int(num_positives)
         self.margin = margin
         self.normalization = normalization
 
+    def tuple_loss(self, query, positives, negatives, positive_mask=None, negative_mask=None):
+        """The loss of a batch of tuples given apart: P and N come from the shapes.
+
+        Args:
+            query: `(B, dim)` query descriptors.
+            positives: `(B, P, dim)` potential positives.
+            negatives: `(B, N, dim)` negatives.
+            positive_mask: `(B, P)`, true where a positive is real.
+            negative_mask: `(B, N)`, true where a negative is real.
+
+        Returns:
+            The scalar loss.
+        """
+        batch_positives = positives.shape[1]
+        if self.num_positives is not None and batch_positives != self.num_positives:
+            raise ValueError(
+                f"RankingLoss(num_positives={self.num_positives}) got tuples with "
+                f"{batch_positives} positives; leave num_positives unset to take P from the batch."
+            )
+        terms = ranking_loss_terms(query, positives, negatives, positive_mask, negative_mask, self.margin)
+        return reduce_ranking_loss(terms, negative_mask, self.normalization)
+
     def call(self, y_true, y_pred):
         p = self.num_positives
-        terms = ranking_loss_terms(
-            y_pred[:, 0],
-            y_pred[:, 1 : 1 + p],
-            y_pred[:, 1 + p :],
-            positive_mask=y_true[:, 1 : 1 + p],
-            negative_mask=y_true[:, 1 + p :],
-            margin=self.margin,
+        if p is None:
+            raise ValueError(
+                "RankingLoss on a packed (B, 1 + P + N, dim) tensor needs num_positives=P: the "
+                "packed tensor does not say where the positives end."
+            )
+        if y_pred.shape[1] is not None and y_pred.shape[1] < 2 + p:
+            raise ValueError(
+                f"A packed tuple of {y_pred.shape[1]} descriptors cannot hold a query, "
+                f"{p} positives and at least one negative."
+            )
+        return self.tuple_loss(
+            y_pred[:, 0], y_pred[:, 1 : 1 + p], y_pred[:, 1 + p :],
+            positive_mask=y_true[:, 1 : 1 + p], negative_mask=y_true[:, 1 + p :],
         )
-        return reduce_ranking_loss(terms, y_true[:, 1 + p :], self.normalization)
 
     def get_config(self):
         return {

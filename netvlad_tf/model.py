@@ -156,12 +156,11 @@ class PlaceRecognitionModel(keras.Model):
         # Distances and the loss in float32 even when the layers compute in bfloat16.
         descriptors = ops.cast(forward(images, training=training), "float32")
         packed = ops.reshape(descriptors, (batch, tuple_size, -1))
-        mask = ops.concatenate(
-            [ops.ones((batch, 1)), ops.cast(data["positive_mask"], "float32"),
-             ops.cast(data["negative_mask"], "float32")],
-            axis=1,
+        # The loss gets the positives and negatives apart: P is this batch's, never assumed.
+        return self.ranking_loss.tuple_loss(
+            packed[:, 0], packed[:, 1 : 1 + num_positives], packed[:, 1 + num_positives :],
+            positive_mask=data["positive_mask"], negative_mask=data["negative_mask"],
         )
-        return self.ranking_loss(mask, packed)
 
     @property
     def descriptor_dim(self) -> int:

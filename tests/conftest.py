@@ -16,3 +16,6 @@ def _seed_keras():
 
 # Fixture generators run by hand with torch installed; the suite itself never imports torch.
 collect_ignore_glob = ["fixtures/make_*.py"]
+
+# Registers the tiny test backbone ("tiny_test") for every test module.
+import tiny_backbone  # noqa: E402,F401

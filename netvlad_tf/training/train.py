@@ -107,7 +107,7 @@ def train(
     )
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate, momentum=momentum, weight_decay=weight_decay),
-        loss=RankingLoss(num_positives=1, margin=margin, normalization=normalization),
+        loss=RankingLoss(margin=margin, normalization=normalization),
     )
     store = None
     if frozen_features and model.frozen_split() is not None:
