@@ -84,14 +84,23 @@ def test_cluster_pca_and_export_commands(tmp_path, capsys):
     from netvlad_tf import build_netvlad_model
     from netvlad_tf.sample_data import nordland_csv
 
+    from tiny_backbone import TINY_BACKBONE
+
     base = tmp_path / "base.keras"
-    build_netvlad_model(weights=None, num_clusters=4).save(base)
+    build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4).save(base)
     dataset = str(nordland_csv("test"))
-    assert main(["netvlad-tf", "cluster", f"--model={base}", f"--dataset={dataset}", "--image_size=32,64",
-                 "--num_images=20", "--num_descriptors=100", "--descriptors_per_image=5",
-                 f"--output={tmp_path / 'init.keras'}"]) == 0
+    cluster = ["netvlad-tf", "cluster", f"--model={base}", f"--dataset={dataset}", "--image_size=32,64",
+               "--num_images=20", "--num_descriptors=100", "--descriptors_per_image=5"]
+    assert main([*cluster, f"--output={tmp_path / 'init.keras'}"]) == 0
     initialised = keras.models.load_model(tmp_path / "init.keras")
     assert not np.allclose(initialised.pooling.centroids, keras.models.load_model(base).pooling.centroids)
+    # In place: refused without --overwrite (the file untouched), replaced atomically with it.
+    before = base.read_bytes()
+    assert main([*cluster, f"--output={base}"]) == 1
+    assert "pass --overwrite" in capsys.readouterr().err and base.read_bytes() == before
+    assert main([*cluster, f"--output={base}", "--overwrite"]) == 0
+    assert base.read_bytes() != before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["base.keras", "init.keras"]
     assert main(["netvlad-tf", "pca", f"--model={tmp_path / 'init.keras'}", f"--dataset={dataset}",
                  "--image_size=32,64", "--whitening_dim=8", f"--output={tmp_path / 'white.keras'}"]) == 0
     assert keras.models.load_model(tmp_path / "white.keras").descriptor_dim == 8
@@ -134,6 +143,10 @@ def test_convert_command(tmp_path, capsys):
     expected = np.load(fixtures / "pytorch_netvlad_expected.npz")
     reloaded = keras.models.load_model(output)
     np.testing.assert_allclose(reloaded.predict(expected["images"], verbose=0), expected["descriptors"], atol=1e-5)
+    before = output.read_bytes()
+    assert main(["netvlad-tf", "convert", "--source=pytorch",
+                 f"--input={fixtures / 'pytorch_netvlad_checkpoint.pth.tar'}", f"--output={output}"]) == 1
+    assert "pass --overwrite" in capsys.readouterr().err and output.read_bytes() == before
     assert main(["netvlad-tf", "convert", "--source=pytorch", f"--input={tmp_path / 'nope.pth'}",
                  f"--output={tmp_path / 'x.keras'}"]) == 1
     assert "does not exist" in capsys.readouterr().err

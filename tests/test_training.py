@@ -75,12 +75,14 @@ def test_train_writes_run_and_resumes_after_a_kill(tmp_path):
     assert (run_dir / "frozen_features" / "metadata.json").is_file(), "kept for the resumed run"
 
     resumed = train(initialised_model(dataset), dataset, run_dir=run_dir, epochs=2, **settings)
-    # Epoch 1 was finished before the kill, so only epoch 2 runs after resuming.
-    assert len(resumed.history["loss"]) == 1
+    # Epoch 1 was finished before the kill, so only epoch 2 runs after resuming; the history
+    # holds both.
+    assert len(resumed.history["loss"]) == 2
     for name in ("best.keras", "last.keras", "history.json"):
         assert (run_dir / name).is_file()
     assert not (run_dir / "frozen_features").exists(), "the finished run deletes its stored features"
     history = json.loads((run_dir / "history.json").read_text())
+    assert len(history["loss"]) == len(history["val_recall@5"]) == 2
     assert 0.0 <= history["val_recall@5"][0] <= 1.0
     reloaded = keras.models.load_model(run_dir / "last.keras")
     assert reloaded.predict(np.zeros((1, *IMAGE_SIZE, 3)), verbose=0).shape == (1, 4 * 512)

@@ -16,6 +16,7 @@ from netvlad_tf.commands.common import (
 )
 from netvlad_tf.data.images import image_batches
 from netvlad_tf.data.loading import open_dataset
+from netvlad_tf.staging import refuse_existing, save_model_atomically
 from netvlad_tf.model import build_netvlad_model
 from netvlad_tf.netvlad import NetVLAD
 
@@ -35,12 +36,14 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_integer("descriptors_per_image", DEFAULT_DESCRIPTORS_PER_IMAGE, "Descriptors per image.", flag_values=fv)
     flags.DEFINE_enum("version", "v1", ["v1", "v2"], "Initialisation: v1 (released models) or v2 (paper).", flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Random seed.", flag_values=fv)
+    flags.DEFINE_boolean("overwrite", False, "Replace an existing --output (also --output = --model).", flag_values=fv)
     flags.DEFINE_string("output", None, "Where to save the initialised .keras model (required).", flag_values=fv)
 
 
 def run(fv: flags.FlagValues) -> int:
     require_flags(fv, "dataset", "output")
     require_keras_output(fv.output)
+    refuse_existing(fv.output, fv.overwrite)
     if fv.model:
         model = keras.models.load_model(fv.model)
     else:
@@ -54,7 +57,7 @@ def run(fv: flags.FlagValues) -> int:
     batch_size = 8 if fv.image_size else 1
     alpha = initialize_clusters(model.pooling, model.backbone, image_batches(paths, parse_image_size(fv.image_size), batch_size=batch_size),
                                 fv.num_descriptors, fv.descriptors_per_image, fv.version, fv.seed)
-    model.save(fv.output)
+    save_model_atomically(model, fv.output, fv.overwrite)
     print(f"Clustered descriptors of {len(paths)} images into {model.pooling.num_clusters} clusters "
           f"(alpha {alpha:.2f}); saved {fv.output}")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from absl import flags
 
 from netvlad_tf.commands.common import require_flags, require_keras_output
+from netvlad_tf.staging import refuse_existing
 from netvlad_tf.weights.matconvnet import convert_matconvnet_netvlad
 from netvlad_tf.weights.pytorch_netvlad import convert_pytorch_netvlad
 
@@ -21,12 +22,14 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_enum("source", None, sorted(CONVERTERS), "Where the weights come from (required).", flag_values=fv)
     flags.DEFINE_string("input", None, "The released .mat or .pth(.tar) file (required).", flag_values=fv)
     flags.DEFINE_string("output", None, "Where to save the .keras model (required).", flag_values=fv)
+    flags.DEFINE_boolean("overwrite", False, "Replace an existing --output.", flag_values=fv)
 
 
 def run(fv: flags.FlagValues) -> int:
     require_flags(fv, "source", "input", "output")
     require_keras_output(fv.output)
-    model = CONVERTERS[fv.source](fv.input, fv.output)
+    refuse_existing(fv.output, fv.overwrite)
+    model = CONVERTERS[fv.source](fv.input, fv.output, fv.overwrite)
     print(f"Saved {fv.output}: {model.descriptor_dim}-D descriptors, "
           f"{model.count_params():,} parameters")
     return 0

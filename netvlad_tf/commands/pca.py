@@ -14,6 +14,7 @@ from netvlad_tf.commands.common import (
     require_keras_output,
 )
 from netvlad_tf.data.loading import open_dataset
+from netvlad_tf.staging import refuse_existing, save_model_atomically
 from netvlad_tf.whitening_model import with_learned_whitening
 
 SUMMARY = "Learn PCA whitening (≤ 10 000 database images) and save the model with it baked in."
@@ -26,17 +27,19 @@ def define_flags(fv: flags.FlagValues) -> None:
     define_dataset_location_flags(fv)
     define_image_size_flag(fv, None)
     flags.DEFINE_integer("whitening_dim", 4096, "Output dimension (the paper: 4096).", flag_values=fv)
+    flags.DEFINE_boolean("overwrite", False, "Replace an existing --output (also --output = --model).", flag_values=fv)
     flags.DEFINE_string("output", None, "Where to save the whitened .keras model (required).", flag_values=fv)
 
 
 def run(fv: flags.FlagValues) -> int:
     require_flags(fv, "model", "dataset", "output")
     require_keras_output(fv.output)
+    refuse_existing(fv.output, fv.overwrite)
     model = keras.models.load_model(fv.model)
     dataset = open_dataset(fv.dataset, fv.image_root, fv.query_root, fv.split)
     image_size = parse_image_size(fv.image_size)
     whitened = with_learned_whitening(model, dataset.database_paths, fv.whitening_dim, image_size,
                                       batch_size=8 if image_size else 1)
-    whitened.save(fv.output)
+    save_model_atomically(whitened, fv.output, fv.overwrite)
     print(f"Saved {fv.output}: descriptors of {whitened.descriptor_dim} dimensions")
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 from absl import flags
 
@@ -17,6 +19,8 @@ from netvlad_tf.data.loading import open_dataset
 from netvlad_tf.data.validation import drop_unreadable_images
 from netvlad_tf.model import BACKBONE_DEFAULT, build_netvlad_model
 from netvlad_tf.training import new_run_dir, train
+from netvlad_tf.staging import save_model_atomically
+from netvlad_tf.training.train import BACKUP_DIR, LAST_MODEL_FILE
 from netvlad_tf.whitening_model import with_learned_whitening
 
 SUMMARY = "Train NetVLAD from GPS-tagged images with hard-negative mining (the paper's recipe)."
@@ -73,6 +77,8 @@ def run(fv: flags.FlagValues) -> int:
         raise ValueError("--dataset is required: the training data (a .csv, .mat or folder).")
     if fv.resume and fv.model:
         raise ValueError("--resume continues a run with its own model; drop --model.")
+    if fv.resume:
+        check_resumable(fv.resume)
     if fv.num_negatives > fv.num_sampled_negatives:
         raise ValueError("--num_negatives cannot exceed --num_sampled_negatives.")
     image_size = parse_image_size(fv.image_size)
@@ -118,7 +124,18 @@ def run(fv: flags.FlagValues) -> int:
     )
     if fv.whitening_dim:
         whitened = with_learned_whitening(model, train_dataset.database_paths, fv.whitening_dim, image_size)
-        whitened.save(result.run_dir / "final.keras")
+        save_model_atomically(whitened, result.run_dir / "final.keras", overwrite=True)
         print(f"Saved {result.run_dir / 'final.keras'} with {fv.whitening_dim}-D whitening")
     return 0
 
+
+
+def check_resumable(run_dir: str) -> None:
+    """Refuses a `--resume` folder that does not exist or holds a run that already finished
+    (it would otherwise train from scratch, silently)."""
+    folder = Path(run_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--resume {run_dir}: no such run folder.")
+    if (folder / LAST_MODEL_FILE).exists() and not (folder / BACKUP_DIR).exists():
+        raise ValueError(f"--resume {run_dir}: that run finished (it has {LAST_MODEL_FILE} and no "
+                         f"{BACKUP_DIR}/); start a new run, e.g. with --model {folder / LAST_MODEL_FILE}.")

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -14,6 +11,7 @@ import numpy as np
 
 from netvlad_tf.data.geo_dataset import EVAL_POSITIVE_RADIUS_M, GeoDataset
 from netvlad_tf.embedding import embed_images
+from netvlad_tf.evaluation.descriptor_cache import cached_descriptors, descriptor_cache_key
 from netvlad_tf.evaluation.pixels import pixel_descriptors
 from netvlad_tf.evaluation.recall import DEFAULT_NS, first_per_group, recall_at_n
 from netvlad_tf.model import PlaceRecognitionModel
@@ -150,25 +148,11 @@ def _embedder(model, pooling, image_size, max_side, batch_size, cache_dir, verbo
     def embed(paths, role):
         if verbose:
             print(f"Embedding {len(paths)} {role} images with {model.name}", flush=True)
+        compute = lambda: embed_images(model, paths, image_size, max_side, batch_size, verbose)
         if cache_dir is None:
-            return embed_images(model, paths, image_size, max_side, batch_size, verbose)
-        key = _cache_key(model, paths, image_size, max_side)
-        path = Path(cache_dir) / f"{role}-{key}.npy"
-        if path.is_file():
-            return np.load(path)
-        descriptors = embed_images(model, paths, image_size, max_side, batch_size, verbose)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial.npy")
-        np.save(partial, descriptors)
-        os.replace(partial, path)
-        return descriptors
+            return compute()
+        key = descriptor_cache_key(model, paths, image_size, max_side)
+        return cached_descriptors(Path(cache_dir) / f"{role}-{key}.npy", compute)
 
     return embed
 
-
-def _cache_key(model, paths, image_size, max_side) -> str:
-    digest = hashlib.sha256()
-    for weight in model.weights:
-        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
-    digest.update(json.dumps([model.name, list(paths), image_size, max_side]).encode())
-    return digest.hexdigest()[:16]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterable
@@ -17,6 +15,7 @@ from netvlad_tf.export.freezing import frozen_forward
 from netvlad_tf.export.hybrid_weights import int8_weights_for_float_matmuls
 from netvlad_tf.export.parity import ParityReport, compare_descriptors
 from netvlad_tf.model import WHITENING_LAYER
+from netvlad_tf.staging import refuse_existing, write_bytes_atomically
 
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 # The parity each variant must reach against the Keras model.
@@ -72,8 +71,7 @@ def export_tflite(
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"Unknown quantize {quantize!r}; use one of {QUANTIZATIONS}.")
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; choose another path or pass --overwrite.")
+    refuse_existing(path, overwrite)
     frozen = frozen_forward(model, (1, *image_size, 3))
     converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -93,16 +91,7 @@ def export_tflite(
                                                     weight_name_contains=f"/{WHITENING_LAYER}")
     else:
         flatbuffer = converter.convert()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(flatbuffer)
-        os.replace(partial, path)
-    except BaseException:
-        os.unlink(partial)
-        raise
-    return path
+    return write_bytes_atomically(path, flatbuffer, overwrite)
 
 
 def _selectively_quantized(converter, frozen, model: keras.Model) -> bytes:

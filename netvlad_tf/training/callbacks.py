@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Sequence
 
 import keras
@@ -12,6 +14,7 @@ from netvlad_tf.embedding import embed_images
 from netvlad_tf.evaluation.recall import DEFAULT_NS, recall_at_n
 from netvlad_tf.mining import HardNegativeMiner
 from netvlad_tf.retrieval import FaissFlatIndex
+from netvlad_tf.staging import write_bytes_atomically
 
 
 class CacheRefresh(keras.callbacks.Callback):
@@ -106,3 +109,29 @@ class RecallEvaluation(keras.callbacks.Callback):
         index.add(database)
         _, ranked = index.search(queries, max(self.ns))
         return recall_at_n(ranked, self.positives, self.ns)
+
+
+class EpochHistory(keras.callbacks.Callback):
+    """Keeps every finished epoch's logs in a JSON file in the run folder, so that the history
+    of a run resumed after a kill holds all its epochs, not only those after the resume.
+
+    Args:
+        path: the JSON file (read if it exists; rewritten atomically after each epoch).
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = Path(path)
+        self.epochs: dict[str, dict[str, float]] = (
+            json.loads(self.path.read_text()) if self.path.is_file() else {}
+        )
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs[str(epoch)] = {key: float(value) for key, value in (logs or {}).items()}
+        write_bytes_atomically(self.path, json.dumps(self.epochs, indent=2).encode(), overwrite=True)
+
+    def history(self) -> dict[str, list[float]]:
+        """`{metric: [value of epoch 0, 1, …]}` over every finished epoch of the run."""
+        ordered = [self.epochs[key] for key in sorted(self.epochs, key=int)]
+        return {name: [logs[name] for logs in ordered if name in logs]
+                for name in dict.fromkeys(name for logs in ordered for name in logs)}

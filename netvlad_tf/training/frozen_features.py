@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from netvlad_tf.data.geo_dataset import GeoDataset
 from netvlad_tf.data.images import image_batches
+from netvlad_tf.staging import atomic_directory
 
 FEATURE_PRECISIONS = ("float16", "float32")
 METADATA_FILE = "metadata.json"
@@ -129,18 +129,11 @@ class FrozenFeatureStore:
         if verbose:
             print(f"{num_images} images × {tuple(feature_shape)} {precision}: {needed / 1e9:.2f} GB "
                   f"into {directory}", flush=True)
-        partial = directory.with_name(directory.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        try:
+        with atomic_directory(directory) as staging:
             for part, paths in zip(PARTS, (dataset.database_paths, dataset.query_paths)):
-                _write_features(split.trunk, paths, image_size, partial / f"{part}.npy", precision,
+                _write_features(split.trunk, paths, image_size, staging / f"{part}.npy", precision,
                                 batch_size, verbose)
-            (partial / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
-            os.replace(partial, directory)
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
+            (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
         return cls(directory)
 
     def descriptors(self, head: keras.Model, part: str, batch_size: int = 32, verbose: bool = True) -> np.ndarray:

@@ -14,18 +14,22 @@ from netvlad_tf.data.geo_dataset import GeoDataset
 from netvlad_tf.losses import DEFAULT_MARGIN, RankingLoss
 from netvlad_tf.mining import HardNegativeMiner
 from netvlad_tf.model import PlaceRecognitionModel
-from netvlad_tf.training.callbacks import CacheRefresh, RecallEvaluation
+from netvlad_tf.staging import save_model_atomically, write_bytes_atomically
+from netvlad_tf.training.callbacks import CacheRefresh, EpochHistory, RecallEvaluation
 from netvlad_tf.training.frozen_features import FrozenFeatureStore
 from netvlad_tf.training.tuples import tuple_dataset, tuple_steps_per_epoch
 
 BEST_MODEL_FILE = "best.keras"
 LAST_MODEL_FILE = "last.keras"
 FROZEN_FEATURES_DIR = "frozen_features"
+EPOCH_LOGS_FILE = "epoch_logs.json"
+BACKUP_DIR = "backup"
+HISTORY_FILE = "history.json"
 
 
 @dataclass(frozen=True)
 class TrainingRun:
-    """Where a run wrote its files, and what `fit` returned."""
+    """Where a run wrote its files, and the logs of every epoch it finished (resumed ones too)."""
 
     run_dir: Path
     history: dict
@@ -117,7 +121,7 @@ def train(
         store = FrozenFeatureStore.build(model, train_dataset, image_size, run_dir / FROZEN_FEATURES_DIR,
                                          frozen_feature_precision, verbose=bool(verbose))
     callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        keras.callbacks.BackupAndRestore(str(run_dir / BACKUP_DIR)),
         keras.callbacks.LearningRateScheduler(
             lambda epoch, _: learning_rate * 0.5 ** (epoch // lr_halving_epochs)
         ),
@@ -130,9 +134,10 @@ def train(
                 str(run_dir / BEST_MODEL_FILE), monitor="val_recall@5", mode="max", save_best_only=True
             ),
         ]
-    callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "logs")))
+    epoch_history = EpochHistory(run_dir / EPOCH_LOGS_FILE)
+    callbacks += [keras.callbacks.TensorBoard(str(run_dir / "logs")), epoch_history]
     callbacks += extra_callbacks or []
-    history = model.fit(
+    model.fit(
         tuple_dataset(miner, image_size, batch_size, seed=seed, frozen_features=store),
         epochs=epochs,
         steps_per_epoch=steps_per_epoch or tuple_steps_per_epoch(miner, batch_size),
@@ -140,10 +145,10 @@ def train(
         callbacks=callbacks,
         verbose=verbose,
     )
-    model.save(run_dir / LAST_MODEL_FILE)
+    save_model_atomically(model, run_dir / LAST_MODEL_FILE, overwrite=True)
     if store is not None:  # kept only while the run may be resumed
         shutil.rmtree(store.directory)
-    summary = {key: [float(v) for v in values] for key, values in history.history.items()}
+    summary = epoch_history.history()
     summary["dropped_queries_without_positive"] = miner.num_dropped
-    (run_dir / "history.json").write_text(json.dumps(summary, indent=2))
+    write_bytes_atomically(run_dir / HISTORY_FILE, json.dumps(summary, indent=2).encode(), overwrite=True)
     return TrainingRun(run_dir=run_dir, history=summary)

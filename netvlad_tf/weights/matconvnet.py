@@ -22,6 +22,7 @@ import numpy as np
 import scipy.io
 
 from netvlad_tf.model import PlaceRecognitionModel
+from netvlad_tf.staging import save_model_atomically
 from netvlad_tf.weights.assembly import NetVLADArrays, netvlad_model_from_arrays
 
 RESAVE_HINT = (
@@ -136,7 +137,9 @@ def matconvnet_arrays(net) -> NetVLADArrays:
 
 
 def convert_matconvnet_netvlad(
-    mat_path: str | os.PathLike, output_path: str | os.PathLike | None = None
+    mat_path: str | os.PathLike,
+    output_path: str | os.PathLike | None = None,
+    overwrite: bool = False,
 ) -> PlaceRecognitionModel:
     """Converts an authors' MatConvNet NetVLAD `.mat` into a Keras model.
 
@@ -144,6 +147,7 @@ def convert_matconvnet_netvlad(
         mat_path: e.g. `vd16_pitts30k_conv5_3_vlad_preL2_intra_white.mat` (v7; see
             `RESAVE_HINT` for v7.3 files).
         output_path: where to save the `.keras` file, or None.
+        overwrite: replace an existing `output_path`.
 
     Returns:
         A `PlaceRecognitionModel` (VGG16 conv5_3 → NetVLAD → whitening + L2 when present)
@@ -155,5 +159,5 @@ def convert_matconvnet_netvlad(
     """
     model = netvlad_model_from_arrays(matconvnet_arrays(read_matconvnet_net(mat_path)), name="matconvnet_netvlad")
     if output_path is not None:
-        model.save(output_path)
+        save_model_atomically(model, output_path, overwrite)
     return model

@@ -15,6 +15,7 @@ import re
 import numpy as np
 
 from netvlad_tf.model import PlaceRecognitionModel
+from netvlad_tf.staging import save_model_atomically
 from netvlad_tf.weights.assembly import NetVLADArrays, netvlad_model_from_arrays
 from netvlad_tf.weights.torch_checkpoint import read_torch_checkpoint
 
@@ -68,13 +69,16 @@ def pytorch_netvlad_arrays(state_dict: dict[str, np.ndarray]) -> NetVLADArrays:
 
 
 def convert_pytorch_netvlad(
-    checkpoint_path: str | os.PathLike, output_path: str | os.PathLike | None = None
+    checkpoint_path: str | os.PathLike,
+    output_path: str | os.PathLike | None = None,
+    overwrite: bool = False,
 ) -> PlaceRecognitionModel:
     """Converts the PyTorch port's `checkpoint.pth.tar` into a Keras model (torch not needed).
 
     Args:
         checkpoint_path: the port's checkpoint (zip or legacy `torch.save` format).
         output_path: where to save the `.keras` file, or None.
+        overwrite: replace an existing `output_path`.
 
     Returns:
         A `PlaceRecognitionModel` giving the port's descriptor (cluster-major, no whitening)
@@ -90,5 +94,5 @@ def convert_pytorch_netvlad(
         raise ValueError(f"{os.fspath(checkpoint_path)!r} holds no state dict.")
     model = netvlad_model_from_arrays(pytorch_netvlad_arrays(state_dict), name="pytorch_netvlad")
     if output_path is not None:
-        model.save(output_path)
+        save_model_atomically(model, output_path, overwrite)
     return model
