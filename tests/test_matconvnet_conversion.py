@@ -138,3 +138,46 @@ def test_cluster_count_disagreeing_with_assignment_is_a_clear_error(tmp_path, rn
     scipy.io.savemat(tmp_path / "mismatch.mat", {"net": net})
     with pytest.raises(ValueError, match="centroids"):
         convert_matconvnet_netvlad(tmp_path / "mismatch.mat")
+
+
+def test_damaged_mat_files_are_named_errors_in_a_subprocess(tmp_path, rng):
+    """Empty, truncated and garbage-after-header files: one message naming the file, no
+    traceback and no crash (scipy's reader runs in the subprocess)."""
+    import json
+    import subprocess
+    import sys
+
+    scipy.io.savemat(tmp_path / "good.mat", {"net": synthetic_net(rng)}, do_compression=False)
+    good = (tmp_path / "good.mat").read_bytes()
+    scipy.io.savemat(tmp_path / "zipped.mat", {"net": synthetic_net(rng)}, do_compression=True)
+    zipped = (tmp_path / "zipped.mat").read_bytes()
+    cases = {
+        "empty": b"",
+        "header_only": good[:128],
+        "truncated": good[: len(good) // 2],
+        "garbage_after_header": good[:128] + bytes(rng.integers(0, 256, 4096, dtype=np.uint8)),
+        "compressed_truncated": zipped[: len(zipped) // 2],
+        "not_matlab": b"hello world, not a mat file" * 10,
+    }
+    for name, data in cases.items():
+        (tmp_path / f"{name}.mat").write_bytes(data)
+    script = (
+        "import json, sys\n"
+        "from netvlad_tf.cli import main\n"
+        "codes = {}\n"
+        "for name in json.loads(sys.argv[2]):\n"
+        "    print('CASE', name, file=sys.stderr, flush=True)\n"
+        "    codes[name] = main(['netvlad-tf', 'convert', '--source=matconvnet',\n"
+        "                        f'--input={sys.argv[1]}/{name}.mat', f'--output={sys.argv[1]}/{name}.keras'])\n"
+        "print('CODES' + json.dumps(codes))\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", script, str(tmp_path), json.dumps(list(cases))],
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    codes = json.loads(completed.stdout.split("CODES", 1)[1])
+    assert set(codes.values()) == {1}, codes
+    messages = completed.stderr.split("CASE ")[1:]
+    for name, message in zip(cases, messages):
+        assert message.startswith(name) and f"{name}.mat" in message and "Traceback" not in message, message
+        assert "MatConvNet model" in message, message
+        assert not (tmp_path / f"{name}.keras").exists()

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 
 from netvlad_tf.data.geo_dataset import GeoDataset
+from netvlad_tf.data.mat_file import load_mat
 
 REQUIRED_FIELDS = (
     "whichSet",
@@ -42,9 +42,7 @@ def read_mat_dataset(mat_path, image_root, query_root=None) -> GeoDataset:
         # GeoDataset('pitts30k_val', database=10000, queries=7608)
     """
     mat_path = Path(mat_path)
-    if not mat_path.is_file():
-        raise FileNotFoundError(f"dbStruct file {str(mat_path)!r} does not exist.")
-    contents = scipy.io.loadmat(mat_path, squeeze_me=True, struct_as_record=False)
+    contents = load_mat(mat_path, "dbStruct file", squeeze_me=True, struct_as_record=False)
     if "dbStruct" not in contents:
         raise ValueError(f"{mat_path}: no 'dbStruct' variable; found {sorted(k for k in contents if not k.startswith('__'))}.")
     db_struct = contents["dbStruct"]

@@ -19,8 +19,8 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import scipy.io
 
+from netvlad_tf.data.mat_file import MatV73Error, load_mat
 from netvlad_tf.model import PlaceRecognitionModel
 from netvlad_tf.staging import save_model_atomically
 from netvlad_tf.weights.assembly import NetVLADArrays, netvlad_model_from_arrays
@@ -41,16 +41,12 @@ def read_matconvnet_net(path: str | os.PathLike):
             file without `net`.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"MatConvNet model {path!r} does not exist.")
     try:
-        contents = scipy.io.loadmat(path, squeeze_me=False, struct_as_record=False)
-    except NotImplementedError as error:  # scipy's message for v7.3 files
-        raise ValueError(f"{path!r} is a MATLAB v7.3 (HDF5) file. {RESAVE_HINT}") from error
-    except ValueError as error:
-        raise ValueError(f"{path!r} is not a readable MATLAB .mat file: {error}") from error
+        contents = load_mat(path, "MatConvNet model", squeeze_me=False, struct_as_record=False)
+    except MatV73Error as error:
+        raise MatV73Error(f"{error} {RESAVE_HINT}") from None
     if "net" not in contents:
-        raise ValueError(f"{path!r} has no variable 'net'; it holds {sorted(k for k in contents if not k.startswith('__'))}.")
+        raise ValueError(f"MatConvNet model {path!r} has no variable 'net'; it holds {sorted(k for k in contents if not k.startswith('__'))}.")
     return _struct(contents["net"])
 
 

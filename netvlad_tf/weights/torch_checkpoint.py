@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import io
+import math
 import os
 import pickle
 import struct
@@ -37,8 +38,16 @@ STORAGE_DTYPES = {
 }
 
 
+# Larger than any tensor of a NetVLAD model (VGG16 + 4096-D whitening: 0.5 GB in all).
+MAX_TENSOR_BYTES = 4 * 2**30
+
+
 class UnsafeCheckpointError(pickle.UnpicklingError, ValueError):
     """The checkpoint names a Python object outside the allow-list; nothing from it was run."""
+
+
+class CheckpointFormatError(ValueError):
+    """The checkpoint is damaged or crafted: a tensor or storage does not describe valid data."""
 
 
 class _StorageType:
@@ -52,7 +61,12 @@ class _StorageType:
         return 2 if self.dtype == "bfloat16" else np.dtype(self.dtype).itemsize
 
 
-def _storage_array(raw: bytes, storage_type: _StorageType) -> np.ndarray:
+def _storage_array(raw: bytes, storage_type: _StorageType, key: str) -> np.ndarray:
+    if len(raw) % storage_type.itemsize():
+        raise CheckpointFormatError(
+            f"storage {key} holds {len(raw)} bytes, not a whole number of "
+            f"{storage_type.name} elements ({storage_type.itemsize()} bytes each)"
+        )
     if storage_type.dtype == "bfloat16":
         # bfloat16 is the upper half of a float32: widen it exactly.
         upper = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
@@ -60,18 +74,9 @@ def _storage_array(raw: bytes, storage_type: _StorageType) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.dtype(storage_type.dtype).newbyteorder("<"))
 
 
-def _rebuild_tensor(storage, storage_offset, size, stride, *unused) -> np.ndarray:
-    if isinstance(storage, _PendingStorage):
-        return _LazyTensor(storage, storage_offset, size, stride)
-    if not size:
-        return np.array(storage[storage_offset]).copy()
-    itemsize = storage.itemsize
-    view = np.lib.stride_tricks.as_strided(
-        storage[storage_offset:],
-        shape=tuple(size),
-        strides=tuple(step * itemsize for step in stride),
-    )
-    return np.ascontiguousarray(view).astype(storage.dtype.newbyteorder("="), copy=False)
+def _rebuild_tensor(storage, storage_offset, size, stride, *unused) -> "_LazyTensor":
+    # Every tensor is checked against its storage once the file is read (see `_LazyTensor`).
+    return _LazyTensor(storage, storage_offset, size, stride)
 
 
 def _rebuild_parameter(data, *unused) -> np.ndarray:
@@ -140,7 +145,10 @@ def read_torch_checkpoint(path: str | os.PathLike) -> Any:
         FileNotFoundError: `path` does not exist.
         UnsafeCheckpointError: the file names a Python object that is not a tensor rebuilder,
             a storage type, an ordered dict or a NumPy scalar (no code from it was run).
-        ValueError: the file is not a torch checkpoint.
+        CheckpointFormatError: a tensor's view does not lie inside its storage, a storage is
+            incomplete or of the wrong size (crafted or damaged files); the message names the
+            tensor.
+        ValueError: the file is not a torch checkpoint, or is truncated or damaged.
 
     Example:
     >>> import tempfile, zipfile, pickle, os
@@ -153,10 +161,22 @@ def read_torch_checkpoint(path: str | os.PathLike) -> Any:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Checkpoint {path!r} does not exist.")
-    if zipfile.is_zipfile(path):
-        return _read_zip_checkpoint(path)
-    with open(path, "rb") as file:
-        return _read_legacy_checkpoint(file, path)
+    try:
+        if zipfile.is_zipfile(path):
+            saved = _read_zip_checkpoint(path)
+        else:
+            with open(path, "rb") as file:
+                saved = _read_legacy_checkpoint(file, path)
+        return _resolve_pending(saved)
+    except UnsafeCheckpointError:
+        raise
+    except CheckpointFormatError as error:
+        raise CheckpointFormatError(f"{path!r}: {error}.") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError,
+            AttributeError, OverflowError, struct.error, zipfile.BadZipFile, MemoryError,
+            RecursionError) as error:
+        # Whatever a damaged pickle makes the unpickler raise: one message naming the file.
+        raise ValueError(f"{path!r} is not a readable torch checkpoint ({type(error).__name__}: {error}).") from None
 
 
 def _read_zip_checkpoint(path: str) -> Any:
@@ -169,7 +189,10 @@ def _read_zip_checkpoint(path: str) -> Any:
 
         def load_storage(storage_type: _StorageType, key: str) -> np.ndarray:
             if key not in storages:
-                storages[key] = _storage_array(archive.read(f"{prefix}data/{key}"), storage_type)
+                member = f"{prefix}data/{key}"
+                if member not in archive.namelist():
+                    raise CheckpointFormatError(f"storage {key} is missing from the archive")
+                storages[key] = _storage_array(archive.read(member), storage_type, key)
             return storages[key]
 
         with archive.open(pickles[0]) as data:
@@ -183,7 +206,7 @@ def _read_legacy_checkpoint(file: BinaryIO, path: str) -> Any:
     except (pickle.UnpicklingError, EOFError, ValueError) as error:
         if isinstance(error, UnsafeCheckpointError):
             raise
-        raise ValueError(f"{path!r} is not a torch checkpoint: {error}") from error
+        raise ValueError(f"{path!r} is not a torch checkpoint: {error}") from None
     if magic != LEGACY_MAGIC_NUMBER:
         raise ValueError(f"{path!r} is not a torch checkpoint (no torch.save header).")
     protocol = _RestrictedUnpickler(file, _no_storage).load()
@@ -203,11 +226,14 @@ def _read_legacy_checkpoint(file: BinaryIO, path: str) -> Any:
             raise ValueError(f"{path!r} lists storage {key} that no tensor uses.")
         storage = pending[key]
         (numel,) = struct.unpack("<q", file.read(8))
+        remaining = os.fstat(file.fileno()).st_size - file.tell()
+        if not 0 <= numel * storage.storage_type.itemsize() <= remaining:
+            raise CheckpointFormatError(
+                f"storage {key} claims {numel} elements; the file has {remaining} bytes left (truncated?)"
+            )
         raw = file.read(numel * storage.storage_type.itemsize())
-        if len(raw) != numel * storage.storage_type.itemsize():
-            raise ValueError(f"{path!r} is truncated: storage {key} is incomplete.")
-        storage.array = _storage_array(raw, storage.storage_type)
-    return _resolve_pending(saved)
+        storage.array = _storage_array(raw, storage.storage_type, key)
+    return saved
 
 
 def _no_storage(storage_type, key):
@@ -222,24 +248,64 @@ class _PendingStorage:
         self.array: np.ndarray | None = None
 
 
-def _resolve_pending(saved):
-    """Replaces the placeholders of tensors on legacy storages by their arrays."""
+def _resolve_pending(saved, name: str = "checkpoint"):
+    """Replaces tensor placeholders by their checked arrays; `name` is the path to each."""
     if isinstance(saved, _LazyTensor):
-        return saved.resolve()
+        return saved.resolve(name)
     if isinstance(saved, collections.OrderedDict):
-        return collections.OrderedDict((key, _resolve_pending(value)) for key, value in saved.items())
+        return collections.OrderedDict(
+            (key, _resolve_pending(value, f"{name}[{key!r}]")) for key, value in saved.items()
+        )
     if isinstance(saved, dict):
-        return {key: _resolve_pending(value) for key, value in saved.items()}
+        return {key: _resolve_pending(value, f"{name}[{key!r}]") for key, value in saved.items()}
     if isinstance(saved, (list, tuple)):
-        return type(saved)(_resolve_pending(value) for value in saved)
+        return type(saved)(_resolve_pending(value, f"{name}[{index}]") for index, value in enumerate(saved))
     return saved
 
 
 class _LazyTensor:
-    def __init__(self, storage: _PendingStorage, storage_offset, size, stride):
+    """A tensor as the pickle describes it: a view (offset, size, stride) of a storage."""
+
+    def __init__(self, storage, storage_offset, size, stride):
         self.storage, self.storage_offset, self.size, self.stride = storage, storage_offset, size, stride
 
-    def resolve(self) -> np.ndarray:
-        if self.storage.array is None:
-            raise ValueError(f"Checkpoint storage {self.storage.key} was never written.")
-        return _rebuild_tensor(self.storage.array, self.storage_offset, self.size, self.stride)
+    def resolve(self, name: str) -> np.ndarray:
+        """The tensor's array, after checking that the view lies inside its storage."""
+        storage = self.storage.array if isinstance(self.storage, _PendingStorage) else self.storage
+        if isinstance(self.storage, _PendingStorage) and storage is None:
+            raise CheckpointFormatError(f"tensor {name}: its storage {self.storage.key} was never written")
+        if not isinstance(storage, np.ndarray) or storage.ndim != 1:
+            raise CheckpointFormatError(f"tensor {name}: its storage is a {type(self.storage).__name__}, not a storage")
+        offset, size, stride = self.storage_offset, self.size, self.stride
+        if not _is_count(offset) or not _is_shape(size) or not _is_shape(stride) or len(size) != len(stride):
+            raise CheckpointFormatError(
+                f"tensor {name}: offset {offset!r}, size {size!r} and stride {stride!r} are not a "
+                "valid view (non-negative integers, one stride per dimension)"
+            )
+        numel = math.prod(size)
+        if numel * storage.itemsize > MAX_TENSOR_BYTES:
+            raise CheckpointFormatError(
+                f"tensor {name}: size {tuple(size)} is {numel * storage.itemsize / 2**30:.1f} GiB, over the "
+                f"{MAX_TENSOR_BYTES / 2**30:.0f} GiB any NetVLAD weight could need"
+            )
+        if numel == 0:
+            return np.zeros(size, dtype=storage.dtype.newbyteorder("="))
+        last = offset + sum((extent - 1) * step for extent, step in zip(size, stride))
+        if last >= len(storage):
+            raise CheckpointFormatError(
+                f"tensor {name}: its view (offset {offset}, size {tuple(size)}, stride {tuple(stride)}) "
+                f"reaches element {last} of a storage of {len(storage)}"
+            )
+        view = np.lib.stride_tricks.as_strided(
+            storage[offset:], shape=tuple(size), strides=tuple(step * storage.itemsize for step in stride),
+            writeable=False,
+        )
+        return np.ascontiguousarray(view).astype(storage.dtype.newbyteorder("="), copy=False)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_shape(values) -> bool:
+    return isinstance(values, (tuple, list)) and all(_is_count(value) for value in values)
