@@ -172,3 +172,66 @@ def test_int8_on_real_weights_meets_its_bar_with_the_head_in_float(tmp_path):
     assert (any(dtype == np.int8 for _, dtype in whitening)
             and any(dtype == np.float32 for _, dtype in whitening)), "int8 whitening weights, float activations"
 
+
+
+def test_requests_the_graph_refuses_leave_the_server_alive(saved_model, tmp_path):
+    """Calls the signatures' graphs directly (as TF Serving's C++ loop does, without Python's
+    signature checks), oneDNN on, in a subprocess: every bad request is an InvalidArgumentError
+    naming the limit, the process survives, and a 400-megapixel PNG bomb (a few hundred KB) is
+    refused from its header without being decoded."""
+    import json
+    import os
+
+    from image_files import blank_png
+
+    (tmp_path / "bomb.png").write_bytes(blank_png(20_000, 20_000))
+    (tmp_path / "small.png").write_bytes(blank_png(64, 48))
+    script = f"""
+import json, resource, sys
+import tensorflow as tf
+loaded = tf.saved_model.load({str(saved_model)!r})
+pixels, encoded = loaded.signatures["serving_default"], loaded.signatures["encoded"]
+bomb = open({str(tmp_path / 'bomb.png')!r}, "rb").read()
+small = open({str(tmp_path / 'small.png')!r}, "rb").read()
+requests = {{
+    "good": (pixels, tf.zeros((1, 40, 40, 3), tf.uint8)),
+    "good_png": (encoded, tf.constant([small])),
+    "rank3": (pixels, tf.zeros((8, 8, 3), tf.uint8)),
+    "rank5": (pixels, tf.zeros((1, 1, 40, 40, 3), tf.uint8)),
+    "four_channels": (pixels, tf.zeros((1, 40, 40, 4), tf.uint8)),
+    "too_small": (pixels, tf.zeros((1, 8, 8, 3), tf.uint8)),
+    "too_large": (pixels, tf.zeros((1, 4000, 40, 3), tf.uint8)),
+    "empty_batch": (pixels, tf.zeros((0, 40, 40, 3), tf.uint8)),
+    "png_bomb": (encoded, tf.constant([bomb])),
+    "truncated_png": (encoded, tf.constant([bomb[:12]])),
+    "gif": (encoded, tf.constant([b"GIF89a" + bytes(40)])),
+}}
+outcomes = {{}}
+for name, (function, value) in requests.items():
+    if name == "png_bomb":  # after both signatures ran once: the peak so far is the baseline
+        peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        result = function._call_flat([value], function.captured_inputs)
+        outcomes[name] = "ok " + str(tuple(result["descriptor"].shape))
+    except tf.errors.InvalidArgumentError as error:
+        outcomes[name] = "refused " + error.message.replace("\\n", " ")[:400]
+print("OUTCOMES" + json.dumps(outcomes))
+print("PEAK_GROWTH_MB", (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024)
+"""
+    environment = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "1"}
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                               timeout=300, env=environment)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    outcomes = json.loads(completed.stdout.split("OUTCOMES", 1)[1].splitlines()[0])
+    expected = {
+        "rank3": "shape", "rank5": "shape", "four_channels": "shape",
+        "too_small": "at least 32 pixels", "too_large": "at most 2048 pixels",
+        "png_bomb": "at most 50331648 pixels (its header says more)", "truncated_png": "PNG header is truncated",
+        "gif": "JPEG or PNG",
+    }
+    for name, words in expected.items():
+        assert outcomes[name].startswith("refused") and words in outcomes[name], (name, outcomes[name])
+    assert outcomes["good"].startswith("ok (1, ") and outcomes["good_png"].startswith("ok (1, ")
+    assert outcomes["empty_batch"].startswith(("ok (0, ", "refused")), outcomes["empty_batch"]
+    # Decoding the bomb would take 1.2 GB as uint8 and 4.8 GB as float32.
+    assert float(completed.stdout.split("PEAK_GROWTH_MB", 1)[1]) < 200

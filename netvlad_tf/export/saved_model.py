@@ -17,6 +17,17 @@ from netvlad_tf.staging import atomic_directory
 # of photos of different sizes can be stacked; Pittsburgh and Tokyo images are 480×640.
 DEFAULT_ENCODED_IMAGE_SIZE = (480, 640)
 SAVED_MODEL_MAX_ABS_DIFF = 1e-5
+# Requests the graph itself refuses (checked in the graph, so TF Serving's C++ path refuses them
+# too, before any kernel runs). The smallest side a stride-32 backbone maps to one cell:
+MIN_IMAGE_SIDE = 32
+# `serving_default`: VGG16's first activations alone take 64 × H × W × 4 bytes; 2048² ≈ 1 GB.
+MAX_PIXELS_IMAGE_SIDE = 2048
+MAX_PIXELS_PER_REQUEST = 32 * 2**20
+# `encoded`: a photo's size is read from its header before it is decoded; 50 MP covers the
+# largest phone cameras (8192 × 6144) and bounds a decode at 150 MB of pixels.
+MAX_ENCODED_PIXELS = 50_331_648
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SIGNATURE = b"\xff\xd8\xff"
 
 
 def export_saved_model(
@@ -30,10 +41,15 @@ def export_saved_model(
     """Writes the full model (whitening included) as a SavedModel TF Serving can load.
 
     Signatures:
-        `serving_default`: `images` uint8 `(B, H, W, 3)`, any H and W → `descriptor` `(B, dim)`.
+        `serving_default`: `images` uint8 `(B, H, W, 3)` → `descriptor` `(B, dim)`, with
+        `MIN_IMAGE_SIDE` ≤ H, W ≤ `MAX_PIXELS_IMAGE_SIDE` and B·H·W ≤ `MAX_PIXELS_PER_REQUEST`.
         `encoded`: `images` string `(B,)` of JPEG/PNG bytes → `descriptor`; each image is
-        decoded to RGB and resized to `encoded_image_size`. Bytes that are not an image make
-        the request fail with an `InvalidArgumentError`.
+        decoded to RGB and resized to `encoded_image_size`. An image's size is read from its
+        header first: more than `MAX_ENCODED_PIXELS` is refused before decoding.
+
+    Every limit, the rank and the channel count are checked inside the graph, so a request
+    that breaks them fails with an `InvalidArgumentError` in any client, TF Serving's C++ one
+    included, and never reaches a kernel that could abort the server.
 
     The version folder appears only when complete; an existing one needs `overwrite`.
 
@@ -50,10 +66,10 @@ def export_saved_model(
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     def serve_pixels(images):
-        return {"descriptor": frozen(tf.cast(images, tf.float32))[0]}
+        return {"descriptor": frozen(tf.cast(_checked_pixels(images), tf.float32))[0]}
 
     def decode(encoded):
-        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        image = tf.io.decode_image(_checked_encoded(encoded), channels=3, expand_animations=False)
         return tf.image.resize(tf.cast(image, tf.float32), (height, width))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
@@ -68,6 +84,58 @@ def export_saved_model(
         tf.saved_model.save(module, str(staging),
                             signatures={"serving_default": serve_pixels, "encoded": serve_encoded})
     return target
+
+
+def _checked_pixels(images):
+    """`images` once the graph has checked its rank, channels, sides and pixel count."""
+    images = tf.ensure_shape(images, [None, None, None, 3])  # a run-time check, in the graph
+    shape = tf.shape(images, out_type=tf.int64)
+    sides = shape[1:3]
+    checks = [
+        tf.debugging.assert_greater_equal(tf.reduce_min(sides), tf.constant(MIN_IMAGE_SIDE, tf.int64),
+                                          message=f"image sides must be at least {MIN_IMAGE_SIDE} pixels"),
+        tf.debugging.assert_less_equal(tf.reduce_max(sides), tf.constant(MAX_PIXELS_IMAGE_SIDE, tf.int64),
+                                       message=f"image sides must be at most {MAX_PIXELS_IMAGE_SIDE} pixels; "
+                                               "downscale before sending"),
+        tf.debugging.assert_less_equal(tf.reduce_prod(shape[:3]), tf.constant(MAX_PIXELS_PER_REQUEST, tf.int64),
+                                       message=f"a request holds at most {MAX_PIXELS_PER_REQUEST} pixels; "
+                                               "send fewer or smaller images"),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(images)
+
+
+def _checked_encoded(encoded):
+    """`encoded` once its header says JPEG or PNG of at most `MAX_ENCODED_PIXELS` pixels."""
+    is_png = tf.equal(tf.strings.substr(encoded, 0, len(PNG_SIGNATURE)), PNG_SIGNATURE)
+    is_jpeg = tf.equal(tf.strings.substr(encoded, 0, len(JPEG_SIGNATURE)), JPEG_SIGNATURE)
+    known = tf.debugging.Assert(tf.logical_or(is_png, is_jpeg), ["images must be JPEG or PNG bytes"])
+
+    def png_size():  # IHDR: width then height, big-endian, at byte 16
+        whole = tf.debugging.assert_greater_equal(tf.strings.length(encoded), 24,
+                                                  message="the PNG header is truncated")
+        with tf.control_dependencies([whole]):
+            ihdr = tf.strings.substr(encoded, 16, 8)
+        header = tf.io.decode_raw(ihdr, tf.int32, little_endian=False)
+        header = tf.ensure_shape(header, [2])
+        return tf.cast(header[1], tf.int64), tf.cast(header[0], tf.int64)
+
+    def jpeg_size():
+        shape = tf.io.extract_jpeg_shape(encoded, output_type=tf.int64)  # headers only
+        return shape[0], shape[1]
+
+    with tf.control_dependencies([known]):
+        image_height, image_width = tf.cond(is_png, png_size, jpeg_size)
+    # Sides read as signed 32-bit: a negative one is a damaged or crafted header.
+    positive = tf.debugging.assert_positive(tf.minimum(image_height, image_width),
+                                            message="the image header gives no pixels")
+    with tf.control_dependencies([positive]):
+        small_enough = tf.debugging.assert_less_equal(
+            image_height * image_width, tf.constant(MAX_ENCODED_PIXELS, tf.int64),
+            message=f"an encoded image holds at most {MAX_ENCODED_PIXELS} pixels (its header says "
+                    "more); downscale it before sending")
+    with tf.control_dependencies([small_enough]):
+        return tf.identity(encoded)
 
 
 def verify_saved_model(path, model: keras.Model, images: np.ndarray) -> ParityReport:
