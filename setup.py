@@ -13,6 +13,7 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["netvlad_tf", "netvlad_tf.*"]),
+    py_modules=["netvlad_tf_cli"],
     package_data={"netvlad_tf.sample_data": ["nordland/*.csv", "nordland/*.md", "nordland/images/*/*.png"]},
     install_requires=[
         "tensorflow>=2.21,<2.22",
@@ -30,7 +31,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6",
-                 "tensorflow-serving-api>=2.21,<2.22"],
+                 "tensorflow-serving-api>=2.21,<2.22", "pillow>=10"],
     },
-    entry_points={"console_scripts": ["netvlad-tf=netvlad_tf.cli:run"]},
+    entry_points={"console_scripts": ["netvlad-tf=netvlad_tf_cli:run"]},
 )

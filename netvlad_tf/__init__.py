@@ -14,15 +14,15 @@ from netvlad_tf.backbones import (
     register_backbone,
     vgg16_conv5_3,
 )
-from netvlad_tf.losses import RankingLoss, ranking_loss_terms, reduce_ranking_loss
 from netvlad_tf.clustering import initialize_clusters, kmeans_centroids, sample_local_descriptors
 from netvlad_tf.evaluation.evaluate import EvaluationResult, evaluate
+from netvlad_tf.losses import RankingLoss, ranking_loss_terms, reduce_ranking_loss
 from netvlad_tf.model import PlaceRecognitionModel, build_netvlad_model
 from netvlad_tf.netvlad import NetVLAD
 from netvlad_tf.normalization import L2Normalization, l2_normalize
 from netvlad_tf.pooling import AveragePooling, GeMPooling, MACPooling, get_pooling
-from netvlad_tf.whitening import PCAWhitening, fit_pca_whitening
 from netvlad_tf.weights import PRESETS, from_preset
+from netvlad_tf.whitening import PCAWhitening, fit_pca_whitening
 
 # `build_netvlad_model.from_preset("efficientnet_lite0_imagenet")`, keras-hub style.
 build_netvlad_model.from_preset = from_preset

@@ -60,7 +60,7 @@ def main(argv: Sequence[str]) -> int:
         return 2
     try:
         return command.run(flag_values, arguments) if takes_arguments else command.run(flag_values)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
+    except (ValueError, OSError) as error:
         print(f"netvlad-tf {name}: error: {error}", file=sys.stderr)
         return 1
 

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import keras
 import numpy as np
 
 from netvlad_tf.data.geo_dataset import GeoDataset
+from netvlad_tf.data.images import DEFAULT_MAX_SIDE
 from netvlad_tf.embedding import embed_images
 from netvlad_tf.model import PlaceRecognitionModel
+from netvlad_tf.model_files import load_model_file
 from netvlad_tf.retrieval import DescriptorIndex, create_index, load_index
 from netvlad_tf.staging import atomic_directory
 
@@ -54,15 +55,18 @@ class PlaceIndex:
     image_paths: list[str]
     coordinates: np.ndarray
     image_size: tuple[int, int] | None
+    max_side: int | None = DEFAULT_MAX_SIDE
 
     @classmethod
     def build(cls, model, dataset: GeoDataset, index_kind: str = "flat", image_size=None,
-              batch_size: int = 8, verbose: bool = True) -> "PlaceIndex":
-        """Embeds the database images of `dataset` into a new index."""
-        descriptors = embed_images(model, dataset.database_paths, image_size, batch_size=batch_size, verbose=verbose)
+              max_side: int | None = DEFAULT_MAX_SIDE, batch_size: int = 8,
+              verbose: bool = True) -> "PlaceIndex":
+        """Embeds the database images of `dataset` into a new index; queries are later read
+        with the same image policy (`image_size`, `max_side`)."""
+        descriptors = embed_images(model, dataset.database_paths, image_size, max_side, batch_size, verbose)
         index = create_index(index_kind, descriptors.shape[1], model_name=model.name)
         index.add(descriptors)
-        return cls(model, index, list(dataset.database_paths), dataset.database_utm, image_size)
+        return cls(model, index, list(dataset.database_paths), dataset.database_utm, image_size, max_side)
 
     def save(self, directory, overwrite: bool = False) -> None:
         """Writes the model, the index and the places into `directory`, atomically."""
@@ -74,6 +78,7 @@ class PlaceIndex:
                 "image_paths": [str(Path(p).resolve()) for p in self.image_paths],
                 "coordinates": self.coordinates.tolist(),
                 "image_size": list(self.image_size) if self.image_size else None,
+                "max_side": self.max_side,
             }
             (staging / PLACES_FILE).write_text(json.dumps(places))
 
@@ -83,7 +88,7 @@ class PlaceIndex:
         directory = Path(directory)
         if not (directory / PLACES_FILE).is_file() or not (directory / MODEL_FILE).is_file():
             raise FileNotFoundError(f"{directory} is not a place index (made by `netvlad-tf index`).")
-        model = keras.models.load_model(directory / MODEL_FILE)
+        model = load_model_file(directory / MODEL_FILE)
         index = load_index(directory / INDEX_FOLDER, expected_dim=int(model.output.shape[-1]))
         try:
             places = json.loads((directory / PLACES_FILE).read_text())
@@ -94,14 +99,14 @@ class PlaceIndex:
         if len(image_paths) != index.size:
             raise ValueError(f"{directory}: {len(image_paths)} places but {index.size} indexed descriptors.")
         image_size = tuple(places["image_size"]) if places.get("image_size") else None
-        return cls(model, index, image_paths, coordinates, image_size)
+        return cls(model, index, image_paths, coordinates, image_size, places.get("max_side", DEFAULT_MAX_SIDE))
 
     def query(self, photo_paths: Sequence[str], top_k: int = 5) -> list[list[PlaceMatch]]:
         """The `top_k` database images nearest to each photo, with their coordinates."""
         missing = [p for p in photo_paths if not Path(p).is_file()]
         if missing:
             raise FileNotFoundError(f"Photo {missing[0]!r} does not exist.")
-        descriptors = embed_images(self.model, list(photo_paths), self.image_size, batch_size=1, verbose=False)
+        descriptors = embed_images(self.model, list(photo_paths), self.image_size, self.max_side, verbose=False)
         distances, indices = self.index.search(descriptors, top_k)
         return [
             [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from netvlad_tf.data.images import DEFAULT_MAX_SIDE
 from netvlad_tf.embedding import embed_images
 from netvlad_tf.model import PlaceRecognitionModel
 from netvlad_tf.whitening import MAX_WHITENING_SAMPLES, fit_pca_whitening
@@ -16,9 +17,22 @@ def with_learned_whitening(
     image_size: tuple[int, int] | None = None,
     batch_size: int = 8,
     verbose: bool = True,
+    max_side: int | None = DEFAULT_MAX_SIDE,
 ) -> PlaceRecognitionModel:
     """A model sharing `model`'s backbone and pooling, ending in PCA whitening to
-    `whitening_dim` learned from at most 10 000 of `database_paths` (evenly spaced) + L2.
+    `whitening_dim` learned from at most 10 000 of `database_paths` (evenly spaced) + L2
+    (paper Sec. 5: whitening after training).
+
+    Args:
+        model: the trained model.
+        database_paths: images to learn the whitening from.
+        whitening_dim: output dimension.
+        image_size, max_side: the image policy (see `netvlad_tf.data.images`).
+        batch_size: images per forward pass.
+        verbose: show a progress bar.
+
+    Returns:
+        The whitened `PlaceRecognitionModel`.
 
     Example:
     >>> from netvlad_tf import build_netvlad_model
@@ -31,7 +45,7 @@ def with_learned_whitening(
     """
     step = max(1, -(-len(database_paths) // MAX_WHITENING_SAMPLES))
     sample = list(database_paths)[::step]
-    pooled = embed_images(model.pooled_model, sample, image_size, batch_size=batch_size, verbose=verbose)
+    pooled = embed_images(model.pooled_model, sample, image_size, max_side, batch_size, verbose)
     whitened = PlaceRecognitionModel(
         model.backbone, model.pooling, whitening_dim=whitening_dim, name=model.name
     )

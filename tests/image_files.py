@@ -17,3 +17,23 @@ def blank_png(width: int, height: int) -> bytes:
     data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")
+
+
+def photo_with_orientation(path, upright, orientation: int, quality: int = 95) -> None:
+    """Saves `upright` (H, W, 3 uint8) the way a camera would with EXIF `orientation`: the
+    pixels stored turned so that applying the orientation shows `upright`. JPEG or PNG
+    (eXIf chunk) by the suffix; written by Pillow, the library most photo tools use."""
+    from PIL import Image
+
+    # Pillow's own inverse of each orientation's display transform.
+    stored_from_upright = {
+        1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90,
+        7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_270,
+    }[orientation]
+    image = Image.fromarray(upright)
+    stored = image if stored_from_upright is None else image.transpose(stored_from_upright)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    options = {"quality": quality} if str(path).lower().endswith((".jpg", ".jpeg")) else {}
+    stored.save(path, exif=exif.tobytes(), **options)

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-import keras
 from absl import flags
 
-from netvlad_tf.clustering import DEFAULT_DESCRIPTORS_PER_IMAGE, DEFAULT_NUM_DESCRIPTORS, initialize_clusters
+from netvlad_tf.clustering import (
+    DEFAULT_DESCRIPTORS_PER_IMAGE,
+    DEFAULT_NUM_DESCRIPTORS,
+    initialize_clusters,
+)
 from netvlad_tf.commands.common import (
     define_dataset_flags,
     define_dataset_location_flags,
     define_image_size_flag,
-    parse_image_size,
+    image_policy,
     require_flags,
     require_keras_output,
 )
 from netvlad_tf.data.images import image_batches
 from netvlad_tf.data.loading import open_dataset
-from netvlad_tf.staging import refuse_existing, save_model_atomically
 from netvlad_tf.model import build_netvlad_model
+from netvlad_tf.model_files import load_model_file
 from netvlad_tf.netvlad import NetVLAD
+from netvlad_tf.staging import refuse_existing, save_model_atomically
 
 SUMMARY = "Initialise NetVLAD's clusters and assignment by k-means (the paper's initialisation)."
 EXAMPLE = "netvlad-tf cluster --dataset=pitts30k_train.mat --image_root=Pittsburgh --weights=imagenet --output=init.keras"
@@ -45,7 +49,7 @@ def run(fv: flags.FlagValues) -> int:
     require_keras_output(fv.output)
     refuse_existing(fv.output, fv.overwrite)
     if fv.model:
-        model = keras.models.load_model(fv.model)
+        model = load_model_file(fv.model)
     else:
         weights = None if fv.weights.lower() == "none" else fv.weights
         model = build_netvlad_model(weights=weights, num_clusters=fv.num_clusters)
@@ -54,8 +58,8 @@ def run(fv: flags.FlagValues) -> int:
     dataset = open_dataset(fv.dataset, fv.image_root, fv.query_root, fv.split)
     step = max(1, dataset.num_database // fv.num_images)
     paths = dataset.database_paths[::step][: fv.num_images]
-    batch_size = 8 if fv.image_size else 1
-    alpha = initialize_clusters(model.pooling, model.backbone, image_batches(paths, parse_image_size(fv.image_size), batch_size=batch_size),
+    image_size, max_side = image_policy(fv)
+    alpha = initialize_clusters(model.pooling, model.backbone, image_batches(paths, image_size, max_side),
                                 fv.num_descriptors, fv.descriptors_per_image, fv.version, fv.seed)
     save_model_atomically(model, fv.output, fv.overwrite)
     print(f"Clustered descriptors of {len(paths)} images into {model.pooling.num_clusters} clusters "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from absl import flags
 
+from netvlad_tf.data.images import DEFAULT_MAX_SIDE
+
 
 def define_dataset_flags(fv: flags.FlagValues, name: str = "dataset", required_help: str = "") -> None:
     flags.DEFINE_string(
@@ -20,12 +22,28 @@ def define_dataset_location_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_enum("split", "test", ["train", "val", "test"], "Split of a VPR-benchmark folder.", flag_values=fv)
 
 
-def define_image_size_flag(fv: flags.FlagValues, default: str | None) -> None:
+def define_image_size_flag(fv: flags.FlagValues, default: str | None, with_max_side: bool = True) -> None:
+    """`--image_size` and, unless `with_max_side` is false, `--max_side` (the image policy of
+    `netvlad_tf.data.images`)."""
     flags.DEFINE_string(
         "image_size", default,
-        "Resize every image to HEIGHT,WIDTH (e.g. 480,640); unset keeps native sizes.",
+        "Resize every image to HEIGHT,WIDTH (e.g. 480,640); unset keeps native sizes, capped by --max_side.",
         flag_values=fv,
     )
+    if with_max_side:
+        flags.DEFINE_integer(
+            "max_side", DEFAULT_MAX_SIDE,
+            f"Without --image_size: downscale photos whose longer side is over this many pixels "
+            f"(aspect ratio kept; the paper's scale is {DEFAULT_MAX_SIDE}); 0 keeps native sizes uncapped.",
+            flag_values=fv,
+        )
+
+
+def image_policy(fv: flags.FlagValues) -> tuple[tuple[int, int] | None, int | None]:
+    """`(image_size, max_side)` from `--image_size` and `--max_side` (0 → None: uncapped)."""
+    if fv.max_side < 0:
+        raise ValueError(f"--max_side must be 0 (native size) or a number of pixels, got {fv.max_side}.")
+    return parse_image_size(fv.image_size), fv.max_side or None
 
 
 def parse_image_size(text: str | None) -> tuple[int, int] | None:

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import keras
 from absl import flags
 
 from netvlad_tf.commands.common import (
     define_dataset_flags,
     define_dataset_location_flags,
     define_image_size_flag,
-    parse_image_size,
+    image_policy,
     require_flags,
 )
 from netvlad_tf.data.loading import open_dataset
 from netvlad_tf.evaluation.evaluate import POOLINGS, evaluate
 from netvlad_tf.evaluation.output import write_evaluation
 from netvlad_tf.evaluation.report import format_recall_table
+from netvlad_tf.model_files import load_model_file
 from netvlad_tf.retrieval import INDEX_KINDS
 
 SUMMARY = "Recall@N at 25 m of a model, or of a baseline pooling, with plots."
@@ -37,7 +37,6 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_list("ns", ["1", "5", "10", "20"], "The N of Recall@N.", flag_values=fv)
     flags.DEFINE_float("radius", 25.0, "A retrieval within this many metres is correct.", flag_values=fv)
     define_image_size_flag(fv, None)
-    flags.DEFINE_integer("max_side", None, "Resize so the longer side has this many pixels.", flag_values=fv)
     flags.DEFINE_integer("batch_size", 8, "Images per forward pass.", flag_values=fv)
     flags.DEFINE_enum("index", "flat", sorted(INDEX_KINDS), "Search backend.", flag_values=fv)
     flags.DEFINE_string("cache_dir", None, "Keep descriptors here and reuse them.", flag_values=fv)
@@ -48,18 +47,16 @@ def run(fv: flags.FlagValues) -> int:
     require_flags(fv, "dataset", "output")
     if fv.model is None and fv.pooling != "pixels":
         raise ValueError(f"--pooling={fv.pooling} needs --model; only --pooling=pixels works without one.")
-    if fv.image_size and fv.max_side:
-        raise ValueError("Give --image_size or --max_side, not both.")
     try:
         ns = [int(n) for n in fv.ns]
     except ValueError:
         raise ValueError(f"--ns must be integers such as 1,5,10,20; got {fv.ns}.") from None
-    image_size = parse_image_size(fv.image_size)
+    image_size, max_side = image_policy(fv)
     dataset = open_dataset(fv.dataset, fv.image_root, fv.query_root, fv.split)
-    model = keras.models.load_model(fv.model) if fv.model else None
+    model = load_model_file(fv.model, place_model=fv.pooling != "netvlad") if fv.model else None
     result = evaluate(
         model, dataset, ns=ns, radius_m=fv.radius, pooling=fv.pooling, image_size=image_size,
-        max_side=fv.max_side, batch_size=fv.batch_size, index_kind=fv.index, cache_dir=fv.cache_dir,
+        max_side=max_side, batch_size=fv.batch_size, index_kind=fv.index, cache_dir=fv.cache_dir,
     )
     output = write_evaluation(result, dataset, fv.output, fv.pooling, fv.overwrite)
     print(format_recall_table({fv.pooling: result.recall, **result.recall_by_condition}))

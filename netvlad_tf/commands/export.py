@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 
-import keras
 import numpy as np
 from absl import flags
 
 from netvlad_tf.commands.common import parse_image_size, require_flags
 from netvlad_tf.data.csv_dataset import read_csv_dataset
 from netvlad_tf.data.images import image_batches
-from netvlad_tf.export import QUANTIZATIONS, export_saved_model, export_tflite, verify_saved_model, verify_tflite
+from netvlad_tf.export import (
+    QUANTIZATIONS,
+    export_saved_model,
+    export_tflite,
+    verify_saved_model,
+    verify_tflite,
+)
+from netvlad_tf.model_files import load_model_file
 from netvlad_tf.sample_data import nordland_csv
 
 SUMMARY = "Export a model as a SavedModel (TF Serving) or TFLite and check it against Keras."
@@ -43,7 +49,7 @@ def run(fv: flags.FlagValues) -> int:
     require_flags(fv, "model", "output")
     if fv.format == "saved_model" and fv.quantize != "none":
         raise ValueError("--quantize applies to --format=tflite only.")
-    model = keras.models.load_model(fv.model)
+    model = load_model_file(fv.model)
     image_size = parse_image_size(fv.image_size)
     paths = read_csv_dataset(fv.calibration or nordland_csv("train"), require_queries=False).database_paths
     sample_size = image_size or _native_size(paths[0])

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import keras
 from absl import flags
 
-from netvlad_tf.commands.common import define_image_size_flag, parse_image_size
+from netvlad_tf.commands.common import define_image_size_flag, image_policy
 from netvlad_tf.data.csv_dataset import read_csv_dataset
+from netvlad_tf.model_files import load_model_file
 from netvlad_tf.place_index import PlaceIndex
 from netvlad_tf.retrieval import INDEX_KINDS
 
@@ -29,8 +29,9 @@ def run(fv: flags.FlagValues) -> int:
     if missing:
         raise ValueError(f"Missing {', '.join('--' + m for m in missing)}.")
     dataset = read_csv_dataset(fv.dataset, require_queries=False)
-    model = keras.models.load_model(fv.model)
-    places = PlaceIndex.build(model, dataset, fv.index, parse_image_size(fv.image_size), fv.batch_size)
+    model = load_model_file(fv.model, place_model=False)
+    image_size, max_side = image_policy(fv)
+    places = PlaceIndex.build(model, dataset, fv.index, image_size, max_side, fv.batch_size)
     places.save(fv.output, fv.overwrite)
     print(f"Indexed {places.index.size} images into {fv.output}")
     return 0

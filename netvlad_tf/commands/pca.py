@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import keras
 from absl import flags
 
 from netvlad_tf.commands.common import (
     define_dataset_flags,
     define_dataset_location_flags,
     define_image_size_flag,
-    parse_image_size,
+    image_policy,
     require_flags,
     require_keras_output,
 )
 from netvlad_tf.data.loading import open_dataset
+from netvlad_tf.model_files import load_model_file
 from netvlad_tf.staging import refuse_existing, save_model_atomically
 from netvlad_tf.whitening_model import with_learned_whitening
 
@@ -35,11 +35,11 @@ def run(fv: flags.FlagValues) -> int:
     require_flags(fv, "model", "dataset", "output")
     require_keras_output(fv.output)
     refuse_existing(fv.output, fv.overwrite)
-    model = keras.models.load_model(fv.model)
+    model = load_model_file(fv.model)
     dataset = open_dataset(fv.dataset, fv.image_root, fv.query_root, fv.split)
-    image_size = parse_image_size(fv.image_size)
+    image_size, max_side = image_policy(fv)
     whitened = with_learned_whitening(model, dataset.database_paths, fv.whitening_dim, image_size,
-                                      batch_size=8 if image_size else 1)
+                                      max_side=max_side)
     save_model_atomically(whitened, fv.output, fv.overwrite)
     print(f"Saved {fv.output}: descriptors of {whitened.descriptor_dim} dimensions")
     return 0

@@ -18,8 +18,9 @@ from netvlad_tf.data.images import image_batches
 from netvlad_tf.data.loading import open_dataset
 from netvlad_tf.data.validation import drop_unreadable_images
 from netvlad_tf.model import BACKBONE_DEFAULT, build_netvlad_model
-from netvlad_tf.training import new_run_dir, train
+from netvlad_tf.model_files import load_model_file
 from netvlad_tf.staging import save_model_atomically
+from netvlad_tf.training import new_run_dir, train
 from netvlad_tf.training.train import BACKUP_DIR, LAST_MODEL_FILE
 from netvlad_tf.whitening_model import with_learned_whitening
 
@@ -35,7 +36,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     define_dataset_flags(fv, "dataset", "Training data (required). ")
     define_dataset_flags(fv, "val_dataset", "Validation data for Recall@N each epoch. ")
     define_dataset_location_flags(fv)
-    define_image_size_flag(fv, "480,640")
+    define_image_size_flag(fv, "480,640", with_max_side=False)
     flags.DEFINE_string("output_root", "runs", "Each run gets a new folder under this one.", flag_values=fv)
     flags.DEFINE_string("run_name", "netvlad", "Prefix of the run folder name.", flag_values=fv)
     flags.DEFINE_string("resume", None, "Run folder of a killed run to continue.", flag_values=fv)
@@ -98,7 +99,7 @@ def run(fv: flags.FlagValues) -> int:
     print(f"Training on {train_dataset}" + (f", validating on {val_dataset}" if val_dataset else ""))
 
     if fv.model:
-        model = keras.models.load_model(fv.model)
+        model = load_model_file(fv.model)
     else:
         weights = None if fv.weights.lower() == "none" else fv.weights
         model = build_netvlad_model(

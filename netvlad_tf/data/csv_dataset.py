@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 
@@ -23,7 +24,9 @@ def read_csv_dataset(
     `split,image_path,latitude,longitude` (degrees, projected to UTM), plus the optional
     columns `condition` and `timestamp`.
 
-    `split` is `database` or `query`; `image_path` is relative to the CSV's folder.
+    `split` is `database` or `query`; `image_path` is relative to the CSV's folder. The file
+    is UTF-8, with or without the byte-order mark spreadsheet programs write; latitudes must
+    lie in [-90, 90] and longitudes in [-180, 180].
 
     Args:
         path: the CSV file.
@@ -39,11 +42,19 @@ def read_csv_dataset(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Dataset CSV {str(path)!r} does not exist.")
-    with path.open(newline="", encoding="utf-8") as file:
-        reader = csv.DictReader(file)
-        columns = reader.fieldnames or []
-        coordinate_columns = _coordinate_columns(columns, path)
-        rows = list(reader)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")  # Excel's "CSV UTF-8" starts with a byte-order mark
+    except UnicodeDecodeError as error:
+        line_number = raw[: error.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}:{line_number}: not UTF-8 (byte 0x{raw[error.start]:02x}); save the CSV as "
+            "UTF-8 (in Excel: \"CSV UTF-8\")."
+        ) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    columns = reader.fieldnames or []
+    coordinate_columns = _coordinate_columns(columns, path)
+    rows = list(reader)
     parsed = {split: {"paths": [], "coordinates": [], "conditions": [], "timestamps": []} for split in SPLITS}
     for line_number, row in enumerate(rows, start=2):
         split = (row.get("split") or "").strip()
@@ -54,9 +65,10 @@ def read_csv_dataset(
             raise ValueError(f"{path}:{line_number}: image_path is empty.")
         target = parsed[split]
         target["paths"].append(str(path.parent / image_path))
-        target["coordinates"].append(
-            [_finite_float(row[column], path, line_number, column) for column in coordinate_columns]
-        )
+        coordinates = [_finite_float(row[column], path, line_number, column) for column in coordinate_columns]
+        if coordinate_columns == GPS_COLUMNS:
+            _check_degrees(coordinates, path, line_number)
+        target["coordinates"].append(coordinates)
         target["conditions"].append((row.get("condition") or "").strip())
         target["timestamps"].append((row.get("timestamp") or "").strip())
     for split in SPLITS if require_queries else ("database",):
@@ -105,3 +117,11 @@ def _finite_float(text, path: Path, line_number: int, column: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{path}:{line_number}: {column} is {text!r}; coordinates must be finite.")
     return value
+
+
+def _check_degrees(latitude_longitude: list[float], path: Path, line_number: int) -> None:
+    latitude, longitude = latitude_longitude
+    if not -90 <= latitude <= 90:
+        raise ValueError(f"{path}:{line_number}: latitude {latitude} is outside [-90, 90].")
+    if not -180 <= longitude <= 180:
+        raise ValueError(f"{path}:{line_number}: longitude {longitude} is outside [-180, 180].")

@@ -1,89 +1,248 @@
-"""Images through `tf.data`: decode JPEG/PNG, grey → RGB, resize, batch, prefetch."""
+"""The image policy of the whole package: how every command and function reads photos.
+
+One policy, used by evaluate, index, query, cluster, pca, train, the demo, export calibration,
+`PlaceIndex`, `embed_images` and the tuple datasets:
+
+1. **Upright.** The EXIF orientation of a JPEG (APP1) or PNG (eXIf) is applied, so a portrait
+   phone photo is embedded the way it is viewed.
+2. **Size.** `image_size=(H, W)` resizes every image to exactly that size. Otherwise images keep
+   their native size, downscaled (aspect ratio kept, never upscaled) so that the longer side is
+   at most `max_side`, by default `DEFAULT_MAX_SIDE` = 640 pixels: the paper's scale
+   (Pittsburgh and Tokyo Time Machine images are 640×480, and Tokyo 24/7 queries are
+   downscaled to that size, Sec. 5.1). `max_side=None` keeps native sizes uncapped. Bilinear.
+3. **Mixed sizes.** Images are batched with others of the same final shape (a folder whose
+   photos differ in size never fails to batch; a folder of one size batches as before).
+4. **Limits and errors.** Sizes are read from the file headers before decoding: an image over
+   `MAX_DECODE_PIXELS` is refused by name, and an unreadable image is named; a batch that
+   fails for another reason (memory) is never blamed on an image.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from netvlad_tf.data.image_header import read_image_header
+from netvlad_tf.tf_errors import short_tf_message
 
-def load_image(path, image_size: tuple[int, int] | None = None, max_side: int | None = None) -> tf.Tensor:
-    """Reads one JPEG/PNG as float32 RGB in 0–255, `(H, W, 3)`, resized by the policy.
+DEFAULT_MAX_SIDE = 640
+# Larger than any camera's photo (50 MP phones: 8192×6144); a decode of it is 150 MB of pixels.
+MAX_DECODE_PIXELS = 50_331_648
 
-    Resize policy: `image_size=(H, W)` resizes to exactly that size; `max_side=S` scales so
-    the longer side is S (aspect kept); neither keeps the native size. Bilinear.
+
+def resized_size(height: int, width: int, image_size: tuple[int, int] | None = None,
+                 max_side: int | None = DEFAULT_MAX_SIDE) -> tuple[int, int]:
+    """The `(height, width)` an upright image of that size gets under the policy.
+
+    Example:
+    >>> resized_size(3000, 4000), resized_size(480, 640), resized_size(300, 400, (240, 320))
+    ((480, 640), (480, 640), (240, 320))
+    """
+    if image_size is not None:
+        return int(image_size[0]), int(image_size[1])
+    if max_side is None or max(height, width) <= max_side:
+        return int(height), int(width)
+    scale = max_side / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def upright(image: tf.Tensor, orientation) -> tf.Tensor:
+    """Turns a decoded `(H, W, C)` image as its EXIF `orientation` (1–8) says.
+
+    Example:
+    >>> image = tf.reshape(tf.range(6), (2, 3, 1))
+    >>> upright(image, 6)[..., 0].numpy().tolist()   # stored landscape, shown turned right
+    [[3, 0], [4, 1], [5, 2]]
+    """
+    branches = [
+        lambda: image,                                      # 1: as stored
+        lambda: tf.image.flip_left_right(image),            # 2: mirrored
+        lambda: tf.image.rot90(image, 2),                   # 3: upside down
+        lambda: tf.image.flip_up_down(image),               # 4: mirrored upside down
+        lambda: tf.image.transpose(image),                  # 5: mirrored, turned
+        lambda: tf.image.rot90(image, 3),                   # 6: turn 90° clockwise
+        lambda: tf.image.rot90(tf.image.transpose(image), 2),  # 7: mirrored, turned back
+        lambda: tf.image.rot90(image, 1),                   # 8: turn 90° anticlockwise
+    ]
+    return tf.switch_case(tf.cast(orientation, tf.int32) - 1, branches)
+
+
+def _decode_resized(encoded, orientation, height, width) -> tf.Tensor:
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    image = upright(image, orientation)
+    same_size = tf.reduce_all(tf.equal(tf.shape(image)[:2], tf.stack([height, width])))
+    return tf.cond(same_size, lambda: tf.cast(image, tf.float32),
+                   lambda: tf.image.resize(image, tf.stack([height, width])))
+
+
+def image_plan(paths: Sequence, image_size=None, max_side: int | None = DEFAULT_MAX_SIDE) -> tuple[np.ndarray, np.ndarray]:
+    """Every image's EXIF orientation and final `(height, width)`, from its header.
+
+    Returns:
+        `orientations` `(N,)` int32 and `sizes` `(N, 2)` int32.
+
+    Raises:
+        FileNotFoundError: a missing image (named).
+        ValueError: an image whose header is damaged or that has more than
+            `MAX_DECODE_PIXELS` pixels (named).
+    """
+    orientations = np.ones(len(paths), np.int32)
+    sizes = np.zeros((len(paths), 2), np.int32)
+    for index, path in enumerate(paths):
+        header = read_image_header(path)
+        if header is None:  # GIF or BMP: no header reader here, decode it to learn its size
+            decoded = _decode_file(path)
+            native = tuple(decoded.shape[:2])
+        else:
+            orientations[index] = header.orientation
+            native = header.upright_size
+        if native[0] * native[1] > MAX_DECODE_PIXELS:
+            raise ValueError(
+                f"Image {path} has {native[0]}×{native[1]} pixels, more than the {MAX_DECODE_PIXELS:,} "
+                "(50 MP) netvlad_tf decodes; downscale it first."
+            )
+        sizes[index] = resized_size(*native, image_size=image_size, max_side=max_side)
+    return orientations, sizes
+
+
+def _decode_file(path) -> tf.Tensor:
+    try:
+        return tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False)
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
+        raise ValueError(f"Cannot read image {path}: not a valid JPEG/PNG ({short_tf_message(error)}).") from None
+
+
+def load_image(path, image_size: tuple[int, int] | None = None,
+               max_side: int | None = DEFAULT_MAX_SIDE) -> tf.Tensor:
+    """Reads one image as float32 RGB in 0–255, `(H, W, 3)`, upright and sized by the policy
+    (see this module's docstring).
+
+    Args:
+        path: a JPEG, PNG, GIF or BMP file.
+        image_size: `(H, W)` to resize to exactly; wins over `max_side`.
+        max_side: the longest side allowed (downscaling only), None for native size.
 
     Example:
     >>> from netvlad_tf.sample_data import NORDLAND_DIR
     >>> tuple(load_image(NORDLAND_DIR / "images/summer/images-04010.png", (128, 256)).shape)
     (128, 256, 3)
     """
-    if image_size is not None and max_side is not None:
-        raise ValueError("Give image_size or max_side, not both.")
-    if not isinstance(path, tf.Tensor):
-        path = str(path)
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    image = tf.cast(image, tf.float32)
-    if image_size is not None:
-        image = tf.image.resize(image, image_size)
-    elif max_side is not None:
-        shape = tf.cast(tf.shape(image)[:2], tf.float32)
-        scale = float(max_side) / tf.reduce_max(shape)
-        image = tf.image.resize(image, tf.cast(tf.round(shape * scale), tf.int32))
-    return image
+    orientations, sizes = image_plan([path], image_size, max_side)
+    try:
+        return _decode_resized(tf.io.read_file(str(path)), orientations[0], *sizes[0])
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
+        raise ValueError(f"Cannot read image {path}: not a valid JPEG/PNG ({short_tf_message(error)}).") from None
 
 
-def image_dataset(
-    paths: Sequence[str],
-    image_size: tuple[int, int] | None = None,
-    max_side: int | None = None,
-    batch_size: int = 8,
-) -> tf.data.Dataset:
-    """A batched, prefetched dataset of the images at `paths`, in order.
+def shape_batches(sizes: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Index batches of at most `batch_size` images that share one size, in order of first
+    appearance; with one size throughout they are plain consecutive batches.
 
-    Images of different native sizes can only be batched together with `image_size`;
-    otherwise use `batch_size=1`.
+    Example:
+    >>> [b.tolist() for b in shape_batches(np.array([[4, 6], [6, 4], [4, 6], [4, 6]]), 2)]
+    [[0, 2], [3], [1]]
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, size in enumerate(sizes):
+        groups.setdefault((int(size[0]), int(size[1])), []).append(index)
+    return [np.array(members[start : start + batch_size])
+            for members in groups.values() for start in range(0, len(members), batch_size)]
+
+
+def image_dataset(paths: Sequence, image_size=None, max_side: int | None = DEFAULT_MAX_SIDE,
+                  batch_size: int = 8) -> tf.data.Dataset:
+    """A prefetched `tf.data` dataset of `(indices, images)`: batches of images that share a
+    shape (see `shape_batches`), with the positions in `paths` they hold.
 
     Example:
     >>> from netvlad_tf.data import read_csv_dataset
     >>> from netvlad_tf.sample_data import nordland_csv
     >>> paths = read_csv_dataset(nordland_csv("test")).query_paths[:3]
-    >>> next(iter(image_dataset(paths, (64, 128)))).shape
-    TensorShape([3, 64, 128, 3])
+    >>> indices, images = next(iter(image_dataset(paths, (64, 128))))
+    >>> indices.numpy().tolist(), images.shape
+    ([0, 1, 2], TensorShape([3, 64, 128, 3]))
     """
-    paths = [str(p) for p in paths]
-    dataset = tf.data.Dataset.from_tensor_slices(paths)
-    dataset = dataset.map(
-        lambda path: load_image(path, image_size, max_side),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    paths = [str(path) for path in paths]
+    orientations, sizes = image_plan(paths, image_size, max_side)
+    batches = shape_batches(sizes, batch_size)
+    order = np.concatenate(batches) if batches else np.zeros(0, np.int64)
+    lengths = [len(batch) for batch in batches]
+    ragged = lambda values: tf.RaggedTensor.from_row_lengths(values, lengths)
+    dataset = tf.data.Dataset.from_tensor_slices((
+        ragged(tf.constant(order, tf.int64)),
+        ragged(tf.constant([paths[i] for i in order], tf.string)),
+        ragged(tf.constant(orientations[order])),
+        tf.constant(sizes[[batch[0] for batch in batches]] if batches else np.zeros((0, 2), np.int32)),
+    ))
+
+    def load_batch(indices, batch_paths, batch_orientations, size):
+        images = tf.map_fn(
+            lambda item: _decode_resized(tf.io.read_file(item[0]), item[1], size[0], size[1]),
+            (batch_paths, batch_orientations),
+            fn_output_signature=tf.TensorSpec((None, None, 3), tf.float32),
+        )
+        return indices, images
+
+    return dataset.map(load_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
 
 
 def unreadable_images(paths: Sequence[str]) -> list[str]:
     """The paths among `paths` that are missing or do not decode as an image."""
-    bad = []
-    for path in paths:
-        if not Path(path).is_file():
-            bad.append(str(path))
-            continue
-        try:
-            load_image(path)
-        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
-            bad.append(str(path))
-    return bad
+    return [str(path) for path in paths if not _readable(path)]
 
 
-def image_batches(paths: Sequence[str], image_size=None, max_side=None, batch_size: int = 8):
-    """Yields NumPy image batches of `paths`; a corrupt image raises `ValueError` naming it."""
+def _readable(path) -> bool:
+    try:
+        image_plan([path], max_side=None)
+        _decode_file(path)
+    except (ValueError, FileNotFoundError):
+        return False
+    return True
+
+
+def indexed_image_batches(paths: Sequence, image_size=None, max_side: int | None = DEFAULT_MAX_SIDE,
+                          batch_size: int = 8) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yields `(indices, images)` NumPy batches of `paths` under the image policy: images of
+    one shape per batch, `indices` their positions in `paths`.
+
+    Raises:
+        ValueError: an image that is missing, damaged or too large, named; or a batch that
+            failed for another reason (e.g. memory), with the batch's size and shape.
+    """
+    paths = [str(path) for path in paths]
     iterator = iter(image_dataset(paths, image_size, max_side, batch_size))
-    for start in range(0, len(paths), batch_size):
+    while True:
         try:
-            batch = next(iterator)
+            indices, images = next(iterator)
+        except StopIteration:
+            return
         except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
-            bad = unreadable_images(paths[start : start + batch_size]) or ["(unknown)"]
-            raise ValueError(f"Cannot read image {bad[0]}: not a valid JPEG/PNG ({error.message.splitlines()[0]}).") from None
-        yield np.asarray(batch)
+            bad = next((path for path in paths if not _readable(path)), None)
+            if bad is not None:
+                raise ValueError(f"Cannot read image {bad}: not a valid JPEG/PNG "
+                                 f"({short_tf_message(error)}).") from None
+            raise ValueError(f"Reading a batch of images failed: {short_tf_message(error)}") from None
+        except tf.errors.ResourceExhaustedError as error:
+            raise ValueError(f"Out of memory reading a batch of {batch_size} images; lower the batch "
+                             f"size or --max_side ({short_tf_message(error)}).") from None
+        yield indices.numpy(), images.numpy()
+
+
+def image_batches(paths: Sequence, image_size=None, max_side: int | None = DEFAULT_MAX_SIDE,
+                  batch_size: int = 8) -> Iterator[np.ndarray]:
+    """Yields NumPy image batches of `paths` under the image policy. With `image_size` (or
+    images of one size) the batches follow the order of `paths`; otherwise images are grouped
+    by shape: use `indexed_image_batches` where the order matters.
+
+    Example:
+    >>> from netvlad_tf.sample_data import NORDLAND_DIR
+    >>> paths = sorted((NORDLAND_DIR / "images/summer").glob("*.png"))[:5]
+    >>> [batch.shape for batch in image_batches(paths, (32, 48), batch_size=4)]
+    [(4, 32, 48, 3), (1, 32, 48, 3)]
+    """
+    for _, images in indexed_image_batches(paths, image_size, max_side, batch_size):
+        yield images

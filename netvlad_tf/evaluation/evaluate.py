@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from netvlad_tf.data.geo_dataset import EVAL_POSITIVE_RADIUS_M, GeoDataset
+from netvlad_tf.data.images import DEFAULT_MAX_SIDE
 from netvlad_tf.embedding import embed_images
 from netvlad_tf.evaluation.descriptor_cache import cached_descriptors, descriptor_cache_key
 from netvlad_tf.evaluation.pixels import pixel_descriptors
@@ -66,7 +67,7 @@ def evaluate(
     radius_m: float = EVAL_POSITIVE_RADIUS_M,
     pooling: str = "netvlad",
     image_size: tuple[int, int] | None = None,
-    max_side: int | None = None,
+    max_side: int | None = DEFAULT_MAX_SIDE,
     batch_size: int = 8,
     index_kind: str = "flat",
     database_groups: np.ndarray | None = None,
@@ -143,6 +144,9 @@ def _embedder(model, pooling, image_size, max_side, batch_size, cache_dir, verbo
     if pooling == "pixels":
         return lambda paths, role: pixel_descriptors(paths)
     if pooling != "netvlad":
+        if not isinstance(model, PlaceRecognitionModel):
+            raise ValueError(f"pooling={pooling!r} swaps the pooling of a netvlad_tf model; "
+                             f"{model.name} is a {type(model).__name__}.")
         model = PlaceRecognitionModel(model.backbone, get_pooling(pooling, name=pooling), name=f"{model.name}_{pooling}")
 
     def embed(paths, role):

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from netvlad_tf.data.folder_dataset import IMAGE_SUFFIXES
+from netvlad_tf.data.images import DEFAULT_MAX_SIDE
 from netvlad_tf.embedding import embed_images
 from netvlad_tf.retrieval import create_index
 
@@ -117,7 +118,7 @@ def read_holidays(image_dir, name: str = "holidays") -> RetrievalBenchmark:
     )
 
 
-def mean_average_precision(model, benchmark: RetrievalBenchmark, max_side: int | None = None,
+def mean_average_precision(model, benchmark: RetrievalBenchmark, max_side: int | None = DEFAULT_MAX_SIDE,
                            crop_queries: bool = True, batch_size: int = 1, verbose: bool = True) -> dict:
     """mAP of `model` on `benchmark`, with query images cropped to their box when given.
 
@@ -126,16 +127,15 @@ def mean_average_precision(model, benchmark: RetrievalBenchmark, max_side: int |
     """
     import tensorflow as tf
 
-    from netvlad_tf.data.images import load_image
+    from netvlad_tf.data.images import load_image, resized_size
 
     database = embed_images(model, benchmark.database_paths, max_side=max_side, batch_size=batch_size, verbose=verbose)
     queries = []
     for path, box in zip(benchmark.query_paths, benchmark.query_boxes):
-        native = load_image(path)  # decoded once; the box is in native pixels
-        scale = 1.0 if max_side is None else max_side / max(native.shape[:2])
-        image = native if max_side is None else tf.image.resize(
-            native, [round(native.shape[0] * scale), round(native.shape[1] * scale)])
-        image = image.numpy()
+        native = load_image(path, max_side=None)  # decoded once; the box is in native pixels
+        height, width = resized_size(native.shape[0], native.shape[1], max_side=max_side)
+        scale = height / native.shape[0]
+        image = tf.image.resize(native, (height, width)).numpy() if scale != 1 else native.numpy()
         if crop_queries and box is not None:
             x1, y1, x2, y2 = (int(round(v * scale)) for v in box)
             image = image[max(y1, 0): max(y2, y1 + 1), max(x1, 0): max(x2, x1 + 1)]
