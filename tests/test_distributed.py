@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,6 +42,7 @@ def weights(npz, prefix="w"):
     return [npz[k] for k in sorted(npz.files, key=lambda k: (len(k), k)) if k.startswith(prefix) and k[len(prefix):].isdigit()]
 
 
+@pytest.mark.slow
 def test_mirrored_and_two_workers_match_one_device(tmp_path):
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}

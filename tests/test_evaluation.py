@@ -14,6 +14,7 @@ from netvlad_tf.evaluation.output import write_evaluation
 from netvlad_tf.evaluation.recall import first_per_group
 from netvlad_tf.place_index import PlaceIndex
 from netvlad_tf.sample_data import nordland_csv
+from tiny_backbone import TINY_BACKBONE
 
 IMAGE_SIZE = (32, 64)
 
@@ -46,7 +47,7 @@ def test_pixels_evaluation_against_brute_force(nordland_small):
 
 
 def test_model_evaluation_mac_baseline_and_cache(nordland_small, tmp_path):
-    model = build_netvlad_model(weights=None, num_clusters=4)
+    model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4)
     first = evaluate(model, nordland_small, ns=(1, 5), pooling="mac", image_size=IMAGE_SIZE,
                      cache_dir=tmp_path / "cache", verbose=False)
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
@@ -90,7 +91,7 @@ def test_panorama_cutouts_count_once():
 
 
 def test_index_and_query_commands(tmp_path, capsys):
-    model = build_netvlad_model(weights=None, pooling="mac")
+    model = build_netvlad_model(TINY_BACKBONE, weights=None, pooling="mac")
     model.save(tmp_path / "model.keras")
     full = read_csv_dataset(nordland_csv("test"))
     rows = ["split,image_path,easting,northing"] + [
@@ -118,8 +119,9 @@ def test_index_and_query_commands(tmp_path, capsys):
 def test_index_of_another_model_is_rejected(tmp_path):
     full = read_csv_dataset(nordland_csv("test"))
     database = GeoDataset("db", full.database_paths[:4], full.database_utm[:4], [], [])
-    places = PlaceIndex.build(build_netvlad_model(weights=None, pooling="mac"), database, image_size=IMAGE_SIZE, verbose=False)
-    places.model = build_netvlad_model(weights=None, num_clusters=2)  # 1024-D, index is 512-D
+    places = PlaceIndex.build(build_netvlad_model(TINY_BACKBONE, weights=None, pooling="mac"), database,
+                              image_size=IMAGE_SIZE, verbose=False)
+    places.model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=2)  # 32-D, index is 16-D
     places.save(tmp_path / "mismatch")
-    with pytest.raises(ValueError, match="512-D descriptors"):
+    with pytest.raises(ValueError, match="16-D descriptors"):
         PlaceIndex.load(tmp_path / "mismatch")

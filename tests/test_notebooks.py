@@ -16,6 +16,7 @@ def test_notebooks_are_stored_without_outputs():
         assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), path.name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs(path, tmp_path):
     notebook = nbformat.read(path, as_version=4)

@@ -36,12 +36,14 @@ class FrozenFeatureStore:
     >>> from netvlad_tf import build_netvlad_model
     >>> from netvlad_tf.data import read_csv_dataset
     >>> from netvlad_tf.sample_data import nordland_csv
-    >>> dataset = read_csv_dataset(nordland_csv("test"))
+    >>> full = read_csv_dataset(nordland_csv("test"))
+    >>> dataset = GeoDataset("few", full.database_paths[:6], full.database_utm[:6],
+    ...                      full.query_paths[:6], full.query_utm[:6])
     >>> model = build_netvlad_model(weights=None, num_clusters=4)
     >>> store = FrozenFeatureStore.build(model, dataset, (32, 64), tempfile.mkdtemp() + "/f",
     ...                                  verbose=False)
     >>> store.database.shape, store.bytes_per_image
-    ((348, 2, 4, 512), 8192)
+    ((6, 2, 4, 512), 8192)
     """
 
     def __init__(self, directory):
