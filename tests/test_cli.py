@@ -150,3 +150,16 @@ def test_convert_command(tmp_path, capsys):
     assert main(["netvlad-tf", "convert", "--source=pytorch", f"--input={tmp_path / 'nope.pth'}",
                  f"--output={tmp_path / 'x.keras'}"]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_resume_of_a_missing_or_finished_run_is_an_error(tmp_path, capsys):
+    from netvlad_tf.sample_data import nordland_csv
+
+    dataset = f"--dataset={nordland_csv('test')}"
+    assert main(["netvlad-tf", "train", dataset, f"--resume={tmp_path / 'nope'}"]) == 1
+    assert "no such run folder" in capsys.readouterr().err
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "last.keras").write_bytes(b"x")
+    assert main(["netvlad-tf", "train", dataset, f"--resume={tmp_path / 'done'}"]) == 1
+    assert "that run finished" in capsys.readouterr().err
+    assert sorted(path.name for path in (tmp_path / "done").iterdir()) == ["last.keras"]

@@ -125,3 +125,12 @@ def test_index_of_another_model_is_rejected(tmp_path):
     places.save(tmp_path / "mismatch")
     with pytest.raises(ValueError, match="16-D descriptors"):
         PlaceIndex.load(tmp_path / "mismatch")
+
+
+def test_a_truncated_descriptor_cache_entry_is_named(nordland_small, tmp_path):
+    model = build_netvlad_model(TINY_BACKBONE, weights=None, pooling="mac")
+    evaluate(model, nordland_small, ns=(1,), image_size=IMAGE_SIZE, cache_dir=tmp_path, verbose=False)
+    entry = sorted(tmp_path.glob("database-*.npy"))[0]
+    entry.write_bytes(entry.read_bytes()[:100])
+    with pytest.raises(ValueError, match=f"Descriptor cache {entry} is damaged.*delete it"):
+        evaluate(model, nordland_small, ns=(1,), image_size=IMAGE_SIZE, cache_dir=tmp_path, verbose=False)

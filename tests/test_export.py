@@ -244,3 +244,21 @@ print("PEAK_GROWTH_MB", (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - pe
     assert outcomes["empty_batch"].startswith(("ok (0, ", "refused")), outcomes["empty_batch"]
     # Decoding the bomb would take 1.2 GB as uint8 and 4.8 GB as float32.
     assert float(completed.stdout.split("PEAK_GROWTH_MB", 1)[1]) < 200
+
+
+def test_exports_are_readable_by_other_users_under_umask_022(model, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        tflite = export_tflite(model, tmp_path / "m.tflite", "none", IMAGE_SIZE)
+        saved = export_saved_model(model, tmp_path / "serving", encoded_image_size=IMAGE_SIZE)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(tflite.stat().st_mode) == 0o644
+    for path in [saved, *saved.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o044 == 0o044, (path, oct(mode))  # group and others can read
+        if path.is_dir():
+            assert mode & 0o011 == 0o011, (path, oct(mode))  # and enter
