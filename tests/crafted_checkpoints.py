@@ -73,10 +73,11 @@ def _pickle(obj, torch) -> bytes:
     return buffer.getvalue()
 
 
-def write_zip_checkpoint(path, state_dict: dict, storages: dict[str, bytes]) -> None:
-    """`state_dict` of name → TensorView (or plain values); `storages` key → raw bytes."""
+def write_zip_checkpoint(path, state_dict: dict, storages: dict[str, bytes], extra: dict | None = None) -> None:
+    """`state_dict` of name → TensorView (or plain values); `storages` key → raw bytes; `extra`
+    more top-level entries (epoch, recalls…)."""
     with _torch_names() as torch:
-        data = _pickle({"state_dict": state_dict}, torch)
+        data = _pickle({"state_dict": state_dict, **(extra or {})}, torch)
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("archive/data.pkl", data)
         for key, raw in storages.items():

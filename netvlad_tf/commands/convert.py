@@ -1,4 +1,5 @@
-"""`netvlad-tf convert`: released MatConvNet or PyTorch NetVLAD weights → a `.keras` model."""
+"""`netvlad-tf convert`: released NetVLAD weights (MatConvNet / hloc .mat, netvlad_tf_open TF1
+checkpoint, PyTorch port / Patch-NetVLAD .pth) → a `.keras` model."""
 
 from __future__ import annotations
 
@@ -8,19 +9,24 @@ from netvlad_tf.commands.common import require_flags, require_keras_output
 from netvlad_tf.staging import refuse_existing
 from netvlad_tf.weights.matconvnet import convert_matconvnet_netvlad
 from netvlad_tf.weights.pytorch_netvlad import convert_pytorch_netvlad
+from netvlad_tf.weights.tf_checkpoint import convert_tf_checkpoint_netvlad
 
-SUMMARY = "Convert the authors' MatConvNet .mat or a PyTorch-port checkpoint into a .keras model."
+SUMMARY = "Convert released NetVLAD weights (.mat, TF1 checkpoint, .pth) into a .keras model."
 EXAMPLE = (
     "netvlad-tf convert --source=matconvnet "
     "--input=vd16_pitts30k_conv5_3_vlad_preL2_intra_white.mat --output=pitts30k.keras\n"
-    "  netvlad-tf convert --source=pytorch --input=model_best.pth.tar --output=port.keras"
+    "  netvlad-tf convert --source=matconvnet --input=Pitts30K_struct.mat --output=pitts30k.keras\n"
+    "  netvlad-tf convert --source=tf_checkpoint "
+    "--input=checkpoints/vd16_pitts30k_conv5_3_vlad_preL2_intra_white --output=pitts30k.keras\n"
+    "  netvlad-tf convert --source=pytorch --input=pittsburgh_WPCA4096.pth.tar --output=patch.keras"
 )
-CONVERTERS = {"matconvnet": convert_matconvnet_netvlad, "pytorch": convert_pytorch_netvlad}
+CONVERTERS = {"matconvnet": convert_matconvnet_netvlad, "pytorch": convert_pytorch_netvlad,
+              "tf_checkpoint": convert_tf_checkpoint_netvlad}
 
 
 def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_enum("source", None, sorted(CONVERTERS), "Where the weights come from (required).", flag_values=fv)
-    flags.DEFINE_string("input", None, "The released .mat or .pth(.tar) file (required).", flag_values=fv)
+    flags.DEFINE_string("input", None, "The released .mat or .pth(.tar) file, or the TF checkpoint prefix (required).", flag_values=fv)
     flags.DEFINE_string("output", None, "Where to save the .keras model (required).", flag_values=fv)
     flags.DEFINE_boolean("overwrite", False, "Replace an existing --output.", flag_values=fv)
 

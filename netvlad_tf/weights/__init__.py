@@ -10,6 +10,7 @@ from netvlad_tf.weights.assembly import NetVLADArrays, netvlad_model_from_arrays
 from netvlad_tf.weights.matconvnet import convert_matconvnet_netvlad
 from netvlad_tf.weights.presets import PRESETS, Preset, from_preset
 from netvlad_tf.weights.pytorch_netvlad import convert_pytorch_netvlad
+from netvlad_tf.weights.tf_checkpoint import convert_tf_checkpoint_netvlad, read_tf_checkpoint
 from netvlad_tf.weights.torch_checkpoint import UnsafeCheckpointError, read_torch_checkpoint
 
 __all__ = [
@@ -19,8 +20,10 @@ __all__ = [
     "UnsafeCheckpointError",
     "convert_matconvnet_netvlad",
     "convert_pytorch_netvlad",
+    "convert_tf_checkpoint_netvlad",
     "from_preset",
     "netvlad_model_from_arrays",
+    "read_tf_checkpoint",
     "read_torch_checkpoint",
     "vgg16_from_arrays",
 ]

@@ -117,7 +117,12 @@ def matconvnet_arrays(net) -> NetVLADArrays:
         whitening_bias = bias.ravel()
     normalization = _field(_field(net, "meta", "net"), "normalization", "net.meta")
     average_image = np.asarray(_field(normalization, "averageImage", "net.meta.normalization"), np.float64)
-    mean_rgb = average_image.reshape(-1, 3).mean(axis=0) if average_image.size >= 3 else average_image.ravel()
+    if average_image.size < 3 or average_image.shape[-1] != 3:
+        raise ValueError(f"net.meta.normalization.averageImage has shape {average_image.shape}; "
+                         "expected (..., 3) RGB values.")
+    # The authors' computeRepresentation.m (and hloc, netvlad_tf_open) subtract averageImage(1,1,:),
+    # its first pixel, not the mean over the image.
+    mean_rgb = average_image.reshape(-1, 3)[0]
     return NetVLADArrays(
         conv_kernels=kernels,
         conv_biases=biases,

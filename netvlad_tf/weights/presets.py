@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from netvlad_tf.model import PlaceRecognitionModel, build_netvlad_model
 from netvlad_tf.weights.matconvnet import convert_matconvnet_netvlad
 from netvlad_tf.weights.pytorch_netvlad import convert_pytorch_netvlad
+from netvlad_tf.weights.tf_checkpoint import convert_tf_checkpoint_netvlad
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,7 @@ class Preset:
         description: what the model is.
         trained_on: what its weights learned from.
         build_arguments: keyword arguments of `build_netvlad_model` (built presets).
-        converter: `"matconvnet"` or `"pytorch_netvlad"` for presets converted from a file
+        converter: `"matconvnet"`, `"tf_checkpoint"` or `"pytorch_netvlad"` for presets converted from a file
             the user supplies; None for built ones.
         weights_file: the released file a converted preset reads (its usual name).
     """
@@ -59,6 +60,26 @@ PRESETS: dict[str, Preset] = {
         "Tokyo Time Machine (Arandjelović et al.); evaluated on Tokyo 24/7 in the paper",
         converter="matconvnet", weights_file="vd16_tokyoTM_conv5_3_vlad_preL2_intra_white.mat",
     ),
+    "vgg16_pitts30k_hloc": Preset(
+        "The authors' Pittsburgh model as hloc distributes it (plain-struct .mat, no MATLAB needed)",
+        "Pittsburgh 30k (Arandjelović et al.); the same weights as vgg16_pitts30k_matconvnet",
+        converter="matconvnet", weights_file="Pitts30K_struct.mat",
+    ),
+    "vgg16_tokyotm_hloc": Preset(
+        "The authors' Tokyo Time Machine model as hloc distributes it (plain-struct .mat)",
+        "Tokyo Time Machine (Arandjelović et al.); the same weights as vgg16_tokyotm_matconvnet",
+        converter="matconvnet", weights_file="TokyoTM_struct.mat",
+    ),
+    "vgg16_pitts30k_tf_open": Preset(
+        "The authors' Pittsburgh model as netvlad_tf_open's TF1 checkpoint (pass the prefix)",
+        "Pittsburgh 30k (Arandjelović et al.); the same weights as vgg16_pitts30k_matconvnet",
+        converter="tf_checkpoint", weights_file="vd16_pitts30k_conv5_3_vlad_preL2_intra_white",
+    ),
+    "vgg16_pitts30k_patchnetvlad": Preset(
+        "Patch-NetVLAD's global NetVLAD + 4096-D WPCA checkpoint (cluster-major)",
+        "Pittsburgh 30k (Hausler et al., CVPR 2021); `mapillary_WPCA4096.pth.tar` is its Mapillary twin",
+        converter="pytorch_netvlad", weights_file="pittsburgh_WPCA4096.pth.tar",
+    ),
     "vgg16_pitts30k_pytorch": Preset(
         "A PyTorch-port VGG16 + NetVLAD checkpoint (cluster-major, no whitening)",
         "Pittsburgh 30k with the port's training script",
@@ -66,7 +87,8 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
-_CONVERTERS = {"matconvnet": convert_matconvnet_netvlad, "pytorch_netvlad": convert_pytorch_netvlad}
+_CONVERTERS = {"matconvnet": convert_matconvnet_netvlad, "pytorch_netvlad": convert_pytorch_netvlad,
+               "tf_checkpoint": convert_tf_checkpoint_netvlad}
 
 
 def from_preset(name: str, weights: str | os.PathLike | None = None, **overrides) -> PlaceRecognitionModel:

@@ -4,13 +4,18 @@ The port saves `{"state_dict": {...}, ...}` with `encoder.<i>.weight/bias` for t
 VGG16 `features` up to conv5_3 (its last ReLU and pool dropped), `pool.conv.weight`
 `(K, D, 1, 1)` (+ `pool.conv.bias` for the v2 initialisation) and `pool.centroids` `(K, D)`.
 Its descriptor is cluster-major (`k·D + d`) and its images are normalised as torchvision's
-(RGB in 0–1, ImageNet mean and std).
+(RGB in 0–1, ImageNet mean and std). Patch-NetVLAD's checkpoints (QVPR/Patch-NetVLAD,
+`models_generic.py`) add PCA whitening as `WPCA.0.weight` `(dim, K·D, 1, 1)` and `WPCA.0.bias`,
+a 1×1 convolution on the cluster-major descriptor followed by L2: it becomes the model's
+whitening layer. Every tensor of the state dict is either used or named: unknown ones in a
+warning, ones that cannot be placed in an error.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import warnings
 
 import numpy as np
 
@@ -29,10 +34,20 @@ _ENCODER_KEY = re.compile(r"^encoder\.(\d+)\.weight$")
 
 
 def pytorch_netvlad_arrays(state_dict: dict[str, np.ndarray]) -> NetVLADArrays:
-    """Maps the port's state dict onto this package's weights.
+    """Maps the port's (or Patch-NetVLAD's) state dict onto this package's weights.
+
+    Args:
+        state_dict: name → array, as `read_torch_checkpoint` returns it.
+
+    Returns:
+        The weights; the whitening when the state dict holds `WPCA.0.weight` and `.bias`.
 
     Raises:
-        ValueError: a key the conversion needs is missing (named in the message).
+        ValueError: a key the conversion needs is missing, or a whitening that cannot be placed
+            (both named in the message).
+
+    Warns:
+        UserWarning: naming state-dict entries the conversion does not use.
     """
     state_dict = {key.removeprefix("module."): value for key, value in state_dict.items()}
     for required in ("pool.conv.weight", "pool.centroids"):
@@ -56,6 +71,13 @@ def pytorch_netvlad_arrays(state_dict: dict[str, np.ndarray]) -> NetVLADArrays:
         raise ValueError(f"pool.conv.weight must be (K, D, 1, 1), got {assignment.shape}.")
     num_clusters = assignment.shape[0]
     bias = state_dict.get("pool.conv.bias")
+    whitening_kernel, whitening_bias = _whitening(state_dict, num_clusters * assignment.shape[1])
+    used = {f"encoder.{index}.{part}" for index in indices for part in ("weight", "bias")}
+    used |= {"pool.conv.weight", "pool.conv.bias", "pool.centroids", "WPCA.0.weight", "WPCA.0.bias"}
+    unused = sorted(key for key, value in state_dict.items() if key not in used and isinstance(value, np.ndarray))
+    if unused:
+        warnings.warn(f"The checkpoint's state dict holds {len(unused)} tensors the conversion does "
+                      f"not use: {unused[:8]}{' …' if len(unused) > 8 else ''}.", stacklevel=2)
     return NetVLADArrays(
         conv_kernels=kernels,
         conv_biases=biases,
@@ -65,7 +87,26 @@ def pytorch_netvlad_arrays(state_dict: dict[str, np.ndarray]) -> NetVLADArrays:
         normalize_input=True,  # the port always L2-normalises the local descriptors
         output_layout="cluster_major",
         pixel_normalization=TORCHVISION_PIXELS,
+        whitening_kernel=whitening_kernel,
+        whitening_bias=whitening_bias,
     )
+
+
+def _whitening(state_dict: dict, pooled_dim: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Patch-NetVLAD's `WPCA.0` 1×1 convolution as a `(K·D, dim)` kernel and `(dim,)` bias."""
+    present = [key for key in ("WPCA.0.weight", "WPCA.0.bias") if key in state_dict]
+    other = sorted(key for key in state_dict if key.startswith("WPCA.") and key not in present)
+    if not present and not other:
+        return None, None
+    if len(present) != 2 or other:
+        raise ValueError(f"The checkpoint's whitening holds {sorted(present + other)}; expected exactly "
+                         "WPCA.0.weight and WPCA.0.bias (Patch-NetVLAD's layout), so it cannot be placed.")
+    weight, bias = np.asarray(state_dict["WPCA.0.weight"]), np.asarray(state_dict["WPCA.0.bias"])
+    if weight.ndim != 4 or weight.shape[1:] != (pooled_dim, 1, 1) or bias.shape != (weight.shape[0],):
+        raise ValueError(f"WPCA.0.weight {weight.shape} and WPCA.0.bias {bias.shape} cannot be placed: "
+                         f"NetVLAD here gives {pooled_dim} dimensions, so they must be (dim, {pooled_dim}, "
+                         "1, 1) and (dim,).")
+    return weight[:, :, 0, 0].T, bias
 
 
 def convert_pytorch_netvlad(
@@ -81,8 +122,9 @@ def convert_pytorch_netvlad(
         overwrite: replace an existing `output_path`.
 
     Returns:
-        A `PlaceRecognitionModel` giving the port's descriptor (cluster-major, no whitening)
-        for RGB images in 0–255; torchvision's normalisation is inside the model.
+        A `PlaceRecognitionModel` giving the port's descriptor (cluster-major; whitened when
+        the checkpoint holds Patch-NetVLAD's `WPCA`) for RGB images in 0–255; torchvision's
+        normalisation is inside the model.
 
     Example (with a real checkpoint):
         model = convert_pytorch_netvlad("runs/Sep12/checkpoints/model_best.pth.tar",
