@@ -14,7 +14,7 @@ from netvlad_tf.data.images import image_batches, load_image
 from netvlad_tf.export import export_saved_model, export_tflite, run_tflite, verify_saved_model, verify_tflite
 from netvlad_tf.export.serving_clients import grpc_encoded_request, rest_encoded_request, rest_pixels_request
 from netvlad_tf.sample_data import nordland_csv
-from tiny_backbone import TINY_BACKBONE
+from tiny_backbone import TINY_BACKBONE, TINY_DIM
 
 IMAGE_SIZE = (32, 64)
 
@@ -122,14 +122,13 @@ def test_tflite_variants_meet_their_bars(model, images, tmp_path, quantize):
     assert report.passed, report.line()
 
 
-@pytest.mark.slow  # a real-size int8 conversion
 def test_int8_calibration_uses_the_representative_images(model, images, tmp_path):
     real = list(images) * 4
     constant = [np.full((*IMAGE_SIZE, 3), 128.0, np.float32)] * len(real)
     first = export_tflite(model, tmp_path / "real.tflite", "int8", IMAGE_SIZE, real)
     second = export_tflite(model, tmp_path / "constant.tflite", "int8", IMAGE_SIZE, constant)
     assert first.read_bytes() != second.read_bytes()
-    assert run_tflite(first, images).shape == (len(images), 4 * 512)
+    assert run_tflite(first, images).shape == (len(images), 4 * TINY_DIM)
     with pytest.raises(ValueError, match="representative images"):
         export_tflite(model, tmp_path / "none.tflite", "int8", IMAGE_SIZE)
     with pytest.raises(ValueError, match=r"must be \(32, 64, 3\)"):

@@ -181,3 +181,20 @@ def test_damaged_mat_files_are_named_errors_in_a_subprocess(tmp_path, rng):
         assert message.startswith(name) and f"{name}.mat" in message and "Traceback" not in message, message
         assert "MatConvNet model" in message, message
         assert not (tmp_path / f"{name}.keras").exists()
+
+
+def test_int8_export_of_a_converted_model_keeps_its_preprocessing_in_float(mat_file, rng, tmp_path):
+    """Converted models name their preprocessing `pixel_normalization`: the float policy is by
+    layer type, so it stays float32 while the convolutions go to int8."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from netvlad_tf.export import export_tflite
+
+    path, _ = mat_file
+    model = convert_matconvnet_netvlad(path)
+    calibration = list(rng.uniform(0, 255, (8, 32, 48, 3)).astype(np.float32))
+    exported = export_tflite(model, tmp_path / "int8.tflite", "int8", (32, 48), calibration)
+    dtypes = {tensor["name"]: tensor["dtype"] for tensor in Interpreter(model_path=str(exported)).get_tensor_details()}
+    preprocessing = {name: dtype for name, dtype in dtypes.items() if "pixel_normalization" in name}
+    assert preprocessing and all(dtype == np.float32 for dtype in preprocessing.values()), preprocessing
+    assert any(dtype == np.int8 and "block3_conv" in name for name, dtype in dtypes.items()), "backbone in int8"
