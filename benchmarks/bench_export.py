@@ -9,7 +9,9 @@ the bundled images cannot support (PCA needs more than 4096 images), so it is a 
 orthonormal projection: size and latency do not depend on the values, and fidelity is measured
 on the same weights the float32 baseline has.
 
-For each whitening × resolution × quantisation it prints size, latency (LiteRT, one image at a
+The CPU's int8 / bfloat16 capability (VNNI, AVX2 only, ARM dotprod) is printed first: int8
+speed depends on it. For each whitening × resolution × quantisation (plus an ONNX row run by
+onnxruntime) it prints size, latency (LiteRT, one image at a
 time, after a warm-up), max |Δ| and min cosine against the Keras model, each with its ratio to
 float32 from the same run; Recall@1 of winter queries against summer images (places 1250–1599,
 25 m) at 240×320 for every quantisation, against the Keras model's. Then the recall cost of the
@@ -25,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
+# TFLite quantisations, and "onnx": the float32 ONNX export run by onnxruntime (CPU).
+QUANTIZATIONS = ("none", "float16", "dynamic", "int8", "onnx")
 RECALL_RESOLUTION = (240, 320)
 CALIBRATION_IMAGES = 32
 LATENCY_IMAGES = 10
@@ -103,7 +106,7 @@ def main() -> None:
     from netvlad_tf.data import read_csv_dataset
     from netvlad_tf.data.images import image_batches
     from netvlad_tf.embedding import embed_images
-    from netvlad_tf.export import export_tflite
+    from netvlad_tf.export import export_onnx, export_tflite, run_onnx
     from netvlad_tf.export.parity import compare_descriptors
     from netvlad_tf.export.tflite import run_tflite
     from netvlad_tf.sample_data import nordland_csv
@@ -111,6 +114,9 @@ def main() -> None:
     keras.utils.set_random_seed(0)
     train = read_csv_dataset(nordland_csv("train"))
     test = read_csv_dataset(nordland_csv("test"))
+    from cpu_info import int8_capability
+
+    print(f"CPU: {int8_capability()}")
     model = base_model(args.model, args.backbone, train.database_paths)
     models = whitened_models(model, train.database_paths, learned=not random_weights)
     print(f"backbone {model.backbone.name}, NetVLAD K={model.pooling.num_clusters}, "
@@ -133,12 +139,18 @@ def main() -> None:
                         lambda paths: embed_images(whitened, paths, resolution, batch_size=16, verbose=False), test)
                 baseline = {}
                 for quantize in args.quantize:
-                    path = Path(scratch) / f"w{dim}_{resolution[0]}_{quantize}.tflite"
-                    export_tflite(whitened, path, quantize, resolution,
-                                  list(calibration) if quantize == "int8" else None)
-                    run_tflite(path, images[:1])
+                    if quantize == "onnx":
+                        path = Path(scratch) / f"w{dim}_{resolution[0]}.onnx"
+                        export_onnx(whitened, path)
+                        run = lambda batch, path=path: np.concatenate([run_onnx(path, image[None]) for image in batch])
+                    else:
+                        path = Path(scratch) / f"w{dim}_{resolution[0]}_{quantize}.tflite"
+                        export_tflite(whitened, path, quantize, resolution,
+                                      list(calibration) if quantize == "int8" else None)
+                        run = lambda batch, path=path: run_tflite(path, batch)
+                    run(images[:1])
                     start = time.perf_counter()
-                    exported = run_tflite(path, images)
+                    exported = run(images)
                     latency_ms = 1000 * (time.perf_counter() - start) / len(images)
                     size_mb = path.stat().st_size / 1e6
                     baseline.setdefault("size", size_mb)
@@ -147,7 +159,7 @@ def main() -> None:
                     recall_text = keras_text = ""
                     if keras_recall is not None:
                         tflite_recall = recall_at_1(
-                            lambda paths: run_tflite(path, np.concatenate(list(image_batches(paths, resolution)))),
+                            lambda paths: run(np.concatenate(list(image_batches(paths, resolution)))),
                             test)
                         recall_text, keras_text = f"{tflite_recall:6.1f}", f"{keras_recall:9.1f}"
                     print(f"{dim:>9} {resolution[0]}×{resolution[1]:<5} {quantize:>8} {size_mb:7.1f} "

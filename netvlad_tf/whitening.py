@@ -10,6 +10,14 @@ import numpy as np
 MAX_WHITENING_SAMPLES = 10_000
 # Eigenvalues below this fraction of the largest one are numerically zero: they bound the rank.
 RANK_TOLERANCE = 1e-10
+# How each principal direction is scaled (λ: its variance):
+#   "authors":   1/√(λ + ε), the paper's whitening (ε tiny);
+#   "shrinkage": 1/√(λ + λ̄), λ̄ the mean variance: the covariance shrunk toward λ̄·I before
+#                whitening (Ledoit & Wolf, J. Multivariate Analysis 2004), which stops the noisy
+#                small variances of a few hundred or thousand samples from being amplified;
+#   "none":      1, PCA projection only.
+WHITENING_METHODS = ("authors", "shrinkage", "none")
+DEFAULT_WHITENING_METHOD = "authors"
 
 
 @dataclass(frozen=True)
@@ -40,7 +48,7 @@ class PCAWhitening:
 
 
 def fit_pca_whitening(
-    descriptors: np.ndarray, output_dim: int, epsilon: float = 1e-9
+    descriptors: np.ndarray, output_dim: int, epsilon: float = 1e-9, method: str = DEFAULT_WHITENING_METHOD
 ) -> PCAWhitening:
     """Learns PCA whitening to `output_dim` dimensions from `(N, D)` descriptors.
 
@@ -54,9 +62,12 @@ def fit_pca_whitening(
         output_dim: number of kept dimensions; at most the rank of the centred data.
         epsilon: added to each eigenvalue before `1/√(λ + ε)`, so tiny variances do not
             blow up.
+        method: `"authors"` (`1/√(λ + ε)`), `"shrinkage"` (`1/√(λ + λ̄)`, λ̄ the mean of all
+            non-zero eigenvalues) or `"none"` (projection only); see `WHITENING_METHODS`.
 
     Returns:
-        A `PCAWhitening` whose `transform` has identity covariance on the fitted data.
+        A `PCAWhitening`. With `"authors"` its `transform` has identity covariance on the
+        fitted data; with `"shrinkage"` the variance along direction i is `λ_i / (λ_i + λ̄)`.
 
     Example:
     >>> rng = np.random.default_rng(0)
@@ -71,6 +82,8 @@ def fit_pca_whitening(
         raise ValueError(f"descriptors must be a 2-D array (N, D), got shape {data.shape}.")
     if not np.all(np.isfinite(data)):
         raise ValueError("descriptors contain NaN or infinite values.")
+    if method not in WHITENING_METHODS:
+        raise ValueError(f"Unknown whitening method {method!r}; use one of {WHITENING_METHODS}.")
     if int(output_dim) != output_dim or output_dim < 1:
         raise ValueError(f"output_dim must be a positive integer, got {output_dim!r}.")
     num_samples, dim = data.shape
@@ -95,7 +108,9 @@ def fit_pca_whitening(
             "descriptors."
         )
     kept_eigenvalues = eigenvalues[:output_dim]
-    projection = directions[:, :output_dim] / np.sqrt(kept_eigenvalues + epsilon)[None]
+    offset = {"authors": epsilon, "shrinkage": float(eigenvalues.mean()), "none": None}[method]
+    scale = 1.0 if offset is None else 1.0 / np.sqrt(kept_eigenvalues + offset)
+    projection = directions[:, :output_dim] * np.broadcast_to(scale, (output_dim,))[None]
     return PCAWhitening(mean=mean, projection=projection, eigenvalues=kept_eigenvalues)
 
 

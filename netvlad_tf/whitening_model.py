@@ -7,7 +7,7 @@ from typing import Sequence
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE
 from netvlad_tf.embedding import embed_images
 from netvlad_tf.model import PlaceRecognitionModel
-from netvlad_tf.whitening import MAX_WHITENING_SAMPLES, fit_pca_whitening
+from netvlad_tf.whitening import DEFAULT_WHITENING_METHOD, MAX_WHITENING_SAMPLES, fit_pca_whitening
 
 
 def with_learned_whitening(
@@ -18,6 +18,7 @@ def with_learned_whitening(
     batch_size: int = 8,
     verbose: bool = True,
     max_side: int | None = DEFAULT_MAX_SIDE,
+    method: str = DEFAULT_WHITENING_METHOD,
 ) -> PlaceRecognitionModel:
     """A model sharing `model`'s backbone and pooling, ending in PCA whitening to
     `whitening_dim` learned from at most 10 000 of `database_paths` (evenly spaced) + L2
@@ -30,6 +31,7 @@ def with_learned_whitening(
         image_size, max_side: the image policy (see `netvlad_tf.data.images`).
         batch_size: images per forward pass.
         verbose: show a progress bar.
+        method: how principal directions are scaled (`netvlad_tf.whitening.WHITENING_METHODS`).
 
     Returns:
         The whitened `PlaceRecognitionModel`.
@@ -49,5 +51,5 @@ def with_learned_whitening(
     whitened = PlaceRecognitionModel(
         model.backbone, model.pooling, whitening_dim=whitening_dim, name=model.name
     )
-    whitened.set_whitening(fit_pca_whitening(pooled, whitening_dim))
+    whitened.set_whitening(fit_pca_whitening(pooled, whitening_dim, method=method))
     return whitened

@@ -261,3 +261,60 @@ def test_exports_are_readable_by_other_users_under_umask_022(model, tmp_path):
         assert mode & 0o044 == 0o044, (path, oct(mode))  # group and others can read
         if path.is_dir():
             assert mode & 0o011 == 0o011, (path, oct(mode))  # and enter
+
+
+def test_onnx_export_matches_keras_at_any_batch_and_size(model, tmp_path):
+    from netvlad_tf.export import export_onnx, run_onnx, verify_onnx
+
+    path = export_onnx(model, tmp_path / "netvlad.onnx")
+    rng = np.random.default_rng(0)
+    for shape in [(1, 32, 64, 3), (3, 48, 80, 3), (2, 64, 48, 3)]:  # batch, height and width all vary
+        images = rng.uniform(0, 255, shape).astype(np.float32)
+        np.testing.assert_allclose(run_onnx(path, images), model.predict(images, verbose=0), atol=1e-4)
+    report = verify_onnx(path, model, rng.uniform(0, 255, (2, 32, 64, 3)).astype(np.float32))
+    assert report.passed and report.max_abs_diff <= 1e-4
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        export_onnx(model, path)
+
+
+def test_missing_onnx_packages_name_the_extra(model, tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def without_tf2onnx(name, *args, **kwargs):
+        if name == "tf2onnx":
+            raise ImportError("No module named 'tf2onnx'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without_tf2onnx)
+    from netvlad_tf.export import export_onnx
+
+    with pytest.raises(ValueError, match=r"pip install 'netvlad_tf\[onnx\]'"):
+        export_onnx(model, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_command_defaults_to_full_int8_at_480x640_with_a_model_card(model, tmp_path, capsys):
+    import json
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    from netvlad_tf.cli import main
+
+    model.save(tmp_path / "m.keras")
+    output = tmp_path / "phone.tflite"
+    code = main(["netvlad-tf", "export", f"--model={tmp_path / 'm.keras'}", "--format=tflite",
+                 f"--output={output}", "--training_data=Nordland (test fixture)", "--weights_license=CC0"])
+    interpreter = Interpreter(model_path=str(output))
+    assert tuple(interpreter.get_input_details()[0]["shape"]) == (1, 480, 640, 3)
+    assert any(tensor["dtype"] == np.int8 for tensor in interpreter.get_tensor_details())
+    card = json.loads((tmp_path / "phone.tflite.model_card.json").read_text())
+    assert card["input"]["shape"] == [1, 480, 640, 3] and card["input"]["quantization"] == "int8"
+    assert card["output"]["dimension"] == model.descriptor_dim and card["output"]["layout"] == "matlab"
+    assert card["training_data"] == "Nordland (test fixture)" and card["weights_license"] == "CC0"
+    assert card["parity"]["passed"] is (code == 0)
+    onnx = tmp_path / "m.onnx"
+    assert main(["netvlad-tf", "export", f"--model={tmp_path / 'm.keras'}", "--format=onnx",
+                 f"--output={onnx}"]) == 0
+    assert json.loads((tmp_path / "m.onnx.model_card.json").read_text())["format"] == "onnx"

@@ -51,3 +51,26 @@ def test_output_dim_above_rank_is_a_clear_error(rng):
 def test_bad_input(descriptors, output_dim, message):
     with pytest.raises(ValueError, match=message):
         fit_pca_whitening(descriptors, output_dim)
+
+
+def test_shrinkage_whitening_shrinks_toward_the_mean_variance(rng):
+    """Known covariance: independent axes with variances 9, 4, 1, 0.25, 0.01, rotated. Shrinkage
+    whitening leaves direction i with variance λ_i / (λ_i + λ̄) (λ_i the sample eigenvalues,
+    λ̄ their mean), the authors' whitening with 1, plain PCA with λ_i."""
+    true_variances = np.array([9.0, 4.0, 1.0, 0.25, 0.01])
+    rotation, _ = np.linalg.qr(rng.normal(size=(5, 5)))
+    data = (rng.normal(size=(40_000, 5)) * np.sqrt(true_variances)) @ rotation.T + 3.0
+    sample_eigenvalues = np.sort(np.linalg.eigvalsh(np.cov(data.T, bias=True)))[::-1]
+    np.testing.assert_allclose(sample_eigenvalues, true_variances, rtol=0.05)
+    expected = {
+        "shrinkage": sample_eigenvalues / (sample_eigenvalues + sample_eigenvalues.mean()),
+        "authors": np.ones(5),
+        "none": sample_eigenvalues,
+    }
+    for method, variances in expected.items():
+        transformed = fit_pca_whitening(data, 5, method=method).transform(data)
+        covariance = np.cov(transformed.T, bias=True)
+        np.testing.assert_allclose(np.diag(covariance), variances, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(covariance - np.diag(np.diag(covariance)), 0, atol=1e-8)
+    with pytest.raises(ValueError, match="Unknown whitening method"):
+        fit_pca_whitening(data, 2, method="zca")

@@ -15,6 +15,7 @@ from netvlad_tf.commands.common import (
 from netvlad_tf.data.loading import open_dataset
 from netvlad_tf.model_files import load_model_file
 from netvlad_tf.staging import refuse_existing, save_model_atomically
+from netvlad_tf.whitening import DEFAULT_WHITENING_METHOD, WHITENING_METHODS
 from netvlad_tf.whitening_model import with_learned_whitening
 
 SUMMARY = "Learn PCA whitening (≤ 10 000 database images) and save the model with it baked in."
@@ -27,6 +28,10 @@ def define_flags(fv: flags.FlagValues) -> None:
     define_dataset_location_flags(fv)
     define_image_size_flag(fv, None)
     flags.DEFINE_integer("whitening_dim", 4096, "Output dimension (the paper: 4096).", flag_values=fv)
+    flags.DEFINE_enum("whitening", DEFAULT_WHITENING_METHOD, list(WHITENING_METHODS),
+                      "How principal directions are scaled: authors (1/sqrt(lambda)), shrinkage "
+                      "(1/sqrt(lambda + mean lambda): for fewer training images than dimensions) or none "
+                      "(PCA only).", flag_values=fv)
     flags.DEFINE_boolean("overwrite", False, "Replace an existing --output (also --output = --model).", flag_values=fv)
     flags.DEFINE_string("output", None, "Where to save the whitened .keras model (required).", flag_values=fv)
 
@@ -39,7 +44,7 @@ def run(fv: flags.FlagValues) -> int:
     dataset = open_dataset(fv.dataset, fv.image_root, fv.query_root, fv.split)
     image_size, max_side = image_policy(fv)
     whitened = with_learned_whitening(model, dataset.database_paths, fv.whitening_dim, image_size,
-                                      max_side=max_side)
+                                      max_side=max_side, method=fv.whitening)
     save_model_atomically(whitened, fv.output, fv.overwrite)
     print(f"Saved {fv.output}: descriptors of {whitened.descriptor_dim} dimensions")
     return 0

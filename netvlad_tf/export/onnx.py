@@ -1,0 +1,77 @@
+"""ONNX export for onnxruntime, NVIDIA TensorRT and Jetson, through Keras' own
+`model.export(format="onnx")` (tf2onnx underneath), verified with onnxruntime."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from netvlad_tf.export.parity import ParityReport, compare_descriptors
+from netvlad_tf.staging import atomic_file, refuse_existing
+
+ONNX_MAX_ABS_DIFF = 1e-4
+ONNX_EXTRA_HINT = "ONNX export needs tf2onnx and onnxruntime: pip install 'netvlad_tf[onnx]'."
+
+
+def _require_onnx_packages() -> None:
+    try:
+        import onnxruntime  # noqa: F401
+        import tf2onnx  # noqa: F401
+    except ImportError as error:
+        raise ValueError(f"{ONNX_EXTRA_HINT} ({error})") from None
+
+
+def export_onnx(model: keras.Model, path, overwrite: bool = False) -> Path:
+    """Writes the full model (whitening included) as ONNX with a dynamic batch and image size.
+
+    Input `images`: float32 RGB in 0–255, `(B, H, W, 3)`, any B, H and W; output: the
+    `(B, dim)` L2-normalised descriptor.
+
+    Args:
+        model: the Keras model.
+        path: the `.onnx` file to write (atomically).
+        overwrite: replace an existing file.
+
+    Returns:
+        `path` as a Path.
+
+    Raises:
+        ValueError: tf2onnx or onnxruntime is not installed (`pip install 'netvlad_tf[onnx]'`).
+
+    Example (a few seconds)::
+
+        export_onnx(keras.models.load_model("model.keras"), "netvlad.onnx")
+        # onnxruntime.InferenceSession("netvlad.onnx").run(None, {"images": images})
+    """
+    _require_onnx_packages()
+    path = Path(path)
+    refuse_existing(path, overwrite)
+    model(np.zeros((1, 32, 32, 3), np.float32), training=False)  # Keras exports called models only
+    with atomic_file(path, overwrite) as staging:
+        model.export(str(staging), format="onnx", verbose=False)
+    return path
+
+
+def run_onnx(path, images: np.ndarray) -> np.ndarray:
+    """Descriptors of `(B, H, W, 3)` images from an `.onnx` model with onnxruntime (CPU)."""
+    _require_onnx_packages()
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: images.astype(np.float32)})[0]
+
+
+def verify_onnx(path, model: keras.Model, images: np.ndarray) -> ParityReport:
+    """Compares onnxruntime's descriptors with the Keras model's on `images` (bar: max abs diff
+    ≤ 1e-4)."""
+    reference = keras.ops.convert_to_numpy(model(images.astype(np.float32), training=False))
+    run_onnx(path, images[:1])
+    start = time.perf_counter()
+    exported = run_onnx(path, images)
+    latency_ms = 1000 * (time.perf_counter() - start) / len(images)
+    max_abs_diff, cosine = compare_descriptors(reference, exported)
+    return ParityReport("onnx", str(path), Path(path).stat().st_size, max_abs_diff, cosine, latency_ms,
+                        f"max|Δ| ≤ {ONNX_MAX_ABS_DIFF:g}", max_abs_diff <= ONNX_MAX_ABS_DIFF)
