@@ -21,9 +21,9 @@ DIMENSIONS = (64, 128, 256, 512, 1024)
 
 def recall(database: np.ndarray, queries: np.ndarray, positives, ns=(1, 5, 10)) -> dict[int, float]:
     from netvlad_tf.evaluation.recall import recall_at_n
+    from netvlad_tf.normalization import l2_normalize_rows
 
-    normalise = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    database, queries = normalise(database), normalise(queries)
+    database, queries = l2_normalize_rows(database), l2_normalize_rows(queries)
     ranked = np.argsort(-(queries @ database.T), axis=1)[:, : max(ns)]
     return recall_at_n(ranked, positives, ns)
 

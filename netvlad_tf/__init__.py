@@ -24,7 +24,10 @@ from netvlad_tf.pooling import AveragePooling, GeMPooling, MACPooling, get_pooli
 from netvlad_tf.weights import PRESETS, from_preset
 from netvlad_tf.whitening import PCAWhitening, fit_pca_whitening
 
-# `build_netvlad_model.from_preset("efficientnet_lite0_imagenet")`, keras-hub style.
+# keras-hub style: `PlaceRecognitionModel.from_preset("efficientnet_lite0_imagenet")`, and the
+# same through `build_netvlad_model.from_preset`. Attached here because the presets build models.
+PlaceRecognitionModel.from_preset = classmethod(lambda cls, name, weights=None, **overrides:
+                                                from_preset(name, weights, **overrides))
 build_netvlad_model.from_preset = from_preset
 
 __version__ = "0.1.0"

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import faiss
 import keras
 import numpy as np
 
 from netvlad_tf.netvlad import NetVLAD
+from netvlad_tf.normalization import l2_normalize_rows
 
 # The paper clusters 50 000 descriptors, 100 from each image.
 DEFAULT_NUM_DESCRIPTORS = 50_000
 DEFAULT_DESCRIPTORS_PER_IMAGE = 100
+
+
+def evenly_spaced(items: Sequence, count: int) -> list:
+    """At most `count` of `items`, spread evenly over them (every ⌊len/count⌋-th): how images are
+    chosen for k-means, so the clusters see the whole route, not its first stretch.
+
+    Example:
+    >>> evenly_spaced(list(range(10)), 3)
+    [0, 3, 6]
+    """
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}.")
+    return list(items)[:: max(1, len(items) // count)][:count]
 
 
 def sample_local_descriptors(
@@ -64,7 +78,7 @@ def sample_local_descriptors(
         raise ValueError("No images were given to sample local descriptors from.")
     descriptors = np.concatenate(sampled).astype(np.float32)
     if normalize:
-        descriptors /= np.maximum(np.linalg.norm(descriptors, axis=1, keepdims=True), 1e-12)
+        descriptors = l2_normalize_rows(descriptors)
     return descriptors
 
 

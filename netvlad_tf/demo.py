@@ -9,7 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from netvlad_tf.clustering import initialize_clusters
+from netvlad_tf.clustering import evenly_spaced, initialize_clusters
 from netvlad_tf.data import GeoDataset, read_csv_dataset
 from netvlad_tf.data.images import image_batches
 from netvlad_tf.evaluation.evaluate import evaluate
@@ -21,7 +21,7 @@ from netvlad_tf.model import build_netvlad_model
 from netvlad_tf.sample_data import nordland_csv
 from netvlad_tf.staging import atomic_directory
 from netvlad_tf.training import train
-from netvlad_tf.whitening_model import with_learned_whitening
+from netvlad_tf.learned_whitening import with_learned_whitening
 
 DEMO_NS = (1, 5, 10)
 METHODS = ("netvlad", "netvlad_whitened", "netvlad_untrained", "mac", "pixels")
@@ -87,7 +87,7 @@ def run_demo(
                         batch_size=16, verbose=False)
 
     model = build_netvlad_model(backbone=backbone, weights=weights, num_clusters=settings["num_clusters"])
-    cluster_paths = train_data.database_paths[:: max(1, train_data.num_database // settings["cluster_images"])]
+    cluster_paths = evenly_spaced(train_data.database_paths, settings["cluster_images"])
     _say(verbose, f"1/5 k-means of {backbone} local descriptors from {len(cluster_paths)} summer images (K={settings['num_clusters']})")
     initialize_clusters(model.pooling, model.backbone, image_batches(cluster_paths, image_size, batch_size=16),
                         num_descriptors=50 * len(cluster_paths), descriptors_per_image=50, seed=seed,
@@ -110,7 +110,7 @@ def run_demo(
         results["netvlad_whitened"] = measure(whitened)
         model.save(staging / "model.keras")
         _say(verbose, "5/5 exporting the trained model to TFLite (full int8, the phone default)")
-        calibration_paths = train_data.database_paths[:: max(1, train_data.num_database // 64)][:64]
+        calibration_paths = evenly_spaced(train_data.database_paths, 64)
         calibration = list(np.concatenate(list(image_batches(calibration_paths, image_size, batch_size=16))))
         tflite_path = export_tflite(model, staging / "model_int8.tflite", "int8", image_size, calibration)
         check_images = np.concatenate(list(image_batches(test_data.query_paths[:8], image_size)))

@@ -1,8 +1,9 @@
-"""L2 normalisation shared by the pooling layers and the model head."""
+"""L2 normalisation: one rule for the pooling layers, the model head and NumPy arrays."""
 
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 # The authors' MatConvNet code adds this to the squared norm before the square root, so an
@@ -20,6 +21,18 @@ def l2_normalize(x, axis: int = -1, epsilon: float = L2_EPSILON):
     """
     squared_norm = ops.sum(ops.square(x), axis=axis, keepdims=True)
     return x * ops.rsqrt(ops.maximum(squared_norm, epsilon))
+
+
+def l2_normalize_rows(array: np.ndarray, epsilon: float = L2_EPSILON) -> np.ndarray:
+    """The NumPy twin of `l2_normalize` over the last axis (same epsilon rule), keeping the dtype.
+
+    Example:
+    >>> l2_normalize_rows(np.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
+    [[0.6, 0.8], [0.0, 0.0]]
+    """
+    array = np.asarray(array)
+    squared_norm = np.sum(np.square(array, dtype=np.float64), axis=-1, keepdims=True)
+    return (array / np.sqrt(np.maximum(squared_norm, epsilon))).astype(array.dtype, copy=False)
 
 
 @keras.saving.register_keras_serializable(package="netvlad_tf")

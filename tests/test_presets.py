@@ -33,3 +33,11 @@ def test_every_preset_says_what_it_was_trained_on():
     for name, preset in PRESETS.items():
         assert preset.description and preset.trained_on, name
         assert (preset.converter is None) == (preset.weights_file is None), name
+
+
+def test_from_preset_is_a_classmethod_of_the_model_class():
+    from netvlad_tf import PlaceRecognitionModel
+
+    model = PlaceRecognitionModel.from_preset("efficientnet_lite0_imagenet", num_clusters=4)
+    assert isinstance(model, PlaceRecognitionModel) and model.pooling.num_clusters == 4
+    assert model.descriptor_dim == 4 * 112

@@ -7,6 +7,7 @@ from absl import flags
 from netvlad_tf.clustering import (
     DEFAULT_DESCRIPTORS_PER_IMAGE,
     DEFAULT_NUM_DESCRIPTORS,
+    evenly_spaced,
     initialize_clusters,
 )
 from netvlad_tf.commands.common import (
@@ -14,6 +15,7 @@ from netvlad_tf.commands.common import (
     define_dataset_location_flags,
     define_image_size_flag,
     image_policy,
+    none_or_text,
     require_flags,
     require_keras_output,
 )
@@ -51,13 +53,12 @@ def run(fv: flags.FlagValues) -> int:
     if fv.model:
         model = load_model_file(fv.model)
     else:
-        weights = None if fv.weights.lower() == "none" else fv.weights
+        weights = none_or_text(fv.weights)
         model = build_netvlad_model(weights=weights, num_clusters=fv.num_clusters)
     if not isinstance(model.pooling, NetVLAD):
         raise ValueError(f"{fv.model}: its pooling is {type(model.pooling).__name__}, not NetVLAD.")
     dataset = open_dataset(fv.dataset, fv.image_root, fv.query_root, fv.split)
-    step = max(1, dataset.num_database // fv.num_images)
-    paths = dataset.database_paths[::step][: fv.num_images]
+    paths = evenly_spaced(dataset.database_paths, fv.num_images)
     image_size, max_side = image_policy(fv)
     alpha = initialize_clusters(model.pooling, model.backbone, image_batches(paths, image_size, max_side),
                                 fv.num_descriptors, fv.descriptors_per_image, fv.version, fv.seed)

@@ -39,6 +39,16 @@ def define_image_size_flag(fv: flags.FlagValues, default: str | None, with_max_s
         )
 
 
+def none_or_text(text: str | None) -> str | None:
+    """A flag value where the word `none` (any case) means None, e.g. `--weights=none`.
+
+    Example:
+    >>> none_or_text("None"), none_or_text("imagenet")
+    (None, 'imagenet')
+    """
+    return None if text is None or text.lower() == "none" else text
+
+
 def image_policy(fv: flags.FlagValues) -> tuple[tuple[int, int] | None, int | None]:
     """`(image_size, max_side)` from `--image_size` and `--max_side` (0 → None: uncapped)."""
     if fv.max_side < 0:

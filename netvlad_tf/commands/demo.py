@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from absl import flags
 
+from netvlad_tf.commands.common import none_or_text
+
 SUMMARY = "NetVLAD vs MAC vs raw pixels on the bundled Nordland images (summer → winter)."
 EXAMPLE = "netvlad-tf demo --output demo_output --quick"
 
@@ -27,7 +29,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 def run(fv: flags.FlagValues) -> int:
     from netvlad_tf.demo import run_demo
 
-    weights = None if fv.weights.lower() == "none" else fv.weights
+    weights = none_or_text(fv.weights)
     run_demo(fv.output, backbone=fv.backbone, weights=weights, quick=fv.quick, seed=fv.seed,
              overwrite=fv.overwrite)
     return 0

@@ -7,11 +7,12 @@ from pathlib import Path
 import keras
 from absl import flags
 
-from netvlad_tf.clustering import DEFAULT_NUM_DESCRIPTORS, initialize_clusters
+from netvlad_tf.clustering import DEFAULT_NUM_DESCRIPTORS, evenly_spaced, initialize_clusters
 from netvlad_tf.commands.common import (
     define_dataset_flags,
     define_dataset_location_flags,
     define_image_size_flag,
+    none_or_text,
     parse_image_size,
 )
 from netvlad_tf.data.images import image_batches
@@ -22,7 +23,7 @@ from netvlad_tf.model_files import load_model_file
 from netvlad_tf.staging import save_model_atomically
 from netvlad_tf.training import new_run_dir, train
 from netvlad_tf.training.train import BACKUP_DIR, LAST_MODEL_FILE
-from netvlad_tf.whitening_model import with_learned_whitening
+from netvlad_tf.learned_whitening import with_learned_whitening
 
 SUMMARY = "Train NetVLAD from GPS-tagged images with hard-negative mining (the paper's recipe)."
 EXAMPLE = (
@@ -101,12 +102,12 @@ def run(fv: flags.FlagValues) -> int:
     if fv.model:
         model = load_model_file(fv.model)
     else:
-        weights = None if fv.weights.lower() == "none" else fv.weights
+        weights = none_or_text(fv.weights)
         model = build_netvlad_model(
             backbone=fv.backbone, weights=weights, num_clusters=fv.num_clusters,
-            trainable_from=None if fv.trainable_from.lower() == "none" else fv.trainable_from,
+            trainable_from=none_or_text(fv.trainable_from),
         )
-        cluster_paths = train_dataset.database_paths[: fv.cluster_images]
+        cluster_paths = evenly_spaced(train_dataset.database_paths, fv.cluster_images)
         print(f"Initialising {fv.num_clusters} clusters from {len(cluster_paths)} database images")
         initialize_clusters(
             model.pooling, model.backbone, image_batches(cluster_paths, image_size),

@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from netvlad_tf.data.images import image_batches
+from netvlad_tf.normalization import l2_normalize_rows
 
 DEFAULT_THUMBNAIL_SIZE = (16, 32)
 
@@ -23,5 +24,4 @@ def pixel_descriptors(paths: Sequence[str], thumbnail_size: tuple[int, int] = DE
     thumbnails = np.concatenate(list(image_batches(list(paths), thumbnail_size, batch_size=64)))
     grey = thumbnails.mean(axis=-1).reshape(len(thumbnails), -1).astype(np.float64)
     grey -= grey.mean(axis=1, keepdims=True)
-    grey /= np.maximum(np.linalg.norm(grey, axis=1, keepdims=True), 1e-12)
-    return grey.astype(np.float32)
+    return l2_normalize_rows(grey).astype(np.float32)

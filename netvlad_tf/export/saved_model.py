@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from netvlad_tf.export.freezing import frozen_forward
+from netvlad_tf.export.constant_graph import constant_forward
 from netvlad_tf.export.parity import ParityReport, compare_descriptors
 from netvlad_tf.staging import atomic_directory
 
@@ -61,7 +61,7 @@ def export_saved_model(
         export_saved_model(keras.models.load_model("model.keras"), "serving")
         # saved_model_cli run --dir serving/netvlad/1 --tag_set serve ...
     """
-    frozen = frozen_forward(model)
+    frozen = constant_forward(model)
     height, width = encoded_image_size
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])

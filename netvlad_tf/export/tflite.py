@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from netvlad_tf.backbones.preprocessing import PixelNormalization
 from netvlad_tf.export.flatbuffers import read_model, tensor_name
-from netvlad_tf.export.freezing import frozen_forward
+from netvlad_tf.export.constant_graph import constant_forward
 from netvlad_tf.export.hybrid_weights import int8_weights_for_float_matmuls
 from netvlad_tf.export.parity import ParityReport, compare_descriptors
 from netvlad_tf.model import WHITENING_LAYER
@@ -76,7 +76,7 @@ def export_tflite(
         raise ValueError(f"Unknown quantize {quantize!r}; use one of {QUANTIZATIONS}.")
     path = Path(path)
     refuse_existing(path, overwrite)
-    frozen = frozen_forward(model, (1, *image_size, 3))
+    frozen = constant_forward(model, (1, *image_size, 3))
     converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize != "none":

@@ -1,12 +1,14 @@
 """Search backends for descriptor retrieval."""
 
-from netvlad_tf.retrieval.index import (
-    INDEX_KINDS,
-    DescriptorIndex,
+from netvlad_tf.retrieval.faiss_backends import (
     FaissFlatIndex,
     FaissHNSWIndex,
     FaissIVFPQIndex,
     FaissIVFSQ8Index,
+)
+from netvlad_tf.retrieval.index import (
+    INDEX_KINDS,
+    DescriptorIndex,
     NumpyIndex,
     create_index,
     load_index,

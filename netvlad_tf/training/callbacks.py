@@ -10,10 +10,9 @@ from typing import Sequence
 import keras
 
 from netvlad_tf.data.geo_dataset import EVAL_POSITIVE_RADIUS_M, GeoDataset
-from netvlad_tf.embedding import embed_images
-from netvlad_tf.evaluation.recall import DEFAULT_NS, recall_at_n
+from netvlad_tf.evaluation.evaluate import evaluate
+from netvlad_tf.evaluation.recall import DEFAULT_NS
 from netvlad_tf.mining import HardNegativeMiner
-from netvlad_tf.retrieval import FaissFlatIndex
 from netvlad_tf.staging import write_bytes_atomically
 
 
@@ -83,15 +82,14 @@ class RecallEvaluation(keras.callbacks.Callback):
     def __init__(self, dataset: GeoDataset, image_size=None, ns: Sequence[int] = DEFAULT_NS,
                  radius_m: float = EVAL_POSITIVE_RADIUS_M, batch_size: int = 8, verbose: bool = True):
         super().__init__()
+        if len(dataset.queries_with_positives(radius_m)) == 0:
+            raise ValueError(f"{dataset.name}: no validation query has a positive within {radius_m} m.")
         self.dataset = dataset
         self.image_size = image_size
         self.ns = tuple(ns)
+        self.radius_m = radius_m
         self.batch_size = batch_size
         self.verbose = verbose
-        self.evaluated_queries = dataset.queries_with_positives(radius_m)
-        if len(self.evaluated_queries) == 0:
-            raise ValueError(f"{dataset.name}: no validation query has a positive within {radius_m} m.")
-        self.positives = [dataset.positives_within(radius_m)[q] for q in self.evaluated_queries]
 
     def on_epoch_end(self, epoch, logs=None):
         recalls = self.evaluate(self.model)
@@ -101,15 +99,10 @@ class RecallEvaluation(keras.callbacks.Callback):
             print(" ".join(f"val R@{n}={100 * v:.1f}" for n, v in recalls.items()), flush=True)
 
     def evaluate(self, model) -> dict[int, float]:
-        database = embed_images(model, self.dataset.database_paths, self.image_size,
-                                batch_size=self.batch_size, verbose=False)
-        queries = embed_images(model, [self.dataset.query_paths[q] for q in self.evaluated_queries],
-                               self.image_size, batch_size=self.batch_size, verbose=False)
-        index = FaissFlatIndex(database.shape[1])
-        index.add(database)
-        _, ranked = index.search(queries, max(self.ns))
-        return recall_at_n(ranked, self.positives, self.ns)
-
+        """Recall@N of `model` on the validation set: the same embed → search → Recall@N path as
+        `netvlad_tf.evaluate` (exact search)."""
+        return evaluate(model, self.dataset, ns=self.ns, radius_m=self.radius_m, image_size=self.image_size,
+                        batch_size=self.batch_size, verbose=False).recall
 
 class EpochHistory(keras.callbacks.Callback):
     """Keeps every finished epoch's logs in a JSON file in the run folder, so that the history

@@ -7,10 +7,10 @@ import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 
-def frozen_forward(model: keras.Model, input_shape=(None, None, None, 3)):
+def constant_forward(model: keras.Model, input_shape=(None, None, None, 3)):
     """A concrete function `float32 images → descriptors` whose weights are constants.
 
-    Freezing is what lets the SavedModel hold each weight once and load in TF Serving's own
+    Folding the weights in is what lets the SavedModel hold each weight once and load in TF Serving's own
     (TF1 session) loader: a Keras 3 model saved with `tf.saved_model.save` fails that loader
     (keras-team/keras#20096) and `model.export` stores every weight twice (keras-team/keras#23553).
     """
