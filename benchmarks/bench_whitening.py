@@ -31,7 +31,7 @@ def recall(database: np.ndarray, queries: np.ndarray, positives, ns=(1, 5, 10)) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a trained .keras model (e.g. the demo's)")
-    parser.add_argument("--image-size", default="64,128", help="HEIGHT,WIDTH (the demo's: 64,128)")
+    parser.add_argument("--image-size", default="128,256", help="HEIGHT,WIDTH (the demo's Lite0 size: 128,256)")
     parser.add_argument("--dims", type=int, nargs="+", default=list(DIMENSIONS))
     args = parser.parse_args()
     image_size = tuple(int(side) for side in args.image_size.split(","))
@@ -74,6 +74,9 @@ def main() -> None:
     row(f"full {pooled.output.shape[-1]}-D", lambda x: x)
     for fit_name, fit_data in fitting_sets.items():
         for dim in args.dims:
+            if dim >= len(fit_data):
+                print(f"{dim:>5}-D: more dimensions than the {len(fit_data)} fitting images support")
+                continue
             for method in WHITENING_METHODS:
                 whitening = fit_pca_whitening(fit_data, dim, method=method)
                 row(f"{dim:>5}-D {method:<10} (fit: {fit_name})", whitening.transform)

@@ -120,6 +120,21 @@ def initialize_clusters(
 ) -> float:
     """Samples descriptors, clusters them and calls `netvlad.set_clusters`; returns alpha.
 
+    Args:
+        netvlad: the layer to initialise.
+        backbone: gives the local descriptors of each image batch.
+        image_batches: iterable of `(B, H, W, 3)` image batches (e.g. `image_batches(paths)`).
+        num_descriptors: descriptors clustered by k-means.
+        descriptors_per_image: sampled per image.
+        version: `"v1"` (the released models) or `"v2"` (the paper's Eq. 3).
+        seed: sampling and k-means seed.
+        verbose: show progress.
+
+    Returns:
+        The assignment sharpness alpha used.
+
+    Reference: arXiv 1511.07247, Sec. 3 (initialisation from k-means).
+
     Example:
     >>> from netvlad_tf import build_netvlad_model
     >>> model = build_netvlad_model(weights=None, num_clusters=4)

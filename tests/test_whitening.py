@@ -16,7 +16,7 @@ def correlated_data(rng, num_samples, dim):
 def test_whitened_covariance_is_identity_through_dense(rng, num_samples, dim):
     data = correlated_data(rng, num_samples, dim)
     output_dim = 10
-    whitening = fit_pca_whitening(data, output_dim)
+    whitening = fit_pca_whitening(data, output_dim, method="authors")
     dense = keras.layers.Dense(output_dim, dtype="float64")
     dense.build((None, dim))
     dense.set_weights(whitening.dense_weights())
@@ -28,7 +28,7 @@ def test_whitened_covariance_is_identity_through_dense(rng, num_samples, dim):
 @pytest.mark.parametrize("num_samples, dim", [(400, 12), (30, 64)])
 def test_matches_sklearn_pca(rng, num_samples, dim):
     data = correlated_data(rng, num_samples, dim)
-    whitening = fit_pca_whitening(data, 6, epsilon=0.0)
+    whitening = fit_pca_whitening(data, 6, epsilon=0.0, method="authors")
     reference = PCA(n_components=6, svd_solver="full").fit(data)
     # sklearn divides by N − 1; the paper's covariance divides by N.
     np.testing.assert_allclose(

@@ -31,6 +31,7 @@ EXAMPLE = "netvlad-tf cluster --dataset=pitts30k_train.mat --image_root=Pittsbur
 
 
 def define_flags(fv: flags.FlagValues) -> None:
+    """Defines this command\'s flags on `fv`."""
     flags.DEFINE_string("model", None, "A .keras model to initialise; unset builds VGG16 + NetVLAD.", flag_values=fv)
     flags.DEFINE_string("weights", "imagenet", "Backbone weights when building: imagenet, none or a path.", flag_values=fv)
     flags.DEFINE_integer("num_clusters", 64, "K when building.", flag_values=fv)
@@ -47,6 +48,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 
 def run(fv: flags.FlagValues) -> int:
+    """Runs the command on parsed flags; returns the exit status (errors are raised)."""
     require_flags(fv, "dataset", "output")
     require_keras_output(fv.output)
     refuse_existing(fv.output, fv.overwrite)

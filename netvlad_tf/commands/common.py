@@ -8,6 +8,7 @@ from netvlad_tf.data.images import DEFAULT_MAX_SIDE
 
 
 def define_dataset_flags(fv: flags.FlagValues, name: str = "dataset", required_help: str = "") -> None:
+    """`--<name>`: a dataset CSV, an authors\' `.mat` file or a VPR-benchmark folder."""
     flags.DEFINE_string(
         name, None,
         f"{required_help}A dataset CSV (split,image_path,easting,northing), an authors' dbStruct "
@@ -17,6 +18,7 @@ def define_dataset_flags(fv: flags.FlagValues, name: str = "dataset", required_h
 
 
 def define_dataset_location_flags(fv: flags.FlagValues) -> None:
+    """`--image_root`, `--query_root` and `--split`: where a dataset\'s images are."""
     flags.DEFINE_string("image_root", None, "Image folder of a .mat dataset.", flag_values=fv)
     flags.DEFINE_string("query_root", None, "Query image folder of a .mat dataset, if not --image_root.", flag_values=fv)
     flags.DEFINE_enum("split", "test", ["train", "val", "test"], "Split of a VPR-benchmark folder.", flag_values=fv)

@@ -25,6 +25,7 @@ CONVERTERS = {"matconvnet": convert_matconvnet_netvlad, "pytorch": convert_pytor
 
 
 def define_flags(fv: flags.FlagValues) -> None:
+    """Defines this command\'s flags on `fv`."""
     flags.DEFINE_enum("source", None, sorted(CONVERTERS), "Where the weights come from (required).", flag_values=fv)
     flags.DEFINE_string("input", None, "The released .mat or .pth(.tar) file, or the TF checkpoint prefix (required).", flag_values=fv)
     flags.DEFINE_string("output", None, "Where to save the .keras model (required).", flag_values=fv)
@@ -32,6 +33,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 
 def run(fv: flags.FlagValues) -> int:
+    """Runs the command on parsed flags; returns the exit status (errors are raised)."""
     require_flags(fv, "source", "input", "output")
     require_keras_output(fv.output)
     refuse_existing(fv.output, fv.overwrite)

@@ -11,6 +11,7 @@ EXAMPLE = "netvlad-tf demo --output demo_output --quick"
 
 
 def define_flags(fv: flags.FlagValues) -> None:
+    """Defines this command\'s flags on `fv`."""
     flags.DEFINE_string("output", "demo_output", "New folder for model.keras, results.json and plots.", flag_values=fv)
     flags.DEFINE_enum("backbone", "efficientnet_lite0", ["efficientnet_lite0", "vgg16"],
                       "efficientnet_lite0 (ImageNet weights bundled, offline) or vgg16 (the paper's).",
@@ -27,6 +28,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 
 def run(fv: flags.FlagValues) -> int:
+    """Runs the command on parsed flags; returns the exit status (errors are raised)."""
     from netvlad_tf.demo import run_demo
 
     weights = none_or_text(fv.weights)

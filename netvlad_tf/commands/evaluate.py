@@ -27,6 +27,7 @@ EXAMPLE = (
 
 
 def define_flags(fv: flags.FlagValues) -> None:
+    """Defines this command\'s flags on `fv`."""
     flags.DEFINE_string("model", None, "The .keras model (not needed for --pooling=pixels).", flag_values=fv)
     define_dataset_flags(fv, "dataset", "Evaluation data (required). ")
     define_dataset_location_flags(fv)
@@ -44,6 +45,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 
 def run(fv: flags.FlagValues) -> int:
+    """Runs the command on parsed flags; returns the exit status (errors are raised)."""
     require_flags(fv, "dataset", "output")
     if fv.model is None and fv.pooling != "pixels":
         raise ValueError(f"--pooling={fv.pooling} needs --model; only --pooling=pixels works without one.")

@@ -44,6 +44,7 @@ DEFAULT_QUANTIZATION = {"tflite": "int8", "saved_model": "none", "onnx": "none"}
 
 
 def define_flags(fv: flags.FlagValues) -> None:
+    """Defines this command\'s flags on `fv`."""
     flags.DEFINE_string("model", None, "The .keras model (required).", flag_values=fv)
     flags.DEFINE_enum("format", "saved_model", ["saved_model", "tflite", "onnx"], "What to export.", flag_values=fv)
     flags.DEFINE_enum("quantize", None, list(QUANTIZATIONS),
@@ -66,6 +67,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 
 def run(fv: flags.FlagValues) -> int:
+    """Runs the command on parsed flags; returns the exit status (errors are raised)."""
     require_flags(fv, "model", "output")
     quantize = fv.quantize or DEFAULT_QUANTIZATION[fv.format]
     if fv.format != "tflite" and quantize != "none":

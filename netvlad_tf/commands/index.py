@@ -15,6 +15,7 @@ EXAMPLE = "netvlad-tf index --model=model.keras --dataset=my_photos.csv --output
 
 
 def define_flags(fv: flags.FlagValues) -> None:
+    """Defines this command\'s flags on `fv`."""
     flags.DEFINE_string("model", None, "The .keras model (required).", flag_values=fv)
     flags.DEFINE_string("dataset", None, "CSV of geotagged images; its database rows are indexed (required).", flag_values=fv)
     flags.DEFINE_string("output", None, "New index folder (required).", flag_values=fv)
@@ -25,6 +26,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 
 def run(fv: flags.FlagValues) -> int:
+    """Runs the command on parsed flags; returns the exit status (errors are raised)."""
     missing = [name for name in ("model", "dataset", "output") if getattr(fv, name) is None]
     if missing:
         raise ValueError(f"Missing {', '.join('--' + m for m in missing)}.")

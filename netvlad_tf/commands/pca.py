@@ -23,6 +23,7 @@ EXAMPLE = "netvlad-tf pca --model=runs/pitts30k/last.keras --dataset=pitts30k_tr
 
 
 def define_flags(fv: flags.FlagValues) -> None:
+    """Defines this command\'s flags on `fv`."""
     flags.DEFINE_string("model", None, "The trained .keras model (required).", flag_values=fv)
     define_dataset_flags(fv, "dataset", "Training data whose database images fit the whitening (required). ")
     define_dataset_location_flags(fv)
@@ -37,6 +38,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 
 def run(fv: flags.FlagValues) -> int:
+    """Runs the command on parsed flags; returns the exit status (errors are raised)."""
     require_flags(fv, "model", "dataset", "output")
     require_keras_output(fv.output)
     refuse_existing(fv.output, fv.overwrite)

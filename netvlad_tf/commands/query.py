@@ -15,12 +15,14 @@ TAKES_ARGUMENTS = True
 
 
 def define_flags(fv: flags.FlagValues) -> None:
+    """Defines this command\'s flags on `fv`."""
     flags.DEFINE_string("index", None, "Folder made by `netvlad-tf index` (required).", flag_values=fv)
     flags.DEFINE_integer("top_k", 5, "Places to list per photo.", flag_values=fv)
     flags.DEFINE_boolean("json", False, "Print JSON instead of a table.", flag_values=fv)
 
 
 def run(fv: flags.FlagValues, photos: list[str]) -> int:
+    """Prints the places nearest to each photo in `photos`; returns the exit status."""
     if fv.index is None:
         raise ValueError("--index is required.")
     if not photos:

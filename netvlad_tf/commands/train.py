@@ -34,6 +34,7 @@ EXAMPLE = (
 
 
 def define_flags(fv: flags.FlagValues) -> None:
+    """Defines this command\'s flags on `fv`."""
     define_dataset_flags(fv, "dataset", "Training data (required). ")
     define_dataset_flags(fv, "val_dataset", "Validation data for Recall@N each epoch. ")
     define_dataset_location_flags(fv)
@@ -75,6 +76,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 
 def run(fv: flags.FlagValues) -> int:
+    """Runs the command on parsed flags; returns the exit status (errors are raised)."""
     if fv.dataset is None:
         raise ValueError("--dataset is required: the training data (a .csv, .mat or folder).")
     if fv.resume and fv.model:

@@ -36,6 +36,11 @@ def resized_size(height: int, width: int, image_size: tuple[int, int] | None = N
                  max_side: int | None = DEFAULT_MAX_SIDE) -> tuple[int, int]:
     """The `(height, width)` an upright image of that size gets under the policy.
 
+    Args:
+        height, width: the upright image's size.
+        image_size: `(H, W)` to resize to, or None.
+        max_side: the longest side allowed without `image_size` (None: uncapped).
+
     Example:
     >>> resized_size(3000, 4000), resized_size(480, 640), resized_size(300, 400, (240, 320))
     ((480, 640), (480, 640), (240, 320))
@@ -79,6 +84,11 @@ def _decode_resized(encoded, orientation, height, width) -> tf.Tensor:
 
 def image_plan(paths: Sequence, image_size=None, max_side: int | None = DEFAULT_MAX_SIDE) -> tuple[np.ndarray, np.ndarray]:
     """Every image's EXIF orientation and final `(height, width)`, from its header.
+
+    Args:
+        paths: image files.
+        image_size: `(H, W)` to resize every image to; None keeps native sizes.
+        max_side: without `image_size`, the longest side allowed (downscaling only; None: uncapped).
 
     Returns:
         `orientations` `(N,)` int32 and `sizes` `(N, 2)` int32.
@@ -158,6 +168,12 @@ def image_dataset(paths: Sequence, image_size=None, max_side: int | None = DEFAU
     """A prefetched `tf.data` dataset of `(indices, images)`: batches of images that share a
     shape (see `shape_batches`), with the positions in `paths` they hold.
 
+    Args:
+        paths: image files.
+        image_size: `(H, W)` to resize every image to; None keeps native sizes.
+        max_side: without `image_size`, the longest side allowed (downscaling only; None: uncapped).
+        batch_size: images per batch.
+
     Example:
     >>> from netvlad_tf.data import read_csv_dataset
     >>> from netvlad_tf.sample_data import nordland_csv
@@ -209,6 +225,12 @@ def indexed_image_batches(paths: Sequence, image_size=None, max_side: int | None
     """Yields `(indices, images)` NumPy batches of `paths` under the image policy: images of
     one shape per batch, `indices` their positions in `paths`.
 
+    Args:
+        paths: image files.
+        image_size: `(H, W)` to resize every image to; None keeps native sizes.
+        max_side: without `image_size`, the longest side allowed (downscaling only; None: uncapped).
+        batch_size: images per batch.
+
     Raises:
         ValueError: an image that is missing, damaged or too large, named; or a batch that
             failed for another reason (e.g. memory), with the batch's size and shape.
@@ -237,6 +259,12 @@ def image_batches(paths: Sequence, image_size=None, max_side: int | None = DEFAU
     """Yields NumPy image batches of `paths` under the image policy. With `image_size` (or
     images of one size) the batches follow the order of `paths`; otherwise images are grouped
     by shape: use `indexed_image_batches` where the order matters.
+
+    Args:
+        paths: image files.
+        image_size: `(H, W)` to resize every image to; None keeps native sizes.
+        max_side: without `image_size`, the longest side allowed (downscaling only; None: uncapped).
+        batch_size: images per batch.
 
     Example:
     >>> from netvlad_tf.sample_data import NORDLAND_DIR

@@ -14,6 +14,15 @@ def open_dataset(path, image_root=None, query_root=None, split: str = "test") ->
     """`*.csv` → `read_csv_dataset`; `*.mat` → `read_mat_dataset` (needs `image_root`);
     a folder → `read_folder_dataset(path, split)`.
 
+    Args:
+        path: the CSV, `.mat` file or folder.
+        image_root: the images of a `.mat` dataset.
+        query_root: its query images, when not under `image_root`.
+        split: `"train"`, `"val"` or `"test"` of a folder dataset.
+
+    Returns:
+        The `GeoDataset`.
+
     Example:
     >>> from netvlad_tf.sample_data import nordland_csv
     >>> open_dataset(nordland_csv("test")).num_queries

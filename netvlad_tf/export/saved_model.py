@@ -53,6 +53,13 @@ def export_saved_model(
 
     The version folder appears only when complete; an existing one needs `overwrite`.
 
+    Args:
+        model: the Keras model.
+        base_dir: the model base folder TF Serving watches.
+        model_name, version: the export goes to `<base_dir>/<model_name>/<version>`.
+        encoded_image_size: `(H, W)` the `encoded` signature resizes decoded images to.
+        overwrite: replace an existing version folder.
+
     Returns:
         The version folder, `<base_dir>/<model_name>/<version>`.
 

@@ -94,6 +94,30 @@ def train(
     Keras' `SGD(weight_decay=...)` decays weights directly (decoupled), where the authors
     add `weight_decay·w` to the gradient; with momentum the two differ slightly.
 
+    Args:
+        model: the model to train, NetVLAD initialised (`initialize_clusters`).
+        train_dataset: training database and queries with coordinates.
+        image_size: `(H, W)` every training image is resized to (tuples are batched).
+        run_dir: the run folder (created; an existing one resumes its run).
+        val_dataset: validation data for `val_recall@N` each epoch and `best.keras`.
+        epochs, steps_per_epoch: length of training (default: one pass over the queries).
+        learning_rate, lr_halving_epochs, momentum, weight_decay: SGD (Sec. 4 of the paper).
+        batch_size: tuples per step.
+        num_negatives, num_sampled_negatives: hard negatives per tuple, chosen among this many
+            random definite negatives.
+        refresh_every: training queries between descriptor-cache refreshes.
+        margin, normalization: of the ranking loss (Eq. 7; see `RankingLoss`).
+        cache_precision: `"int8"` or `"float32"` descriptor cache.
+        frozen_features, frozen_feature_precision: store the frozen layers' output once.
+        seed: tuple order and negative sampling.
+        extra_callbacks: more Keras callbacks.
+        verbose: Keras' verbosity.
+
+    Returns:
+        A `TrainingRun`: the run folder and every finished epoch's logs.
+
+    Reference: arXiv 1511.07247, Sec. 4 (weakly supervised training).
+
     Example (a few seconds on random weights)::
 
         run = train(model, read_csv_dataset(nordland_csv("train")), (64, 128), "runs/demo",

@@ -32,6 +32,18 @@ def tuple_dataset(
     `positive_features` `(B, 1, h, w, C)`, `negative_features` `(B, N, h, w, C)`, which the
     model's `train_step` sends through its trainable head only.
 
+    Args:
+        miner: the `HardNegativeMiner` whose cache picks positives and negatives.
+        image_size: `(H, W)` of every image.
+        batch_size: tuples per element.
+        seed: the query order.
+        frozen_features: a `FrozenFeatureStore` to read trunk features from instead of images.
+
+    Returns:
+        A `tf.data.Dataset` of tuple dicts (see above).
+
+    Reference: arXiv 1511.07247, Sec. 4 (training tuples, Eq. 7).
+
     Example:
     >>> from netvlad_tf.data import read_csv_dataset
     >>> from netvlad_tf.sample_data import nordland_csv
