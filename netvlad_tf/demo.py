@@ -17,11 +17,11 @@ from netvlad_tf.evaluation.output import write_evaluation
 from netvlad_tf.evaluation.plots import plot_recall_curves
 from netvlad_tf.evaluation.report import format_recall_table
 from netvlad_tf.export import export_tflite, verify_tflite
+from netvlad_tf.learned_whitening import with_learned_whitening
 from netvlad_tf.model import build_netvlad_model
 from netvlad_tf.sample_data import nordland_csv
 from netvlad_tf.staging import atomic_directory
 from netvlad_tf.training import train
-from netvlad_tf.learned_whitening import with_learned_whitening
 
 DEMO_NS = (1, 5, 10)
 METHODS = ("netvlad", "netvlad_whitened", "netvlad_untrained", "mac", "pixels")

@@ -13,10 +13,10 @@ from netvlad_tf.commands.common import (
     require_keras_output,
 )
 from netvlad_tf.data.loading import open_dataset
+from netvlad_tf.learned_whitening import with_learned_whitening
 from netvlad_tf.model_files import load_model_file
 from netvlad_tf.staging import refuse_existing, save_model_atomically
 from netvlad_tf.whitening import DEFAULT_WHITENING_METHOD, WHITENING_METHODS
-from netvlad_tf.learned_whitening import with_learned_whitening
 
 SUMMARY = "Learn PCA whitening (≤ 10 000 database images) and save the model with it baked in."
 EXAMPLE = "netvlad-tf pca --model=runs/pitts30k/last.keras --dataset=pitts30k_train.mat --image_root=Pittsburgh --whitening_dim=4096 --output=final.keras"

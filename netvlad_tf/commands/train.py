@@ -18,12 +18,12 @@ from netvlad_tf.commands.common import (
 from netvlad_tf.data.images import image_batches
 from netvlad_tf.data.loading import open_dataset
 from netvlad_tf.data.validation import drop_unreadable_images
+from netvlad_tf.learned_whitening import with_learned_whitening
 from netvlad_tf.model import BACKBONE_DEFAULT, build_netvlad_model
 from netvlad_tf.model_files import load_model_file
 from netvlad_tf.staging import save_model_atomically
 from netvlad_tf.training import new_run_dir, train
 from netvlad_tf.training.train import BACKUP_DIR, LAST_MODEL_FILE
-from netvlad_tf.learned_whitening import with_learned_whitening
 
 SUMMARY = "Train NetVLAD from GPS-tagged images with hard-negative mining (the paper's recipe)."
 EXAMPLE = (

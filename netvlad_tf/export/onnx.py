@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from netvlad_tf.export.parity import ParityReport, compare_descriptors
+from netvlad_tf.export.parity import ParityReport, measure_parity
 from netvlad_tf.staging import atomic_file, refuse_existing
 
 ONNX_MAX_ABS_DIFF = 1e-4
@@ -67,11 +66,5 @@ def run_onnx(path, images: np.ndarray) -> np.ndarray:
 def verify_onnx(path, model: keras.Model, images: np.ndarray) -> ParityReport:
     """Compares onnxruntime's descriptors with the Keras model's on `images` (bar: max abs diff
     ≤ 1e-4)."""
-    reference = keras.ops.convert_to_numpy(model(images.astype(np.float32), training=False))
-    run_onnx(path, images[:1])
-    start = time.perf_counter()
-    exported = run_onnx(path, images)
-    latency_ms = 1000 * (time.perf_counter() - start) / len(images)
-    max_abs_diff, cosine = compare_descriptors(reference, exported)
-    return ParityReport("onnx", str(path), Path(path).stat().st_size, max_abs_diff, cosine, latency_ms,
-                        f"max|Δ| ≤ {ONNX_MAX_ABS_DIFF:g}", max_abs_diff <= ONNX_MAX_ABS_DIFF)
+    return measure_parity("onnx", path, model, images, lambda batch: run_onnx(path, batch),
+                          f"max|Δ| ≤ {ONNX_MAX_ABS_DIFF:g}", lambda max_abs_diff, _: max_abs_diff <= ONNX_MAX_ABS_DIFF)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -27,6 +30,35 @@ class ParityReport:
         verdict = "ok" if self.passed else "FAILED"
         return (f"{self.artefact:<22} {self.size_bytes / 1e6:9.1f} MB  max|Δ| {self.max_abs_diff:.2e}  "
                 f"cos {self.min_cosine:.5f}  {self.latency_ms:8.1f} ms/image  [{self.bar}: {verdict}]")
+
+
+def measure_parity(artefact: str, path, model, images: np.ndarray, run: Callable[[np.ndarray], np.ndarray],
+                   bar: str, meets: Callable[[float, float], bool]) -> ParityReport:
+    """Runs an exported artefact (`run(images) → descriptors`) once to warm up, then on all
+    `images`, and compares with the Keras model's descriptors.
+
+    Args:
+        artefact: its name in the report (`"onnx"`, `"tflite/int8"`, …).
+        path: the artefact's file or folder (its size is measured).
+        model: the Keras model.
+        images: `(B, H, W, 3)` images in 0–255 (cast as `run` needs).
+        run: the artefact's inference.
+        bar: the bar, in words; `meets(max_abs_diff, min_cosine)` says whether it is met.
+
+    Returns:
+        The `ParityReport`.
+    """
+    import keras
+
+    reference = keras.ops.convert_to_numpy(model(images.astype(np.float32), training=False))
+    run(images[:1])
+    start = time.perf_counter()
+    exported = run(images)
+    latency_ms = 1000 * (time.perf_counter() - start) / len(images)
+    max_abs_diff, cosine = compare_descriptors(reference, exported)
+    path = Path(path)
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+    return ParityReport(artefact, str(path), size, max_abs_diff, cosine, latency_ms, bar, meets(max_abs_diff, cosine))
 
 
 def compare_descriptors(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import keras
@@ -10,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from netvlad_tf.export.constant_graph import constant_forward
-from netvlad_tf.export.parity import ParityReport, compare_descriptors
+from netvlad_tf.export.parity import ParityReport, measure_parity
 from netvlad_tf.staging import atomic_directory
 
 # The `encoded` signature resizes every decoded image to this size (bilinear) so that a batch
@@ -150,12 +149,7 @@ def verify_saved_model(path, model: keras.Model, images: np.ndarray) -> ParityRe
     with the Keras model (bar: max abs diff ≤ 1e-5)."""
     loaded = tf.saved_model.load(str(path))
     serve = loaded.signatures["serving_default"]
-    reference = keras.ops.convert_to_numpy(model(images.astype(np.float32), training=False))
-    serve(images=tf.constant(images[:1]))
-    start = time.perf_counter()
-    exported = serve(images=tf.constant(images))["descriptor"].numpy()
-    latency_ms = 1000 * (time.perf_counter() - start) / len(images)
-    max_abs_diff, cosine = compare_descriptors(reference, exported)
-    size = sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
-    return ParityReport("saved_model", str(path), size, max_abs_diff, cosine, latency_ms,
-                        f"max|Δ| ≤ {SAVED_MODEL_MAX_ABS_DIFF:g}", max_abs_diff <= SAVED_MODEL_MAX_ABS_DIFF)
+    return measure_parity("saved_model", path, model, images,
+                          lambda batch: serve(images=tf.constant(batch))["descriptor"].numpy(),
+                          f"max|Δ| ≤ {SAVED_MODEL_MAX_ABS_DIFF:g}",
+                          lambda max_abs_diff, _: max_abs_diff <= SAVED_MODEL_MAX_ABS_DIFF)

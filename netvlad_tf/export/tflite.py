@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Iterable
 
@@ -11,10 +10,10 @@ import numpy as np
 import tensorflow as tf
 
 from netvlad_tf.backbones.preprocessing import PixelNormalization
-from netvlad_tf.export.flatbuffers import read_model, tensor_name
 from netvlad_tf.export.constant_graph import constant_forward
+from netvlad_tf.export.flatbuffers import read_model, tensor_name
 from netvlad_tf.export.hybrid_weights import int8_weights_for_float_matmuls
-from netvlad_tf.export.parity import ParityReport, compare_descriptors
+from netvlad_tf.export.parity import ParityReport, measure_parity
 from netvlad_tf.model import WHITENING_LAYER
 from netvlad_tf.staging import refuse_existing, write_bytes_atomically
 
@@ -157,12 +156,6 @@ def run_tflite(path, images: np.ndarray) -> np.ndarray:
 
 def verify_tflite(path, model: keras.Model, images: np.ndarray, quantize: str) -> ParityReport:
     """Compares the `.tflite` model's descriptors with the Keras model's on `images`."""
-    reference = keras.ops.convert_to_numpy(model(images.astype(np.float32), training=False))
-    run_tflite(path, images[:1])
-    start = time.perf_counter()
-    exported = run_tflite(path, images)
-    latency_ms = 1000 * (time.perf_counter() - start) / len(images)
-    max_abs_diff, cosine = compare_descriptors(reference, exported)
     bar, meets = PARITY_BARS[quantize]
-    return ParityReport(f"tflite/{quantize}", str(path), Path(path).stat().st_size, max_abs_diff,
-                        cosine, latency_ms, bar, meets(max_abs_diff, cosine))
+    return measure_parity(f"tflite/{quantize}", path, model, images, lambda batch: run_tflite(path, batch),
+                          bar, meets)
