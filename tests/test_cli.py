@@ -45,6 +45,13 @@ def test_quick_demo_end_to_end(tmp_path):
     assert (output / "netvlad_evaluation" / "gallery.png").is_file()
     assert len(results["training_loss"]) == 1 and results["training_loss"][0] > 0
     assert results["tflite"]["passed"] and (output / "model_int8.tflite").is_file()
+    from ai_edge_litert.interpreter import Interpreter
+    import numpy as np
+
+    interpreter = Interpreter(model_path=str(output / "model_int8.tflite"))
+    assert any(tensor["dtype"] == np.int8 and "conv" in tensor["name"]
+               for tensor in interpreter.get_tensor_details()), "the demo ships full int8"
+    assert tuple(interpreter.get_input_details()[0]["shape"][1:3]) == tuple(results["settings"]["image_size"])
 
 
 @pytest.mark.parametrize(
