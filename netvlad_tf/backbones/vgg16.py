@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from typing import Sequence
 
 import keras
 
@@ -17,6 +18,51 @@ LAST_LAYER = "block5_conv3"
 # What `weights="imagenet"` fetches (into ~/.keras/models/); put it there to work offline.
 KERAS_VGG16_NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 KERAS_VGG16_NOTOP_MD5 = "6d6bbae143d832006294945121d1f1fc"
+# Convolutions per block (a 2×2 max-pool between blocks) and each convolution's width.
+VGG16_BLOCK_SIZES = (2, 2, 3, 3, 3)
+VGG16_CONV_WIDTHS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
+VGG16_CONV_LAYERS = tuple(f"block{block}_conv{position}" for block, size in enumerate(VGG16_BLOCK_SIZES, start=1)
+                          for position in range(1, size + 1))
+
+
+def vgg16_conv5_3_layers(preprocessing: keras.layers.Layer, conv_widths: Sequence[int] = VGG16_CONV_WIDTHS,
+                         name: str = "vgg16_conv5_3") -> keras.Model:
+    """The one definition of VGG16's layers up to a linear conv5_3, with fresh weights.
+
+    Layer names are Keras' (`block1_conv1` … `block5_conv3`, `block1_pool` …), so weights of
+    `keras.applications.VGG16` or of a converted model are set by name.
+
+    Args:
+        preprocessing: the first layer, mapping RGB images in 0–255 to the network's input.
+        conv_widths: the 13 convolutions' output channels (VGG16's by default; converters of
+            narrow test networks pass others).
+        name: the model's name.
+
+    Returns:
+        A functional model `(B, H, W, 3) → (B, H/16, W/16, conv_widths[-1])`.
+
+    Example:
+    >>> from netvlad_tf.backbones.preprocessing import PixelNormalization
+    >>> model = vgg16_conv5_3_layers(PixelNormalization(mean=0.0), conv_widths=[2] * 13)
+    >>> model.get_layer("block5_conv3").activation.__name__
+    'linear'
+    """
+    if len(conv_widths) != sum(VGG16_BLOCK_SIZES):
+        raise ValueError(f"VGG16 up to conv5_3 has {sum(VGG16_BLOCK_SIZES)} convolutions, got "
+                         f"{len(conv_widths)} widths.")
+    images = keras.Input((None, None, 3), name="images")
+    features = preprocessing(images)
+    widths = iter(conv_widths)
+    for block, size in enumerate(VGG16_BLOCK_SIZES, start=1):
+        if block > 1:
+            features = keras.layers.MaxPooling2D(2, 2, name=f"block{block - 1}_pool")(features)
+        for position in range(1, size + 1):
+            layer_name = f"block{block}_conv{position}"
+            # conv5_3 stays linear: the paper crops before its ReLU.
+            activation = None if layer_name == LAST_LAYER else "relu"
+            features = keras.layers.Conv2D(next(widths), 3, padding="same", activation=activation,
+                                           name=layer_name)(features)
+    return keras.Model(images, features, name=name)
 
 
 @register_backbone("vgg16")
@@ -54,20 +100,11 @@ def vgg16_conv5_3(
     ReLU").
     """
     source = _vgg16_without_top(weights)
-    images = keras.Input((None, None, 3), name="images")
-    features = PixelNormalization(
-        mean=IMAGENET_BGR_MEAN, channel_order="bgr", name="vgg16_preprocessing"
-    )(images)
-    for layer in source.layers[1:]:
-        config = layer.get_config()
-        if layer.name == LAST_LAYER:
-            config["activation"] = "linear"
-        copy = layer.__class__.from_config(config)
-        features = copy(features)
-        copy.set_weights(layer.get_weights())
-        if layer.name == LAST_LAYER:
-            break
-    model = keras.Model(images, features, name=name)
+    preprocessing = PixelNormalization(mean=IMAGENET_BGR_MEAN, channel_order="bgr", name="vgg16_preprocessing")
+    model = vgg16_conv5_3_layers(preprocessing, name=name)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            layer.set_weights(source.get_layer(layer.name).get_weights())
     freeze_before(model, trainable_from, f"a VGG16 layer up to {LAST_LAYER}")
     return model
 

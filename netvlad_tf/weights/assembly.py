@@ -9,12 +9,14 @@ import numpy as np
 
 from netvlad_tf.backbones.freezing import freeze_before
 from netvlad_tf.backbones.preprocessing import PixelNormalization
-from netvlad_tf.backbones.vgg16 import LAST_LAYER
+from netvlad_tf.backbones.vgg16 import (
+    LAST_LAYER,
+    VGG16_BLOCK_SIZES,
+    VGG16_CONV_LAYERS,
+    vgg16_conv5_3_layers,
+)
 from netvlad_tf.model import WHITENING_LAYER, PlaceRecognitionModel
 from netvlad_tf.netvlad import NetVLAD
-
-# Convolutions per VGG16 block; a 2×2 max-pool separates the blocks.
-VGG16_BLOCK_SIZES = (2, 2, 3, 3, 3)
 
 
 @dataclass(frozen=True)
@@ -70,32 +72,20 @@ def vgg16_from_arrays(
             f"A VGG16 conv5_3 backbone has {sum(VGG16_BLOCK_SIZES)} convolutions; the weights "
             f"hold {len(kernels)} kernels and {len(biases)} biases."
         )
-    images = keras.Input((None, None, 3), name="images")
-    features = PixelNormalization(**pixel_normalization, name="pixel_normalization")(images)
-    channels, index, layers_with_weights = 3, 0, []
-    for block, size in enumerate(VGG16_BLOCK_SIZES, start=1):
-        if block > 1:
-            features = keras.layers.MaxPooling2D(2, 2, name=f"block{block - 1}_pool")(features)
-        for position in range(1, size + 1):
-            kernel, bias = np.asarray(kernels[index], np.float32), np.asarray(biases[index], np.float32)
-            name = f"block{block}_conv{position}"
-            if kernel.ndim != 4 or kernel.shape[2] != channels or bias.shape != (kernel.shape[3],):
-                raise ValueError(
-                    f"{name}: kernel {kernel.shape} and bias {bias.shape} do not follow a layer "
-                    f"with {channels} channels; expected (kh, kw, {channels}, out) and (out,)."
-                )
-            last = index == len(kernels) - 1
-            # conv5_3 stays linear: the paper crops before its ReLU.
-            layer = keras.layers.Conv2D(
-                kernel.shape[3], kernel.shape[:2], padding="same",
-                activation=None if last else "relu", name=name,
+    kernels = [np.asarray(kernel, np.float32) for kernel in kernels]
+    biases = [np.asarray(bias, np.float32) for bias in biases]
+    channels = 3
+    for layer_name, kernel, bias in zip(VGG16_CONV_LAYERS, kernels, biases):
+        if kernel.ndim != 4 or kernel.shape[:3] != (3, 3, channels) or bias.shape != (kernel.shape[3],):
+            raise ValueError(
+                f"{layer_name}: kernel {kernel.shape} and bias {bias.shape} do not "
+                f"follow a layer with {channels} channels; expected (3, 3, {channels}, out) and (out,)."
             )
-            features = layer(features)
-            layers_with_weights.append((layer, [kernel, bias]))
-            channels, index = kernel.shape[3], index + 1
-    model = keras.Model(images, features, name="vgg16_conv5_3")
-    for layer, arrays in layers_with_weights:
-        layer.set_weights(arrays)
+        channels = kernel.shape[3]
+    preprocessing = PixelNormalization(**pixel_normalization, name="pixel_normalization")
+    model = vgg16_conv5_3_layers(preprocessing, conv_widths=[kernel.shape[3] for kernel in kernels])
+    for layer_name, kernel, bias in zip(VGG16_CONV_LAYERS, kernels, biases):
+        model.get_layer(layer_name).set_weights([kernel, bias])
     freeze_before(model, trainable_from, f"a VGG16 layer up to {LAST_LAYER}")
     return model
 

@@ -22,9 +22,10 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
+from netvlad_tf.backbones.vgg16 import VGG16_BLOCK_SIZES
 from netvlad_tf.model import PlaceRecognitionModel
 from netvlad_tf.staging import save_model_atomically
-from netvlad_tf.weights.assembly import VGG16_BLOCK_SIZES, NetVLADArrays, netvlad_model_from_arrays
+from netvlad_tf.weights.assembly import NetVLADArrays, netvlad_model_from_arrays
 
 SCOPE = "vgg16_netvlad_pca"
 VGG16_CONVS = [f"conv{block}_{position}" for block, size in enumerate(VGG16_BLOCK_SIZES, start=1)
