@@ -83,7 +83,7 @@ def run_demo(
     train_data = _first_places(read_csv_dataset(nordland_csv("train")), settings["train_places"])
     test_data = _first_places(read_csv_dataset(nordland_csv("test")), settings["test_places"])
 
-    def measure(model, pooling="netvlad"):
+    def measure(model, pooling=None):
         return evaluate(model, test_data, ns=DEMO_NS, pooling=pooling, image_size=image_size,
                         batch_size=16, verbose=False)
 
@@ -94,7 +94,7 @@ def run_demo(
                         num_descriptors=50 * len(cluster_paths), descriptors_per_image=50, seed=seed,
                         verbose=verbose)
     _say(verbose, f"2/5 baselines on {test_data}")
-    results = {"mac": measure(model, "mac"), "pixels": measure(None, "pixels"),
+    results = {"mac": measure(model.with_pooling("mac")), "pixels": measure(None, "pixels"),
                "netvlad_untrained": measure(model)}
 
     with atomic_directory(output_dir, overwrite) as staging:

@@ -180,6 +180,24 @@ class PlaceRecognitionModel(keras.Model):
         """
         return keras.Model(self.input, self.pooling.output, name=f"{self.name}_pooled")
 
+    def with_pooling(self, pooling: str) -> "PlaceRecognitionModel":
+        """This model's backbone (shared weights) under another pooling: the paper's baselines.
+
+        Args:
+            pooling: `"mac"`, `"avg"`, `"gem"` (or `"netvlad"` for a fresh, uninitialised layer).
+
+        Returns:
+            A `PlaceRecognitionModel` without whitening.
+
+        Example:
+        >>> from netvlad_tf import build_netvlad_model
+        >>> build_netvlad_model(weights=None, num_clusters=4).with_pooling("mac").descriptor_dim
+        512
+
+        Reference: arXiv 1511.07247, Sec. 5 (max pooling, "fmax", and average pooling baselines).
+        """
+        return PlaceRecognitionModel(self.backbone, get_pooling(pooling, name=pooling), name=f"{self.name}_{pooling}")
+
     def set_whitening(self, whitening: PCAWhitening) -> None:
         """Loads a learned PCA whitening into the whitening layer.
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.io
-
 from crafted_checkpoints import StorageRef, TensorView, write_zip_checkpoint
 from reference_forward import POOL_AFTER, VGG16_WIDTHS
 

@@ -45,8 +45,8 @@ def test_quick_demo_end_to_end(tmp_path):
     assert (output / "netvlad_evaluation" / "gallery.png").is_file()
     assert len(results["training_loss"]) == 1 and results["training_loss"][0] > 0
     assert results["tflite"]["passed"] and (output / "model_int8.tflite").is_file()
-    from ai_edge_litert.interpreter import Interpreter
     import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(output / "model_int8.tflite"))
     assert any(tensor["dtype"] == np.int8 and "conv" in tensor["name"]
@@ -87,11 +87,10 @@ def test_paper_flagfiles_parse():
 def test_cluster_pca_and_export_commands(tmp_path, capsys):
     import keras
     import numpy as np
+    from tiny_backbone import TINY_BACKBONE
 
     from netvlad_tf import build_netvlad_model
     from netvlad_tf.sample_data import nordland_csv
-
-    from tiny_backbone import TINY_BACKBONE
 
     base = tmp_path / "base.keras"
     build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4).save(base)

@@ -9,8 +9,8 @@ from netvlad_tf import get_backbone
 from netvlad_tf.backbones.efficientnet_lite import (
     efficientnet_lite0,
     efficientnet_lite0_classifier,
-    load_lite0_state_dict,
     lite0_imagenet_state_dict,
+    load_lite0_state_dict,
 )
 from netvlad_tf.sample_data import nordland_csv
 

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from tiny_backbone import TINY_BACKBONE
 
 from netvlad_tf import build_netvlad_model
 from netvlad_tf.cli import main
@@ -14,7 +15,6 @@ from netvlad_tf.evaluation.output import write_evaluation
 from netvlad_tf.evaluation.recall import first_per_group
 from netvlad_tf.place_index import PlaceIndex
 from netvlad_tf.sample_data import nordland_csv
-from tiny_backbone import TINY_BACKBONE
 
 IMAGE_SIZE = (32, 64)
 
@@ -48,10 +48,10 @@ def test_pixels_evaluation_against_brute_force(nordland_small):
 
 def test_model_evaluation_mac_baseline_and_cache(nordland_small, tmp_path):
     model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4)
-    first = evaluate(model, nordland_small, ns=(1, 5), pooling="mac", image_size=IMAGE_SIZE,
+    first = evaluate(model.with_pooling("mac"), nordland_small, ns=(1, 5), image_size=IMAGE_SIZE,
                      cache_dir=tmp_path / "cache", verbose=False)
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
-    again = evaluate(model, nordland_small, ns=(1, 5), pooling="mac", image_size=IMAGE_SIZE,
+    again = evaluate(model.with_pooling("mac"), nordland_small, ns=(1, 5), image_size=IMAGE_SIZE,
                      cache_dir=tmp_path / "cache", verbose=False)
     assert again.recall == first.recall
     np.testing.assert_array_equal(again.ranked, first.ranked)
@@ -80,6 +80,8 @@ def test_queries_without_positives_are_dropped_and_counted(nordland_small):
     with pytest.raises(ValueError, match="no query has a database image"):
         evaluate(None, nowhere, pooling="pixels", verbose=False)
     with pytest.raises(ValueError, match="needs a model"):
+        evaluate(None, nordland_small, verbose=False)
+    with pytest.raises(ValueError, match=r"model.with_pooling\('mac'\)"):
         evaluate(None, nordland_small, pooling="mac", verbose=False)
 
 

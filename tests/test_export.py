@@ -7,14 +7,24 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tiny_backbone import TINY_BACKBONE, TINY_DIM
 
 from netvlad_tf import build_netvlad_model, initialize_clusters
 from netvlad_tf.data import read_csv_dataset
 from netvlad_tf.data.images import image_batches, load_image
-from netvlad_tf.export import export_saved_model, export_tflite, run_tflite, verify_saved_model, verify_tflite
-from netvlad_tf.export.serving_clients import grpc_encoded_request, rest_encoded_request, rest_pixels_request
+from netvlad_tf.export import (
+    export_saved_model,
+    export_tflite,
+    run_tflite,
+    verify_saved_model,
+    verify_tflite,
+)
+from netvlad_tf.export.serving_clients import (
+    grpc_encoded_request,
+    rest_encoded_request,
+    rest_pixels_request,
+)
 from netvlad_tf.sample_data import nordland_csv
-from tiny_backbone import TINY_BACKBONE, TINY_DIM
 
 IMAGE_SIZE = (32, 64)
 

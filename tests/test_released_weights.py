@@ -9,13 +9,6 @@ import warnings
 import keras
 import numpy as np
 import pytest
-
-from netvlad_tf.cli import main
-from netvlad_tf.weights.assembly import netvlad_model_from_arrays
-from netvlad_tf.weights.matconvnet import matconvnet_arrays, read_matconvnet_net
-from netvlad_tf.weights.pytorch_netvlad import pytorch_netvlad_arrays
-from netvlad_tf.weights.tf_checkpoint import netvlad_tf_open_arrays, read_tf_checkpoint
-from netvlad_tf.weights.torch_checkpoint import read_torch_checkpoint
 from reference_forward import hloc_forward, patch_netvlad_forward, tf_open_forward
 from released_formats import (
     patch_netvlad_state_dict,
@@ -24,6 +17,13 @@ from released_formats import (
     write_tf_checkpoint,
     write_torch_state_dict,
 )
+
+from netvlad_tf.cli import main
+from netvlad_tf.weights.assembly import netvlad_model_from_arrays
+from netvlad_tf.weights.matconvnet import matconvnet_arrays, read_matconvnet_net
+from netvlad_tf.weights.pytorch_netvlad import pytorch_netvlad_arrays
+from netvlad_tf.weights.tf_checkpoint import netvlad_tf_open_arrays, read_tf_checkpoint
+from netvlad_tf.weights.torch_checkpoint import read_torch_checkpoint
 
 NUM_CLUSTERS, WHITENING_DIM = 64, 16
 BAR = 1e-4  # relative L2 of the converted descriptor against the reference

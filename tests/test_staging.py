@@ -9,7 +9,12 @@ import textwrap
 
 import pytest
 
-from netvlad_tf.staging import atomic_directory, atomic_file, remove_stale_staging, write_bytes_atomically
+from netvlad_tf.staging import (
+    atomic_directory,
+    atomic_file,
+    remove_stale_staging,
+    write_bytes_atomically,
+)
 
 
 def test_a_target_that_appears_while_writing_is_not_replaced(tmp_path):

@@ -99,7 +99,12 @@ FOUR_FLOATS = np.arange(4, dtype="<f4").tobytes()
 
 def crafted_cases(folder: Path) -> dict[str, tuple[Path, str]]:
     """name → (file, the words its error must contain)."""
-    from crafted_checkpoints import StorageRef, TensorView, write_legacy_checkpoint, write_zip_checkpoint
+    from crafted_checkpoints import (
+        StorageRef,
+        TensorView,
+        write_legacy_checkpoint,
+        write_zip_checkpoint,
+    )
 
     four = StorageRef("0", "FloatStorage", 4)
     one = StorageRef("0", "FloatStorage", 1)

@@ -5,6 +5,7 @@ import json
 import keras
 import numpy as np
 import pytest
+from tiny_backbone import TINY_BACKBONE, TINY_DIM
 
 from netvlad_tf import RankingLoss, build_netvlad_model, initialize_clusters
 from netvlad_tf.data import GeoDataset, read_csv_dataset
@@ -13,7 +14,6 @@ from netvlad_tf.mining import HardNegativeMiner
 from netvlad_tf.sample_data import nordland_csv
 from netvlad_tf.training import FrozenFeatureStore, RecallEvaluation, train, tuple_dataset
 from netvlad_tf.training import frozen_features as frozen_features_module
-from tiny_backbone import TINY_BACKBONE, TINY_DIM
 
 IMAGE_SIZE = (32, 64)
 

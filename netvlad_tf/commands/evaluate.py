@@ -12,12 +12,14 @@ from netvlad_tf.commands.common import (
     require_flags,
 )
 from netvlad_tf.data.loading import open_dataset
-from netvlad_tf.evaluation.evaluate import POOLINGS, evaluate
+from netvlad_tf.evaluation.evaluate import PIXELS, evaluate
 from netvlad_tf.evaluation.output import write_evaluation
 from netvlad_tf.evaluation.report import format_recall_table
 from netvlad_tf.model_files import load_model_file
 from netvlad_tf.retrieval import INDEX_KINDS
 
+# Poolings the paper compares NetVLAD with, put on the model's backbone.
+BASELINE_POOLINGS = ("mac", "avg", "gem")
 SUMMARY = "Recall@N at 25 m of a model, or of a baseline pooling, with plots."
 EXAMPLE = (
     "netvlad-tf evaluate --model=runs/pitts30k/final.keras --dataset=pitts30k_test.mat "
@@ -32,7 +34,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     define_dataset_flags(fv, "dataset", "Evaluation data (required). ")
     define_dataset_location_flags(fv)
     flags.DEFINE_string("output", None, "New folder for results.json and the plots (required).", flag_values=fv)
-    flags.DEFINE_enum("pooling", "netvlad", list(POOLINGS),
+    flags.DEFINE_enum("pooling", "netvlad", ["netvlad", *BASELINE_POOLINGS, PIXELS],
                       "netvlad: the model as it is; mac/avg/gem: that pooling on the model's "
                       "backbone; pixels: raw thumbnails.", flag_values=fv)
     flags.DEFINE_list("ns", ["1", "5", "10", "20"], "The N of Recall@N.", flag_values=fv)
@@ -56,8 +58,11 @@ def run(fv: flags.FlagValues) -> int:
     image_size, max_side = image_policy(fv)
     dataset = open_dataset(fv.dataset, fv.image_root, fv.query_root, fv.split)
     model = load_model_file(fv.model, place_model=fv.pooling != "netvlad") if fv.model else None
+    if fv.pooling in BASELINE_POOLINGS:
+        model = model.with_pooling(fv.pooling)
     result = evaluate(
-        model, dataset, ns=ns, radius_m=fv.radius, pooling=fv.pooling, image_size=image_size,
+        model, dataset, ns=ns, radius_m=fv.radius, pooling=PIXELS if fv.pooling == PIXELS else None,
+        image_size=image_size,
         max_side=max_side, batch_size=fv.batch_size, index_kind=fv.index, cache_dir=fv.cache_dir,
     )
     output = write_evaluation(result, dataset, fv.output, fv.pooling, fv.overwrite)

@@ -15,11 +15,10 @@ from netvlad_tf.embedding import embed_images
 from netvlad_tf.evaluation.descriptor_cache import cached_descriptors, descriptor_cache_key
 from netvlad_tf.evaluation.pixels import pixel_descriptors
 from netvlad_tf.evaluation.recall import DEFAULT_NS, first_per_group, recall_at_n
-from netvlad_tf.model import PlaceRecognitionModel
-from netvlad_tf.pooling import get_pooling
 from netvlad_tf.retrieval import create_index
 
-POOLINGS = ("netvlad", "mac", "avg", "gem", "pixels")
+# The one baseline evaluate() computes without a model: raw thumbnails.
+PIXELS = "pixels"
 
 
 @dataclass
@@ -65,7 +64,7 @@ def evaluate(
     dataset: GeoDataset,
     ns: Sequence[int] = DEFAULT_NS,
     radius_m: float = EVAL_POSITIVE_RADIUS_M,
-    pooling: str = "netvlad",
+    pooling: str | None = None,
     image_size: tuple[int, int] | None = None,
     max_side: int | None = DEFAULT_MAX_SIDE,
     batch_size: int = 8,
@@ -78,10 +77,10 @@ def evaluate(
     images lies within `radius_m` (the paper: 25 m).
 
     Args:
-        model: a `PlaceRecognitionModel` (None for `pooling="pixels"`).
+        model: the model to evaluate, as it is (for the paper's baselines pass e.g.
+            `model.with_pooling("mac")`); None with `pooling="pixels"`.
         dataset: database and queries with coordinates.
-        pooling: `"netvlad"` uses the model as it is; `"mac"`, `"avg"`, `"gem"` put that pooling
-            on the model's backbone; `"pixels"` compares raw thumbnails (no model).
+        pooling: None (the model's descriptors) or `"pixels"` (raw thumbnails, no model).
         image_size, max_side: resize policy (see `netvlad_tf.data.load_image`).
         index_kind: `"flat"` (exact), `"ivfpq"`, `"ivfsq8"`, `"hnsw"` or `"numpy"`.
         database_groups: a group id per database image whose members count once in the
@@ -97,10 +96,11 @@ def evaluate(
     >>> sorted(result.recall)
     [1, 5, 10, 20]
     """
-    if pooling not in POOLINGS:
-        raise ValueError(f"Unknown pooling {pooling!r}; use one of {POOLINGS}.")
-    if pooling != "pixels" and model is None:
-        raise ValueError(f"pooling={pooling!r} needs a model; only 'pixels' works without one.")
+    if pooling not in (None, PIXELS):
+        raise ValueError(f"pooling must be None (the model as it is) or {PIXELS!r}, got {pooling!r}; "
+                         f"for a pooling baseline evaluate model.with_pooling({pooling!r}).")
+    if pooling is None and model is None:
+        raise ValueError(f"evaluate needs a model; only pooling={PIXELS!r} works without one.")
     ns = tuple(sorted(set(int(n) for n in ns)))
     all_positives = dataset.positives_within(radius_m)
     query_indices = dataset.queries_with_positives(radius_m)
@@ -110,7 +110,7 @@ def evaluate(
     database = embed(dataset.database_paths, "database")
     queries = embed([dataset.query_paths[q] for q in query_indices], "queries")
 
-    index = create_index(index_kind, database.shape[1], model_name=getattr(model, "name", pooling))
+    index = create_index(index_kind, database.shape[1], model_name=PIXELS if pooling else model.name)
     index.add(database)
     depth = max(ns)
     if database_groups is not None:
@@ -136,18 +136,13 @@ def evaluate(
         positives=positives,
         num_dropped=dataset.num_queries - len(query_indices),
         num_database=dataset.num_database,
-        details={"pooling": pooling, "radius_m": radius_m, "index": index_kind, "dataset": dataset.name},
+        details={"model": PIXELS if pooling else model.name, "radius_m": radius_m, "index": index_kind, "dataset": dataset.name},
     )
 
 
 def _embedder(model, pooling, image_size, max_side, batch_size, cache_dir, verbose):
-    if pooling == "pixels":
+    if pooling == PIXELS:
         return lambda paths, role: pixel_descriptors(paths)
-    if pooling != "netvlad":
-        if not isinstance(model, PlaceRecognitionModel):
-            raise ValueError(f"pooling={pooling!r} swaps the pooling of a netvlad_tf model; "
-                             f"{model.name} is a {type(model).__name__}.")
-        model = PlaceRecognitionModel(model.backbone, get_pooling(pooling, name=pooling), name=f"{model.name}_{pooling}")
 
     def embed(paths, role):
         if verbose:
