@@ -169,3 +169,15 @@ def test_resume_of_a_missing_or_finished_run_is_an_error(tmp_path, capsys):
     assert main(["netvlad-tf", "train", dataset, f"--resume={tmp_path / 'done'}"]) == 1
     assert "that run finished" in capsys.readouterr().err
     assert sorted(path.name for path in (tmp_path / "done").iterdir()) == ["last.keras"]
+
+
+def test_the_console_script_starts_without_tensorflow_log_lines():
+    import subprocess
+    import sys
+
+    completed = subprocess.run([sys.executable, "-m", "netvlad_tf_cli", "evaluate", "--help"],
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0 and "netvlad-tf evaluate" in completed.stdout
+    noise = [line for line in completed.stderr.splitlines()
+             if any(mark in line for mark in ("I0000", "E0000", "W0000", "absl::", "cuda", "oneDNN"))]
+    assert noise == [], noise
