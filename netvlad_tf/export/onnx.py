@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import keras
@@ -55,12 +56,19 @@ def export_onnx(model: keras.Model, path, overwrite: bool = False) -> Path:
 
 
 def run_onnx(path, images: np.ndarray) -> np.ndarray:
-    """Descriptors of `(B, H, W, 3)` images from an `.onnx` model with onnxruntime (CPU)."""
+    """Descriptors of `(B, H, W, 3)` images from an `.onnx` model with onnxruntime (CPU); the
+    session of a file is made once and reused while the file is unchanged."""
     _require_onnx_packages()
+    path = Path(path)
+    session = _session(str(path.resolve()), path.stat().st_mtime_ns)
+    return session.run(None, {session.get_inputs()[0].name: images.astype(np.float32)})[0]
+
+
+@functools.lru_cache(maxsize=4)
+def _session(path: str, modified_ns: int):
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: images.astype(np.float32)})[0]
+    return onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
 
 
 def verify_onnx(path, model: keras.Model, images: np.ndarray) -> ParityReport:
