@@ -87,6 +87,12 @@ def kmeans_centroids(
 ) -> np.ndarray:
     """Runs seeded faiss k-means on `(N, D)` descriptors and returns `(K, D)` centroids.
 
+    Args:
+        descriptors: `(N, D)` local descriptors, N ≥ K.
+        num_clusters: K.
+        iterations: k-means iterations.
+        seed: faiss' seed.
+
     Example:
     >>> jitter = np.random.default_rng(0).normal(scale=0.01, size=(100, 2))
     >>> points = (np.repeat([[0.0, 0.0], [1.0, 1.0]], 50, axis=0) + jitter).astype("float32")

@@ -105,6 +105,11 @@ def atomic_file(target, overwrite: bool = False) -> Iterator[Path]:
 def write_bytes_atomically(target, data: bytes, overwrite: bool = False) -> Path:
     """Writes `data` to `target` through `atomic_file`; returns `target` as a Path.
 
+    Args:
+        target: the file to produce.
+        data: its bytes.
+        overwrite: replace an existing `target`.
+
     Example:
     >>> import pathlib, tempfile
     >>> path = write_bytes_atomically(pathlib.Path(tempfile.mkdtemp()) / "a.bin", b"ok")
@@ -120,6 +125,12 @@ def write_bytes_atomically(target, data: bytes, overwrite: bool = False) -> Path
 def save_model_atomically(model, target, overwrite: bool = False) -> Path:
     """`model.save(target)` through `atomic_file`: a kill mid-save never leaves a partial or
     empty `.keras` file, and an existing file is replaced only with `overwrite`.
+
+    Args:
+        model: the Keras model.
+        target: the `.keras` file to produce.
+        overwrite: replace an existing `target` (atomically, also when it is the file the
+            model was loaded from).
 
     Example:
     >>> import keras, pathlib, tempfile

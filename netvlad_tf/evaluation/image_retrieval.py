@@ -38,6 +38,13 @@ def average_precision(ranked: np.ndarray, relevant: np.ndarray, junk: np.ndarray
     """Average precision of one ranking with the Oxford protocol: junk images are skipped,
     and precision is integrated with the trapezoidal rule over recall steps.
 
+    Args:
+        ranked: database indices, best first.
+        relevant: indices of the relevant database images.
+        junk: indices ignored in the ranking.
+
+    Reference: arXiv 1511.07247, Sec. 5.3 (image retrieval, Oxford/Paris/Holidays protocol).
+
     Example:
     >>> average_precision(np.array([3, 9, 1]), relevant=np.array([3, 1]), junk=np.array([]))
     0.7916666666666666
@@ -121,6 +128,14 @@ def read_holidays(image_dir, name: str = "holidays") -> RetrievalBenchmark:
 def mean_average_precision(model, benchmark: RetrievalBenchmark, max_side: int | None = DEFAULT_MAX_SIDE,
                            crop_queries: bool = True, batch_size: int = 1, verbose: bool = True) -> dict:
     """mAP of `model` on `benchmark`, with query images cropped to their box when given.
+
+    Args:
+        model: maps images to descriptors.
+        benchmark: queries, database, relevant and junk images per query.
+        max_side: the image policy's cap on the longer side (None: native size).
+        crop_queries: crop each query to its box (the Oxford/Paris protocol).
+        batch_size: database images per forward pass.
+        verbose: show progress.
 
     Returns:
         `{"map": float, "average_precision": [per query]}`.

@@ -19,7 +19,18 @@ GALLERY_RETRIEVALS = 5
 def write_evaluation(result: EvaluationResult, dataset: GeoDataset, output_dir, label: str,
                      overwrite: bool = False) -> Path:
     """Writes `results.json`, `recall_curve.png` and `gallery.png` (evenly spaced queries
-    beside their top-5: green correct, red wrong) into a new `output_dir`."""
+    beside their top-5: green correct, red wrong) into a new `output_dir`, atomically.
+
+    Args:
+        result: what `evaluate` measured.
+        dataset: the evaluated dataset (image paths for the gallery).
+        output_dir: the folder to create.
+        label: the method's name in the plot and the table.
+        overwrite: replace an existing `output_dir`.
+
+    Returns:
+        `output_dir` as a Path.
+    """
     output_dir = Path(output_dir)
     with atomic_directory(output_dir, overwrite) as staging:
         (staging / "results.json").write_text(json.dumps(result.to_json(), indent=2))

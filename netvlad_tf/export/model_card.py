@@ -68,5 +68,14 @@ def model_card(model: keras.Model, report: ParityReport, input_description: dict
 
 
 def write_model_card(artefact, card: dict, overwrite: bool = False) -> Path:
-    """Writes `card` beside `artefact` (see `model_card_path`), atomically."""
+    """Writes `card` beside `artefact` (see `model_card_path`), atomically.
+
+    Args:
+        artefact: the exported file or SavedModel version folder.
+        card: the content (see `model_card`).
+        overwrite: replace an existing card.
+
+    Returns:
+        The card's path.
+    """
     return write_bytes_atomically(model_card_path(artefact), json.dumps(card, indent=2).encode(), overwrite)

@@ -73,6 +73,15 @@ def _session(path: str, modified_ns: int):
 
 def verify_onnx(path, model: keras.Model, images: np.ndarray) -> ParityReport:
     """Compares onnxruntime's descriptors with the Keras model's on `images` (bar: max abs diff
-    ≤ 1e-4)."""
+    ≤ 1e-4).
+
+    Args:
+        path: the exported artefact.
+        model: the Keras model it came from.
+        images: `(B, H, W, 3)` check images in 0–255.
+
+    Returns:
+        A `ParityReport` (size, max |Δ|, min cosine, latency, whether the bar is met).
+    """
     return measure_parity("onnx", path, model, images, lambda batch: run_onnx(path, batch),
                           f"max|Δ| ≤ {ONNX_MAX_ABS_DIFF:g}", lambda max_abs_diff, _: max_abs_diff <= ONNX_MAX_ABS_DIFF)

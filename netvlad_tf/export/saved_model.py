@@ -146,7 +146,16 @@ def _checked_encoded(encoded):
 
 def verify_saved_model(path, model: keras.Model, images: np.ndarray) -> ParityReport:
     """Runs `serving_default` of the SavedModel on uint8 `images` `(B, H, W, 3)` and compares
-    with the Keras model (bar: max abs diff ≤ 1e-5)."""
+    with the Keras model (bar: max abs diff ≤ 1e-5).
+
+    Args:
+        path: the exported artefact.
+        model: the Keras model it came from.
+        images: `(B, H, W, 3)` check images in 0–255, uint8.
+
+    Returns:
+        A `ParityReport` (size, max |Δ|, min cosine, latency, whether the bar is met).
+    """
     loaded = tf.saved_model.load(str(path))
     serve = loaded.signatures["serving_default"]
     return measure_parity("saved_model", path, model, images,

@@ -155,7 +155,19 @@ def run_tflite(path, images: np.ndarray) -> np.ndarray:
 
 
 def verify_tflite(path, model: keras.Model, images: np.ndarray, quantize: str) -> ParityReport:
-    """Compares the `.tflite` model's descriptors with the Keras model's on `images`."""
+    """Compares the `.tflite` model's descriptors with the Keras model's on `images` (bars per
+    quantisation: `PARITY_BARS`).
+
+    Args:
+        path: the exported artefact.
+        model: the Keras model it came from.
+        images: `(B, H, W, 3)` check images in 0–255, at the model's input size.
+
+        quantize: which bar applies (`"none"`, `"float16"`, `"dynamic"`, `"int8"`).
+
+    Returns:
+        A `ParityReport` (size, max |Δ|, min cosine, latency, whether the bar is met).
+    """
     bar, meets = PARITY_BARS[quantize]
     return measure_parity(f"tflite/{quantize}", path, model, images, lambda batch: run_tflite(path, batch),
                           bar, meets)
