@@ -8,8 +8,8 @@ One policy, used by evaluate, index, query, cluster, pca, train, the demo, expor
 2. **Size.** `image_size=(H, W)` resizes every image to exactly that size. Otherwise images keep
    their native size, downscaled (aspect ratio kept, never upscaled) so that the longer side is
    at most `max_side`, by default `DEFAULT_MAX_SIDE` = 640 pixels: the paper's scale
-   (Pittsburgh and Tokyo Time Machine images are 640×480, and Tokyo 24/7 queries are
-   downscaled to that size, Sec. 5.1). `max_side=None` keeps native sizes uncapped. Bilinear.
+   (Pittsburgh and Tokyo Time Machine images are 640×480, the size the paper works at).
+   `max_side=None` keeps native sizes uncapped. Bilinear.
 3. **Mixed sizes.** Images are batched with others of the same final shape (a folder whose
    photos differ in size never fails to batch; a folder of one size batches as before).
 4. **Limits and errors.** Sizes are read from the file headers before decoding: an image over
@@ -233,7 +233,7 @@ def indexed_image_batches(paths: Sequence, image_size=None, max_side: int | None
 
     Raises:
         ValueError: an image that is missing, damaged or too large, named; or a batch that
-            failed for another reason (e.g. memory), with the batch's size and shape.
+            failed for another reason (e.g. memory), saying so without blaming an image.
     """
     paths = [str(path) for path in paths]
     iterator = iter(image_dataset(paths, image_size, max_side, batch_size))
