@@ -1,29 +1,46 @@
 """Released weights in, Keras models out: torch-free `.pth` reading and the converters.
 
+The names below are loaded on first use (PEP 562), so that a backbone can import the one
+weight reader it needs (`netvlad_tf.weights.lite0_pytorch`) without importing the converters,
+which build whole models from the backbones: the modules' imports stay free of cycles.
+
 Example:
 >>> from netvlad_tf.weights import PRESETS
 >>> "efficientnet_lite0_imagenet" in PRESETS
 True
 """
 
-from netvlad_tf.weights.assembly import NetVLADArrays, netvlad_model_from_arrays, vgg16_from_arrays
-from netvlad_tf.weights.matconvnet import convert_matconvnet_netvlad
-from netvlad_tf.weights.presets import PRESETS, Preset, from_preset
-from netvlad_tf.weights.pytorch_netvlad import convert_pytorch_netvlad
-from netvlad_tf.weights.tf_checkpoint import convert_tf_checkpoint_netvlad, read_tf_checkpoint
-from netvlad_tf.weights.torch_checkpoint import UnsafeCheckpointError, read_torch_checkpoint
+import importlib
 
-__all__ = [
-    "NetVLADArrays",
-    "PRESETS",
-    "Preset",
-    "UnsafeCheckpointError",
-    "convert_matconvnet_netvlad",
-    "convert_pytorch_netvlad",
-    "convert_tf_checkpoint_netvlad",
-    "from_preset",
-    "netvlad_model_from_arrays",
-    "read_tf_checkpoint",
-    "read_torch_checkpoint",
-    "vgg16_from_arrays",
-]
+# Public name → the module that defines it.
+_EXPORTS = {
+    "NetVLADArrays": "assembly",
+    "netvlad_model_from_arrays": "assembly",
+    "vgg16_from_arrays": "assembly",
+    "lite0_imagenet_state_dict": "lite0_pytorch",
+    "load_lite0_state_dict": "lite0_pytorch",
+    "convert_matconvnet_netvlad": "matconvnet",
+    "PRESETS": "presets",
+    "Preset": "presets",
+    "from_preset": "presets",
+    "convert_pytorch_netvlad": "pytorch_netvlad",
+    "convert_tf_checkpoint_netvlad": "tf_checkpoint",
+    "read_tf_checkpoint": "tf_checkpoint",
+    "CheckpointFormatError": "torch_checkpoint",
+    "UnsafeCheckpointError": "torch_checkpoint",
+    "read_torch_checkpoint": "torch_checkpoint",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
