@@ -119,6 +119,7 @@ def measure_cache() -> dict:
     from netvlad_tf.data import read_csv_dataset
     from netvlad_tf.mining import HardNegativeMiner
     from netvlad_tf.sample_data import nordland_csv
+    from netvlad_tf.training import CacheRefresh
 
     dataset = read_csv_dataset(nordland_csv("train"))
     model = build_netvlad_model(weights=None, num_clusters=64)
@@ -127,7 +128,9 @@ def measure_cache() -> dict:
     for precision in ("float32", "int8"):
         miner = HardNegativeMiner(dataset, cache_precision=precision, num_sampled_negatives=1000, seed=0)
         start = time.perf_counter()
-        miner.refresh(model, (64, 128), batch_size=16, verbose=False)
+        refresh = CacheRefresh(miner, (64, 128), batch_size=16, verbose=False)
+        refresh.set_model(model)
+        refresh.refresh()
         results[precision] = {"refresh_s": time.perf_counter() - start,
                               "bytes_per_image": miner.database_cache.bytes_per_vector}
         miners[precision] = miner
@@ -155,7 +158,7 @@ def measure_frozen_store(model, dataset, exact_miner) -> dict:
     import numpy as np
 
     from netvlad_tf.mining import HardNegativeMiner
-    from netvlad_tf.training import FrozenFeatureStore
+    from netvlad_tf.training import CacheRefresh, FrozenFeatureStore
 
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
@@ -166,7 +169,9 @@ def measure_frozen_store(model, dataset, exact_miner) -> dict:
             build_s = time.perf_counter() - start
             miner = HardNegativeMiner(dataset, cache_precision="float32", num_sampled_negatives=1000, seed=0)
             start = time.perf_counter()
-            miner.refresh(model, frozen_features=store, verbose=False)
+            refresh = CacheRefresh(miner, (64, 128), verbose=False, frozen_features=store)
+            refresh.set_model(model)
+            refresh.refresh()
             refresh_s = time.perf_counter() - start
             exact = exact_miner.database_cache.get(np.arange(dataset.num_database))
             stored = miner.database_cache.get(np.arange(dataset.num_database))

@@ -1,8 +1,8 @@
-"""Running a model over image files in batches, with a progress bar."""
+"""Running a model over image files (or any batches) with a progress bar: one inference loop."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import keras
 import numpy as np
@@ -53,23 +53,81 @@ def embed_images(
     """
     if len(paths) == 0:
         raise ValueError("No images to embed.")
-    progress = keras.utils.Progbar(len(paths), unit_name="image", verbose=1 if verbose else 0)
-    outputs: list[np.ndarray] | None = None
+    batches = indexed_image_batches(list(paths), image_size, max_side, batch_size)
+    return predict_all(model, batches, len(paths), verbose)
+
+
+def predict_batches(model: keras.Model, batches: Iterable[tuple[np.ndarray, np.ndarray]],
+                    num_items: int, verbose: bool = True) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+    """Runs `model` over `(indices, inputs)` batches with a progress bar: the package's one
+    batched-inference loop (images, stored feature maps, anything the model takes).
+
+    Args:
+        model: called as `model(inputs, training=False)`; one output or a list of outputs.
+        batches: `(indices, inputs)` pairs, `indices` the rows the batch's items belong to.
+        num_items: how many items the batches hold in all (the progress bar's end).
+        verbose: show a progress bar.
+
+    Yields:
+        `(indices, outputs)`: the batch's indices and a list of float32 arrays, one per output.
+
+    Raises:
+        ValueError: a batch that does not fit in memory, with what to lower.
+
+    Example:
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, use_bias=False)])
+    >>> batches = [(np.array([0, 1]), np.ones((2, 2))), (np.array([2]), np.ones((1, 2)))]
+    >>> [indices.tolist() for indices, _ in predict_batches(model, batches, 3, verbose=False)]
+    [[0, 1], [2]]
+    """
+    progress = keras.utils.Progbar(num_items, unit_name="image", verbose=1 if verbose else 0)
     done = 0
-    for indices, batch in indexed_image_batches(list(paths), image_size, max_side, batch_size):
+    for indices, inputs in batches:
         try:
-            result = model(batch, training=False)
+            result = model(inputs, training=False)
         except tf.errors.ResourceExhaustedError as error:
             raise ValueError(
-                f"Out of memory embedding {len(batch)} images of {batch.shape[1]}×{batch.shape[2]} "
-                f"pixels; lower --batch_size or --max_side ({short_tf_message(error)})."
+                f"Out of memory running {model.name} on {len(inputs)} inputs of shape "
+                f"{'×'.join(str(side) for side in inputs.shape[1:])}; lower --batch_size or the "
+                f"image size (--max_side, --image_size) ({short_tf_message(error)})."
             ) from None
         result = result if isinstance(result, (list, tuple)) else [result]
-        arrays = [keras.ops.convert_to_numpy(r).astype(np.float32) for r in result]
-        if outputs is None:
-            outputs = [np.zeros((len(paths), *array.shape[1:]), np.float32) for array in arrays]
-        for output, array in zip(outputs, arrays):
-            output[indices] = array
-        done += len(batch)
+        yield indices, [keras.ops.convert_to_numpy(output).astype(np.float32) for output in result]
+        done += len(inputs)
         progress.update(done)
-    return outputs if len(outputs) > 1 else outputs[0]
+
+
+def predict_all(model: keras.Model, batches: Iterable[tuple[np.ndarray, np.ndarray]],
+                num_items: int, verbose: bool = True) -> np.ndarray | list[np.ndarray]:
+    """`predict_batches` gathered into `(num_items, …)` float32 arrays, row i from index i.
+
+    Returns:
+        One array, or a list of arrays when the model has several outputs.
+
+    Example:
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, use_bias=False)])
+    >>> batches = [(np.array([2, 0]), np.ones((2, 2))), (np.array([1]), np.zeros((1, 2)))]
+    >>> predict_all(model, batches, 3, verbose=False)[1].tolist()
+    [0.0]
+    """
+    gathered: list[np.ndarray] | None = None
+    for indices, outputs in predict_batches(model, batches, num_items, verbose):
+        if gathered is None:
+            gathered = [np.zeros((num_items, *output.shape[1:]), np.float32) for output in outputs]
+        for array, output in zip(gathered, outputs):
+            array[indices] = output
+    if gathered is None:
+        raise ValueError("No inputs to run the model on.")
+    return gathered if len(gathered) > 1 else gathered[0]
+
+
+def array_batches(array: np.ndarray, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`(indices, float32 rows)` batches of an array (e.g. a memory-mapped `.npy`), in order.
+
+    Example:
+    >>> [indices.tolist() for indices, _ in array_batches(np.zeros((5, 3)), 2)]
+    [[0, 1], [2, 3], [4]]
+    """
+    for start in range(0, len(array), batch_size):
+        stop = min(start + batch_size, len(array))
+        yield np.arange(start, stop), np.asarray(array[start:stop], dtype=np.float32)

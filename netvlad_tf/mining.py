@@ -7,11 +7,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import faiss
-import keras
 import numpy as np
 
 from netvlad_tf.data.geo_dataset import NEGATIVE_RADIUS_M, TRAIN_POSITIVE_RADIUS_M, GeoDataset
-from netvlad_tf.embedding import embed_images
 from netvlad_tf.losses import DEFAULT_MARGIN
 
 CACHE_PRECISIONS = ("int8", "float32")
@@ -130,24 +128,28 @@ class HardNegativeMiner:
         self.queries_visited = 0
         self._rng = np.random.default_rng(seed)
 
-    def refresh(self, model: keras.Model, image_size=None, batch_size: int = 8, verbose: bool = True,
-                frozen_features=None) -> None:
-        """Recomputes the cached descriptors of the database and the queries.
+    def refresh(self, database_descriptors: np.ndarray, query_descriptors: np.ndarray) -> None:
+        """Replaces the cached descriptors of the database and the queries (the paper refreshes
+        them every 1000 training queries; `netvlad_tf.training.CacheRefresh` computes them).
 
-        With `frozen_features` (a `netvlad_tf.training.FrozenFeatureStore` of this dataset)
-        only the model's trainable head runs, over the stored trunk features.
+        Args:
+            database_descriptors: `(num_database, dim)`, rows in the dataset's database order.
+            query_descriptors: `(num_queries, dim)`, rows in the dataset's query order.
+
+        Example:
+        >>> dataset = GeoDataset("pair", ["d0", "d1"], [[0, 0], [100, 0]], ["q"], [[0, 0]])
+        >>> miner = HardNegativeMiner(dataset, cache_precision="float32")
+        >>> miner.refresh(np.eye(2, dtype="float32"), np.array([[0.0, 1.0]], "float32"))
+        >>> miner.mine(0).negatives.tolist()
+        [1]
         """
-        if frozen_features is not None:
-            head = model.frozen_split().head
-            self.database_cache.store(frozen_features.descriptors(head, "database", verbose=verbose))
-            self.query_cache.store(frozen_features.descriptors(head, "queries", verbose=verbose))
-            return
-        self.database_cache.store(
-            embed_images(model, self.dataset.database_paths, image_size, batch_size=batch_size, verbose=verbose)
-        )
-        self.query_cache.store(
-            embed_images(model, self.dataset.query_paths, image_size, batch_size=batch_size, verbose=verbose)
-        )
+        for role, descriptors, expected in (("database", database_descriptors, self.dataset.num_database),
+                                            ("query", query_descriptors, self.dataset.num_queries)):
+            if np.ndim(descriptors) != 2 or len(descriptors) != expected:
+                raise ValueError(f"{self.dataset.name} has {expected} {role} images; got {role} "
+                                 f"descriptors of shape {np.shape(descriptors)}.")
+        self.database_cache.store(database_descriptors)
+        self.query_cache.store(query_descriptors)
 
     def mine(self, query: int) -> MinedTuple | None:
         """The tuple of `query` under the current cache, or None when no negative violates."""

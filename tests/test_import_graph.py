@@ -6,6 +6,7 @@ and is usually hidden behind an import inside a function. This reads every modul
 """
 
 import ast
+import importlib
 from pathlib import Path
 
 import netvlad_tf
@@ -74,3 +75,12 @@ def test_the_package_has_no_import_cycle():
     graph = {name: imported_modules(path, modules) for name, path in modules.items()}
     assert "netvlad_tf.weights.lite0_pytorch" in graph["netvlad_tf.backbones.efficientnet_lite"]
     assert find_cycle(graph) is None, " → ".join(find_cycle(graph))
+
+
+def test_the_weights_package_exports_each_name_from_its_module():
+    import netvlad_tf.weights as weights
+
+    assert sorted(weights.__all__) == sorted(weights._EXPORTS)
+    for name in weights.__all__:
+        module = importlib.import_module(f"netvlad_tf.weights.{weights._EXPORTS[name]}")
+        assert getattr(weights, name) is getattr(module, name)

@@ -12,7 +12,7 @@ from netvlad_tf.data import GeoDataset, read_csv_dataset
 from netvlad_tf.data.images import image_batches
 from netvlad_tf.mining import HardNegativeMiner
 from netvlad_tf.sample_data import nordland_csv
-from netvlad_tf.training import FrozenFeatureStore, RecallEvaluation, train, tuple_dataset
+from netvlad_tf.training import CacheRefresh, FrozenFeatureStore, RecallEvaluation, train, tuple_dataset
 from netvlad_tf.training import frozen_features as frozen_features_module
 
 IMAGE_SIZE = (32, 64)
@@ -37,11 +37,24 @@ def initialised_model(dataset, num_clusters=4):
     return model
 
 
+def refresh_cache(miner, model, frozen_features=None):
+    callback = CacheRefresh(miner, IMAGE_SIZE, verbose=False, frozen_features=frozen_features)
+    callback.set_model(model)
+    callback.refresh()
+
+
+def test_refresh_refuses_descriptors_of_another_dataset():
+    dataset = nordland_stretch(count=6)
+    miner = HardNegativeMiner(dataset, cache_precision="float32")
+    with pytest.raises(ValueError, match="6 database images; got database descriptors of shape \\(5, 3\\)"):
+        miner.refresh(np.zeros((5, 3)), np.zeros((dataset.num_queries, 3)))
+
+
 def test_fit_steps_lower_the_loss_on_a_fixed_batch():
     dataset = nordland_stretch()
     model = initialised_model(dataset)
     miner = HardNegativeMiner(dataset, num_negatives=5, num_sampled_negatives=30, cache_precision="float32")
-    miner.refresh(model, IMAGE_SIZE, verbose=False)
+    refresh_cache(miner, model)
     batch = next(iter(tuple_dataset(miner, IMAGE_SIZE, batch_size=4)))
     assert batch["negatives"].shape == (4, 5, *IMAGE_SIZE, 3)
     model.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9), loss=RankingLoss(normalization="none"))
@@ -203,8 +216,8 @@ def test_refresh_and_tuples_from_stored_features_match_images(tmp_path):
     store = FrozenFeatureStore.build(model, dataset, IMAGE_SIZE, tmp_path / "f", "float32", verbose=False)
     from_images = HardNegativeMiner(dataset, num_negatives=3, num_sampled_negatives=20, cache_precision="float32")
     from_store = HardNegativeMiner(dataset, num_negatives=3, num_sampled_negatives=20, cache_precision="float32")
-    from_images.refresh(model, IMAGE_SIZE, verbose=False)
-    from_store.refresh(model, frozen_features=store, verbose=False)
+    refresh_cache(from_images, model)
+    refresh_cache(from_store, model, frozen_features=store)
     everything = np.arange(dataset.num_database)
     np.testing.assert_allclose(from_store.database_cache.get(everything),
                                from_images.database_cache.get(everything), atol=1e-6)

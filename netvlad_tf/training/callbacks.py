@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Sequence
 
 import keras
+import numpy as np
 
 from netvlad_tf.data.geo_dataset import EVAL_POSITIVE_RADIUS_M, GeoDataset
+from netvlad_tf.embedding import embed_images
 from netvlad_tf.evaluation.evaluate import evaluate
 from netvlad_tf.evaluation.recall import DEFAULT_NS
 from netvlad_tf.mining import HardNegativeMiner
@@ -53,19 +55,28 @@ class CacheRefresh(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._initial_learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        self._refresh()
+        self.refresh()
 
     def on_train_batch_begin(self, batch, logs=None):
         if self.miner.queries_visited - self._visited_at_refresh >= self.interval():
-            self._refresh()
+            self.refresh()
 
-    def _refresh(self):
+    def refresh(self) -> None:
+        """Recomputes the miner's cache with the model's current descriptors (`set_model` first
+        when calling it outside `fit`)."""
         if self.verbose:
             print(f"\nRefreshing the descriptor cache (refresh {self.refreshes + 1})", flush=True)
-        self.miner.refresh(self.model, self.image_size, self.batch_size, verbose=self.verbose,
-                           frozen_features=self.frozen_features)
+        self.miner.refresh(self._descriptors("database"), self._descriptors("queries"))
         self._visited_at_refresh = self.miner.queries_visited
         self.refreshes += 1
+
+    def _descriptors(self, part: str) -> np.ndarray:
+        """The model's current descriptors of the miner's `"database"` or `"queries"` images:
+        over the stored trunk features when there are some, else over the images."""
+        if self.frozen_features is not None:
+            return self.frozen_features.descriptors(self.model.frozen_split().head, part, verbose=self.verbose)
+        paths = self.miner.dataset.database_paths if part == "database" else self.miner.dataset.query_paths
+        return embed_images(self.model, paths, self.image_size, batch_size=self.batch_size, verbose=self.verbose)
 
 
 class RecallEvaluation(keras.callbacks.Callback):
@@ -103,6 +114,7 @@ class RecallEvaluation(keras.callbacks.Callback):
         `netvlad_tf.evaluate` (exact search)."""
         return evaluate(model, self.dataset, ns=self.ns, radius_m=self.radius_m, image_size=self.image_size,
                         batch_size=self.batch_size, verbose=False).recall
+
 
 class EpochHistory(keras.callbacks.Callback):
     """Keeps every finished epoch's logs in a JSON file in the run folder, so that the history

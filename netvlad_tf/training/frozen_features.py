@@ -17,7 +17,8 @@ import keras
 import numpy as np
 
 from netvlad_tf.data.geo_dataset import GeoDataset
-from netvlad_tf.data.images import image_batches
+from netvlad_tf.data.images import indexed_image_batches
+from netvlad_tf.embedding import array_batches, predict_all, predict_batches
 from netvlad_tf.staging import atomic_directory
 
 FEATURE_PRECISIONS = ("float16", "float32")
@@ -139,17 +140,18 @@ class FrozenFeatureStore:
         return cls(directory)
 
     def descriptors(self, head: keras.Model, part: str, batch_size: int = 32, verbose: bool = True) -> np.ndarray:
-        """The head's descriptors `(N, dim)` float32 of the stored `"database"` or `"queries"`."""
+        """The head's descriptors `(N, dim)` float32 of the stored `"database"` or `"queries"`.
+
+        Args:
+            head: the model's trainable head (`model.frozen_split().head`).
+            part: `"database"` or `"queries"`.
+            batch_size: stored feature maps per forward pass.
+            verbose: show a progress bar.
+        """
         if part not in PARTS:
             raise ValueError(f"part must be one of {PARTS}, got {part!r}.")
         features = getattr(self, part)
-        progress = keras.utils.Progbar(len(features), unit_name="image", verbose=1 if verbose else 0)
-        outputs = []
-        for start in range(0, len(features), batch_size):
-            batch = np.asarray(features[start : start + batch_size], dtype=np.float32)
-            outputs.append(keras.ops.convert_to_numpy(head(batch, training=False)).astype(np.float32))
-            progress.update(start + len(batch))
-        return np.concatenate(outputs)
+        return predict_all(head, array_batches(features, batch_size), len(features), verbose)
 
 
 def _require_disk_space(directory: Path, needed: int) -> None:
@@ -166,24 +168,20 @@ def _require_disk_space(directory: Path, needed: int) -> None:
 def _write_features(trunk, paths, image_size, path: Path, precision: str, batch_size: int, verbose: bool) -> None:
     if len(paths) == 0:
         raise ValueError(f"No images to store for {path.stem}.")
-    progress = keras.utils.Progbar(len(paths), unit_name="image", verbose=1 if verbose else 0)
     array = None
-    done = 0
-    for images in image_batches(list(paths), image_size, batch_size=batch_size):
-        computed = keras.ops.convert_to_numpy(trunk(images, training=False))
-        features = computed.astype(precision)
+    batches = indexed_image_batches(list(paths), image_size, batch_size=batch_size)
+    for indices, (computed,) in predict_batches(trunk, batches, len(paths), verbose):
+        with np.errstate(over="ignore"):  # an overflow is reported below, by name
+            features = computed.astype(precision)
         if not np.isfinite(features).all():
             raise ValueError(
-                f"The frozen layers' output of the batch starting at {paths[done]} is not finite in "
-                f"{precision} (largest magnitude {np.abs(computed.astype(np.float32)).max():.3g}); "
-                "store it in float32."
+                f"The frozen layers' output of the batch holding {paths[indices[0]]} is not finite in "
+                f"{precision} (largest magnitude {np.abs(computed).max():.3g}); store it in float32."
             )
         if array is None:
             array = np.lib.format.open_memmap(path, mode="w+", dtype=precision,
                                               shape=(len(paths), *features.shape[1:]))
-        array[done : done + len(features)] = features
-        done += len(features)
-        progress.update(done)
+        array[indices] = features
     array.flush()
 
 
