@@ -152,6 +152,9 @@ def main() -> None:
             raise RuntimeError(f"{variant} {mode} failed:\n{run.stderr[-2000:]}")
         return json.loads(run.stdout.strip().splitlines()[-1])
 
+    from cpu_info import int8_capability
+
+    print(f"CPU: {int8_capability()}")
     peak_gflops = child("-", "matmul")["gflops"]
     print(f"NetVLAD K={CLUSTERS} on ({BATCH}, {HEIGHT}, {WIDTH}, {CHANNELS}); "
           f"≈{FLOP_PER_MAP / 1e6:.0f} MFLOP per map forward; CPU matmul limit {peak_gflops:.0f} GFLOP/s")

@@ -44,6 +44,9 @@ def main():
     parser.add_argument("--backends", nargs="+", default=["ivfpq", "hnsw"], choices=["ivfpq", "ivfsq8", "hnsw"],
                         help="Approximate backends to compare with exact search (always run first).")
     args = parser.parse_args()
+    from cpu_info import int8_capability
+
+    print(f"CPU: {int8_capability()}")
     print(f"{'size':>9} {'dim':>5} {'backend':<6} {'build s':>8} {'queries/s':>10} {'bytes/vec':>10} {'recall':>7} {'qps ratio':>10} {'size ratio':>10}")
     for dim in args.dims:
         for size in args.sizes:

@@ -205,6 +205,9 @@ def main() -> None:
             raise RuntimeError(run.stderr[-3000:])
         return json.loads(run.stdout.strip().splitlines()[-1])
 
+    from cpu_info import int8_capability
+
+    print(f"CPU: {int8_capability()}")
     print(f"Training step: 1 query + 1 positive + {TUPLE_NEGATIVES} negatives at {IMAGE_SIZE[0]}×{IMAGE_SIZE[1]}, VGG16 + NetVLAD K=64")
     try:
         import torch  # noqa: F401

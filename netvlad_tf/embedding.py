@@ -101,6 +101,12 @@ def predict_all(model: keras.Model, batches: Iterable[tuple[np.ndarray, np.ndarr
                 num_items: int, verbose: bool = True) -> np.ndarray | list[np.ndarray]:
     """`predict_batches` gathered into `(num_items, …)` float32 arrays, row i from index i.
 
+    Args:
+        model: called as `model(inputs, training=False)`.
+        batches: `(indices, inputs)` pairs covering the indices `0 … num_items − 1`.
+        num_items: rows of the result.
+        verbose: show a progress bar.
+
     Returns:
         One array, or a list of arrays when the model has several outputs.
 

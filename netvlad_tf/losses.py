@@ -59,6 +59,17 @@ def reduce_ranking_loss(terms, negative_mask=None, normalization: str = "violati
     `"all"` divides by the number of real triplets (the PyTorch ports' choice: the loss shrinks
     as fewer triplets violate the margin). `"none"` returns the plain sum of Eq. 7.
 
+    Args:
+        terms: `(B, N)` hinge terms from `ranking_loss_terms`.
+        negative_mask: `(B, N)`, 1 for real negatives and 0 for padding; None: all real.
+        normalization: `"violating"`, `"all"` or `"none"`.
+
+    Returns:
+        A float32 scalar.
+
+    Reference: arXiv 1511.07247, Sec. 4, Eq. 7 (the sum); the normalisation follows the
+    authors' training code.
+
     Example:
     >>> import numpy as np
     >>> float(reduce_ranking_loss(np.array([[0.2, 0.0, 0.4]]), normalization="violating"))

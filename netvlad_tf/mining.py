@@ -43,6 +43,7 @@ class DescriptorCache:
 
     @property
     def bytes_per_vector(self) -> int:
+        """Bytes the cache holds per descriptor (0 while empty)."""
         return 0 if self._codes is None else self._codes[0].nbytes
 
     def store(self, descriptors: np.ndarray) -> None:

@@ -1,4 +1,8 @@
-"""L2 normalisation: one rule for the pooling layers, the model head and NumPy arrays."""
+"""L2 normalisation: one rule for the pooling layers, the model head and NumPy arrays.
+
+Reference: arXiv 1511.07247, Sec. 3.1 (NetVLAD's intra-normalisation, after Arandjelović &
+Zisserman, CVPR 2013, then L2 of the whole vector) and Sec. 5 (L2 after PCA whitening).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,15 @@ L2_EPSILON = 1e-12
 
 def l2_normalize(x, axis: int = -1, epsilon: float = L2_EPSILON):
     """Divides `x` by its L2 norm along `axis`: `x / sqrt(max(sum(x**2), epsilon))`.
+
+    Args:
+        x: a tensor or array.
+        axis: the axis normalised (for NetVLAD's intra-normalisation, the descriptor axis of
+            each cluster's residual sum).
+        epsilon: floor of the squared norm, so an all-zero vector stays zero.
+
+    Returns:
+        `x`'s shape and dtype, unit norm along `axis` (or zero).
 
     Example:
     >>> import numpy as np

@@ -62,7 +62,17 @@ class PlaceIndex:
               max_side: int | None = DEFAULT_MAX_SIDE, batch_size: int = 8,
               verbose: bool = True) -> "PlaceIndex":
         """Embeds the database images of `dataset` into a new index; queries are later read
-        with the same image policy (`image_size`, `max_side`)."""
+        with the same image policy (`image_size`, `max_side`).
+
+        Args:
+            model: maps images to descriptors (a `PlaceRecognitionModel` or a loaded `.keras`).
+            dataset: its database images and coordinates are indexed (queries are ignored).
+            index_kind: a kind of `create_index` (`"flat"`, `"ivfpq"`, `"ivfsq8"`, `"hnsw"`).
+            image_size: `(H, W)` every image is resized to; None keeps native sizes.
+            max_side: without `image_size`, the longest side allowed (None: uncapped).
+            batch_size: images per forward pass.
+            verbose: show a progress bar.
+        """
         descriptors = embed_images(model, dataset.database_paths, image_size, max_side, batch_size, verbose)
         index = create_index(index_kind, descriptors.shape[1], model_name=model.name)
         index.add(descriptors)

@@ -39,6 +39,7 @@ class PCAWhitening:
 
     @property
     def output_dim(self) -> int:
+        """Dimension of the whitened descriptor."""
         return self.projection.shape[1]
 
     def dense_weights(self) -> list[np.ndarray]:

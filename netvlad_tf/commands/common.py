@@ -8,7 +8,13 @@ from netvlad_tf.data.images import DEFAULT_MAX_SIDE
 
 
 def define_dataset_flags(fv: flags.FlagValues, name: str = "dataset", required_help: str = "") -> None:
-    """`--<name>`: a dataset CSV, an authors\' `.mat` file or a VPR-benchmark folder."""
+    """`--<name>`: a dataset CSV, an authors\' `.mat` file or a VPR-benchmark folder.
+
+    Args:
+        fv: the command's flag values.
+        name: the flag's name (e.g. `"validation"` for a second dataset).
+        required_help: text put before the help, e.g. `"Required. "`.
+    """
     flags.DEFINE_string(
         name, None,
         f"{required_help}A dataset CSV (split,image_path,easting,northing), an authors' dbStruct "
@@ -26,7 +32,14 @@ def define_dataset_location_flags(fv: flags.FlagValues) -> None:
 
 def define_image_size_flag(fv: flags.FlagValues, default: str | None, with_max_side: bool = True) -> None:
     """`--image_size` and, unless `with_max_side` is false, `--max_side` (the image policy of
-    `netvlad_tf.data.images`)."""
+    `netvlad_tf.data.images`).
+
+    Args:
+        fv: the command's flag values.
+        default: `--image_size`'s default, `"HEIGHT,WIDTH"` or None (native sizes).
+        with_max_side: also define `--max_side` (commands that need one size for every image
+            do not).
+    """
     flags.DEFINE_string(
         "image_size", default,
         "Resize every image to HEIGHT,WIDTH (e.g. 480,640); unset keeps native sizes, capped by --max_side.",

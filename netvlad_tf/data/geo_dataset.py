@@ -61,10 +61,12 @@ class GeoDataset:
 
     @property
     def num_database(self) -> int:
+        """Number of database images."""
         return len(self.database_paths)
 
     @property
     def num_queries(self) -> int:
+        """Number of query images."""
         return len(self.query_paths)
 
     def positives_within(self, radius_m: float = EVAL_POSITIVE_RADIUS_M) -> list[np.ndarray]:

@@ -1,4 +1,8 @@
-"""`evaluate(model, dataset)`: embed, search, Recall@N at 25 m, per-condition breakdown."""
+"""`evaluate(model, dataset)`: embed, search, Recall@N at 25 m, per-condition breakdown.
+
+Reference: arXiv 1511.07247, Sec. 5.1 (a query is correctly localised at N if one of its top N
+database images is within 25 m).
+"""
 
 from __future__ import annotations
 
@@ -46,6 +50,7 @@ class EvaluationResult:
     details: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
+        """The result as JSON-ready types (what `results.json` holds)."""
         return {
             "recall": {str(n): value for n, value in self.recall.items()},
             "recall_by_condition": {

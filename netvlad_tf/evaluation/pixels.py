@@ -1,4 +1,5 @@
-"""The raw-pixel baseline: tiny grey thumbnails compared directly (paper's weakest baseline)."""
+"""The raw-pixel baseline: tiny grey thumbnails compared directly, a floor below every learned
+descriptor (not one of the paper's baselines; the demo reports it beside them)."""
 
 from __future__ import annotations
 

@@ -13,6 +13,14 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 def plot_recall_curves(recalls: dict[str, dict[int, float]], path, title: str = "") -> Path:
     """Draws Recall@N against N for each method (`{"netvlad": {1: 0.4, 5: 0.6}, ...}`).
 
+    Args:
+        recalls: method name → {N: Recall@N as a fraction}.
+        path: the image file to write (its suffix picks the format, e.g. `.png`).
+        title: the plot's title; empty for none.
+
+    Returns:
+        `path` as a `Path`.
+
     Example:
     >>> import tempfile, pathlib
     >>> out = pathlib.Path(tempfile.mkdtemp()) / "recall.png"
@@ -44,6 +52,16 @@ def plot_retrieval_gallery(
     title: str = "",
 ) -> Path:
     """Each query beside its top retrievals, framed green when correct and red when wrong.
+
+    Args:
+        query_paths: one image per row.
+        retrieved_paths: per query, its retrieved database images, best first.
+        correct: per query, whether each retrieval is within the positive radius.
+        path: the image file to write.
+        title: the figure's title; empty for none.
+
+    Returns:
+        `path` as a `Path`.
 
     Example:
     >>> import tempfile, pathlib

@@ -52,6 +52,14 @@ def first_per_group(ranked_database_indices: np.ndarray, groups: np.ndarray, kee
     """Keeps only the best-ranked database image of each group (e.g. the 12 cutouts of one
     Tokyo 24/7 panorama count once), `keep` per query; short rows are padded with -1.
 
+    Args:
+        ranked_database_indices: `(Q, M)` database indices per query, best first.
+        groups: `(num_database,)` group id of every database image.
+        keep: columns of the result.
+
+    Returns:
+        `(Q, keep)` int64 database indices, one per group, best first.
+
     Example:
     >>> first_per_group(np.array([[0, 1, 2, 3]]), np.array([7, 7, 8, 9]), keep=3).tolist()
     [[0, 2, 3]]

@@ -24,9 +24,11 @@ class ParityReport:
     passed: bool
 
     def as_dict(self) -> dict:
+        """The report's fields as a dict (for model cards and JSON)."""
         return asdict(self)
 
     def line(self) -> str:
+        """One table row: artefact, size, max|Δ|, cosine and the verdict."""
         verdict = "ok" if self.passed else "FAILED"
         return (f"{self.artefact:<22} {self.size_bytes / 1e6:9.1f} MB  max|Δ| {self.max_abs_diff:.2e}  "
                 f"cos {self.min_cosine:.5f}  {self.latency_ms:8.1f} ms/image  [{self.bar}: {verdict}]")

@@ -81,6 +81,10 @@ class _FaissIVFIndex(_FaissIndex):
     def _encoding(self) -> str:
         raise NotImplementedError
 
+    def _factory_encoding(self) -> str:
+        """The encoding as `faiss.index_factory` spells it, with its build options."""
+        return self._encoding()
+
     def _add(self, descriptors):
         if self._index is None:
             self._train(descriptors)
@@ -94,7 +98,7 @@ class _FaissIVFIndex(_FaissIndex):
                 f"IVF-{self._encoding()} needs at least {max(self.num_lists, 256)} descriptors in its "
                 f"first add to train, got {len(descriptors)}; use the flat index for small databases."
             )
-        index = faiss.index_factory(self.dim, f"IVF{self.num_lists},{self._encoding()}", self._faiss_metric())
+        index = faiss.index_factory(self.dim, f"IVF{self.num_lists},{self._factory_encoding()}", self._faiss_metric())
         sample = max(10_000, 39 * self.num_lists)
         index.train(descriptors[:sample])
         index.nprobe = self.num_probes
@@ -137,6 +141,11 @@ class FaissIVFPQIndex(_FaissIVFIndex):
 
     def _encoding(self) -> str:
         return f"PQ{self.num_subquantizers}"
+
+    def _factory_encoding(self) -> str:
+        # "np": no polysemous training. The factory's default reorders the PQ codes for
+        # Hamming-distance pre-filtering, which this index never uses, at 5× the training time.
+        return f"{self._encoding()}np"
 
 
 @register_index("ivfsq8")

@@ -59,6 +59,7 @@ class DescriptorIndex:
 
     @property
     def size(self) -> int:
+        """Number of descriptors added."""
         raise NotImplementedError
 
     def add(self, descriptors: np.ndarray) -> None:
@@ -69,6 +70,12 @@ class DescriptorIndex:
         self, queries: np.ndarray, k: int, batch_size: int = 1024, verbose: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
         """The `k` nearest database entries of each query, best first.
+
+        Args:
+            queries: `(Q, dim)` descriptors.
+            k: neighbours per query (at most `size` are returned).
+            batch_size: queries searched at once (bounds the memory of a search).
+            verbose: show a progress bar over the queries.
 
         Returns:
             `(distances, indices)`, each `(Q, min(k, size))`.
@@ -169,6 +176,15 @@ def create_index(kind: str, dim: int, metric: str = "l2", model_name: str | None
                  **parameters) -> DescriptorIndex:
     """A new empty index of a registered kind: `"flat"` (exact, faiss), `"ivfpq"`, `"ivfsq8"`,
     `"hnsw"` or `"numpy"`; `parameters` go to its constructor (e.g. `num_probes=32`).
+
+    Args:
+        kind: a registered kind (`register_index`).
+        dim: the descriptors' dimension.
+        metric: `"l2"` or `"ip"` (inner product).
+        model_name: the model whose descriptors it holds, kept to refuse another model's.
+
+    Returns:
+        An empty `DescriptorIndex`.
 
     Example:
     >>> create_index("hnsw", 8, ef_search=64).ef_search
