@@ -6,7 +6,10 @@ Two sets, one model (EfficientNet-Lite0 ImageNet, bundled, + NetVLAD K=16):
   batched in order: no header reading, no EXIF, no shape grouping).
 - mixed: generated JPEG/PNG photos of 12 sizes (±1–2 pixels and both orientations, as real
   collections are) at native size. Baseline: batch size 1, the only way through before.
-Each row: images/s and its ratio to the baseline. The CPU's capability is printed first.
+Both baselines call the model eagerly, as the package did before; the rows after them show the
+image policy with the eager call (`model.run_eagerly = True`) and with the default, Keras'
+compiled predict step. Each row: images/s and its ratio to the baseline. The CPU's capability
+is printed first.
 """
 
 from __future__ import annotations
@@ -33,6 +36,12 @@ def legacy_batches(paths, image_size, batch_size):
     dataset = tf.data.Dataset.from_tensor_slices([str(p) for p in paths])
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def set_eager(model, eager: bool) -> None:
+    """Switches Keras' predict step between eager and compiled (it is cached once made)."""
+    model.run_eagerly = eager
+    model.predict_function = None
 
 
 def images_per_second(function, count: int, repeats: int = 3) -> float:
@@ -74,10 +83,16 @@ def main() -> None:
         embed_images(model, uniform, size, batch_size=args.batch_size, verbose=False)
 
     baseline = images_per_second(legacy, len(uniform))
+    set_eager(model, True)
+    policy_eager = images_per_second(policy, len(uniform))
+    set_eager(model, False)
     current = images_per_second(policy, len(uniform))
     print(f"\nuniform: {len(uniform)} images resized to {size[0]}×{size[1]}, batch {args.batch_size}")
-    print(f"  before the image policy (plain tf.data)   {baseline:7.1f} images/s   1.00")
-    print(f"  image policy (headers, EXIF, by shape)    {current:7.1f} images/s   {current / baseline:4.2f}")
+    print(f"  before the image policy (plain tf.data, eager)   {baseline:7.1f} images/s   1.00")
+    print(f"  image policy, eager model call                   {policy_eager:7.1f} images/s   "
+          f"{policy_eager / baseline:4.2f}")
+    print(f"  image policy, compiled predict step (default)    {current:7.1f} images/s   "
+          f"{current / baseline:4.2f}")
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as folder:
@@ -88,13 +103,19 @@ def main() -> None:
             path = Path(folder) / f"photo{index}.{'jpg' if index % 2 else 'png'}"
             Image.fromarray(picture).save(path)
             paths.append(str(path))
+        set_eager(model, True)
         one_by_one = images_per_second(
             lambda: embed_images(model, paths, batch_size=1, verbose=False), len(paths))
+        grouped_eager = images_per_second(
+            lambda: embed_images(model, paths, batch_size=args.batch_size, verbose=False), len(paths))
+        set_eager(model, False)
         grouped = images_per_second(
             lambda: embed_images(model, paths, batch_size=args.batch_size, verbose=False), len(paths))
     print(f"\nmixed: {len(paths)} photos of {len(MIXED_SIZES)} sizes, native size (longer side ≤ 640)")
-    print(f"  batch size 1 (the only way before)        {one_by_one:7.1f} images/s   1.00")
-    print(f"  batch size {args.batch_size}, grouped by shape           {grouped:7.1f} images/s   "
+    print(f"  batch size 1, eager (the only way before)        {one_by_one:7.1f} images/s   1.00")
+    print(f"  batch size {args.batch_size}, grouped by shape, eager           {grouped_eager:7.1f} images/s   "
+          f"{grouped_eager / one_by_one:4.2f}")
+    print(f"  batch size {args.batch_size}, grouped, compiled (default)       {grouped:7.1f} images/s   "
           f"{grouped / one_by_one:4.2f}")
 
 

