@@ -32,7 +32,7 @@ setup(
     extras_require={
         # ONNX export (netvlad-tf export --format=onnx): Keras' exporter runs tf2onnx.
         "onnx": ["tf2onnx>=1.17", "onnxruntime>=1.20"],
-        "test": ["tf2onnx>=1.17", "onnxruntime>=1.20", "pytest>=8", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6",
+        "test": ["tf2onnx>=1.17", "onnxruntime>=1.20", "pytest>=8", "pytest-xdist>=3.5", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6",
                  "tensorflow-serving-api>=2.21,<2.22", "pillow>=10"],
     },
     entry_points={"console_scripts": ["netvlad-tf=netvlad_tf_cli:run"]},
