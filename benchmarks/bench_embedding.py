@@ -7,8 +7,8 @@ Two sets, one model (EfficientNet-Lite0 ImageNet, bundled, + NetVLAD K=16):
 - mixed: generated JPEG/PNG photos of 12 sizes (±1–2 pixels and both orientations, as real
   collections are) at native size. Baseline: batch size 1, the only way through before.
 Both baselines call the model eagerly, as the package did before; the rows after them show the
-image policy with the eager call (`model.run_eagerly = True`) and with the default, Keras'
-compiled predict step. Each row: images/s and its ratio to the baseline. The CPU's capability
+image policy with the eager call (`model.run_eagerly = True`) and with the default, the compiled
+forward pass. Each row: images/s and its ratio to the baseline. The CPU's capability
 is printed first.
 """
 
@@ -39,9 +39,8 @@ def legacy_batches(paths, image_size, batch_size):
 
 
 def set_eager(model, eager: bool) -> None:
-    """Switches Keras' predict step between eager and compiled (it is cached once made)."""
+    """Switches `embed_images` between the eager call and the compiled forward pass."""
     model.run_eagerly = eager
-    model.predict_function = None
 
 
 def images_per_second(function, count: int, repeats: int = 3) -> float:
@@ -91,7 +90,7 @@ def main() -> None:
     print(f"  before the image policy (plain tf.data, eager)   {baseline:7.1f} images/s   1.00")
     print(f"  image policy, eager model call                   {policy_eager:7.1f} images/s   "
           f"{policy_eager / baseline:4.2f}")
-    print(f"  image policy, compiled predict step (default)    {current:7.1f} images/s   "
+    print(f"  image policy, compiled forward (default)         {current:7.1f} images/s   "
           f"{current / baseline:4.2f}")
 
     rng = np.random.default_rng(0)

@@ -54,3 +54,41 @@ def test_batches_of_a_memory_mapped_array(tmp_path):
 def test_nothing_to_run_is_an_error():
     with pytest.raises(ValueError, match="No inputs"):
         predict_all(two_output_model(np.random.default_rng(2)), [], 0, verbose=False)
+
+
+def test_a_model_built_under_a_strategy_gives_one_row_per_input():
+    """Keras' predict_on_batch returns every row once per replica under MirroredStrategy; the
+    loop must not. Run in a subprocess: the two logical CPUs are fixed when TensorFlow starts."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import numpy as np, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import keras
+        from netvlad_tf.embedding import predict_all
+        with tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]).scope():
+            model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        inputs = np.arange(12, dtype="float32").reshape(3, 4)
+        kernel, bias = model.layers[0].get_weights()
+        result = predict_all(model, [(np.array([0, 1]), inputs[:2]), (np.array([2]), inputs[2:])], 3, verbose=False)
+        np.testing.assert_allclose(result, inputs @ kernel + bias, rtol=1e-5, atol=1e-5)
+        print("ONE ROW PER INPUT")
+    """)
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert "ONE ROW PER INPUT" in completed.stdout, completed.stderr[-3000:]
+
+
+def test_the_compiled_forward_pass_does_not_keep_the_model_alive():
+    import gc
+    import weakref
+
+    model = two_output_model(np.random.default_rng(3))
+    batches = [(np.array([0]), np.ones((1, 4))), (np.array([1]), np.ones((1, 4)))]
+    predict_all(model, batches, 2, verbose=False)
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None
