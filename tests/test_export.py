@@ -65,6 +65,7 @@ def test_saved_model_holds_one_copy_of_the_weights(tmp_path):
     assert weight_bytes > 4_000_000 and size < 1.2 * weight_bytes
 
 
+@pytest.mark.slow  # TensorFlow's saved_model_cli, twice, each a fresh process
 def test_saved_model_cli_runs_both_signatures(saved_model, model, images, tmp_path):
     pixels = np.round(images[:2]).astype(np.uint8)
     np.save(tmp_path / "pixels.npy", pixels)
