@@ -19,3 +19,9 @@ collect_ignore_glob = ["fixtures/make_*.py"]
 
 # Registers the tiny test backbone ("tiny_test") for every test module.
 import tiny_backbone  # noqa: E402,F401
+
+
+def pytest_collection_modifyitems(items):
+    # Slow tests first: with one pytest-xdist worker per core, the minute-long ones then start
+    # at once and the short ones fill in around them, instead of a notebook starting last.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
