@@ -1,9 +1,12 @@
-"""Image files built byte by byte for tests: PNGs of any claimed size, JPEGs with EXIF orientation."""
+"""Image files built byte by byte for tests: PNGs of any claimed size, JPEGs with EXIF orientation,
+BMPs stored bottom-up or top-down."""
 
 from __future__ import annotations
 
 import struct
 import zlib
+
+import numpy as np
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -37,3 +40,15 @@ def photo_with_orientation(path, upright, orientation: int, quality: int = 95) -
     exif[0x0112] = orientation
     options = {"quality": quality} if str(path).lower().endswith((".jpg", ".jpeg")) else {}
     stored.save(path, exif=exif.tobytes(), **options)
+
+
+def bmp_bytes(pixels: np.ndarray, top_down: bool = False, info_size: int = 40) -> bytes:
+    """A 24-bit BMP of `pixels` (H, W, 3) RGB, written by hand: rows bottom-up (or top-down with
+    a negative height), BGR, each padded to 4 bytes. `info_size` < 40 fakes an OS/2 header."""
+    height, width, _ = pixels.shape
+    rows = pixels if top_down else pixels[::-1]
+    padding = bytes((-3 * width) % 4)
+    data = b"".join(row[:, ::-1].tobytes() + padding for row in rows)
+    info = struct.pack("<IiiHHIIiiII", info_size, width, -height if top_down else height, 1, 24, 0,
+                       len(data), 2835, 2835, 0, 0)
+    return b"BM" + struct.pack("<IHHI", 14 + len(info) + len(data), 0, 0, 14 + len(info)) + info + data

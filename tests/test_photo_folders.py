@@ -6,7 +6,7 @@ import json
 import keras
 import numpy as np
 import pytest
-from image_files import blank_png, photo_with_orientation
+from image_files import blank_png, bmp_bytes, photo_with_orientation
 from PIL import Image, ImageOps
 from tiny_backbone import TINY_BACKBONE
 
@@ -113,6 +113,41 @@ def test_large_photos_are_capped_and_bombs_refused_by_name(tmp_path):
     (tmp_path / "bomb.png").write_bytes(blank_png(10_000, 10_000))
     with pytest.raises(ValueError, match=r"bomb.png has 10000×10000 pixels"):
         load_image(tmp_path / "bomb.png")
+
+
+def test_gif_and_bmp_sizes_come_from_their_headers_and_bombs_are_refused_undecoded(tmp_path):
+    import tensorflow as tf
+
+    from netvlad_tf.data.image_header import read_image_header
+
+    pixels = np.random.default_rng(5).integers(0, 255, (37, 53, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "pillow.gif")
+    Image.fromarray(pixels).save(tmp_path / "pillow.bmp")
+    (tmp_path / "bottom_up.bmp").write_bytes(bmp_bytes(pixels))
+    (tmp_path / "top_down.bmp").write_bytes(bmp_bytes(pixels, top_down=True))
+    for name in ("pillow.gif", "pillow.bmp", "bottom_up.bmp", "top_down.bmp"):
+        header = read_image_header(tmp_path / name)
+        decoded = tf.io.decode_image((tmp_path / name).read_bytes(), channels=3, expand_animations=False)
+        assert (header.height, header.width) == tuple(decoded.shape[:2]) == (37, 53), name
+        assert Image.open(tmp_path / name).size == (53, 37)
+        assert load_image(tmp_path / name, max_side=None).shape == (37, 53, 3)
+    for name in ("pillow.bmp", "bottom_up.bmp", "top_down.bmp"):  # lossless: the same pixels
+        np.testing.assert_array_equal(load_image(tmp_path / name, max_side=None).numpy(), pixels)
+
+    # Headers claiming more than 50 MP, with almost no data: refused before any decoding.
+    (tmp_path / "bomb.bmp").write_bytes(bmp_bytes(pixels)[:54].replace(
+        (53).to_bytes(4, "little") + (37).to_bytes(4, "little"),
+        (20_000).to_bytes(4, "little") + (20_000).to_bytes(4, "little")))
+    (tmp_path / "bomb.gif").write_bytes(b"GIF89a" + (65_535).to_bytes(2, "little") * 2 + bytes(7))
+    for name, size in (("bomb.bmp", "20000×20000"), ("bomb.gif", "65535×65535")):
+        with pytest.raises(ValueError, match=f"{name} has {size} pixels"):
+            load_image(tmp_path / name)
+    (tmp_path / "os2.bmp").write_bytes(bmp_bytes(pixels, info_size=12))
+    with pytest.raises(ValueError, match="os2.bmp: its header is damaged.*12-byte BMP info header"):
+        load_image(tmp_path / "os2.bmp")
+    (tmp_path / "notes.jpg").write_text("not an image")
+    with pytest.raises(ValueError, match="notes.jpg: not a JPEG, PNG, GIF or BMP file"):
+        load_image(tmp_path / "notes.jpg")
 
 
 def test_commands_run_on_the_photo_folder_with_default_flags(photo_folder, tiny_model_file, tmp_path, capsys):

@@ -14,6 +14,10 @@ from pathlib import Path
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"
+GIF_SIGNATURES = (b"GIF87a", b"GIF89a")
+BMP_SIGNATURE = b"BM"
+# BITMAPINFOHEADER (Windows 3) and its longer successors: 32-bit width and height at byte 18.
+_BMP_INFO_HEADER_SIZE = 40
 ORIENTATION_TAG = 0x0112
 # JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic): they hold the size.
 _JPEG_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -23,7 +27,7 @@ _JPEG_START_OF_SCAN = 0xDA
 
 @dataclass(frozen=True)
 class ImageHeader:
-    """What a JPEG or PNG header says.
+    """What an image file's header says.
 
     Attributes:
         height, width: the stored pixel grid.
@@ -41,11 +45,16 @@ class ImageHeader:
 
 
 def read_image_header(path) -> ImageHeader | None:
-    """The size and orientation of the JPEG or PNG at `path`; None for other formats.
+    """The size and orientation of the JPEG, PNG, GIF or BMP at `path` (the formats TensorFlow
+    decodes); None for any other file. Only JPEG and PNG carry an EXIF orientation.
+
+    GIF: the logical screen (the canvas every frame is drawn on, what the decoder returns),
+    GIF89a spec §18. BMP: the info header's width and |height| (negative heights are stored
+    top-down).
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: a JPEG or PNG whose header is truncated or damaged (named).
+        ValueError: a header that is truncated or damaged (named).
 
     Example:
     >>> from netvlad_tf.sample_data import NORDLAND_DIR
@@ -63,6 +72,10 @@ def read_image_header(path) -> ImageHeader | None:
                 return _png_header(file)
             if start.startswith(JPEG_SIGNATURE):
                 return _jpeg_header(file)
+            if start.startswith(GIF_SIGNATURES):
+                return _gif_header(file)
+            if start.startswith(BMP_SIGNATURE):
+                return _bmp_header(file)
         except (struct.error, ValueError) as error:
             raise ValueError(f"Cannot read image {path}: its header is damaged ({error}).") from None
     return None
@@ -118,6 +131,24 @@ def _jpeg_header(file) -> ImageHeader:
         segment = _read_exactly(file, length - 2)
         if marker == 0xE1 and segment.startswith(b"Exif\0\0"):
             orientation = tiff_orientation(segment[6:])
+
+
+def _gif_header(file) -> ImageHeader:
+    file.seek(6)
+    width, height = struct.unpack("<HH", _read_exactly(file, 4))
+    return ImageHeader(height, width)
+
+
+def _bmp_header(file) -> ImageHeader:
+    file.seek(14)
+    (info_size,) = struct.unpack("<I", _read_exactly(file, 4))
+    if info_size < _BMP_INFO_HEADER_SIZE:
+        raise ValueError(f"its {info_size}-byte BMP info header is older than Windows 3 "
+                         f"({_BMP_INFO_HEADER_SIZE} bytes), which TensorFlow's decoder misreads")
+    width, height = struct.unpack("<ii", _read_exactly(file, 8))
+    if width <= 0 or height == 0:
+        raise ValueError(f"the BMP claims {width}×{height} pixels")
+    return ImageHeader(abs(height), width)
 
 
 def tiff_orientation(tiff: bytes) -> int:

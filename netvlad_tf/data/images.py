@@ -12,8 +12,9 @@ One policy, used by evaluate, index, query, cluster, pca, train, the demo, expor
    `max_side=None` keeps native sizes uncapped. Bilinear.
 3. **Mixed sizes.** Images are batched with others of the same final shape (a folder whose
    photos differ in size never fails to batch; a folder of one size batches as before).
-4. **Limits and errors.** Sizes are read from the file headers before decoding: an image over
-   `MAX_DECODE_PIXELS` is refused by name, and an unreadable image is named; a batch that
+4. **Limits and errors.** Sizes are read from the file headers (JPEG, PNG, GIF, BMP) before
+   decoding: an image over `MAX_DECODE_PIXELS` is refused by name, and an unreadable image or
+   another format is named; a batch that
    fails for another reason (memory) is never blamed on an image.
 """
 
@@ -102,12 +103,10 @@ def image_plan(paths: Sequence, image_size=None, max_side: int | None = DEFAULT_
     sizes = np.zeros((len(paths), 2), np.int32)
     for index, path in enumerate(paths):
         header = read_image_header(path)
-        if header is None:  # GIF or BMP: no header reader here, decode it to learn its size
-            decoded = _decode_file(path)
-            native = tuple(decoded.shape[:2])
-        else:
-            orientations[index] = header.orientation
-            native = header.upright_size
+        if header is None:
+            raise ValueError(f"Cannot read image {path}: not a JPEG, PNG, GIF or BMP file.")
+        orientations[index] = header.orientation
+        native = header.upright_size
         if native[0] * native[1] > MAX_DECODE_PIXELS:
             raise ValueError(
                 f"Image {path} has {native[0]}×{native[1]} pixels, more than the {MAX_DECODE_PIXELS:,} "
@@ -121,7 +120,8 @@ def _decode_file(path) -> tf.Tensor:
     try:
         return tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
-        raise ValueError(f"Cannot read image {path}: not a valid JPEG/PNG ({short_tf_message(error)}).") from None
+        raise ValueError(f"Cannot read image {path}: not a valid JPEG, PNG, GIF or BMP image "
+                         f"({short_tf_message(error)}).") from None
 
 
 def load_image(path, image_size: tuple[int, int] | None = None,
@@ -143,7 +143,8 @@ def load_image(path, image_size: tuple[int, int] | None = None,
     try:
         return _decode_resized(tf.io.read_file(str(path)), orientations[0], *sizes[0])
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
-        raise ValueError(f"Cannot read image {path}: not a valid JPEG/PNG ({short_tf_message(error)}).") from None
+        raise ValueError(f"Cannot read image {path}: not a valid JPEG, PNG, GIF or BMP image "
+                         f"({short_tf_message(error)}).") from None
 
 
 def shape_batches(sizes: np.ndarray, batch_size: int) -> list[np.ndarray]:
@@ -245,7 +246,7 @@ def indexed_image_batches(paths: Sequence, image_size=None, max_side: int | None
         except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
             bad = next((path for path in paths if not _readable(path)), None)
             if bad is not None:
-                raise ValueError(f"Cannot read image {bad}: not a valid JPEG/PNG "
+                raise ValueError(f"Cannot read image {bad}: not a valid JPEG, PNG, GIF or BMP image "
                                  f"({short_tf_message(error)}).") from None
             raise ValueError(f"Reading a batch of images failed: {short_tf_message(error)}") from None
         except tf.errors.ResourceExhaustedError as error:
