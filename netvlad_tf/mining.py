@@ -59,7 +59,11 @@ class DescriptorCache:
     def get(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """The (dequantised) descriptors at `indices`, `(len(indices), dim)` float32."""
         if self._codes is None:
-            raise RuntimeError("The descriptor cache is empty; refresh it first.")
+            raise RuntimeError(
+                "The descriptor cache is empty; refresh it first. With model.fit under a "
+                "tf.distribute strategy, Keras reads the first batch before the callbacks start: call "
+                "CacheRefresh.set_model(model) and CacheRefresh.refresh() before fit."
+            )
         codes = self._codes[np.asarray(indices, dtype=np.int64)]
         if self.precision == "float32":
             return codes

@@ -47,7 +47,8 @@ def test_mirrored_and_two_workers_match_one_device(tmp_path):
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     processes = [run_mode("single", tmp_path / "single.npz"), run_mode("mirrored", tmp_path / "mirrored.npz"),
-                 run_mode("mirrored_fit", tmp_path / "mirrored_fit.npz")]
+                 run_mode("mirrored_fit", tmp_path / "mirrored_fit.npz"),
+                 run_mode("mirrored_mining", tmp_path / "mirrored_mining.npz")]
     processes += [
         run_mode("worker", tmp_path / f"worker{i}.npz",
                  {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})})
@@ -64,6 +65,8 @@ def test_mirrored_and_two_workers_match_one_device(tmp_path):
             np.testing.assert_allclose(other["losses"], single["losses"], rtol=1e-5)
         for a, b in zip(weights(other), weights(single)):
             np.testing.assert_allclose(a, b, atol=1e-6)
+    mined = np.load(tmp_path / "mirrored_mining.npz")  # fit on mined tuples, cache refreshes included
+    assert int(mined["replicas"]) == 2 and np.isfinite(mined["losses"]).all() and int(mined["refreshes"]) >= 2
     worker0, worker1 = np.load(tmp_path / "worker0.npz"), np.load(tmp_path / "worker1.npz")
     for a, b in zip(weights(worker0), weights(worker1)):
         np.testing.assert_array_equal(a, b)

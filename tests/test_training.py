@@ -50,6 +50,21 @@ def test_refresh_refuses_descriptors_of_another_dataset():
         miner.refresh(np.zeros((5, 3)), np.zeros((dataset.num_queries, 3)))
 
 
+def test_a_cache_refreshed_just_before_fit_is_not_refreshed_again():
+    dataset = nordland_stretch(count=20)
+    model = initialised_model(dataset)
+    model.compile(optimizer=keras.optimizers.SGD(1e-3), loss=RankingLoss())
+    miner = HardNegativeMiner(dataset, num_negatives=2, num_sampled_negatives=10, cache_precision="float32")
+    callback = CacheRefresh(miner, IMAGE_SIZE, refresh_every=10**6, verbose=False)
+    callback.set_model(model)
+    callback.refresh()
+    tuples = tuple_dataset(miner, IMAGE_SIZE, batch_size=2)
+    model.fit(tuples, epochs=1, steps_per_epoch=1, callbacks=[callback], verbose=0)
+    assert callback.refreshes == 1  # fit started with the weights the cache was computed with
+    model.fit(tuples, epochs=1, steps_per_epoch=1, callbacks=[callback], verbose=0)
+    assert callback.refreshes == 2  # one step later they had changed
+
+
 def test_fit_steps_lower_the_loss_on_a_fixed_batch():
     dataset = nordland_stretch()
     model = initialised_model(dataset)

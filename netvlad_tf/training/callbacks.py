@@ -50,6 +50,7 @@ class CacheRefresh(keras.callbacks.Callback):
         self.refreshes = 0
         self._initial_learning_rate = None
         self._visited_at_refresh = 0
+        self._step_at_refresh = None
 
     def interval(self) -> int:
         """The current refresh interval in training queries."""
@@ -59,7 +60,8 @@ class CacheRefresh(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._initial_learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        self.refresh()
+        if self._step_at_refresh is None or self._step_at_refresh != self._optimizer_step():
+            self.refresh()  # unless `refresh()` ran just before `fit`, with these very weights
 
     def on_train_batch_begin(self, batch, logs=None):
         if self.miner.queries_visited - self._visited_at_refresh >= self.interval():
@@ -67,12 +69,21 @@ class CacheRefresh(keras.callbacks.Callback):
 
     def refresh(self) -> None:
         """Recomputes the miner's cache with the model's current descriptors (`set_model` first
-        when calling it outside `fit`)."""
+        when calling it outside `fit`).
+
+        Under a `tf.distribute` strategy Keras reads the first batch before any callback runs,
+        so call it once before `fit` there (`train` always does); `fit` then does not refresh
+        again unless the weights changed in between (a restored backup)."""
         if self.verbose:
             print(f"\nRefreshing the descriptor cache (refresh {self.refreshes + 1})", flush=True)
         self.miner.refresh(self._descriptors("database"), self._descriptors("queries"))
         self._visited_at_refresh = self.miner.queries_visited
+        self._step_at_refresh = self._optimizer_step()
         self.refreshes += 1
+
+    def _optimizer_step(self) -> int | None:
+        optimizer = getattr(self.model, "optimizer", None)
+        return None if optimizer is None else int(keras.ops.convert_to_numpy(optimizer.iterations))
 
     def _descriptors(self, part: str) -> np.ndarray:
         """The model's current descriptors of the miner's `"database"` or `"queries"` images:

@@ -144,12 +144,17 @@ def train(
                   "once per training image", flush=True)
         store = FrozenFeatureStore.build(model, train_dataset, image_size, run_dir / FROZEN_FEATURES_DIR,
                                          frozen_feature_precision, verbose=bool(verbose))
+    cache_refresh = CacheRefresh(miner, image_size, refresh_every, verbose=bool(verbose), frozen_features=store)
+    # Filled before `fit`: under a tf.distribute strategy Keras mines the first batch before the
+    # callbacks start.
+    cache_refresh.set_model(model)
+    cache_refresh.refresh()
     callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.BackupAndRestore(str(run_dir / BACKUP_DIR)),
         keras.callbacks.LearningRateScheduler(
             lambda epoch, _: learning_rate * 0.5 ** (epoch // lr_halving_epochs)
         ),
-        CacheRefresh(miner, image_size, refresh_every, verbose=bool(verbose), frozen_features=store),
+        cache_refresh,
     ]
     if val_dataset is not None:
         callbacks += [

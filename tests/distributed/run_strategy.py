@@ -2,6 +2,8 @@
 
 `python -m tests.distributed.run_strategy MODE OUT.npz` with MODE `single`, `mirrored` or `mirrored_fit` (two
 logical CPUs in this process) or `worker` (MultiWorkerMirroredStrategy from TF_CONFIG).
+`mirrored_mining` runs `model.fit` on mined tuples of bundled images with the cache-refresh
+callback under MirroredStrategy and saves its loss.
 """
 
 import sys
@@ -11,6 +13,10 @@ import numpy as np
 import tensorflow as tf
 
 from netvlad_tf import NetVLAD, PlaceRecognitionModel, RankingLoss
+from netvlad_tf.data import GeoDataset, read_csv_dataset
+from netvlad_tf.sample_data import nordland_csv
+from netvlad_tf.mining import HardNegativeMiner
+from netvlad_tf.training import CacheRefresh, tuple_dataset
 from netvlad_tf.training.multi_worker import multi_worker_strategy, train_distributed
 
 
@@ -35,17 +41,37 @@ def fixed_batches(steps=3, batch=4, negatives=3):
 
 
 def main(mode: str, output: str) -> None:
-    if mode in ("mirrored", "mirrored_fit"):
+    if mode in ("mirrored", "mirrored_fit", "mirrored_mining"):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     strategy = {
         "single": lambda: tf.distribute.OneDeviceStrategy("/cpu:0"),
         "mirrored": lambda: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
         "mirrored_fit": lambda: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
+        "mirrored_mining": lambda: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
         "worker": multi_worker_strategy,
     }[mode]()
     optimizer = lambda: keras.optimizers.SGD(0.5, momentum=0.9)  # noqa: E731
     loss = RankingLoss(margin=10.0, normalization="all")
+    if mode == "mirrored_mining":
+        # Keras reads a batch before the callbacks start under a strategy: the first tuples
+        # must be mined from a cache filled before fit.
+        with strategy.scope():
+            model = tiny_model()
+            model.compile(optimizer=optimizer(), loss=loss)
+        full = read_csv_dataset(nordland_csv("train"))
+        stretch = GeoDataset("stretch", full.database_paths[:30], full.database_utm[:30],
+                             full.query_paths[:30], full.query_utm[:30])
+        miner = HardNegativeMiner(stretch, num_negatives=2, num_sampled_negatives=10, cache_precision="float32")
+        refresh = CacheRefresh(miner, (32, 64), refresh_every=4, verbose=False)
+        refresh.set_model(model)
+        refresh.refresh()
+        history = model.fit(tuple_dataset(miner, (32, 64), batch_size=2), epochs=1, steps_per_epoch=3,
+                            callbacks=[refresh], verbose=0)
+        np.savez(output, losses=np.array(history.history["loss"]), replicas=strategy.num_replicas_in_sync,
+                 refreshes=refresh.refreshes)
+        print("done", mode, history.history["loss"])
+        return
     if mode == "mirrored_fit":
         with strategy.scope():
             model = tiny_model()
