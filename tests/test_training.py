@@ -59,9 +59,9 @@ def test_a_cache_refreshed_just_before_fit_is_not_refreshed_again():
     callback.set_model(model)
     callback.refresh()
     tuples = tuple_dataset(miner, IMAGE_SIZE, batch_size=2)
-    model.fit(tuples, epochs=1, steps_per_epoch=1, callbacks=[callback], verbose=0)
+    model.fit(tuples, epochs=1, steps_per_epoch=1, shuffle=False, callbacks=[callback], verbose=0)
     assert callback.refreshes == 1  # fit started with the weights the cache was computed with
-    model.fit(tuples, epochs=1, steps_per_epoch=1, callbacks=[callback], verbose=0)
+    model.fit(tuples, epochs=1, steps_per_epoch=1, shuffle=False, callbacks=[callback], verbose=0)
     assert callback.refreshes == 2  # one step later they had changed
 
 
