@@ -17,16 +17,17 @@ DEFAULT_DESCRIPTORS_PER_IMAGE = 100
 
 
 def evenly_spaced(items: Sequence, count: int) -> list:
-    """At most `count` of `items`, spread evenly over them (every ⌊len/count⌋-th): how images are
-    chosen for k-means, so the clusters see the whole route, not its first stretch.
+    """At most `count` of `items`, spread evenly over all of them (every ⌈len/count⌉-th): how
+    images are chosen for k-means, whitening and calibration, so they see the whole route, not
+    its first stretch.
 
     Example:
     >>> evenly_spaced(list(range(10)), 3)
-    [0, 3, 6]
+    [0, 4, 8]
     """
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}.")
-    return list(items)[:: max(1, len(items) // count)][:count]
+    return list(items)[:: max(1, -(-len(items) // count))]
 
 
 def sample_local_descriptors(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from netvlad_tf.clustering import evenly_spaced
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE
 from netvlad_tf.embedding import embed_images
 from netvlad_tf.model import PlaceRecognitionModel
@@ -45,8 +46,7 @@ def with_learned_whitening(
     >>> with_learned_whitening(model, paths, 8, (32, 64), verbose=False).descriptor_dim
     8
     """
-    step = max(1, -(-len(database_paths) // MAX_WHITENING_SAMPLES))
-    sample = list(database_paths)[::step]
+    sample = evenly_spaced(database_paths, MAX_WHITENING_SAMPLES)
     pooled = embed_images(model.pooled_model, sample, image_size, max_side, batch_size, verbose)
     whitened = PlaceRecognitionModel(
         model.backbone, model.pooling, whitening_dim=whitening_dim, name=model.name

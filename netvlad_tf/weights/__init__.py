@@ -31,23 +31,7 @@ _EXPORTS = {
     "read_torch_checkpoint": "torch_checkpoint",
 }
 
-__all__ = [
-    "CheckpointFormatError",
-    "NetVLADArrays",
-    "PRESETS",
-    "Preset",
-    "UnsafeCheckpointError",
-    "convert_matconvnet_netvlad",
-    "convert_pytorch_netvlad",
-    "convert_tf_checkpoint_netvlad",
-    "from_preset",
-    "lite0_imagenet_state_dict",
-    "load_lite0_state_dict",
-    "netvlad_model_from_arrays",
-    "read_tf_checkpoint",
-    "read_torch_checkpoint",
-    "vgg16_from_arrays",
-]
+__all__ = list(_EXPORTS)
 
 
 def __getattr__(name: str):
