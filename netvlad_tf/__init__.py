@@ -15,6 +15,7 @@ from netvlad_tf.backbones import (
     vgg16_conv5_3,
 )
 from netvlad_tf.clustering import initialize_clusters, kmeans_centroids, sample_local_descriptors
+from netvlad_tf.database import embed_database, read_descriptors
 from netvlad_tf.evaluation.evaluate import EvaluationResult, evaluate
 from netvlad_tf.losses import RankingLoss, ranking_loss_terms, reduce_ranking_loss
 from netvlad_tf.model import PlaceRecognitionModel, build_netvlad_model
@@ -46,6 +47,7 @@ __all__ = [
     "RankingLoss",
     "build_netvlad_model",
     "efficientnet_lite0",
+    "embed_database",
     "evaluate",
     "fit_pca_whitening",
     "from_preset",
@@ -55,6 +57,7 @@ __all__ = [
     "kmeans_centroids",
     "l2_normalize",
     "ranking_loss_terms",
+    "read_descriptors",
     "reduce_ranking_loss",
     "register_backbone",
     "sample_local_descriptors",

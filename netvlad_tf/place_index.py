@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from netvlad_tf.data.geo_dataset import GeoDataset
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE
+from netvlad_tf.database.embed import embed_database
+from netvlad_tf.database.index_build import build_index_from_shards
+from netvlad_tf.database.shards import MODEL_FILE as DESCRIPTOR_MODEL_FILE
+from netvlad_tf.database.shards import ROWS_FILE, complete_manifest
 from netvlad_tf.embedding import embed_images
 from netvlad_tf.model import PlaceRecognitionModel
 from netvlad_tf.model_files import load_model_file
-from netvlad_tf.retrieval import DescriptorIndex, create_index, load_index
+from netvlad_tf.retrieval import DescriptorIndex, load_index
 from netvlad_tf.staging import atomic_directory
 
 PLACES_FILE = "places.json"
@@ -73,10 +79,43 @@ class PlaceIndex:
             batch_size: images per forward pass.
             verbose: show a progress bar.
         """
-        descriptors = embed_images(model, dataset.database_paths, image_size, max_side, batch_size, verbose)
-        index = create_index(index_kind, descriptors.shape[1], model_name=model.name)
-        index.add(descriptors)
-        return cls(model, index, list(dataset.database_paths), dataset.database_utm, image_size, max_side)
+        with tempfile.TemporaryDirectory() as work:
+            descriptors = embed_database(model, dataset.database_paths, dataset.database_utm,
+                                         Path(work) / "descriptors", image_size, max_side, batch_size,
+                                         verbose=verbose)
+            return cls.from_descriptors(descriptors, index_kind, verbose=verbose, model=model)
+
+    @classmethod
+    def from_descriptors(cls, directory, index_kind: str = "flat", work_dir=None, on_disk: bool = False,
+                         num_workers: int = 0, ray_address: str | None = None, verbose: bool = True,
+                         model=None, **parameters) -> "PlaceIndex":
+        """A place index over a descriptor folder (`netvlad-tf embed`), built a shard at a time
+        (`build_index_from_shards`); queries are read with the folder's image policy.
+
+        Args:
+            directory: the finished descriptor folder.
+            index_kind: a kind of `create_index`.
+            work_dir: a folder for index parts and on-disk lists (with `on_disk`/`num_workers`).
+            on_disk: keep an IVF index's inverted lists on disk.
+            num_workers: build IVF parts as this many Ray tasks at a time (0: here).
+            ray_address: an existing Ray cluster (None: a local one).
+            verbose: show a progress bar.
+            model: the folder's model, when loaded already (None: its `model.keras` is read).
+            **parameters: the index kind's options (e.g. `num_lists`).
+
+        Returns:
+            The `PlaceIndex` (save it with `save`).
+        """
+        directory = Path(directory)
+        manifest = complete_manifest(directory)
+        index = build_index_from_shards(directory, index_kind, work_dir, on_disk, num_workers,
+                                        ray_address, verbose, **parameters)
+        rows = pq.read_table(directory / ROWS_FILE)
+        coordinates = np.stack([rows.column("easting").to_numpy(), rows.column("northing").to_numpy()], 1)
+        image_size = tuple(manifest["image_size"]) if manifest["image_size"] else None
+        model = model or load_model_file(directory / DESCRIPTOR_MODEL_FILE, place_model=False)
+        return cls(model, index, rows.column("image_path").to_pylist(), coordinates, image_size,
+                   manifest["max_side"])
 
     def save(self, directory, overwrite: bool = False) -> None:
         """Writes the model, the index and the places into `directory`, atomically."""

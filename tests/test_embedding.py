@@ -25,7 +25,7 @@ def numpy_forward(model, inputs):
 
 
 @pytest.mark.parametrize("run_eagerly", [False, True])
-@pytest.mark.parametrize("batch_size", [2, 7])  # several batches (compiled), one batch (eager)
+@pytest.mark.parametrize("batch_size", [2, 7])  # several batches, one batch
 def test_rows_follow_their_indices_and_match_numpy(run_eagerly, batch_size):
     rng = np.random.default_rng(0)
     model = two_output_model(rng)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import faiss
 import numpy as np
+from faiss.contrib.ondisk import merge_ondisk
 
 from netvlad_tf.retrieval.index import DescriptorIndex, register_index
+
+INDEX_FILE = "index.faiss"
+# The inverted lists of an on-disk IVF index, kept beside INDEX_FILE.
+ON_DISK_LISTS_FILE = "index.ivfdata"
 
 
 class _FaissIndex(DescriptorIndex):
@@ -25,14 +32,16 @@ class _FaissIndex(DescriptorIndex):
         return distances, indices.astype(np.int64)
 
     def _save_data(self, directory):
-        faiss.write_index(self._index, str(directory / "index.faiss"))
+        faiss.write_index(self._index, str(directory / INDEX_FILE))
 
     @classmethod
     def _from_saved(cls, directory: Path, metadata: dict):
         parameters = {key: metadata[key] for key in cls._parameter_names}
         index = cls(metadata["dim"], metadata["metric"], metadata["model_name"], **parameters)
-        index._index = faiss.read_index(str(directory / "index.faiss"))
-        index._after_load()
+        # An on-disk index finds its inverted lists beside its own file (not where they were
+        # written), so its folder can be moved. Not IO_FLAG_MMAP: faiss 1.15 crashes searching it.
+        index._index = faiss.read_index(str(directory / INDEX_FILE), faiss.IO_FLAG_ONDISK_SAME_DIR)
+        index._after_load(directory)
         return index
 
     _parameter_names: tuple[str, ...] = ()
@@ -40,7 +49,7 @@ class _FaissIndex(DescriptorIndex):
     def _parameters(self) -> dict:
         return {key: getattr(self, key) for key in self._parameter_names}
 
-    def _after_load(self) -> None:
+    def _after_load(self, directory: Path) -> None:
         pass
 
     def _faiss_metric(self):
@@ -66,13 +75,19 @@ class FaissFlatIndex(_FaissIndex):
 
 
 class _FaissIVFIndex(_FaissIndex):
-    """Inverted lists over compressed vectors; subclasses name the compression (`_encoding`)."""
+    """Inverted lists over compressed vectors; subclasses name the compression (`_encoding`).
+
+    Besides `add`, a trained index can be filled from parts built elsewhere (Ray tasks, one per
+    descriptor shard: `trained_state` → `write_ivf_part`) and merged in RAM or into inverted
+    lists on disk (`merge_parts`), for databases whose index is larger than RAM.
+    """
 
     def __init__(self, dim: int, metric: str, model_name: str | None, num_lists: int | None, num_probes: int):
         super().__init__(dim, metric, model_name)
         self.num_lists = num_lists
         self.num_probes = num_probes
         self._index = None
+        self._on_disk_lists: Path | None = None
 
     @property
     def size(self) -> int:
@@ -87,25 +102,92 @@ class _FaissIVFIndex(_FaissIndex):
 
     def _add(self, descriptors):
         if self._index is None:
-            self._train(descriptors)
+            self._train(descriptors, len(descriptors))
         self._index.add(descriptors)
 
-    def _train(self, descriptors):
+    def _train(self, descriptors, database_size):
+        if self._index is not None:
+            raise ValueError("The index is trained already.")
         if self.num_lists is None:
-            self.num_lists = int(np.clip(4 * np.sqrt(len(descriptors)), 1, max(1, len(descriptors) // 39)))
+            self.num_lists = _default_num_lists(database_size, len(descriptors))
         if len(descriptors) < max(self.num_lists, 256):
             raise ValueError(
                 f"IVF-{self._encoding()} needs at least {max(self.num_lists, 256)} descriptors in its "
                 f"first add to train, got {len(descriptors)}; use the flat index for small databases."
             )
         index = faiss.index_factory(self.dim, f"IVF{self.num_lists},{self._factory_encoding()}", self._faiss_metric())
-        sample = max(10_000, 39 * self.num_lists)
-        index.train(descriptors[:sample])
+        index.train(descriptors[:self.training_sample_size(len(descriptors))])
         index.nprobe = self.num_probes
         self._index = index
 
-    def _after_load(self):
+    def _after_load(self, directory):
         self._index.nprobe = self.num_probes
+        if (directory / ON_DISK_LISTS_FILE).is_file():
+            self._on_disk_lists = directory / ON_DISK_LISTS_FILE
+
+    def training_sample_size(self, database_size: int) -> int:
+        """How many descriptors training uses: `max(10 000, 39·num_lists)`, at most all (faiss
+        wants at least 39 per list)."""
+        lists = self.num_lists or _default_num_lists(database_size, database_size)
+        return min(database_size, max(10_000, 39 * lists))
+
+    def trained_state(self) -> bytes:
+        """The trained, empty index serialised: what `write_ivf_part` fills elsewhere."""
+        if self._index is None or self._index.ntotal:
+            raise ValueError("trained_state needs a trained index that holds no vectors yet.")
+        return faiss.serialize_index(self._index).tobytes()
+
+    def merge_parts(self, part_paths, on_disk_lists=None) -> None:
+        """Moves the vectors of parts written by `write_ivf_part` into this (trained, empty)
+        index, in the order given: in RAM, or, with `on_disk_lists`, into inverted lists in that
+        file (faiss' `merge_ondisk`; the part files are memory-mapped, so the index may exceed
+        RAM). An on-disk index is saved by moving that file beside the index file.
+
+        Args:
+            part_paths: part files, each holding its vectors under their global ids.
+            on_disk_lists: a new `.ivfdata` file for on-disk inverted lists (None: in RAM).
+        """
+        self.trained_state()  # checks trained and empty
+        if on_disk_lists is None:
+            for path in part_paths:
+                self._index.merge_from(faiss.read_index(str(path)), 0)
+            return
+        merge_ondisk(self._index, [str(path) for path in part_paths], str(on_disk_lists))
+        self._on_disk_lists = Path(on_disk_lists)
+
+    def _save_data(self, directory):
+        super()._save_data(directory)
+        if self._on_disk_lists is None:
+            return
+        if not self._on_disk_lists.is_file():
+            raise ValueError(f"The on-disk lists {self._on_disk_lists} are gone (an on-disk index is "
+                             "saved once: its lists move with it); load the saved index instead.")
+        target = directory / ON_DISK_LISTS_FILE
+        try:
+            os.replace(self._on_disk_lists, target)  # the open memory map stays valid
+        except OSError:
+            shutil.move(self._on_disk_lists, target)
+        self._on_disk_lists = target
+
+
+def _default_num_lists(database_size: int, sample_size: int) -> int:
+    """`4·√N` inverted lists for N database vectors, at most one per 39 training vectors."""
+    return int(np.clip(4 * np.sqrt(database_size), 1, max(1, sample_size // 39)))
+
+
+def write_ivf_part(trained_state: bytes, descriptors: np.ndarray, ids: np.ndarray, path) -> None:
+    """Adds `descriptors` under `ids` to a copy of a trained IVF index (`trained_state`) and
+    writes it to `path`: one part for `_FaissIVFIndex.merge_parts`.
+
+    Args:
+        trained_state: `trained_state()` of the index the parts are merged into.
+        descriptors: `(n, dim)` float32.
+        ids: `(n,)` their global row numbers.
+        path: the part file to write.
+    """
+    index = faiss.deserialize_index(np.frombuffer(trained_state, dtype=np.uint8))
+    index.add_with_ids(np.ascontiguousarray(descriptors, np.float32), np.asarray(ids, np.int64))
+    faiss.write_index(index, str(path))
 
 
 @register_index("ivfpq")
@@ -205,5 +287,5 @@ class FaissHNSWIndex(_FaissIndex):
         self._index.hnsw.efConstruction = ef_construction
         self._index.hnsw.efSearch = ef_search
 
-    def _after_load(self):
+    def _after_load(self, directory):
         self._index.hnsw.efSearch = self.ef_search

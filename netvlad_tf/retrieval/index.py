@@ -66,6 +66,20 @@ class DescriptorIndex:
         """Appends `(N, dim)` descriptors; their indices continue from `size`."""
         self._add(self._checked(descriptors, "descriptors"))
 
+    def train(self, sample: np.ndarray, database_size: int | None = None) -> None:
+        """Trains the index on `(n, dim)` sample descriptors before anything is added (the IVF
+        kinds; the others need no training and ignore it). Without it the first `add` trains.
+
+        Args:
+            sample: descriptors spread over the database (not only its first rows).
+            database_size: how many descriptors will be added in all (sets default sizes such
+                as the number of inverted lists); None: the sample's size.
+        """
+        self._train(self._checked(sample, "sample"), database_size or len(sample))
+
+    def _train(self, sample: np.ndarray, database_size: int) -> None:
+        pass
+
     def search(
         self, queries: np.ndarray, k: int, batch_size: int = 1024, verbose: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
