@@ -7,7 +7,7 @@ from typing import Sequence
 
 from absl import flags
 
-from netvlad_tf.commands import cluster, convert, demo, evaluate, export, index, pca, query, train
+from netvlad_tf.commands import cluster, convert, demo, embed, evaluate, export, index, pca, query, train
 
 USAGE = """usage: netvlad-tf COMMAND [--flag=value ...] [--flagfile=FILE]
 
@@ -17,7 +17,7 @@ commands:
 Run `netvlad-tf COMMAND --help` for a command's flags and an example."""
 
 
-COMMANDS = {"demo": demo, "train": train, "evaluate": evaluate, "index": index, "query": query,
+COMMANDS = {"demo": demo, "train": train, "evaluate": evaluate, "embed": embed, "index": index, "query": query,
             "export": export, "cluster": cluster, "pca": pca, "convert": convert}
 
 

@@ -66,7 +66,7 @@ class PlaceIndex:
     @classmethod
     def build(cls, model, dataset: GeoDataset, index_kind: str = "flat", image_size=None,
               max_side: int | None = DEFAULT_MAX_SIDE, batch_size: int = 8,
-              verbose: bool = True) -> "PlaceIndex":
+              verbose: bool = True, **parameters) -> "PlaceIndex":
         """Embeds the database images of `dataset` into a new index; queries are later read
         with the same image policy (`image_size`, `max_side`).
 
@@ -78,12 +78,16 @@ class PlaceIndex:
             max_side: without `image_size`, the longest side allowed (None: uncapped).
             batch_size: images per forward pass.
             verbose: show a progress bar.
+            **parameters: the index kind's options (e.g. `num_lists`).
+
+        It takes the city-scale path in small: the descriptors are streamed into a temporary
+        descriptor folder and the index is built from it (`from_descriptors`).
         """
         with tempfile.TemporaryDirectory() as work:
             descriptors = embed_database(model, dataset.database_paths, dataset.database_utm,
                                          Path(work) / "descriptors", image_size, max_side, batch_size,
                                          verbose=verbose)
-            return cls.from_descriptors(descriptors, index_kind, verbose=verbose, model=model)
+            return cls.from_descriptors(descriptors, index_kind, verbose=verbose, model=model, **parameters)
 
     @classmethod
     def from_descriptors(cls, directory, index_kind: str = "flat", work_dir=None, on_disk: bool = False,

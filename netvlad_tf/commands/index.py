@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+
 from absl import flags
 
-from netvlad_tf.commands.common import define_image_size_flag, image_policy
-from netvlad_tf.data.csv_dataset import read_csv_dataset
+from netvlad_tf.commands.common import define_image_size_flag, image_policy, require_flags
+from netvlad_tf.data.loading import open_dataset
 from netvlad_tf.model_files import load_model_file
 from netvlad_tf.place_index import PlaceIndex
 from netvlad_tf.retrieval import INDEX_KINDS
+from netvlad_tf.staging import refuse_existing
 
-SUMMARY = "Index the database images of a dataset CSV for `netvlad-tf query`."
-EXAMPLE = "netvlad-tf index --model=model.keras --dataset=my_photos.csv --output=index_dir"
+SUMMARY = "Index database images (a dataset, or a descriptor folder from `embed`) for `netvlad-tf query`."
+EXAMPLE = ("netvlad-tf index --model=model.keras --dataset=my_photos.csv --output=index_dir\n"
+           "  netvlad-tf index --descriptors=city_descriptors --index=ivfsq8 --on_disk --output=index_dir")
 
 
 def define_flags(fv: flags.FlagValues) -> None:
-    """Defines this command\'s flags on `fv`."""
-    flags.DEFINE_string("model", None, "The .keras model (required).", flag_values=fv)
-    flags.DEFINE_string("dataset", None, "CSV of geotagged images; its database rows are indexed (required).", flag_values=fv)
+    """Defines this command's flags on `fv`."""
+    flags.DEFINE_string("model", None, "The .keras model (with --dataset).", flag_values=fv)
+    flags.DEFINE_string("dataset", None, "CSV of geotagged images; its database rows are indexed.", flag_values=fv)
+    flags.DEFINE_string("descriptors", None, "A descriptor folder made by `netvlad-tf embed` (instead of "
+                        "--model and --dataset).", flag_values=fv)
     flags.DEFINE_string("output", None, "New index folder (required).", flag_values=fv)
     flags.DEFINE_enum("index", "flat", sorted(INDEX_KINDS), "Search backend (ivfpq/hnsw for millions of images; ivfsq8 for 4096-D descriptors).", flag_values=fv)
+    flags.DEFINE_integer("num_lists", None, "IVF kinds: inverted lists (default 4·√N).", flag_values=fv)
+    flags.DEFINE_boolean("on_disk", False, "IVF kinds: keep the inverted lists on disk (index.ivfdata) "
+                         "instead of RAM, for indices larger than memory.", flag_values=fv)
+    flags.DEFINE_integer("num_workers", 0, "IVF kinds with --descriptors: build the per-shard parts as "
+                         "Ray tasks, this many at a time.", flag_values=fv)
+    flags.DEFINE_string("ray_address", None, "An existing Ray cluster for --num_workers.", flag_values=fv)
     define_image_size_flag(fv, None)
     flags.DEFINE_integer("batch_size", 8, "Images per forward pass.", flag_values=fv)
     flags.DEFINE_boolean("overwrite", False, "Replace --output if it exists.", flag_values=fv)
@@ -27,13 +41,29 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 def run(fv: flags.FlagValues) -> int:
     """Runs the command on parsed flags; returns the exit status (errors are raised)."""
-    missing = [name for name in ("model", "dataset", "output") if getattr(fv, name) is None]
-    if missing:
-        raise ValueError(f"Missing {', '.join('--' + m for m in missing)}.")
-    dataset = read_csv_dataset(fv.dataset, require_queries=False)
-    model = load_model_file(fv.model, place_model=False)
-    image_size, max_side = image_policy(fv)
-    places = PlaceIndex.build(model, dataset, fv.index, image_size, max_side, fv.batch_size)
-    places.save(fv.output, fv.overwrite)
-    print(f"Indexed {places.index.size} images into {fv.output}")
+    require_flags(fv, "output")
+    output = Path(fv.output)
+    refuse_existing(output, fv.overwrite)
+    parameters = {"num_lists": fv.num_lists} if fv.num_lists else {}
+    if fv.descriptors is not None:
+        if fv.model is not None or fv.dataset is not None:
+            raise ValueError("Give either --descriptors or --model with --dataset, not both.")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        work_dir = Path(tempfile.mkdtemp(prefix=f".{output.name}.build-", dir=output.parent))
+        try:
+            places = PlaceIndex.from_descriptors(fv.descriptors, fv.index, work_dir, fv.on_disk,
+                                                 fv.num_workers, fv.ray_address, **parameters)
+            places.save(output, fv.overwrite)
+        finally:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    else:
+        require_flags(fv, "model", "dataset")
+        if fv.on_disk or fv.num_workers:
+            raise ValueError("--on_disk and --num_workers build from --descriptors; run `netvlad-tf embed` first.")
+        dataset = open_dataset(fv.dataset, require_queries=False)
+        model = load_model_file(fv.model, place_model=False)
+        image_size, max_side = image_policy(fv)
+        places = PlaceIndex.build(model, dataset, fv.index, image_size, max_side, fv.batch_size, **parameters)
+        places.save(output, fv.overwrite)
+    print(f"Indexed {places.index.size} images into {output}")
     return 0

@@ -10,7 +10,8 @@ from netvlad_tf.data.geo_dataset import GeoDataset, check_images_exist
 from netvlad_tf.data.mat_dataset import read_mat_dataset
 
 
-def open_dataset(path, image_root=None, query_root=None, split: str = "test") -> GeoDataset:
+def open_dataset(path, image_root=None, query_root=None, split: str = "test",
+                 require_queries: bool = True) -> GeoDataset:
     """`*.csv` → `read_csv_dataset`; `*.mat` → `read_mat_dataset` (needs `image_root`);
     a folder → `read_folder_dataset(path, split)`.
 
@@ -19,6 +20,7 @@ def open_dataset(path, image_root=None, query_root=None, split: str = "test") ->
         image_root: the images of a `.mat` dataset.
         query_root: its query images, when not under `image_root`.
         split: `"train"`, `"val"` or `"test"` of a folder dataset.
+        require_queries: a CSV without query rows is an error (False: a database only).
 
     Returns:
         The `GeoDataset`.
@@ -30,7 +32,7 @@ def open_dataset(path, image_root=None, query_root=None, split: str = "test") ->
     """
     path = Path(path)
     if path.suffix.lower() == ".csv":
-        return read_csv_dataset(path)
+        return read_csv_dataset(path, require_queries=require_queries)
     if path.suffix.lower() == ".mat":
         if image_root is None:
             raise ValueError(f"{path} is a .mat dataset: also give the folder of its images (--image_root).")

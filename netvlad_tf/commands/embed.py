@@ -1,0 +1,56 @@
+"""`netvlad-tf embed`: a dataset's images into a resumable folder of descriptor shards."""
+
+from __future__ import annotations
+
+from absl import flags
+
+from netvlad_tf.commands.common import (
+    define_dataset_flags,
+    define_dataset_location_flags,
+    define_image_size_flag,
+    image_policy,
+    require_flags,
+)
+from netvlad_tf.data.loading import open_dataset
+from netvlad_tf.database.embed import DEFAULT_SHARD_SIZE, dataset_rows, embed_database
+
+SUMMARY = "Embed a dataset's images into Parquet descriptor shards (resumable; Ray Data with --num_workers)."
+EXAMPLE = ("netvlad-tf embed --model=model.keras --dataset=city.csv --output=city_descriptors\n"
+           "  netvlad-tf embed --model=model.keras --dataset=city.csv --output=city_descriptors "
+           "--num_workers=8 --ray_address=auto")
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+    """Defines this command's flags on `fv`."""
+    flags.DEFINE_string("model", None, "The .keras model (required).", flag_values=fv)
+    define_dataset_flags(fv, "dataset", "Required. ")
+    define_dataset_location_flags(fv)
+    flags.DEFINE_string("output", None, "Descriptor folder to write, or to resume (required).", flag_values=fv)
+    flags.DEFINE_enum("images", "database", ["database", "queries"], "Which images of the dataset to embed.",
+                      flag_values=fv)
+    define_image_size_flag(fv, None)
+    flags.DEFINE_integer("batch_size", 8, "Images per forward pass.", flag_values=fv)
+    flags.DEFINE_integer("shard_size", DEFAULT_SHARD_SIZE, "Images per shard: the unit of work and of resuming.",
+                         flag_values=fv)
+    flags.DEFINE_integer("num_workers", 0, "0: embed in this process; N: N Ray Data actors "
+                         "(pip install 'netvlad_tf[ray]').", flag_values=fv)
+    flags.DEFINE_string("ray_address", None, "An existing Ray cluster (auto, or ray://host:10001); unset "
+                        "starts a local Ray.", flag_values=fv)
+    flags.DEFINE_float("cpus_per_worker", 1, "Logical CPUs (and TensorFlow threads) per Ray actor.", flag_values=fv)
+    flags.DEFINE_float("gpus_per_worker", 0, "GPUs per Ray actor (e.g. 1, or 0.5 to share one).", flag_values=fv)
+    flags.DEFINE_boolean("overwrite", False, "Remove what --output holds and start afresh.", flag_values=fv)
+
+
+def run(fv: flags.FlagValues) -> int:
+    """Runs the command on parsed flags; returns the exit status (errors are raised)."""
+    require_flags(fv, "model", "dataset", "output")
+    if fv.num_workers < 0:
+        raise ValueError(f"--num_workers must be 0 or more, got {fv.num_workers}.")
+    dataset = open_dataset(fv.dataset, fv.image_root, fv.query_root, fv.split, require_queries=False)
+    image_paths, coordinates = dataset_rows(dataset, fv.images)
+    image_size, max_side = image_policy(fv)
+    folder = embed_database(fv.model, image_paths, coordinates, fv.output, image_size, max_side,
+                            fv.batch_size, fv.shard_size, fv.num_workers, fv.ray_address,
+                            fv.cpus_per_worker, fv.gpus_per_worker, fv.overwrite)
+    print(f"Embedded {len(image_paths)} images into {folder}")
+    return 0
