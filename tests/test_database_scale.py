@@ -1,0 +1,75 @@
+"""City-scale runs in fresh processes: a Ray Data run on a two-node local cluster survives an
+actor that dies and writes every row once; a SIGKILLed one-process run, rerun, equals an
+uninterrupted one."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from tiny_backbone import TINY_BACKBONE
+
+from netvlad_tf import build_netvlad_model, read_descriptors
+from netvlad_tf.data import read_csv_dataset
+from netvlad_tf.embedding import embed_images
+from netvlad_tf.retrieval import create_index
+from netvlad_tf.sample_data import nordland_csv
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def tiny_model_file(folder: Path) -> Path:
+    path = folder / "tiny.keras"
+    build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4).save(path)
+    return path
+
+
+def test_ray_run_with_a_dying_actor_writes_every_row_once(tmp_path):
+    pytest.importorskip("ray")
+    model_path = tiny_model_file(tmp_path)
+    subprocess.run([sys.executable, "-m", "tests.distributed.run_ray_embed", str(model_path), str(tmp_path)],
+                   cwd=REPO, check=True, timeout=420, capture_output=True)
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result == {"rows": 23, "unique_ids": 23, "paths_in_order": True, "crashed": True, "nodes": 2}
+    dataset = read_csv_dataset(nordland_csv("test"))
+    expected = embed_images(keras.saving.load_model(model_path), dataset.database_paths[:23], (32, 64), verbose=False)
+    np.testing.assert_allclose(np.load(tmp_path / "descriptors.npy"), expected, atol=1e-5)
+    descriptors = np.load(tmp_path / "random.npy")
+    reference = create_index("ivfsq8", 32, num_lists=8)
+    reference.train(descriptors, database_size=len(descriptors))
+    reference.add(descriptors)
+    np.testing.assert_array_equal(np.load(tmp_path / "ray_index_result.npy"),
+                                  reference.search(descriptors[::7] + 0.01, 10)[1])
+
+
+def embed_command(model_path: Path, output: Path) -> list[str]:
+    return [sys.executable, "-m", "netvlad_tf.cli", "embed", f"--model={model_path}",
+            f"--dataset={nordland_csv('test')}", f"--output={output}", "--image_size=32,64", "--shard_size=40"]
+
+
+def test_a_sigkilled_run_rerun_equals_an_uninterrupted_one(tmp_path):
+    model_path = tiny_model_file(tmp_path)
+    subprocess.run(embed_command(model_path, tmp_path / "whole"), check=True, timeout=300, capture_output=True)
+    killed = subprocess.Popen(embed_command(model_path, tmp_path / "db"), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    shards = tmp_path / "db/shards"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(list(shards.glob("shard-*.parquet")) if shards.is_dir() else []) < 3:
+        time.sleep(0.05)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait(timeout=30)
+    written = len(list(shards.glob("shard-*.parquet")))
+    assert 3 <= written < 9, "the run was to be killed mid-way"
+    rerun = subprocess.run(embed_command(model_path, tmp_path / "db"), timeout=300, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    whole, resumed = read_descriptors(tmp_path / "whole"), read_descriptors(tmp_path / "db")
+    assert resumed.image_paths == whole.image_paths and len(resumed.image_paths) == 348
+    np.testing.assert_allclose(resumed.descriptors, whole.descriptors, atol=1e-6)
+    assert not [p for p in shards.iterdir() if p.name.startswith(".")], "a staging file was left"
