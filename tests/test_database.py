@@ -7,19 +7,18 @@ import shutil
 import sys
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from descriptor_folders import random_descriptor_folder
 from tiny_backbone import TINY_BACKBONE
 
 from netvlad_tf import build_netvlad_model, embed_database, read_descriptors
+from netvlad_tf.data import read_csv_dataset
 from netvlad_tf.database.index_build import build_index_from_shards, training_sample, write_part_from_shard
+from netvlad_tf.database.place_index import PlaceIndex
 from netvlad_tf.database.shards import DescriptorFolderError, iter_shards, shard_rows
-from netvlad_tf.embedding import embed_images
-from netvlad_tf.place_index import PlaceIndex
+from netvlad_tf.inference.embedding import embed_images
 from netvlad_tf.retrieval import create_index
 from netvlad_tf.sample_data import nordland_csv
-from netvlad_tf.data import read_csv_dataset
 
 IMAGE_SIZE = (32, 64)
 

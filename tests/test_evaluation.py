@@ -9,11 +9,11 @@ from tiny_backbone import TINY_BACKBONE
 from netvlad_tf import build_netvlad_model
 from netvlad_tf.cli import main
 from netvlad_tf.data import GeoDataset, read_csv_dataset
+from netvlad_tf.database.place_index import PlaceIndex
 from netvlad_tf.evaluation import pixel_descriptors
 from netvlad_tf.evaluation.evaluate import evaluate
 from netvlad_tf.evaluation.output import write_evaluation
 from netvlad_tf.evaluation.recall import first_per_group
-from netvlad_tf.place_index import PlaceIndex
 from netvlad_tf.sample_data import nordland_csv
 
 IMAGE_SIZE = (32, 64)

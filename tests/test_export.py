@@ -167,7 +167,7 @@ def test_int8_on_real_weights_meets_its_bar_with_the_head_in_float(tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
     from netvlad_tf import fit_pca_whitening
-    from netvlad_tf.embedding import embed_images
+    from netvlad_tf.inference.embedding import embed_images
 
     size = (64, 128)
     dataset = read_csv_dataset(nordland_csv("train"))

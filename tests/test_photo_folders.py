@@ -14,7 +14,7 @@ from netvlad_tf import build_netvlad_model, initialize_clusters
 from netvlad_tf.cli import main
 from netvlad_tf.data import read_csv_dataset
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE, image_batches, load_image
-from netvlad_tf.embedding import embed_images
+from netvlad_tf.inference.embedding import embed_images
 from netvlad_tf.sample_data import nordland_csv
 
 # Sizes of a real collection: off by a pixel or two, both aspect ratios, one over the cap.
@@ -118,7 +118,7 @@ def test_large_photos_are_capped_and_bombs_refused_by_name(tmp_path):
 def test_gif_and_bmp_sizes_come_from_their_headers_and_bombs_are_refused_undecoded(tmp_path):
     import tensorflow as tf
 
-    from netvlad_tf.data.image_header import read_image_header
+    from netvlad_tf.io.image_header import read_image_header
 
     pixels = np.random.default_rng(5).integers(0, 255, (37, 53, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "pillow.gif")

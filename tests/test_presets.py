@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import netvlad_tf
-from netvlad_tf.weights import PRESETS, from_preset
+from netvlad_tf.converters import PRESETS, from_preset
 
 FIXTURES = Path(__file__).with_name("fixtures")
 

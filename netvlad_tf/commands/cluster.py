@@ -4,13 +4,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from netvlad_tf.clustering import (
-    DEFAULT_DESCRIPTORS_PER_IMAGE,
-    DEFAULT_NUM_DESCRIPTORS,
-    evenly_spaced,
-    initialize_clusters,
-)
-from netvlad_tf.commands.common import (
+from netvlad_tf.commands.shared_flags import (
     define_dataset_flags,
     define_dataset_location_flags,
     define_image_size_flag,
@@ -21,10 +15,16 @@ from netvlad_tf.commands.common import (
 )
 from netvlad_tf.data.images import image_batches
 from netvlad_tf.data.loading import open_dataset
-from netvlad_tf.model import build_netvlad_model
-from netvlad_tf.model_files import load_model_file
-from netvlad_tf.netvlad import NetVLAD
-from netvlad_tf.staging import refuse_existing, save_model_atomically
+from netvlad_tf.data.sampling import evenly_spaced
+from netvlad_tf.initialization.clustering import (
+    DEFAULT_DESCRIPTORS_PER_IMAGE,
+    DEFAULT_NUM_DESCRIPTORS,
+    initialize_clusters,
+)
+from netvlad_tf.io.atomic_writes import refuse_existing, save_model_atomically
+from netvlad_tf.layers.netvlad import NetVLAD
+from netvlad_tf.models.model import build_netvlad_model
+from netvlad_tf.models.model_files import load_model_file
 
 SUMMARY = "Initialise NetVLAD's clusters and assignment by k-means (the paper's initialisation)."
 EXAMPLE = "netvlad-tf cluster --dataset=pitts30k_train.mat --image_root=Pittsburgh --weights=imagenet --output=init.keras"

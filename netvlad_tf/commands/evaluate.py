@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from netvlad_tf.commands.common import (
+from netvlad_tf.commands.shared_flags import (
     define_dataset_flags,
     define_dataset_location_flags,
     define_image_size_flag,
@@ -15,7 +15,7 @@ from netvlad_tf.data.loading import open_dataset
 from netvlad_tf.evaluation.evaluate import PIXELS, evaluate
 from netvlad_tf.evaluation.output import write_evaluation
 from netvlad_tf.evaluation.report import format_recall_table
-from netvlad_tf.model_files import load_model_file
+from netvlad_tf.models.model_files import load_model_file
 from netvlad_tf.retrieval import INDEX_KINDS
 
 # Poolings the paper compares NetVLAD with, put on the model's backbone.

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from absl import flags
 
-from netvlad_tf.commands.common import parse_image_size, require_flags
+from netvlad_tf.commands.shared_flags import parse_image_size, require_flags
 from netvlad_tf.data.csv_dataset import read_csv_dataset
 from netvlad_tf.data.images import image_batches
 from netvlad_tf.export import (
@@ -23,9 +23,9 @@ from netvlad_tf.export import (
     verify_tflite,
     write_model_card,
 )
-from netvlad_tf.model_files import load_model_file
+from netvlad_tf.io.atomic_writes import refuse_existing
+from netvlad_tf.models.model_files import load_model_file
 from netvlad_tf.sample_data import nordland_csv
-from netvlad_tf.staging import refuse_existing
 
 SUMMARY = "Export a model as a SavedModel (TF Serving), TFLite (phones) or ONNX and check it against Keras."
 EXAMPLE = (

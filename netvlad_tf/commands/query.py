@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 from absl import flags
 
-from netvlad_tf.place_index import PlaceIndex
+from netvlad_tf.database.place_index import PlaceIndex
 
 SUMMARY = "Find the indexed places nearest to photos: their images, coordinates and distances."
 EXAMPLE = "netvlad-tf query --index=index_dir photo.jpg --top_k=5"

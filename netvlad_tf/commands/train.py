@@ -7,8 +7,7 @@ from pathlib import Path
 import keras
 from absl import flags
 
-from netvlad_tf.clustering import DEFAULT_NUM_DESCRIPTORS, evenly_spaced, initialize_clusters
-from netvlad_tf.commands.common import (
+from netvlad_tf.commands.shared_flags import (
     define_dataset_flags,
     define_dataset_location_flags,
     define_image_size_flag,
@@ -17,11 +16,13 @@ from netvlad_tf.commands.common import (
 )
 from netvlad_tf.data.images import image_batches
 from netvlad_tf.data.loading import open_dataset
-from netvlad_tf.data.validation import drop_unreadable_images
-from netvlad_tf.learned_whitening import with_learned_whitening
-from netvlad_tf.model import BACKBONE_DEFAULT, build_netvlad_model
-from netvlad_tf.model_files import load_model_file
-from netvlad_tf.staging import save_model_atomically
+from netvlad_tf.data.sampling import evenly_spaced
+from netvlad_tf.data.unreadable import drop_unreadable_images
+from netvlad_tf.initialization.clustering import DEFAULT_NUM_DESCRIPTORS, initialize_clusters
+from netvlad_tf.initialization.learned_whitening import with_learned_whitening
+from netvlad_tf.io.atomic_writes import save_model_atomically
+from netvlad_tf.models.model import BACKBONE_DEFAULT, build_netvlad_model
+from netvlad_tf.models.model_files import load_model_file
 from netvlad_tf.training import new_run_dir, train
 from netvlad_tf.training.train import BACKUP_DIR, LAST_MODEL_FILE
 

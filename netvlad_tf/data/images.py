@@ -20,13 +20,13 @@ One policy, used by evaluate, index, query, cluster, pca, train, the demo, expor
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from netvlad_tf.data.image_header import read_image_header
-from netvlad_tf.tf_errors import short_tf_message
+from netvlad_tf.io.image_header import read_image_header
+from netvlad_tf.io.tf_errors import short_tf_message
 
 DEFAULT_MAX_SIDE = 640
 # Larger than any camera's photo (50 MP phones: 8192×6144); a decode of it is 150 MB of pixels.

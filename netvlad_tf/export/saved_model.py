@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from netvlad_tf.export.constant_graph import constant_forward
 from netvlad_tf.export.parity import ParityReport, measure_parity
-from netvlad_tf.staging import atomic_directory
+from netvlad_tf.io.atomic_writes import atomic_directory
 
 # The `encoded` signature resizes every decoded image to this size (bilinear) so that a batch
 # of photos of different sizes can be stacked; Pittsburgh and Tokyo images are 480×640.

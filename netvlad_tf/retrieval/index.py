@@ -10,7 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from netvlad_tf.staging import atomic_directory
+from netvlad_tf.io.atomic_writes import atomic_directory
 
 METRICS = ("l2", "ip")
 METADATA_FILE = "index.json"
@@ -180,7 +180,7 @@ class NumpyIndex(DescriptorIndex):
         np.save(directory / "database.npy", self._database)
 
     @classmethod
-    def _from_saved(cls, directory: Path, metadata: dict) -> "NumpyIndex":
+    def _from_saved(cls, directory: Path, metadata: dict) -> NumpyIndex:
         index = cls(metadata["dim"], metadata["metric"], metadata["model_name"])
         index.add(np.load(directory / "database.npy"))
         return index

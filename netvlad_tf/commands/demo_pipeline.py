@@ -9,18 +9,19 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from netvlad_tf.clustering import evenly_spaced, initialize_clusters
 from netvlad_tf.data import GeoDataset, read_csv_dataset
 from netvlad_tf.data.images import image_batches
+from netvlad_tf.data.sampling import evenly_spaced
 from netvlad_tf.evaluation.evaluate import evaluate
 from netvlad_tf.evaluation.output import write_evaluation
 from netvlad_tf.evaluation.plots import plot_recall_curves
 from netvlad_tf.evaluation.report import format_recall_table
 from netvlad_tf.export import export_tflite, verify_tflite
-from netvlad_tf.learned_whitening import with_learned_whitening
-from netvlad_tf.model import build_netvlad_model
+from netvlad_tf.initialization.clustering import initialize_clusters
+from netvlad_tf.initialization.learned_whitening import with_learned_whitening
+from netvlad_tf.io.atomic_writes import atomic_directory
+from netvlad_tf.models.model import build_netvlad_model
 from netvlad_tf.sample_data import nordland_csv
-from netvlad_tf.staging import atomic_directory
 from netvlad_tf.training import train
 
 DEMO_NS = (1, 5, 10)

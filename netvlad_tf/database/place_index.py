@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -17,11 +17,11 @@ from netvlad_tf.database.embed import embed_database
 from netvlad_tf.database.index_build import build_index_from_shards
 from netvlad_tf.database.shards import MODEL_FILE as DESCRIPTOR_MODEL_FILE
 from netvlad_tf.database.shards import ROWS_FILE, complete_manifest
-from netvlad_tf.embedding import embed_images
-from netvlad_tf.model import PlaceRecognitionModel
-from netvlad_tf.model_files import load_model_file
+from netvlad_tf.inference.embedding import embed_images
+from netvlad_tf.io.atomic_writes import atomic_directory
+from netvlad_tf.models.model import PlaceRecognitionModel
+from netvlad_tf.models.model_files import load_model_file
 from netvlad_tf.retrieval import DescriptorIndex, load_index
-from netvlad_tf.staging import atomic_directory
 
 PLACES_FILE = "places.json"
 MODEL_FILE = "model.keras"
@@ -66,7 +66,7 @@ class PlaceIndex:
     @classmethod
     def build(cls, model, dataset: GeoDataset, index_kind: str = "flat", image_size=None,
               max_side: int | None = DEFAULT_MAX_SIDE, batch_size: int = 8,
-              verbose: bool = True, **parameters) -> "PlaceIndex":
+              verbose: bool = True, **parameters) -> PlaceIndex:
         """Embeds the database images of `dataset` into a new index; queries are later read
         with the same image policy (`image_size`, `max_side`).
 
@@ -92,7 +92,7 @@ class PlaceIndex:
     @classmethod
     def from_descriptors(cls, directory, index_kind: str = "flat", work_dir=None, on_disk: bool = False,
                          num_workers: int = 0, ray_address: str | None = None, verbose: bool = True,
-                         model=None, **parameters) -> "PlaceIndex":
+                         model=None, **parameters) -> PlaceIndex:
         """A place index over a descriptor folder (`netvlad-tf embed`), built a shard at a time
         (`build_index_from_shards`); queries are read with the folder's image policy.
 
@@ -136,7 +136,7 @@ class PlaceIndex:
             (staging / PLACES_FILE).write_text(json.dumps(places))
 
     @classmethod
-    def load(cls, directory) -> "PlaceIndex":
+    def load(cls, directory) -> PlaceIndex:
         """Reads a saved place index; a mismatch between its model and index is an error."""
         directory = Path(directory)
         if not (directory / PLACES_FILE).is_file() or not (directory / MODEL_FILE).is_file():

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from netvlad_tf.normalization import L2_EPSILON, l2_normalize
+from netvlad_tf.layers.normalization import L2_EPSILON, l2_normalize
 
 OUTPUT_LAYOUTS = ("matlab", "cluster_major")
 INIT_VERSIONS = ("v1", "v2")

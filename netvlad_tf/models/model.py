@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import keras
 import tensorflow as tf
 from keras import ops
 
 from netvlad_tf.backbones import get_backbone
-from netvlad_tf.frozen_trunk import FrozenSplit, split_frozen_trunk
-from netvlad_tf.losses import RankingLoss
-from netvlad_tf.normalization import L2Normalization
-from netvlad_tf.pooling import get_pooling
-from netvlad_tf.whitening import PCAWhitening
+from netvlad_tf.layers.normalization import L2Normalization
+from netvlad_tf.layers.pooling import get_pooling
+from netvlad_tf.layers.whitening import PCAWhitening
+from netvlad_tf.models.frozen_trunk import FrozenSplit, split_frozen_trunk
+from netvlad_tf.models.losses import RankingLoss
+from netvlad_tf.models.presets import CONVERTERS, PRESETS
 
 WHITENING_LAYER = "whitening"
 # Keys of a tuple batch holding images, or the frozen trunk's features of those images.
@@ -180,7 +183,7 @@ class PlaceRecognitionModel(keras.Model):
         """
         return keras.Model(self.input, self.pooling.output, name=f"{self.name}_pooled")
 
-    def with_pooling(self, pooling: str) -> "PlaceRecognitionModel":
+    def with_pooling(self, pooling: str) -> PlaceRecognitionModel:
         """This model's backbone (shared weights) under another pooling: the paper's baselines.
 
         Args:
@@ -227,6 +230,43 @@ class PlaceRecognitionModel(keras.Model):
             "name": self.name,
             "trainable": self.trainable,
         }
+
+    @classmethod
+    def from_preset(cls, name: str, weights: str | os.PathLike | None = None,
+                    **overrides) -> PlaceRecognitionModel:
+        """Builds (or converts) the model a preset names (keras-hub's spelling).
+
+        Args:
+            name: a key of `netvlad_tf.models.presets.PRESETS`.
+            weights: for converted presets, the path of the released file (required); for built
+                ones, replaces the backbone weights (e.g. a local VGG16 `.h5`).
+            **overrides: further `build_netvlad_model` arguments for built presets
+                (e.g. `num_clusters=32`, `whitening_dim=256`).
+
+        Returns:
+            A `PlaceRecognitionModel`.
+
+        Example:
+        >>> model = PlaceRecognitionModel.from_preset("efficientnet_lite0_imagenet", num_clusters=8)
+        >>> model.descriptor_dim
+        896
+        """
+        if name not in PRESETS:
+            raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
+        preset = PRESETS[name]
+        if preset.converter is not None:
+            if weights is None:
+                raise ValueError(
+                    f"Preset {name!r} converts the released file {preset.weights_file!r}, which cannot "
+                    "be bundled: download it and pass weights=<its path>."
+                )
+            if overrides:
+                raise ValueError(f"Preset {name!r} is converted as released; drop {sorted(overrides)}.")
+            return CONVERTERS[preset.converter](weights)
+        arguments = {**preset.build_arguments, **overrides}
+        if weights is not None:
+            arguments["weights"] = weights
+        return build_netvlad_model(**arguments)
 
     @classmethod
     def from_config(cls, config):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import keras
 
-from netvlad_tf.model import PlaceRecognitionModel
+from netvlad_tf.models.model import PlaceRecognitionModel
 
 # A `.keras` file is a zip archive holding these members (Keras 3's saving format).
 KERAS_ARCHIVE_MEMBERS = ("config.json", "model.weights.h5")
@@ -41,7 +41,7 @@ def load_model_file(path, place_model: bool = True) -> keras.Model:
     >>> load_model_file(path)
     Traceback (most recent call last):
     ...
-    netvlad_tf.model_files.ModelFileError: Model .../notes.keras is not a Keras archive (a .keras file is a zip of config.json and model.weights.h5).
+    netvlad_tf.models.model_files.ModelFileError: Model .../notes.keras is not a Keras archive (a .keras file is a zip of ...).
     """
     path = Path(path)
     if not path.exists():

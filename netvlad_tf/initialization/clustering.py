@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable
 
 import faiss
 import keras
 import numpy as np
 
-from netvlad_tf.netvlad import NetVLAD
-from netvlad_tf.normalization import l2_normalize_rows
+from netvlad_tf.layers.netvlad import NetVLAD
+from netvlad_tf.layers.normalization import l2_normalize_rows
 
 # The paper clusters 50 000 descriptors, 100 from each image.
 DEFAULT_NUM_DESCRIPTORS = 50_000
 DEFAULT_DESCRIPTORS_PER_IMAGE = 100
-
-
-def evenly_spaced(items: Sequence, count: int) -> list:
-    """At most `count` of `items`, spread evenly over all of them (every ⌈len/count⌉-th): how
-    images are chosen for k-means, whitening and calibration, so they see the whole route, not
-    its first stretch.
-
-    Example:
-    >>> evenly_spaced(list(range(10)), 3)
-    [0, 4, 8]
-    """
-    if count < 1:
-        raise ValueError(f"count must be at least 1, got {count}.")
-    return list(items)[:: max(1, -(-len(items) // count))]
 
 
 def sample_local_descriptors(

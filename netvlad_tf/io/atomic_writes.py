@@ -23,8 +23,8 @@ import errno
 import os
 import secrets
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 # A staging entry is `.{target name}.{pid}-{token}.staging{target suffix}`; the pid tells
 # whether the run that made it is still alive.
