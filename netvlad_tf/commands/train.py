@@ -11,6 +11,7 @@ from netvlad_tf.commands.shared_flags import (
     define_dataset_flags,
     define_dataset_location_flags,
     define_image_size_flag,
+    define_whitening_flag,
     none_or_text,
     parse_image_size,
 )
@@ -70,6 +71,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_enum("frozen_feature_precision", "float16", ["float16", "float32"],
                       "Storage of the frozen layers' output.", flag_values=fv)
     flags.DEFINE_integer("whitening_dim", None, "After training, learn PCA whitening to this size and save final.keras.", flag_values=fv)
+    define_whitening_flag(fv)
     flags.DEFINE_boolean("skip_corrupt_images", False, "Scan the images first and skip unreadable ones "
                          "(with a count and a warning) instead of stopping at the first.", flag_values=fv)
     flags.DEFINE_boolean("mixed_precision", False, "Compute in bfloat16 (weights stay float32).", flag_values=fv)
@@ -128,7 +130,8 @@ def run(fv: flags.FlagValues) -> int:
         seed=fv.seed,
     )
     if fv.whitening_dim:
-        whitened = with_learned_whitening(model, train_dataset.database_paths, fv.whitening_dim, image_size)
+        whitened = with_learned_whitening(model, train_dataset.database_paths, fv.whitening_dim, image_size,
+                                          method=fv.whitening)
         save_model_atomically(whitened, result.run_dir / "final.keras", overwrite=True)
         print(f"Saved {result.run_dir / 'final.keras'} with {fv.whitening_dim}-D whitening")
     return 0
