@@ -105,16 +105,16 @@ def test_index_and_query_commands(tmp_path, capsys):
                  "--image_size=32,64"]) == 0
     photo = full.database_paths[7]
     capsys.readouterr()
-    assert main(["netvlad-tf", "query", f"--index={tmp_path / 'index'}", "--json", "--top_k=3", photo]) == 0
+    assert main(["netvlad-tf", "query", f"--place_index={tmp_path / 'index'}", "--json", "--top_k=3", photo]) == 0
     matches = json.loads(capsys.readouterr().out)[photo]
     assert matches[0]["image_path"] == photo
     assert matches[0]["easting"] == full.database_utm[7, 0] and len(matches) == 3
 
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")
-    assert main(["netvlad-tf", "query", f"--index={tmp_path / 'index'}", str(broken)]) == 1
+    assert main(["netvlad-tf", "query", f"--place_index={tmp_path / 'index'}", str(broken)]) == 1
     assert "broken.jpg" in capsys.readouterr().err
-    assert main(["netvlad-tf", "query", f"--index={tmp_path}", photo]) == 1
+    assert main(["netvlad-tf", "query", f"--place_index={tmp_path}", photo]) == 1
     assert "not a place index" in capsys.readouterr().err
 
 

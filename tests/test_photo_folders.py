@@ -160,7 +160,7 @@ def test_commands_run_on_the_photo_folder_with_default_flags(photo_folder, tiny_
                  f"--output={tmp_path / 'index'}"]) == 0
     capsys.readouterr()
     query = read_csv_dataset(csv_path).query_paths[3]
-    assert main(["netvlad-tf", "query", f"--index={tmp_path / 'index'}", query]) == 0
+    assert main(["netvlad-tf", "query", f"--place_index={tmp_path / 'index'}", query]) == 0
     assert "database_" in capsys.readouterr().out
     assert main(["netvlad-tf", "cluster", f"--model={tiny_model_file}", f"--dataset={csv_path}",
                  "--num_descriptors=100", "--descriptors_per_image=5", f"--output={tmp_path / 'c.keras'}"]) == 0

@@ -12,6 +12,7 @@ from absl import flags
 from netvlad_tf.commands.shared_flags import parse_image_size, require_flags
 from netvlad_tf.data.csv_dataset import read_csv_dataset
 from netvlad_tf.data.images import image_batches
+from netvlad_tf.data.sampling import evenly_spaced
 from netvlad_tf.export import (
     QUANTIZATIONS,
     export_onnx,
@@ -78,8 +79,7 @@ def run(fv: flags.FlagValues) -> int:
     model = load_model_file(fv.model)
     image_size = parse_image_size(fv.image_size)
     paths = read_csv_dataset(fv.calibration or nordland_csv("train"), require_queries=False).database_paths
-    step = max(1, len(paths) // CALIBRATION_IMAGES)
-    calibration = np.concatenate(list(image_batches(paths[::step][:CALIBRATION_IMAGES], image_size, batch_size=16)))
+    calibration = np.concatenate(list(image_batches(evenly_spaced(paths, CALIBRATION_IMAGES), image_size, batch_size=16)))
     check = calibration[:: max(1, len(calibration) // CHECK_IMAGES)][:CHECK_IMAGES]
     height, width = image_size
     if fv.format == "saved_model":

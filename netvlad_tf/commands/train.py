@@ -14,12 +14,11 @@ from netvlad_tf.commands.shared_flags import (
     define_whitening_flag,
     none_or_text,
     parse_image_size,
+    require_flags,
 )
-from netvlad_tf.data.images import image_batches
 from netvlad_tf.data.loading import open_dataset
-from netvlad_tf.data.sampling import evenly_spaced
 from netvlad_tf.data.unreadable import drop_unreadable_images
-from netvlad_tf.initialization.clustering import DEFAULT_NUM_DESCRIPTORS, initialize_clusters
+from netvlad_tf.initialization.clustering import DEFAULT_NUM_DESCRIPTORS, initialize_clusters_from_images
 from netvlad_tf.initialization.learned_whitening import with_learned_whitening
 from netvlad_tf.io.atomic_writes import save_model_atomically
 from netvlad_tf.models.model import BACKBONE_DEFAULT, build_netvlad_model
@@ -80,8 +79,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 def run(fv: flags.FlagValues) -> int:
     """Runs the command on parsed flags; returns the exit status (errors are raised)."""
-    if fv.dataset is None:
-        raise ValueError("--dataset is required: the training data (a .csv, .mat or folder).")
+    require_flags(fv, "dataset")
     if fv.resume and fv.model:
         raise ValueError("--resume continues a run with its own model; drop --model.")
     if fv.resume:
@@ -112,12 +110,10 @@ def run(fv: flags.FlagValues) -> int:
             backbone=fv.backbone, weights=weights, num_clusters=fv.num_clusters,
             trainable_from=none_or_text(fv.trainable_from),
         )
-        cluster_paths = evenly_spaced(train_dataset.database_paths, fv.cluster_images)
-        print(f"Initialising {fv.num_clusters} clusters from {len(cluster_paths)} database images")
-        initialize_clusters(
-            model.pooling, model.backbone, image_batches(cluster_paths, image_size),
-            num_descriptors=fv.num_descriptors, seed=fv.seed,
-        )
+        print(f"Initialising {fv.num_clusters} clusters from {min(fv.cluster_images, train_dataset.num_database)} "
+              "database images")
+        initialize_clusters_from_images(model, train_dataset.database_paths, fv.cluster_images, image_size,
+                                        num_descriptors=fv.num_descriptors, seed=fv.seed)
     run_dir = fv.resume or new_run_dir(fv.output_root, fv.run_name)
     print(f"Writing to {run_dir}")
     result = train(
