@@ -214,3 +214,24 @@ def test_damaged_model_files_are_one_line_errors(tiny_model_file, tmp_path, caps
         assert words in error and name in error and "Traceback" not in error, (name, error)
         assert error.count("\n") == 1, error
         assert not output.exists()
+
+
+def test_a_jpeg_over_50_megapixels_is_decoded_downscaled_in_the_dct_domain(tmp_path):
+    """A 54 MP phone photo: decoded at 1/2 by the JPEG decoder, then sized by the policy, and
+    equal to the smooth picture it shows (a gradient, written analytically)."""
+    height, width = 6400, 8400
+    rows = np.linspace(0, 255, height, dtype=np.float32)[:, None]
+    columns = np.linspace(0, 255, width, dtype=np.float32)[None, :]
+    picture = np.stack([np.broadcast_to(rows, (height, width)), np.broadcast_to(columns, (height, width)),
+                        np.full((height, width), 128.0, np.float32)], -1)
+    Image.fromarray(picture.astype(np.uint8)).save(tmp_path / "huge.jpg", quality=90)
+    image = load_image(tmp_path / "huge.jpg").numpy()
+    assert image.shape == (488, 640, 3)  # 6400×8400 → 3200×4200 → longer side 640
+    expected_rows = np.linspace(0, 255, 488)[:, None]
+    expected_columns = np.linspace(0, 255, 640)[None, :]
+    assert np.abs(image[4:-4, 4:-4, 0] - expected_rows[4:-4]).max() < 4
+    assert np.abs(image[4:-4, 4:-4, 1] - expected_columns[:, 4:-4]).max() < 4
+    assert next(iter(image_batches([tmp_path / "huge.jpg"]))).shape == (1, 488, 640, 3)
+    Image.fromarray(picture.astype(np.uint8)).save(tmp_path / "huge.png", compress_level=1)
+    with pytest.raises(ValueError, match="huge.png has 6400×8400 pixels and is not a JPEG"):
+        load_image(tmp_path / "huge.png")

@@ -141,18 +141,14 @@ class PlaceIndex:
         directory = Path(directory)
         if not (directory / PLACES_FILE).is_file() or not (directory / MODEL_FILE).is_file():
             raise FileNotFoundError(f"{directory} is not a place index (made by `netvlad-tf index`).")
+        places = _read_places(directory / PLACES_FILE)
         model = load_model_file(directory / MODEL_FILE)
         index = load_index(directory / INDEX_FOLDER, expected_dim=int(model.output.shape[-1]))
-        try:
-            places = json.loads((directory / PLACES_FILE).read_text())
-            coordinates = np.asarray(places["coordinates"], dtype=np.float64).reshape(-1, 2)
-            image_paths = places["image_paths"]
-        except (KeyError, ValueError) as error:
-            raise ValueError(f"{directory / PLACES_FILE} is corrupt ({error}).") from None
-        if len(image_paths) != index.size:
-            raise ValueError(f"{directory}: {len(image_paths)} places but {index.size} indexed descriptors.")
-        image_size = tuple(places["image_size"]) if places.get("image_size") else None
-        return cls(model, index, image_paths, coordinates, image_size, places.get("max_side", DEFAULT_MAX_SIDE))
+        if len(places["image_paths"]) != index.size:
+            raise ValueError(f"{directory}: {PLACES_FILE} lists {len(places['image_paths'])} places but "
+                             f"{INDEX_FOLDER}/ holds {index.size} descriptors.")
+        return cls(model, index, places["image_paths"], places["coordinates"], places["image_size"],
+                   places["max_side"])
 
     def query(self, photo_paths: Sequence[str], top_k: int = 5) -> list[list[PlaceMatch]]:
         """The `top_k` database images nearest to each photo, with their coordinates."""
@@ -169,3 +165,34 @@ class PlaceIndex:
             ]
             for row_indices, row_distances in zip(indices, distances)
         ]
+
+
+def _read_places(path: Path) -> dict:
+    """`places.json` checked field by field: one line naming the file and what is wrong."""
+    try:
+        places = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}).") from None
+    if not isinstance(places, dict):
+        raise ValueError(f"{path} must hold a JSON object, not {type(places).__name__}.")
+    missing = [key for key in ("image_paths", "coordinates") if key not in places]
+    if missing:
+        raise ValueError(f"{path} has no {' or '.join(repr(key) for key in missing)}.")
+    paths = places["image_paths"]
+    if not isinstance(paths, list) or not all(isinstance(item, str) for item in paths):
+        raise ValueError(f"{path}: 'image_paths' must be a list of strings.")
+    try:
+        coordinates = np.asarray(places["coordinates"], dtype=np.float64)
+    except (TypeError, ValueError):
+        coordinates = None
+    if coordinates is None or coordinates.shape != (len(paths), 2):
+        raise ValueError(f"{path}: 'coordinates' must be {len(paths)} [easting, northing] pairs, one per image path.")
+    size = places.get("image_size")
+    if size is not None and (not isinstance(size, list) or len(size) != 2
+                             or not all(isinstance(side, int) and side > 0 for side in size)):
+        raise ValueError(f"{path}: 'image_size' must be null or [height, width] in pixels, got {size!r}.")
+    max_side = places.get("max_side", DEFAULT_MAX_SIDE)
+    if max_side is not None and (not isinstance(max_side, int) or max_side < 1):
+        raise ValueError(f"{path}: 'max_side' must be null or a positive number of pixels, got {max_side!r}.")
+    return {"image_paths": paths, "coordinates": coordinates,
+            "image_size": tuple(size) if size else None, "max_side": max_side}

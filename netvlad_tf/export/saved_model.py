@@ -8,8 +8,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from netvlad_tf.data.images import MAX_DECODE_PIXELS
+from netvlad_tf.data.images import MAX_DECODE_PIXELS, upright
 from netvlad_tf.export.constant_graph import constant_forward
+from netvlad_tf.export.exif_orientation import jpeg_orientation
 from netvlad_tf.export.parity import ParityReport, measure_parity
 from netvlad_tf.io.atomic_writes import atomic_directory
 
@@ -43,7 +44,8 @@ def export_saved_model(
         `serving_default`: `images` uint8 `(B, H, W, 3)` → `descriptor` `(B, dim)`, with
         `MIN_IMAGE_SIDE` ≤ H, W ≤ `MAX_PIXELS_IMAGE_SIDE` and B·H·W ≤ `MAX_PIXELS_PER_REQUEST`.
         `encoded`: `images` string `(B,)` of JPEG/PNG bytes → `descriptor`; each image is
-        decoded to RGB and resized to `encoded_image_size`. An image's size is read from its
+        decoded to RGB, turned upright by a JPEG's EXIF orientation (as every reader of the
+        package does) and resized to `encoded_image_size`. An image's size is read from its
         header first: more than `MAX_DECODE_PIXELS` is refused before decoding.
 
     Every limit, the rank and the channel count are checked inside the graph, so a request
@@ -75,8 +77,11 @@ def export_saved_model(
         return {"descriptor": frozen(tf.cast(_checked_pixels(images), tf.float32))[0]}
 
     def decode(encoded):
-        image = tf.io.decode_image(_checked_encoded(encoded), channels=3, expand_animations=False)
-        return tf.image.resize(tf.cast(image, tf.float32), (height, width))
+        checked = _checked_encoded(encoded)
+        image = tf.io.decode_image(checked, channels=3, expand_animations=False)
+        is_jpeg = tf.equal(tf.strings.substr(checked, 0, len(JPEG_SIGNATURE)), JPEG_SIGNATURE)
+        orientation = tf.cond(is_jpeg, lambda: jpeg_orientation(checked), lambda: tf.constant(1))
+        return tf.image.resize(tf.cast(upright(image, orientation), tf.float32), (height, width))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def serve_encoded(images):
