@@ -66,7 +66,7 @@ def main() -> None:
 
     from netvlad_tf import build_netvlad_model
     from netvlad_tf.data import read_csv_dataset
-    from netvlad_tf.embedding import embed_images
+    from netvlad_tf.inference.embedding import embed_images
     from netvlad_tf.sample_data import nordland_csv
 
     print(f"CPU: {int8_capability()}")

@@ -53,9 +53,9 @@ def base_model(model_path: str | None, backbone: str, train_paths: list[str]):
 def whitened_models(model, train_paths: list[str], learned: bool = True) -> dict:
     """4096-D as a random orthonormal projection; 512-D and 256-D learned by PCA (random too
     when not `learned`)."""
-    from netvlad_tf.embedding import embed_images
-    from netvlad_tf.model import PlaceRecognitionModel
-    from netvlad_tf.whitening import PCAWhitening, fit_pca_whitening
+    from netvlad_tf.inference.embedding import embed_images
+    from netvlad_tf.layers.whitening import PCAWhitening, fit_pca_whitening
+    from netvlad_tf.models.model import PlaceRecognitionModel
 
     pooled_dim = model.pooling.output.shape[-1]
 
@@ -105,10 +105,10 @@ def main() -> None:
 
     from netvlad_tf.data import read_csv_dataset
     from netvlad_tf.data.images import image_batches
-    from netvlad_tf.embedding import embed_images
     from netvlad_tf.export import export_onnx, export_tflite, run_onnx
     from netvlad_tf.export.parity import compare_descriptors
     from netvlad_tf.export.tflite import run_tflite
+    from netvlad_tf.inference.embedding import embed_images
     from netvlad_tf.sample_data import nordland_csv
 
     keras.utils.set_random_seed(0)
@@ -136,7 +136,8 @@ def main() -> None:
                 keras_recall = None
                 if resolution == RECALL_RESOLUTION and not args.skip_recall:
                     keras_recall = recall_at_1(
-                        lambda paths: embed_images(whitened, paths, resolution, batch_size=16, verbose=False), test)
+                        lambda paths, whitened=whitened, resolution=resolution: embed_images(
+                            whitened, paths, resolution, batch_size=16, verbose=False), test)
                 baseline = {}
                 for quantize in args.quantize:
                     if quantize == "onnx":
@@ -159,7 +160,7 @@ def main() -> None:
                     recall_text = keras_text = ""
                     if keras_recall is not None:
                         tflite_recall = recall_at_1(
-                            lambda paths: run(np.concatenate(list(image_batches(paths, resolution)))),
+                            lambda paths, run=run, resolution=resolution: run(np.concatenate(list(image_batches(paths, resolution)))),
                             test)
                         recall_text, keras_text = f"{tflite_recall:6.1f}", f"{keras_recall:9.1f}"
                     print(f"{dim:>9} {resolution[0]}×{resolution[1]:<5} {quantize:>8} {size_mb:7.1f} "

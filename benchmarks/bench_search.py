@@ -47,7 +47,8 @@ def main():
     from cpu_info import int8_capability
 
     print(f"CPU: {int8_capability()}")
-    print(f"{'size':>9} {'dim':>5} {'backend':<6} {'build s':>8} {'queries/s':>10} {'bytes/vec':>10} {'recall':>7} {'qps ratio':>10} {'size ratio':>10}")
+    print(f"{'size':>9} {'dim':>5} {'backend':<6} {'build s':>8} {'queries/s':>10} {'bytes/vec':>10} {'recall':>7} "
+          f"{'qps ratio':>10} {'size ratio':>10}")
     for dim in args.dims:
         for size in args.sizes:
             needed_gb = size * dim * 4 * 2.2 / 1e9  # raw vectors + the flat index + HNSW copy

@@ -33,7 +33,7 @@ def measure_training(mode: str, steps: int) -> dict:
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if mode == "mixed_bfloat16" else "float32")
     keras.utils.set_random_seed(0)
     from netvlad_tf import RankingLoss, build_netvlad_model
-    from netvlad_tf.model import FEATURE_KEYS, IMAGE_KEYS
+    from netvlad_tf.models.model import FEATURE_KEYS, IMAGE_KEYS
 
     model = build_netvlad_model(weights=None, num_clusters=64)
     model.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9, weight_decay=1e-3),
@@ -117,9 +117,9 @@ def measure_cache() -> dict:
 
     from netvlad_tf import build_netvlad_model
     from netvlad_tf.data import read_csv_dataset
-    from netvlad_tf.mining import HardNegativeMiner
     from netvlad_tf.sample_data import nordland_csv
     from netvlad_tf.training import CacheRefresh
+    from netvlad_tf.training.mining import HardNegativeMiner
 
     dataset = read_csv_dataset(nordland_csv("train"))
     model = build_netvlad_model(weights=None, num_clusters=64)
@@ -157,8 +157,8 @@ def measure_frozen_store(model, dataset, exact_miner) -> dict:
 
     import numpy as np
 
-    from netvlad_tf.mining import HardNegativeMiner
     from netvlad_tf.training import CacheRefresh, FrozenFeatureStore
+    from netvlad_tf.training.mining import HardNegativeMiner
 
     results = {}
     with tempfile.TemporaryDirectory() as scratch:

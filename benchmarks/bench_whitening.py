@@ -21,7 +21,7 @@ DIMENSIONS = (64, 128, 256, 512, 1024)
 
 def recall(database: np.ndarray, queries: np.ndarray, positives, ns=(1, 5, 10)) -> dict[int, float]:
     from netvlad_tf.evaluation.recall import recall_at_n
-    from netvlad_tf.normalization import l2_normalize_rows
+    from netvlad_tf.layers.normalization import l2_normalize_rows
 
     database, queries = l2_normalize_rows(database), l2_normalize_rows(queries)
     ranked = np.argsort(-(queries @ database.T), axis=1)[:, : max(ns)]
@@ -39,10 +39,10 @@ def main() -> None:
     from cpu_info import int8_capability
 
     from netvlad_tf.data import read_csv_dataset
-    from netvlad_tf.embedding import embed_images
-    from netvlad_tf.model_files import load_model_file
+    from netvlad_tf.inference.embedding import embed_images
+    from netvlad_tf.layers.whitening import WHITENING_METHODS, fit_pca_whitening
+    from netvlad_tf.models.model_files import load_model_file
     from netvlad_tf.sample_data import nordland_csv
-    from netvlad_tf.whitening import WHITENING_METHODS, fit_pca_whitening
 
     print(f"CPU: {int8_capability()}")
     model = load_model_file(args.model)

@@ -7,6 +7,7 @@ Example:
 4096
 """
 
+import netvlad_tf.converters  # noqa: E402,F401  (registers the converters of released weights)
 from netvlad_tf.backbones import (
     BACKBONES,
     efficientnet_lite0,
@@ -14,22 +15,16 @@ from netvlad_tf.backbones import (
     register_backbone,
     vgg16_conv5_3,
 )
-from netvlad_tf.clustering import initialize_clusters, kmeans_centroids, sample_local_descriptors
 from netvlad_tf.database import embed_database, read_descriptors
 from netvlad_tf.evaluation.evaluate import EvaluationResult, evaluate
-from netvlad_tf.losses import RankingLoss, ranking_loss_terms, reduce_ranking_loss
-from netvlad_tf.model import PlaceRecognitionModel, build_netvlad_model
-from netvlad_tf.netvlad import NetVLAD
-from netvlad_tf.normalization import L2Normalization, l2_normalize
-from netvlad_tf.pooling import AveragePooling, GeMPooling, MACPooling, get_pooling
-from netvlad_tf.weights import PRESETS, from_preset
-from netvlad_tf.whitening import PCAWhitening, fit_pca_whitening
-
-# keras-hub style: `PlaceRecognitionModel.from_preset("efficientnet_lite0_imagenet")`, and the
-# same through `build_netvlad_model.from_preset`. Attached here because the presets build models.
-PlaceRecognitionModel.from_preset = classmethod(lambda cls, name, weights=None, **overrides:
-                                                from_preset(name, weights, **overrides))
-build_netvlad_model.from_preset = from_preset
+from netvlad_tf.initialization.clustering import initialize_clusters, kmeans_centroids, sample_local_descriptors
+from netvlad_tf.layers.netvlad import NetVLAD
+from netvlad_tf.layers.normalization import L2Normalization, l2_normalize
+from netvlad_tf.layers.pooling import AveragePooling, GeMPooling, MACPooling, get_pooling
+from netvlad_tf.layers.whitening import PCAWhitening, fit_pca_whitening
+from netvlad_tf.models.losses import RankingLoss, ranking_loss_terms, reduce_ranking_loss
+from netvlad_tf.models.model import PlaceRecognitionModel, build_netvlad_model
+from netvlad_tf.models.presets import PRESETS
 
 __version__ = "0.1.0"
 
@@ -50,7 +45,6 @@ __all__ = [
     "embed_database",
     "evaluate",
     "fit_pca_whitening",
-    "from_preset",
     "get_backbone",
     "get_pooling",
     "initialize_clusters",

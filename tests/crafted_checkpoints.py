@@ -15,7 +15,7 @@ import sys
 import types
 import zipfile
 
-from netvlad_tf.weights.torch_checkpoint import LEGACY_MAGIC_NUMBER, LEGACY_PROTOCOL_VERSION
+from netvlad_tf.io.torch_checkpoint import LEGACY_MAGIC_NUMBER, LEGACY_PROTOCOL_VERSION
 
 
 class StorageRef:

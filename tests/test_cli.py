@@ -57,7 +57,7 @@ def test_quick_demo_end_to_end(tmp_path):
 @pytest.mark.parametrize(
     "flags_given, message",
     [
-        ([], "--dataset is required"),
+        ([], "Missing required flag: --dataset"),
         (["--dataset=x.csv", "--resume=runs/a", "--model=m.keras"], "drop --model"),
         (["--dataset=x.csv", "--num_negatives=20", "--num_sampled_negatives=10"], "cannot exceed"),
         (["--dataset=x.csv", "--image_size=480x640"], "HEIGHT,WIDTH"),
@@ -96,7 +96,7 @@ def test_cluster_pca_and_export_commands(tmp_path, capsys):
     build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4).save(base)
     dataset = str(nordland_csv("test"))
     cluster = ["netvlad-tf", "cluster", f"--model={base}", f"--dataset={dataset}", "--image_size=32,64",
-               "--num_images=20", "--num_descriptors=100", "--descriptors_per_image=5"]
+               "--cluster_images=20", "--num_descriptors=100", "--descriptors_per_image=5"]
     assert main([*cluster, f"--output={tmp_path / 'init.keras'}"]) == 0
     initialised = keras.models.load_model(tmp_path / "init.keras")
     assert not np.allclose(initialised.pooling.centroids, keras.models.load_model(base).pooling.centroids)

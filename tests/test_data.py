@@ -189,7 +189,7 @@ def test_grey_and_rgb_images_decode_to_rgb(tmp_path):
 
 
 def test_unreadable_images_are_skipped_with_a_count(tmp_path):
-    from netvlad_tf.data.validation import drop_unreadable_images
+    from netvlad_tf.data.unreadable import drop_unreadable_images
 
     full = read_csv_dataset(nordland_csv("test"))
     truncated = tmp_path / "truncated.png"

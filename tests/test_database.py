@@ -3,23 +3,23 @@ embedding; a resumed run repeats nothing and refuses other settings; indices bui
 (in RAM, from parts, on disk) search exactly like a one-process build."""
 
 import json
+import re
 import shutil
 import sys
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from descriptor_folders import random_descriptor_folder
 from tiny_backbone import TINY_BACKBONE
 
 from netvlad_tf import build_netvlad_model, embed_database, read_descriptors
+from netvlad_tf.data import read_csv_dataset
 from netvlad_tf.database.index_build import build_index_from_shards, training_sample, write_part_from_shard
+from netvlad_tf.database.place_index import PlaceIndex
 from netvlad_tf.database.shards import DescriptorFolderError, iter_shards, shard_rows
-from netvlad_tf.embedding import embed_images
-from netvlad_tf.place_index import PlaceIndex
+from netvlad_tf.inference.embedding import embed_images
 from netvlad_tf.retrieval import create_index
 from netvlad_tf.sample_data import nordland_csv
-from netvlad_tf.data import read_csv_dataset
 
 IMAGE_SIZE = (32, 64)
 
@@ -189,3 +189,36 @@ def test_workers_without_ray_installed_name_the_extra(model_file, database, tmp_
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ValueError, match=r"pip install 'netvlad_tf\[ray\]'"):
         embed(model_file, database, tmp_path / "db", num_workers=2)
+
+
+@pytest.fixture(scope="module")
+def saved_places(model_file, database, tmp_path_factory):
+    root = tmp_path_factory.mktemp("places")
+    folder = embed(model_file, database, root / "db")
+    PlaceIndex.from_descriptors(folder, "flat", verbose=False).save(root / "places")
+    return root / "places"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda folder: (folder / "places.json").write_text("[1, 2]"), "places.json must hold a JSON object, not list"),
+    (lambda folder: (folder / "places.json").write_text("{"), "places.json is not valid JSON"),
+    (lambda folder: (folder / "places.json").write_text(json.dumps(
+        {**json.loads((folder / "places.json").read_text()), "coordinates": [[0, 0]]})),
+     "'coordinates' must be 23 \\[easting, northing\\] pairs"),
+    (lambda folder: (folder / "places.json").write_text(json.dumps(
+        {**json.loads((folder / "places.json").read_text()), "image_size": "big"})), "'image_size' must be null or"),
+    (lambda folder: (folder / "index/index.json").write_text("[]"), "index: the saved index is corrupt or incomplete"),
+    (lambda folder: shutil.rmtree(folder / "index"), "is not a saved index"),
+    (lambda folder: build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=2).save(folder / "model.keras"),
+     "holds 64-D descriptors .* but the model gives 32-D"),
+])
+def test_an_edited_place_index_folder_fails_in_one_line_naming_the_file(saved_places, tmp_path, capsys, edit, message):
+    from netvlad_tf.cli import main
+
+    folder = tmp_path / "places"
+    shutil.copytree(saved_places, folder)
+    edit(folder)
+    assert main(["netvlad-tf", "query", f"--place_index={folder}", str(saved_places.parent / "db/model.keras")]) == 1
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1 and "Traceback" not in error
+    assert re.search(message, error), error

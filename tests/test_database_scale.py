@@ -17,7 +17,7 @@ from tiny_backbone import TINY_BACKBONE
 
 from netvlad_tf import build_netvlad_model, read_descriptors
 from netvlad_tf.data import read_csv_dataset
-from netvlad_tf.embedding import embed_images
+from netvlad_tf.inference.embedding import embed_images
 from netvlad_tf.retrieval import create_index
 from netvlad_tf.sample_data import nordland_csv
 

@@ -1,5 +1,6 @@
 """tf.distribute: MirroredStrategy on two logical CPUs (through `model.fit` and through the
-custom loop) and two workers over 127.0.0.1 give the same update as one device. Each configuration runs in its own process (devices and TF_CONFIG
+custom loop) and two workers over 127.0.0.1 give the same update as one device. Each configuration runs in its own
+process (devices and TF_CONFIG
 are fixed when TensorFlow starts)."""
 
 import json

@@ -7,8 +7,8 @@ import pytest
 
 from netvlad_tf import get_backbone
 from netvlad_tf.backbones.efficientnet_lite import efficientnet_lite0, efficientnet_lite0_classifier
+from netvlad_tf.backbones.lite0_weights import lite0_imagenet_state_dict, load_lite0_state_dict
 from netvlad_tf.sample_data import nordland_csv
-from netvlad_tf.weights.lite0_pytorch import lite0_imagenet_state_dict, load_lite0_state_dict
 
 FIXTURES = Path(__file__).with_name("fixtures")
 

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from netvlad_tf.embedding import array_batches, predict_all, predict_batches
+from netvlad_tf.inference.embedding import array_batches, predict_all, predict_batches
 
 
 def two_output_model(rng):
@@ -68,7 +68,7 @@ def test_a_model_built_under_a_strategy_gives_one_row_per_input():
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         import keras
-        from netvlad_tf.embedding import predict_all
+        from netvlad_tf.inference.embedding import predict_all
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         with strategy.scope():
             model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])

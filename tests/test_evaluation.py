@@ -9,11 +9,11 @@ from tiny_backbone import TINY_BACKBONE
 from netvlad_tf import build_netvlad_model
 from netvlad_tf.cli import main
 from netvlad_tf.data import GeoDataset, read_csv_dataset
+from netvlad_tf.database.place_index import PlaceIndex
 from netvlad_tf.evaluation import pixel_descriptors
 from netvlad_tf.evaluation.evaluate import evaluate
 from netvlad_tf.evaluation.output import write_evaluation
 from netvlad_tf.evaluation.recall import first_per_group
-from netvlad_tf.place_index import PlaceIndex
 from netvlad_tf.sample_data import nordland_csv
 
 IMAGE_SIZE = (32, 64)
@@ -105,16 +105,16 @@ def test_index_and_query_commands(tmp_path, capsys):
                  "--image_size=32,64"]) == 0
     photo = full.database_paths[7]
     capsys.readouterr()
-    assert main(["netvlad-tf", "query", f"--index={tmp_path / 'index'}", "--json", "--top_k=3", photo]) == 0
+    assert main(["netvlad-tf", "query", f"--place_index={tmp_path / 'index'}", "--json", "--top_k=3", photo]) == 0
     matches = json.loads(capsys.readouterr().out)[photo]
     assert matches[0]["image_path"] == photo
     assert matches[0]["easting"] == full.database_utm[7, 0] and len(matches) == 3
 
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")
-    assert main(["netvlad-tf", "query", f"--index={tmp_path / 'index'}", str(broken)]) == 1
+    assert main(["netvlad-tf", "query", f"--place_index={tmp_path / 'index'}", str(broken)]) == 1
     assert "broken.jpg" in capsys.readouterr().err
-    assert main(["netvlad-tf", "query", f"--index={tmp_path}", photo]) == 1
+    assert main(["netvlad-tf", "query", f"--place_index={tmp_path}", photo]) == 1
     assert "not a place index" in capsys.readouterr().err
 
 

@@ -167,7 +167,7 @@ def test_int8_on_real_weights_meets_its_bar_with_the_head_in_float(tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
     from netvlad_tf import fit_pca_whitening
-    from netvlad_tf.embedding import embed_images
+    from netvlad_tf.inference.embedding import embed_images
 
     size = (64, 128)
     dataset = read_csv_dataset(nordland_csv("train"))
@@ -329,3 +329,18 @@ def test_export_command_defaults_to_full_int8_at_480x640_with_a_model_card(model
     assert main(["netvlad-tf", "export", f"--model={tmp_path / 'm.keras'}", "--format=onnx",
                  f"--output={onnx}"]) == 0
     assert json.loads((tmp_path / "m.onnx.model_card.json").read_text())["format"] == "onnx"
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_encoded_signature_turns_jpeg_photos_upright_by_their_exif(saved_model, model, tmp_path, orientation):
+    """The signature's descriptor of a photo stored turned (with its EXIF orientation) equals the
+    Keras model's descriptor of the upright picture, read the package's way (Pillow writes the
+    photo as a camera would)."""
+    from image_files import photo_with_orientation
+
+    upright = (np.random.default_rng(orientation).uniform(0, 255, (40, 80, 3))).astype(np.uint8)
+    photo_with_orientation(tmp_path / "photo.jpg", upright, orientation, quality=100)
+    loaded = tf.saved_model.load(str(saved_model))
+    served = loaded.signatures["encoded"](images=tf.constant([(tmp_path / "photo.jpg").read_bytes()]))["descriptor"]
+    expected = model.predict(load_image(tmp_path / "photo.jpg", IMAGE_SIZE).numpy()[None], verbose=0)
+    np.testing.assert_allclose(served.numpy(), expected, atol=1e-4)

@@ -1,17 +1,19 @@
-"""The package's modules import each other without cycles.
+"""The package's modules import each other without cycles, and only downwards through the
+layer table of `docs/design.md`.
 
 A cycle works only as long as every module in it happens to be imported in the right order,
 and is usually hidden behind an import inside a function. This reads every module's imports
-(wherever they are written) and looks for a cycle among them.
+(wherever they are written), looks for a cycle among them, and checks each against the layers.
 """
 
 import ast
-import importlib
+import re
 from pathlib import Path
 
 import netvlad_tf
 
 PACKAGE_ROOT = Path(netvlad_tf.__file__).parent
+DESIGN = Path(__file__).resolve().parents[1] / "docs" / "design.md"
 
 
 def module_name(path: Path) -> str:
@@ -73,14 +75,39 @@ def test_find_cycle_on_hand_made_graphs():
 def test_the_package_has_no_import_cycle():
     modules = package_modules()
     graph = {name: imported_modules(path, modules) for name, path in modules.items()}
-    assert "netvlad_tf.weights.lite0_pytorch" in graph["netvlad_tf.backbones.efficientnet_lite"]
     assert find_cycle(graph) is None, " → ".join(find_cycle(graph))
 
 
-def test_the_weights_package_exports_each_name_from_its_module():
-    import netvlad_tf.weights as weights
+def layer_ranks(design_text: str) -> dict[str, int]:
+    """`{room: rank}` from the design's layer table rows `| rank | `room`, `room` | … |`."""
+    ranks = {}
+    for rank, rooms in re.findall(r"^\| (\d+) \| ([^|]+) \|", design_text, re.MULTILINE):
+        for room in re.findall(r"`([a-z_]+)(?:\.py)?/?`", rooms):
+            ranks[room] = int(rank)
+    return ranks
 
-    assert sorted(weights.__all__) == sorted(weights._EXPORTS)
-    for name in weights.__all__:
-        module = importlib.import_module(f"netvlad_tf.weights.{weights._EXPORTS[name]}")
-        assert getattr(weights, name) is getattr(module, name)
+
+def upward_edges(graph: dict[str, set[str]], ranks: dict[str, int]) -> list[str]:
+    """Imports from a room to a room of a higher rank (the package's `__init__` is its public
+    face and may import anything)."""
+    def rank(module):
+        return ranks[module.split(".")[1]]
+
+    return sorted(f"{importer} → {imported}" for importer, targets in graph.items() if importer != "netvlad_tf"
+                  for imported in targets if imported != "netvlad_tf" and rank(imported) > rank(importer))
+
+
+def test_layer_table_rules_on_hand_made_cases():
+    ranks = layer_ranks("| 0 | `io/` | files |\n| 1 | `data/`, `cli.py` | datasets |\n")
+    assert ranks == {"io": 0, "data": 1, "cli": 1}
+    assert upward_edges({"netvlad_tf.io.a": {"netvlad_tf.data.b"}, "netvlad_tf.data.b": {"netvlad_tf.io.a"}}, ranks) \
+        == ["netvlad_tf.io.a → netvlad_tf.data.b"]
+
+
+def test_every_room_is_in_the_layer_table_and_imports_only_point_down():
+    ranks = layer_ranks(DESIGN.read_text())
+    modules = package_modules()
+    rooms = {name.split(".")[1] for name in modules if name != "netvlad_tf"}
+    assert rooms <= set(ranks), f"rooms missing from the layer table in docs/design.md: {sorted(rooms - set(ranks))}"
+    graph = {name: imported_modules(path, modules) for name, path in modules.items()}
+    assert upward_edges(graph, ranks) == []

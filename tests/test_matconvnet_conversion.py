@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from netvlad_tf.weights.matconvnet import convert_matconvnet_netvlad
+from netvlad_tf.converters.matconvnet import convert_matconvnet_netvlad
 
 WIDTHS = (4, 6, 8, 8, 8)  # VGG16's are 64, 128, 256, 512, 512
 BLOCK_SIZES = (2, 2, 3, 3, 3)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from netvlad_tf.data import GeoDataset
-from netvlad_tf.mining import DescriptorCache, HardNegativeMiner
+from netvlad_tf.training.mining import DescriptorCache, HardNegativeMiner
 
 
 def line_dataset(num_database=30):

@@ -14,7 +14,7 @@ from netvlad_tf import build_netvlad_model, initialize_clusters
 from netvlad_tf.cli import main
 from netvlad_tf.data import read_csv_dataset
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE, image_batches, load_image
-from netvlad_tf.embedding import embed_images
+from netvlad_tf.inference.embedding import embed_images
 from netvlad_tf.sample_data import nordland_csv
 
 # Sizes of a real collection: off by a pixel or two, both aspect ratios, one over the cap.
@@ -118,7 +118,7 @@ def test_large_photos_are_capped_and_bombs_refused_by_name(tmp_path):
 def test_gif_and_bmp_sizes_come_from_their_headers_and_bombs_are_refused_undecoded(tmp_path):
     import tensorflow as tf
 
-    from netvlad_tf.data.image_header import read_image_header
+    from netvlad_tf.io.image_header import read_image_header
 
     pixels = np.random.default_rng(5).integers(0, 255, (37, 53, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "pillow.gif")
@@ -160,7 +160,7 @@ def test_commands_run_on_the_photo_folder_with_default_flags(photo_folder, tiny_
                  f"--output={tmp_path / 'index'}"]) == 0
     capsys.readouterr()
     query = read_csv_dataset(csv_path).query_paths[3]
-    assert main(["netvlad-tf", "query", f"--index={tmp_path / 'index'}", query]) == 0
+    assert main(["netvlad-tf", "query", f"--place_index={tmp_path / 'index'}", query]) == 0
     assert "database_" in capsys.readouterr().out
     assert main(["netvlad-tf", "cluster", f"--model={tiny_model_file}", f"--dataset={csv_path}",
                  "--num_descriptors=100", "--descriptors_per_image=5", f"--output={tmp_path / 'c.keras'}"]) == 0
@@ -214,3 +214,24 @@ def test_damaged_model_files_are_one_line_errors(tiny_model_file, tmp_path, caps
         assert words in error and name in error and "Traceback" not in error, (name, error)
         assert error.count("\n") == 1, error
         assert not output.exists()
+
+
+def test_a_jpeg_over_50_megapixels_is_decoded_downscaled_in_the_dct_domain(tmp_path):
+    """A 54 MP phone photo: decoded at 1/2 by the JPEG decoder, then sized by the policy, and
+    equal to the smooth picture it shows (a gradient, written analytically)."""
+    height, width = 6400, 8400
+    rows = np.linspace(0, 255, height, dtype=np.float32)[:, None]
+    columns = np.linspace(0, 255, width, dtype=np.float32)[None, :]
+    picture = np.stack([np.broadcast_to(rows, (height, width)), np.broadcast_to(columns, (height, width)),
+                        np.full((height, width), 128.0, np.float32)], -1)
+    Image.fromarray(picture.astype(np.uint8)).save(tmp_path / "huge.jpg", quality=90)
+    image = load_image(tmp_path / "huge.jpg").numpy()
+    assert image.shape == (488, 640, 3)  # 6400×8400 → 3200×4200 → longer side 640
+    expected_rows = np.linspace(0, 255, 488)[:, None]
+    expected_columns = np.linspace(0, 255, 640)[None, :]
+    assert np.abs(image[4:-4, 4:-4, 0] - expected_rows[4:-4]).max() < 4
+    assert np.abs(image[4:-4, 4:-4, 1] - expected_columns[:, 4:-4]).max() < 4
+    assert next(iter(image_batches([tmp_path / "huge.jpg"]))).shape == (1, 488, 640, 3)
+    Image.fromarray(picture.astype(np.uint8)).save(tmp_path / "huge.png", compress_level=1)
+    with pytest.raises(ValueError, match="huge.png has 6400×8400 pixels and is not a JPEG"):
+        load_image(tmp_path / "huge.png")

@@ -1,4 +1,4 @@
-"""The README's Python examples run as written."""
+"""The Python examples of the README and of docs/usage.md run as written."""
 
 import re
 from pathlib import Path
@@ -6,14 +6,16 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+USAGE = Path(__file__).resolve().parents[1] / "docs" / "usage.md"
 
 
 @pytest.mark.slow
-def test_readme_python_blocks_run(tmp_path, monkeypatch):
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert blocks, "README has no Python example"
+@pytest.mark.parametrize("document", [README, USAGE], ids=["README", "usage"])
+def test_python_blocks_run(tmp_path, monkeypatch, document):
+    blocks = re.findall(r"```python\n(.*?)```", document.read_text(), flags=re.S)
+    assert blocks, f"{document.name} has no Python example"
     monkeypatch.chdir(tmp_path)
     namespace = {}  # the blocks build on each other, as in a notebook
     for block in blocks:
-        exec(compile(block, str(README), "exec"), namespace)
+        exec(compile(block, str(document), "exec"), namespace)
     assert (tmp_path / "netvlad.keras").is_file()

@@ -19,11 +19,11 @@ from released_formats import (
 )
 
 from netvlad_tf.cli import main
-from netvlad_tf.weights.assembly import netvlad_model_from_arrays
-from netvlad_tf.weights.matconvnet import matconvnet_arrays, read_matconvnet_net
-from netvlad_tf.weights.pytorch_netvlad import pytorch_netvlad_arrays
-from netvlad_tf.weights.tf_checkpoint import netvlad_tf_open_arrays, read_tf_checkpoint
-from netvlad_tf.weights.torch_checkpoint import read_torch_checkpoint
+from netvlad_tf.converters.assembly import netvlad_model_from_arrays
+from netvlad_tf.converters.matconvnet import matconvnet_arrays, read_matconvnet_net
+from netvlad_tf.converters.pytorch_netvlad import pytorch_netvlad_arrays
+from netvlad_tf.converters.tf_checkpoint import netvlad_tf_open_arrays, read_tf_checkpoint
+from netvlad_tf.io.torch_checkpoint import read_torch_checkpoint
 
 NUM_CLUSTERS, WHITENING_DIM = 64, 16
 BAR = 1e-4  # relative L2 of the converted descriptor against the reference

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from netvlad_tf.staging import (
+from netvlad_tf.io.atomic_writes import (
     atomic_directory,
     atomic_file,
     remove_stale_staging,
@@ -96,7 +96,7 @@ def test_a_kill_during_an_in_place_save_keeps_the_old_file_and_the_next_write_cl
     target.write_bytes(b"old model")
     script = textwrap.dedent(f"""
         import os, signal
-        from netvlad_tf.staging import atomic_file
+        from netvlad_tf.io.atomic_writes import atomic_file
         with atomic_file({str(target)!r}, overwrite=True) as staging:
             staging.write_bytes(b"half a mod")
             os.kill(os.getpid(), signal.SIGKILL)

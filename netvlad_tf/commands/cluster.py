@@ -4,13 +4,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from netvlad_tf.clustering import (
-    DEFAULT_DESCRIPTORS_PER_IMAGE,
-    DEFAULT_NUM_DESCRIPTORS,
-    evenly_spaced,
-    initialize_clusters,
-)
-from netvlad_tf.commands.common import (
+from netvlad_tf.commands.shared_flags import (
     define_dataset_flags,
     define_dataset_location_flags,
     define_image_size_flag,
@@ -19,12 +13,15 @@ from netvlad_tf.commands.common import (
     require_flags,
     require_keras_output,
 )
-from netvlad_tf.data.images import image_batches
 from netvlad_tf.data.loading import open_dataset
-from netvlad_tf.model import build_netvlad_model
-from netvlad_tf.model_files import load_model_file
-from netvlad_tf.netvlad import NetVLAD
-from netvlad_tf.staging import refuse_existing, save_model_atomically
+from netvlad_tf.initialization.clustering import (
+    DEFAULT_DESCRIPTORS_PER_IMAGE,
+    DEFAULT_NUM_DESCRIPTORS,
+    initialize_clusters_from_images,
+)
+from netvlad_tf.io.atomic_writes import refuse_existing, save_model_atomically
+from netvlad_tf.models.model import build_netvlad_model
+from netvlad_tf.models.model_files import load_model_file
 
 SUMMARY = "Initialise NetVLAD's clusters and assignment by k-means (the paper's initialisation)."
 EXAMPLE = "netvlad-tf cluster --dataset=pitts30k_train.mat --image_root=Pittsburgh --weights=imagenet --output=init.keras"
@@ -38,7 +35,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     define_dataset_flags(fv, "dataset", "Images to cluster (required; database images are used). ")
     define_dataset_location_flags(fv)
     define_image_size_flag(fv, None)
-    flags.DEFINE_integer("num_images", 500, "Database images to sample descriptors from.", flag_values=fv)
+    flags.DEFINE_integer("cluster_images", 500, "Database images to sample descriptors from.", flag_values=fv)
     flags.DEFINE_integer("num_descriptors", DEFAULT_NUM_DESCRIPTORS, "Descriptors for k-means.", flag_values=fv)
     flags.DEFINE_integer("descriptors_per_image", DEFAULT_DESCRIPTORS_PER_IMAGE, "Descriptors per image.", flag_values=fv)
     flags.DEFINE_enum("version", "v1", ["v1", "v2"], "Initialisation: v1 (released models) or v2 (paper).", flag_values=fv)
@@ -57,13 +54,11 @@ def run(fv: flags.FlagValues) -> int:
     else:
         weights = none_or_text(fv.weights)
         model = build_netvlad_model(weights=weights, num_clusters=fv.num_clusters)
-    if not isinstance(model.pooling, NetVLAD):
-        raise ValueError(f"{fv.model}: its pooling is {type(model.pooling).__name__}, not NetVLAD.")
-    dataset = open_dataset(fv.dataset, fv.image_root, fv.query_root, fv.split)
-    paths = evenly_spaced(dataset.database_paths, fv.num_images)
+    dataset = open_dataset(fv.dataset, fv.image_root, fv.query_root, fv.split, require_queries=False)
     image_size, max_side = image_policy(fv)
-    alpha = initialize_clusters(model.pooling, model.backbone, image_batches(paths, image_size, max_side),
-                                fv.num_descriptors, fv.descriptors_per_image, fv.version, fv.seed)
+    alpha, paths = initialize_clusters_from_images(model, dataset.database_paths, fv.cluster_images, image_size,
+                                                   max_side, fv.num_descriptors, fv.descriptors_per_image,
+                                                   fv.version, fv.seed)
     save_model_atomically(model, fv.output, fv.overwrite)
     print(f"Clustered descriptors of {len(paths)} images into {model.pooling.num_clusters} clusters "
           f"(alpha {alpha:.2f}); saved {fv.output}")

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from absl import flags
 
-from netvlad_tf.commands.common import require_flags, require_keras_output
-from netvlad_tf.staging import refuse_existing
-from netvlad_tf.weights.matconvnet import convert_matconvnet_netvlad
-from netvlad_tf.weights.pytorch_netvlad import convert_pytorch_netvlad
-from netvlad_tf.weights.tf_checkpoint import convert_tf_checkpoint_netvlad
+from netvlad_tf.commands.shared_flags import require_flags, require_keras_output
+from netvlad_tf.io.atomic_writes import refuse_existing
+from netvlad_tf.models.presets import CONVERTERS
 
 SUMMARY = "Convert released NetVLAD weights (.mat, TF1 checkpoint, .pth) into a .keras model."
 EXAMPLE = (
@@ -20,8 +18,6 @@ EXAMPLE = (
     "--input=checkpoints/vd16_pitts30k_conv5_3_vlad_preL2_intra_white --output=pitts30k.keras\n"
     "  netvlad-tf convert --source=pytorch --input=pittsburgh_WPCA4096.pth.tar --output=patch.keras"
 )
-CONVERTERS = {"matconvnet": convert_matconvnet_netvlad, "pytorch": convert_pytorch_netvlad,
-              "tf_checkpoint": convert_tf_checkpoint_netvlad}
 
 
 def define_flags(fv: flags.FlagValues) -> None:

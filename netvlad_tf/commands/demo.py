@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from netvlad_tf.commands.common import none_or_text
+from netvlad_tf.commands.shared_flags import none_or_text
 
 SUMMARY = "NetVLAD vs MAC vs raw pixels on the bundled Nordland images (summer → winter)."
 EXAMPLE = "netvlad-tf demo --output demo_output --quick"
@@ -29,7 +29,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 def run(fv: flags.FlagValues) -> int:
     """Runs the command on parsed flags; returns the exit status (errors are raised)."""
-    from netvlad_tf.demo import run_demo
+    from netvlad_tf.commands.demo_pipeline import run_demo
 
     weights = none_or_text(fv.weights)
     run_demo(fv.output, backbone=fv.backbone, weights=weights, quick=fv.quick, seed=fv.seed,

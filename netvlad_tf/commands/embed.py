@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from netvlad_tf.commands.common import (
+from netvlad_tf.commands.shared_flags import (
     define_dataset_flags,
     define_dataset_location_flags,
     define_image_size_flag,

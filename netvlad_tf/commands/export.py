@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 from absl import flags
 
-from netvlad_tf.commands.common import parse_image_size, require_flags
+from netvlad_tf.commands.shared_flags import parse_image_size, require_flags
 from netvlad_tf.data.csv_dataset import read_csv_dataset
 from netvlad_tf.data.images import image_batches
+from netvlad_tf.data.sampling import evenly_spaced
 from netvlad_tf.export import (
     QUANTIZATIONS,
     export_onnx,
@@ -23,9 +24,9 @@ from netvlad_tf.export import (
     verify_tflite,
     write_model_card,
 )
-from netvlad_tf.model_files import load_model_file
+from netvlad_tf.io.atomic_writes import refuse_existing
+from netvlad_tf.models.model_files import load_model_file
 from netvlad_tf.sample_data import nordland_csv
-from netvlad_tf.staging import refuse_existing
 
 SUMMARY = "Export a model as a SavedModel (TF Serving), TFLite (phones) or ONNX and check it against Keras."
 EXAMPLE = (
@@ -78,8 +79,7 @@ def run(fv: flags.FlagValues) -> int:
     model = load_model_file(fv.model)
     image_size = parse_image_size(fv.image_size)
     paths = read_csv_dataset(fv.calibration or nordland_csv("train"), require_queries=False).database_paths
-    step = max(1, len(paths) // CALIBRATION_IMAGES)
-    calibration = np.concatenate(list(image_batches(paths[::step][:CALIBRATION_IMAGES], image_size, batch_size=16)))
+    calibration = np.concatenate(list(image_batches(evenly_spaced(paths, CALIBRATION_IMAGES), image_size, batch_size=16)))
     check = calibration[:: max(1, len(calibration) // CHECK_IMAGES)][:CHECK_IMAGES]
     height, width = image_size
     if fv.format == "saved_model":

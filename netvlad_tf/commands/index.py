@@ -8,12 +8,12 @@ from pathlib import Path
 
 from absl import flags
 
-from netvlad_tf.commands.common import define_image_size_flag, image_policy, require_flags
+from netvlad_tf.commands.shared_flags import define_image_size_flag, image_policy, require_flags
 from netvlad_tf.data.loading import open_dataset
-from netvlad_tf.model_files import load_model_file
-from netvlad_tf.place_index import PlaceIndex
+from netvlad_tf.database.place_index import PlaceIndex
+from netvlad_tf.io.atomic_writes import refuse_existing
+from netvlad_tf.models.model_files import load_model_file
 from netvlad_tf.retrieval import INDEX_KINDS
-from netvlad_tf.staging import refuse_existing
 
 SUMMARY = "Index database images (a dataset, or a descriptor folder from `embed`) for `netvlad-tf query`."
 EXAMPLE = ("netvlad-tf index --model=model.keras --dataset=my_photos.csv --output=index_dir\n"
@@ -27,7 +27,8 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("descriptors", None, "A descriptor folder made by `netvlad-tf embed` (instead of "
                         "--model and --dataset).", flag_values=fv)
     flags.DEFINE_string("output", None, "New index folder (required).", flag_values=fv)
-    flags.DEFINE_enum("index", "flat", sorted(INDEX_KINDS), "Search backend (ivfpq/hnsw for millions of images; ivfsq8 for 4096-D descriptors).", flag_values=fv)
+    flags.DEFINE_enum("index", "flat", sorted(INDEX_KINDS), "Search backend (ivfpq/hnsw for millions of images; "
+                      "ivfsq8 for 4096-D descriptors).", flag_values=fv)
     flags.DEFINE_integer("num_lists", None, "IVF kinds: inverted lists (default 4·√N).", flag_values=fv)
     flags.DEFINE_boolean("on_disk", False, "IVF kinds: keep the inverted lists on disk (index.ivfdata) "
                          "instead of RAM, for indices larger than memory.", flag_values=fv)

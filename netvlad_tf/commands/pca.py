@@ -4,22 +4,23 @@ from __future__ import annotations
 
 from absl import flags
 
-from netvlad_tf.commands.common import (
+from netvlad_tf.commands.shared_flags import (
     define_dataset_flags,
     define_dataset_location_flags,
     define_image_size_flag,
+    define_whitening_flag,
     image_policy,
     require_flags,
     require_keras_output,
 )
 from netvlad_tf.data.loading import open_dataset
-from netvlad_tf.learned_whitening import with_learned_whitening
-from netvlad_tf.model_files import load_model_file
-from netvlad_tf.staging import refuse_existing, save_model_atomically
-from netvlad_tf.whitening import DEFAULT_WHITENING_METHOD, WHITENING_METHODS
+from netvlad_tf.initialization.learned_whitening import with_learned_whitening
+from netvlad_tf.io.atomic_writes import refuse_existing, save_model_atomically
+from netvlad_tf.models.model_files import load_model_file
 
 SUMMARY = "Learn PCA whitening (≤ 10 000 database images) and save the model with it baked in."
-EXAMPLE = "netvlad-tf pca --model=runs/pitts30k/last.keras --dataset=pitts30k_train.mat --image_root=Pittsburgh --whitening_dim=4096 --output=final.keras"
+EXAMPLE = ("netvlad-tf pca --model=runs/pitts30k/last.keras --dataset=pitts30k_train.mat --image_root=Pittsburgh "
+           "--whitening_dim=4096 --output=final.keras")
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -29,10 +30,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     define_dataset_location_flags(fv)
     define_image_size_flag(fv, None)
     flags.DEFINE_integer("whitening_dim", 4096, "Output dimension (the paper: 4096).", flag_values=fv)
-    flags.DEFINE_enum("whitening", DEFAULT_WHITENING_METHOD, list(WHITENING_METHODS),
-                      "How principal directions are scaled: authors (1/sqrt(lambda)), shrinkage "
-                      "(1/sqrt(lambda + mean lambda): for fewer training images than dimensions) or none "
-                      "(PCA only).", flag_values=fv)
+    define_whitening_flag(fv)
     flags.DEFINE_boolean("overwrite", False, "Replace an existing --output (also --output = --model).", flag_values=fv)
     flags.DEFINE_string("output", None, "Where to save the whitened .keras model (required).", flag_values=fv)
 

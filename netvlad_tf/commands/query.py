@@ -7,29 +7,29 @@ from dataclasses import asdict
 
 from absl import flags
 
-from netvlad_tf.place_index import PlaceIndex
+from netvlad_tf.commands.shared_flags import require_flags
+from netvlad_tf.database.place_index import PlaceIndex
 
 SUMMARY = "Find the indexed places nearest to photos: their images, coordinates and distances."
-EXAMPLE = "netvlad-tf query --index=index_dir photo.jpg --top_k=5"
+EXAMPLE = "netvlad-tf query --place_index=index_dir photo.jpg --top_k=5"
 TAKES_ARGUMENTS = True
 
 
 def define_flags(fv: flags.FlagValues) -> None:
     """Defines this command\'s flags on `fv`."""
-    flags.DEFINE_string("index", None, "Folder made by `netvlad-tf index` (required).", flag_values=fv)
+    flags.DEFINE_string("place_index", None, "Folder made by `netvlad-tf index` (required).", flag_values=fv)
     flags.DEFINE_integer("top_k", 5, "Places to list per photo.", flag_values=fv)
     flags.DEFINE_boolean("json", False, "Print JSON instead of a table.", flag_values=fv)
 
 
 def run(fv: flags.FlagValues, photos: list[str]) -> int:
     """Prints the places nearest to each photo in `photos`; returns the exit status."""
-    if fv.index is None:
-        raise ValueError("--index is required.")
+    require_flags(fv, "place_index")
     if not photos:
         raise ValueError("Give one or more photo paths after the flags.")
     if fv.top_k < 1:
         raise ValueError("--top_k must be at least 1.")
-    places = PlaceIndex.load(fv.index)
+    places = PlaceIndex.load(fv.place_index)
     matches = places.query(photos, fv.top_k)
     if fv.json:
         print(json.dumps({photo: [asdict(m) for m in found] for photo, found in zip(photos, matches)}, indent=2))

@@ -7,21 +7,22 @@ from pathlib import Path
 import keras
 from absl import flags
 
-from netvlad_tf.clustering import DEFAULT_NUM_DESCRIPTORS, evenly_spaced, initialize_clusters
-from netvlad_tf.commands.common import (
+from netvlad_tf.commands.shared_flags import (
     define_dataset_flags,
     define_dataset_location_flags,
     define_image_size_flag,
+    define_whitening_flag,
     none_or_text,
     parse_image_size,
+    require_flags,
 )
-from netvlad_tf.data.images import image_batches
 from netvlad_tf.data.loading import open_dataset
-from netvlad_tf.data.validation import drop_unreadable_images
-from netvlad_tf.learned_whitening import with_learned_whitening
-from netvlad_tf.model import BACKBONE_DEFAULT, build_netvlad_model
-from netvlad_tf.model_files import load_model_file
-from netvlad_tf.staging import save_model_atomically
+from netvlad_tf.data.unreadable import drop_unreadable_images
+from netvlad_tf.initialization.clustering import DEFAULT_NUM_DESCRIPTORS, initialize_clusters_from_images
+from netvlad_tf.initialization.learned_whitening import with_learned_whitening
+from netvlad_tf.io.atomic_writes import save_model_atomically
+from netvlad_tf.models.model import BACKBONE_DEFAULT, build_netvlad_model
+from netvlad_tf.models.model_files import load_model_file
 from netvlad_tf.training import new_run_dir, train
 from netvlad_tf.training.train import BACKUP_DIR, LAST_MODEL_FILE
 
@@ -69,6 +70,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_enum("frozen_feature_precision", "float16", ["float16", "float32"],
                       "Storage of the frozen layers' output.", flag_values=fv)
     flags.DEFINE_integer("whitening_dim", None, "After training, learn PCA whitening to this size and save final.keras.", flag_values=fv)
+    define_whitening_flag(fv)
     flags.DEFINE_boolean("skip_corrupt_images", False, "Scan the images first and skip unreadable ones "
                          "(with a count and a warning) instead of stopping at the first.", flag_values=fv)
     flags.DEFINE_boolean("mixed_precision", False, "Compute in bfloat16 (weights stay float32).", flag_values=fv)
@@ -77,8 +79,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 def run(fv: flags.FlagValues) -> int:
     """Runs the command on parsed flags; returns the exit status (errors are raised)."""
-    if fv.dataset is None:
-        raise ValueError("--dataset is required: the training data (a .csv, .mat or folder).")
+    require_flags(fv, "dataset")
     if fv.resume and fv.model:
         raise ValueError("--resume continues a run with its own model; drop --model.")
     if fv.resume:
@@ -109,12 +110,10 @@ def run(fv: flags.FlagValues) -> int:
             backbone=fv.backbone, weights=weights, num_clusters=fv.num_clusters,
             trainable_from=none_or_text(fv.trainable_from),
         )
-        cluster_paths = evenly_spaced(train_dataset.database_paths, fv.cluster_images)
-        print(f"Initialising {fv.num_clusters} clusters from {len(cluster_paths)} database images")
-        initialize_clusters(
-            model.pooling, model.backbone, image_batches(cluster_paths, image_size),
-            num_descriptors=fv.num_descriptors, seed=fv.seed,
-        )
+        print(f"Initialising {fv.num_clusters} clusters from {min(fv.cluster_images, train_dataset.num_database)} "
+              "database images")
+        initialize_clusters_from_images(model, train_dataset.database_paths, fv.cluster_images, image_size,
+                                        num_descriptors=fv.num_descriptors, seed=fv.seed)
     run_dir = fv.resume or new_run_dir(fv.output_root, fv.run_name)
     print(f"Writing to {run_dir}")
     result = train(
@@ -127,7 +126,8 @@ def run(fv: flags.FlagValues) -> int:
         seed=fv.seed,
     )
     if fv.whitening_dim:
-        whitened = with_learned_whitening(model, train_dataset.database_paths, fv.whitening_dim, image_size)
+        whitened = with_learned_whitening(model, train_dataset.database_paths, fv.whitening_dim, image_size,
+                                          method=fv.whitening)
         save_model_atomically(whitened, result.run_dir / "final.keras", overwrite=True)
         print(f"Saved {result.run_dir / 'final.keras'} with {fv.whitening_dim}-D whitening")
     return 0

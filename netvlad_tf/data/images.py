@@ -13,24 +13,28 @@ One policy, used by evaluate, index, query, cluster, pca, train, the demo, expor
 3. **Mixed sizes.** Images are batched with others of the same final shape (a folder whose
    photos differ in size never fails to batch; a folder of one size batches as before).
 4. **Limits and errors.** Sizes are read from the file headers (JPEG, PNG, GIF, BMP) before
-   decoding: an image over `MAX_DECODE_PIXELS` is refused by name, and an unreadable image or
-   another format is named; a batch that
-   fails for another reason (memory) is never blamed on an image.
+   decoding. A JPEG over `MAX_DECODE_PIXELS` (phone cameras write 50–200 MP) is decoded
+   downscaled by 2, 4 or 8 in the DCT domain (the least factor that brings it under the limit)
+   and then sized as any other; any other image over the limit is refused by name before
+   decoding, and an unreadable image or another format is named; a batch that fails for
+   another reason (memory) is never blamed on an image.
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from netvlad_tf.data.image_header import read_image_header
-from netvlad_tf.tf_errors import short_tf_message
+from netvlad_tf.io.image_header import read_image_header
+from netvlad_tf.io.tf_errors import short_tf_message
 
 DEFAULT_MAX_SIDE = 640
-# Larger than any camera's photo (50 MP phones: 8192×6144); a decode of it is 150 MB of pixels.
+# The most pixels decoded at full size (8192×6144, a 50 MP phone photo: 150 MB of pixels).
 MAX_DECODE_PIXELS = 50_331_648
+# The DCT-domain downscaling factors of TensorFlow's JPEG decoder.
+JPEG_RATIOS = (1, 2, 4, 8)
 
 
 def resized_size(height: int, width: int, image_size: tuple[int, int] | None = None,
@@ -75,8 +79,26 @@ def upright(image: tf.Tensor, orientation) -> tf.Tensor:
     return tf.switch_case(tf.cast(orientation, tf.int32) - 1, branches)
 
 
-def _decode_resized(encoded, orientation, height, width) -> tf.Tensor:
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+def decode_ratio(height: int, width: int, is_jpeg: bool) -> int | None:
+    """The factor an image of that stored size is decoded downscaled by: 1 up to
+    `MAX_DECODE_PIXELS`; above it, for a JPEG, the least of 2, 4, 8 that brings it under; None
+    when it cannot be decoded within the limit.
+
+    Example:
+    >>> decode_ratio(3000, 4000, True), decode_ratio(12000, 16000, True), decode_ratio(12000, 16000, False)
+    (1, 4, None)
+    """
+    for ratio in JPEG_RATIOS if is_jpeg else (1,):
+        if -(-height // ratio) * -(-width // ratio) <= MAX_DECODE_PIXELS:
+            return ratio
+    return None
+
+
+def _decode_resized(encoded, orientation, height, width, ratio=1) -> tf.Tensor:
+    decoders = [lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False)] + [
+        lambda factor=factor: tf.io.decode_jpeg(encoded, channels=3, ratio=factor) for factor in JPEG_RATIOS[1:]]
+    index = tf.argmax(tf.cast(tf.equal(tf.constant(JPEG_RATIOS), tf.cast(ratio, tf.int32)), tf.int32))
+    image = tf.switch_case(tf.cast(index, tf.int32), decoders)
     image = upright(image, orientation)
     same_size = tf.reduce_all(tf.equal(tf.shape(image)[:2], tf.stack([height, width])))
     return tf.cond(same_size, lambda: tf.cast(image, tf.float32),
@@ -92,33 +114,42 @@ def image_plan(paths: Sequence, image_size=None, max_side: int | None = DEFAULT_
         max_side: without `image_size`, the longest side allowed (downscaling only; None: uncapped).
 
     Returns:
-        `orientations` `(N,)` int32 and `sizes` `(N, 2)` int32.
+        `orientations` `(N,)` int32, `sizes` `(N, 2)` int32 and the JPEG decode `ratios`
+        `(N,)` int32 (`decode_ratio`).
 
     Raises:
         FileNotFoundError: a missing image (named).
-        ValueError: an image whose header is damaged or that has more than
+        ValueError: an image whose header is damaged, or that is not a JPEG and has more than
             `MAX_DECODE_PIXELS` pixels (named).
     """
     orientations = np.ones(len(paths), np.int32)
     sizes = np.zeros((len(paths), 2), np.int32)
+    ratios = np.ones(len(paths), np.int32)
     for index, path in enumerate(paths):
         header = read_image_header(path)
         if header is None:
             raise ValueError(f"Cannot read image {path}: not a JPEG, PNG, GIF or BMP file.")
         orientations[index] = header.orientation
         native = header.upright_size
-        if native[0] * native[1] > MAX_DECODE_PIXELS:
+        ratio = decode_ratio(header.height, header.width, header.is_jpeg)
+        if ratio is None:
+            kind = "a JPEG, even decoded at 1/8," if header.is_jpeg else "not a JPEG (only JPEGs decode downscaled) and"
             raise ValueError(
-                f"Image {path} has {native[0]}×{native[1]} pixels, more than the {MAX_DECODE_PIXELS:,} "
-                "(50 MP) netvlad_tf decodes; downscale it first."
+                f"Image {path} has {native[0]}×{native[1]} pixels and is {kind} over the "
+                f"{MAX_DECODE_PIXELS:,} (50 MP) netvlad_tf decodes; downscale it first."
             )
-        sizes[index] = resized_size(*native, image_size=image_size, max_side=max_side)
-    return orientations, sizes
+        ratios[index] = ratio
+        decoded = (-(-native[0] // ratio), -(-native[1] // ratio))
+        sizes[index] = resized_size(*(native if ratio == 1 else decoded), image_size=image_size, max_side=max_side)
+    return orientations, sizes, ratios
 
 
-def _decode_file(path) -> tf.Tensor:
+def _decode_file(path, ratio: int = 1) -> tf.Tensor:
     try:
-        return tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False)
+        encoded = tf.io.read_file(str(path))
+        if ratio > 1:
+            return tf.io.decode_jpeg(encoded, channels=3, ratio=ratio)
+        return tf.io.decode_image(encoded, channels=3, expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
         raise ValueError(f"Cannot read image {path}: not a valid JPEG, PNG, GIF or BMP image "
                          f"({short_tf_message(error)}).") from None
@@ -139,9 +170,9 @@ def load_image(path, image_size: tuple[int, int] | None = None,
     >>> tuple(load_image(NORDLAND_DIR / "images/summer/images-04010.png", (128, 256)).shape)
     (128, 256, 3)
     """
-    orientations, sizes = image_plan([path], image_size, max_side)
+    orientations, sizes, ratios = image_plan([path], image_size, max_side)
     try:
-        return _decode_resized(tf.io.read_file(str(path)), orientations[0], *sizes[0])
+        return _decode_resized(tf.io.read_file(str(path)), orientations[0], *sizes[0], ratios[0])
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
         raise ValueError(f"Cannot read image {path}: not a valid JPEG, PNG, GIF or BMP image "
                          f"({short_tf_message(error)}).") from None
@@ -184,7 +215,7 @@ def image_dataset(paths: Sequence, image_size=None, max_side: int | None = DEFAU
     ([0, 1, 2], TensorShape([3, 64, 128, 3]))
     """
     paths = [str(path) for path in paths]
-    orientations, sizes = image_plan(paths, image_size, max_side)
+    orientations, sizes, ratios = image_plan(paths, image_size, max_side)
     batches = shape_batches(sizes, batch_size)
     order = np.concatenate(batches) if batches else np.zeros(0, np.int64)
     lengths = [len(batch) for batch in batches]
@@ -193,13 +224,14 @@ def image_dataset(paths: Sequence, image_size=None, max_side: int | None = DEFAU
         ragged(tf.constant(order, tf.int64)),
         ragged(tf.constant([paths[i] for i in order], tf.string)),
         ragged(tf.constant(orientations[order])),
+        ragged(tf.constant(ratios[order])),
         tf.constant(sizes[[batch[0] for batch in batches]] if batches else np.zeros((0, 2), np.int32)),
     ))
 
-    def load_batch(indices, batch_paths, batch_orientations, size):
+    def load_batch(indices, batch_paths, batch_orientations, batch_ratios, size):
         images = tf.map_fn(
-            lambda item: _decode_resized(tf.io.read_file(item[0]), item[1], size[0], size[1]),
-            (batch_paths, batch_orientations),
+            lambda item: _decode_resized(tf.io.read_file(item[0]), item[1], size[0], size[1], item[2]),
+            (batch_paths, batch_orientations, batch_ratios),
             fn_output_signature=tf.TensorSpec((None, None, 3), tf.float32),
         )
         return indices, images
@@ -214,8 +246,8 @@ def unreadable_images(paths: Sequence[str]) -> list[str]:
 
 def _readable(path) -> bool:
     try:
-        image_plan([path], max_side=None)
-        _decode_file(path)
+        _, _, ratios = image_plan([path], max_side=None)
+        _decode_file(path, int(ratios[0]))
     except (ValueError, FileNotFoundError):
         return False
     return True

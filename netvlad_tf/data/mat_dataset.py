@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from netvlad_tf.data.geo_dataset import GeoDataset
-from netvlad_tf.data.mat_file import load_mat
+from netvlad_tf.io.mat_file import load_mat
 
 REQUIRED_FIELDS = (
     "whichSet",

@@ -7,14 +7,15 @@ database; rerunning the same call after a kill embeds only the shards that are m
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import keras
 import numpy as np
 import pyarrow.parquet as pq
 
-from netvlad_tf.data.images import DEFAULT_MAX_SIDE, indexed_image_batches
+from netvlad_tf.data.images import DEFAULT_MAX_SIDE
+from netvlad_tf.database.shard_writer import ShardWriter
 from netvlad_tf.database.shards import (
     FORMAT,
     FORMAT_VERSION,
@@ -31,11 +32,9 @@ from netvlad_tf.database.shards import (
     shard_name,
     shard_rows,
     write_manifest,
-    write_shard,
 )
-from netvlad_tf.embedding import predict_all
-from netvlad_tf.model_files import load_model_file
-from netvlad_tf.staging import atomic_file
+from netvlad_tf.io.atomic_writes import atomic_file
+from netvlad_tf.models.model_files import load_model_file
 
 DEFAULT_SHARD_SIZE = 1000
 
@@ -132,7 +131,7 @@ def embed_database(
     return output
 
 
-def embed_shards_here(writer: "ShardWriter", shards: Sequence[int], verbose: bool = True,
+def embed_shards_here(writer: ShardWriter, shards: Sequence[int], verbose: bool = True,
                       on_shard_start: Callable[[int], None] | None = None) -> None:
     """Embeds the listed shards of a prepared folder in this process, one at a time.
 
@@ -151,37 +150,6 @@ def embed_shards_here(writer: "ShardWriter", shards: Sequence[int], verbose: boo
             on_shard_start(shard)
         done += writer.write(shard)
         progress.update(done)
-
-
-class ShardWriter:
-    """Embeds shard number i of a descriptor folder and writes `shards/shard-i.parquet`: the
-    one unit of work of both the in-process loop and the Ray actors. The model is loaded once.
-
-    Args:
-        directory: the descriptor folder.
-        manifest: its manifest.
-        batch_size: images per forward pass.
-        model: the model, when loaded already (None: read the folder's `model.keras`).
-    """
-
-    def __init__(self, directory, manifest: dict, batch_size: int, model: keras.Model | None = None):
-        self.directory = Path(directory)
-        self.manifest = manifest
-        self.batch_size = batch_size
-        self.model = model or load_model_file(self.directory / MODEL_FILE, place_model=False)
-        self.rows = pq.read_table(self.directory / ROWS_FILE)
-        size = manifest["image_size"]
-        self.image_size = tuple(size) if size else None
-
-    def write(self, shard: int) -> int:
-        """Embeds and writes one shard; returns its number of rows."""
-        rows = shard_rows(shard, self.manifest["shard_size"], self.manifest["num_rows"])
-        plan = self.rows.slice(rows.start, len(rows))
-        paths = plan.column("image_path").to_pylist()
-        batches = indexed_image_batches(paths, self.image_size, self.manifest["max_side"], self.batch_size)
-        descriptors = predict_all(self.model, batches, len(paths), verbose=False)
-        write_shard(self.directory / SHARDS_FOLDER / shard_name(shard), plan, descriptors)
-        return len(rows)
 
 
 def _prepare_folder(output: Path, model, image_paths: list[str], coordinates, image_size,

@@ -13,7 +13,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from netvlad_tf.clustering import evenly_spaced
+from netvlad_tf.data.sampling import evenly_spaced
 from netvlad_tf.database.shards import (
     SHARDS_FOLDER,
     complete_manifest,
@@ -58,7 +58,7 @@ def build_index_from_shards(
     >>> build_index_from_shards("/no/such/folder")
     Traceback (most recent call last):
     ...
-    netvlad_tf.database.shards.DescriptorFolderError: /no/such/folder is not a descriptor folder (no manifest.json; made by `netvlad-tf embed`).
+    netvlad_tf.database.shards.DescriptorFolderError: /no/such/folder is not a descriptor folder (no manifest.json; ...).
     """
     directory = Path(directory)
     manifest = complete_manifest(directory)

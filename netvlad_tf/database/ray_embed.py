@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import keras
 
@@ -73,7 +73,7 @@ class ShardActor:
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
-        from netvlad_tf.database.embed import ShardWriter
+        from netvlad_tf.database.shard_writer import ShardWriter
 
         self.writer = ShardWriter(directory, manifest, batch_size)
         self.on_shard_start = on_shard_start

@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from netvlad_tf.staging import atomic_file, write_bytes_atomically
+from netvlad_tf.io.atomic_writes import atomic_file, write_bytes_atomically
 
 MANIFEST_FILE = "manifest.json"
 ROWS_FILE = "rows.parquet"
@@ -250,7 +250,7 @@ def read_descriptors(directory, memmap_path=None) -> DescriptorTable:
     >>> netvlad_tf.read_descriptors("/no/such/folder")
     Traceback (most recent call last):
     ...
-    netvlad_tf.database.shards.DescriptorFolderError: /no/such/folder is not a descriptor folder (no manifest.json; made by `netvlad-tf embed`).
+    netvlad_tf.database.shards.DescriptorFolderError: /no/such/folder is not a descriptor folder (no manifest.json; ...).
     """
     manifest = complete_manifest(directory)
     shape = (manifest["num_rows"], manifest["descriptor_dim"])

@@ -6,19 +6,19 @@ database images is within 25 m).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import keras
 import numpy as np
 
 from netvlad_tf.data.geo_dataset import EVAL_POSITIVE_RADIUS_M, GeoDataset
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE
-from netvlad_tf.embedding import embed_images
-from netvlad_tf.evaluation.descriptor_cache import cached_descriptors, descriptor_cache_key
 from netvlad_tf.evaluation.pixels import pixel_descriptors
 from netvlad_tf.evaluation.recall import DEFAULT_NS, first_per_group, recall_at_n
+from netvlad_tf.evaluation.stored_descriptors import cached_descriptors, descriptor_cache_key
+from netvlad_tf.inference.embedding import embed_images
 from netvlad_tf.retrieval import create_index
 
 # The one baseline evaluate() computes without a model: raw thumbnails.

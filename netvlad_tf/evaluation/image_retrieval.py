@@ -9,7 +9,7 @@ import numpy as np
 
 from netvlad_tf.data.folder_dataset import IMAGE_SUFFIXES
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE
-from netvlad_tf.embedding import embed_images
+from netvlad_tf.inference.embedding import embed_images
 from netvlad_tf.retrieval import create_index
 
 
@@ -90,7 +90,7 @@ def read_oxford_paris(root, name: str | None = None) -> RetrievalBenchmark:
         query_paths.append(by_stem[stem])
         boxes.append(tuple(float(v) for v in fields[1:5]) if len(fields) >= 5 else None)
 
-        def listed(kind):
+        def listed(kind, prefix=prefix):
             path = Path(f"{prefix}_{kind}.txt")
             names = path.read_text().split() if path.is_file() else []
             unknown = [n for n in names if n not in position]

@@ -10,7 +10,7 @@ import numpy as np
 from netvlad_tf.data.geo_dataset import GeoDataset
 from netvlad_tf.evaluation.evaluate import EvaluationResult
 from netvlad_tf.evaluation.plots import plot_recall_curves, plot_retrieval_gallery
-from netvlad_tf.staging import atomic_directory
+from netvlad_tf.io.atomic_writes import atomic_directory
 
 GALLERY_QUERIES = 8
 GALLERY_RETRIEVALS = 5

@@ -3,12 +3,12 @@ descriptor (not one of the paper's baselines; the demo reports it beside them)."
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from netvlad_tf.data.images import image_batches
-from netvlad_tf.normalization import l2_normalize_rows
+from netvlad_tf.layers.normalization import l2_normalize_rows
 
 DEFAULT_THUMBNAIL_SIZE = (16, 32)
 

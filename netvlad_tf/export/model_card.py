@@ -8,7 +8,7 @@ from pathlib import Path
 import keras
 
 from netvlad_tf.export.parity import ParityReport
-from netvlad_tf.staging import write_bytes_atomically
+from netvlad_tf.io.atomic_writes import write_bytes_atomically
 
 MODEL_CARD_SUFFIX = ".model_card.json"
 

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from netvlad_tf.export.parity import ParityReport, measure_parity
-from netvlad_tf.staging import atomic_file, refuse_existing
+from netvlad_tf.io.atomic_writes import atomic_file, refuse_existing
 
 ONNX_MAX_ABS_DIFF = 1e-4
 ONNX_EXTRA_HINT = "ONNX export needs tf2onnx and onnxruntime: pip install 'netvlad_tf[onnx]'."

@@ -8,9 +8,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from netvlad_tf.data.images import MAX_DECODE_PIXELS, upright
 from netvlad_tf.export.constant_graph import constant_forward
+from netvlad_tf.export.exif_orientation import jpeg_orientation
 from netvlad_tf.export.parity import ParityReport, measure_parity
-from netvlad_tf.staging import atomic_directory
+from netvlad_tf.io.atomic_writes import atomic_directory
 
 # The `encoded` signature resizes every decoded image to this size (bilinear) so that a batch
 # of photos of different sizes can be stacked; Pittsburgh and Tokyo images are 480×640.
@@ -22,9 +24,8 @@ MIN_IMAGE_SIDE = 32
 # `serving_default`: VGG16's first activations alone take 64 × H × W × 4 bytes; 2048² ≈ 1 GB.
 MAX_PIXELS_IMAGE_SIDE = 2048
 MAX_PIXELS_PER_REQUEST = 32 * 2**20
-# `encoded`: a photo's size is read from its header before it is decoded; 50 MP covers the
-# largest phone cameras (8192 × 6144) and bounds a decode at 150 MB of pixels.
-MAX_ENCODED_PIXELS = 50_331_648
+# `encoded`: a photo's size is read from its header before it is decoded, and refused above
+# the image policy's limit (MAX_DECODE_PIXELS, 50 MP).
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"
 
@@ -43,8 +44,9 @@ def export_saved_model(
         `serving_default`: `images` uint8 `(B, H, W, 3)` → `descriptor` `(B, dim)`, with
         `MIN_IMAGE_SIDE` ≤ H, W ≤ `MAX_PIXELS_IMAGE_SIDE` and B·H·W ≤ `MAX_PIXELS_PER_REQUEST`.
         `encoded`: `images` string `(B,)` of JPEG/PNG bytes → `descriptor`; each image is
-        decoded to RGB and resized to `encoded_image_size`. An image's size is read from its
-        header first: more than `MAX_ENCODED_PIXELS` is refused before decoding.
+        decoded to RGB, turned upright by a JPEG's EXIF orientation (as every reader of the
+        package does) and resized to `encoded_image_size`. An image's size is read from its
+        header first: more than `MAX_DECODE_PIXELS` is refused before decoding.
 
     Every limit, the rank and the channel count are checked inside the graph, so a request
     that breaks them fails with an `InvalidArgumentError` in any client, TF Serving's C++ one
@@ -75,8 +77,11 @@ def export_saved_model(
         return {"descriptor": frozen(tf.cast(_checked_pixels(images), tf.float32))[0]}
 
     def decode(encoded):
-        image = tf.io.decode_image(_checked_encoded(encoded), channels=3, expand_animations=False)
-        return tf.image.resize(tf.cast(image, tf.float32), (height, width))
+        checked = _checked_encoded(encoded)
+        image = tf.io.decode_image(checked, channels=3, expand_animations=False)
+        is_jpeg = tf.equal(tf.strings.substr(checked, 0, len(JPEG_SIGNATURE)), JPEG_SIGNATURE)
+        orientation = tf.cond(is_jpeg, lambda: jpeg_orientation(checked), lambda: tf.constant(1))
+        return tf.image.resize(tf.cast(upright(image, orientation), tf.float32), (height, width))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def serve_encoded(images):
@@ -112,7 +117,7 @@ def _checked_pixels(images):
 
 
 def _checked_encoded(encoded):
-    """`encoded` once its header says JPEG or PNG of at most `MAX_ENCODED_PIXELS` pixels."""
+    """`encoded` once its header says JPEG or PNG of at most `MAX_DECODE_PIXELS` pixels."""
     is_png = tf.equal(tf.strings.substr(encoded, 0, len(PNG_SIGNATURE)), PNG_SIGNATURE)
     is_jpeg = tf.equal(tf.strings.substr(encoded, 0, len(JPEG_SIGNATURE)), JPEG_SIGNATURE)
     known = tf.debugging.Assert(tf.logical_or(is_png, is_jpeg), ["images must be JPEG or PNG bytes"])
@@ -137,8 +142,8 @@ def _checked_encoded(encoded):
                                             message="the image header gives no pixels")
     with tf.control_dependencies([positive]):
         small_enough = tf.debugging.assert_less_equal(
-            image_height * image_width, tf.constant(MAX_ENCODED_PIXELS, tf.int64),
-            message=f"an encoded image holds at most {MAX_ENCODED_PIXELS} pixels (its header says "
+            image_height * image_width, tf.constant(MAX_DECODE_PIXELS, tf.int64),
+            message=f"an encoded image holds at most {MAX_DECODE_PIXELS} pixels (its header says "
                     "more); downscale it before sending")
     with tf.control_dependencies([small_enough]):
         return tf.identity(encoded)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import keras
 import numpy as np
@@ -14,8 +14,8 @@ from netvlad_tf.export.constant_graph import constant_forward
 from netvlad_tf.export.flatbuffers import read_model, tensor_name
 from netvlad_tf.export.hybrid_weights import int8_weights_for_float_matmuls
 from netvlad_tf.export.parity import ParityReport, measure_parity
-from netvlad_tf.model import WHITENING_LAYER
-from netvlad_tf.staging import refuse_existing, write_bytes_atomically
+from netvlad_tf.io.atomic_writes import refuse_existing, write_bytes_atomically
+from netvlad_tf.models.model import WHITENING_LAYER
 
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 # The parity each variant must reach against the Keras model.

@@ -10,7 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from netvlad_tf.staging import atomic_directory
+from netvlad_tf.io.atomic_writes import atomic_directory
 
 METRICS = ("l2", "ip")
 METADATA_FILE = "index.json"
@@ -180,7 +180,7 @@ class NumpyIndex(DescriptorIndex):
         np.save(directory / "database.npy", self._database)
 
     @classmethod
-    def _from_saved(cls, directory: Path, metadata: dict) -> "NumpyIndex":
+    def _from_saved(cls, directory: Path, metadata: dict) -> NumpyIndex:
         index = cls(metadata["dim"], metadata["metric"], metadata["model_name"])
         index.add(np.load(directory / "database.npy"))
         return index
@@ -227,12 +227,18 @@ def load_index(directory, expected_dim: int | None = None) -> DescriptorIndex:
         raise FileNotFoundError(f"{directory} is not a saved index (no {METADATA_FILE}).")
     try:
         metadata = json.loads(metadata_path.read_text())
-        backend = next(cls for cls in INDEX_KINDS.values() if cls.backend == metadata["backend"])
+        if not isinstance(metadata, dict):
+            raise ValueError(f"{METADATA_FILE} must hold a JSON object")
+        backend = next((cls for cls in INDEX_KINDS.values() if cls.backend == metadata.get("backend")), None)
+        if backend is None:
+            raise ValueError(f"unknown backend {metadata.get('backend')!r}")
         index = backend._from_saved(directory, metadata)
-    except (KeyError, ValueError, RuntimeError, OSError, StopIteration) as error:
-        raise ValueError(f"{directory}: the saved index is corrupt or incomplete ({error}).") from None
-    if index.size != metadata["size"]:
-        raise ValueError(f"{directory}: the index holds {index.size} vectors, its metadata says {metadata['size']}.")
+        expected_size = int(metadata["size"])
+    except (KeyError, ValueError, TypeError, RuntimeError, OSError) as error:
+        detail = f"no {error}" if isinstance(error, KeyError) else str(error)
+        raise ValueError(f"{directory}: the saved index is corrupt or incomplete ({detail}).") from None
+    if index.size != expected_size:
+        raise ValueError(f"{directory}: the index holds {index.size} vectors, its metadata says {expected_size}.")
     if expected_dim is not None and index.dim != expected_dim:
         raise ValueError(
             f"{directory} holds {index.dim}-D descriptors (model {index.model_name!r}) but the "

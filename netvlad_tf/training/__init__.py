@@ -5,4 +5,5 @@ from netvlad_tf.training.frozen_features import FrozenFeatureStore
 from netvlad_tf.training.train import TrainingRun, new_run_dir, train
 from netvlad_tf.training.tuples import tuple_dataset, tuple_steps_per_epoch
 
-__all__ = ["CacheRefresh", "EpochHistory", "FrozenFeatureStore", "RecallEvaluation", "TrainingRun", "new_run_dir", "train", "tuple_dataset", "tuple_steps_per_epoch"]
+__all__ = ["CacheRefresh", "EpochHistory", "FrozenFeatureStore", "RecallEvaluation", "TrainingRun", "new_run_dir", "train",
+           "tuple_dataset", "tuple_steps_per_epoch"]

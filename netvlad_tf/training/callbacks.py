@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import keras
 import numpy as np
 
 from netvlad_tf.data.geo_dataset import EVAL_POSITIVE_RADIUS_M, GeoDataset
-from netvlad_tf.embedding import embed_images
 from netvlad_tf.evaluation.evaluate import evaluate
 from netvlad_tf.evaluation.recall import DEFAULT_NS
-from netvlad_tf.mining import HardNegativeMiner
-from netvlad_tf.staging import write_bytes_atomically
+from netvlad_tf.inference.embedding import embed_images
+from netvlad_tf.io.atomic_writes import write_bytes_atomically
+from netvlad_tf.training.mining import HardNegativeMiner
 
 
 class CacheRefresh(keras.callbacks.Callback):

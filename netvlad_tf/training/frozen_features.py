@@ -18,8 +18,8 @@ import numpy as np
 
 from netvlad_tf.data.geo_dataset import GeoDataset
 from netvlad_tf.data.images import indexed_image_batches
-from netvlad_tf.embedding import array_batches, predict_all, predict_batches
-from netvlad_tf.staging import atomic_directory
+from netvlad_tf.inference.embedding import array_batches, predict_all, predict_batches
+from netvlad_tf.io.atomic_writes import atomic_directory
 
 FEATURE_PRECISIONS = ("float16", "float32")
 METADATA_FILE = "metadata.json"
@@ -78,7 +78,7 @@ class FrozenFeatureStore:
         precision: str = "float16",
         batch_size: int = 8,
         verbose: bool = True,
-    ) -> "FrozenFeatureStore":
+    ) -> FrozenFeatureStore:
         """Runs the model's frozen trunk over every database and query image into `directory`.
 
         A directory already holding features of the same cut, images, size and precision is

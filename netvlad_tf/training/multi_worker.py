@@ -11,12 +11,12 @@ Keras 3's `model.fit` does not run under `MultiWorkerMirroredStrategy` today
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import keras
 import tensorflow as tf
 
-from netvlad_tf.losses import RankingLoss
+from netvlad_tf.models.losses import RankingLoss
 
 
 def multi_worker_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
@@ -62,7 +62,7 @@ def train_distributed(
     for batch in global_batches:
         model.ranking_loss_tracker.reset_state()
         sharded = strategy.experimental_distribute_values_from_function(
-            lambda context: _shard(batch, context)
+            lambda context, batch=batch: _shard(batch, context)
         )
         losses.append(float(distributed_step(sharded)))
     return model, losses

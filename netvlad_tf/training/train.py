@@ -11,12 +11,12 @@ from pathlib import Path
 import keras
 
 from netvlad_tf.data.geo_dataset import GeoDataset
-from netvlad_tf.losses import DEFAULT_MARGIN, RankingLoss
-from netvlad_tf.mining import HardNegativeMiner
-from netvlad_tf.model import PlaceRecognitionModel
-from netvlad_tf.staging import save_model_atomically, write_bytes_atomically
+from netvlad_tf.io.atomic_writes import save_model_atomically, write_bytes_atomically
+from netvlad_tf.models.losses import DEFAULT_MARGIN, RankingLoss
+from netvlad_tf.models.model import PlaceRecognitionModel
 from netvlad_tf.training.callbacks import CacheRefresh, EpochHistory, RecallEvaluation
 from netvlad_tf.training.frozen_features import FrozenFeatureStore
+from netvlad_tf.training.mining import HardNegativeMiner
 from netvlad_tf.training.tuples import tuple_dataset, tuple_steps_per_epoch
 
 BEST_MODEL_FILE = "best.keras"
@@ -39,7 +39,7 @@ def new_run_dir(output_root, run_name: str = "netvlad") -> Path:
     """Creates and returns a new folder `output_root/<run_name>-<UTC time>[-n]`; never reuses one."""
     output_root = Path(output_root)
     output_root.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
     for attempt in range(1000):
         candidate = output_root / (f"{run_name}-{stamp}" + (f"-{attempt}" if attempt else ""))
         try:

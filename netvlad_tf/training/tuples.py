@@ -6,9 +6,9 @@ import numpy as np
 import tensorflow as tf
 
 from netvlad_tf.data.images import load_image
-from netvlad_tf.mining import HardNegativeMiner, MinedTuple
-from netvlad_tf.model import FEATURE_KEYS, IMAGE_KEYS
+from netvlad_tf.models.model import FEATURE_KEYS, IMAGE_KEYS
 from netvlad_tf.training.frozen_features import FrozenFeatureStore
+from netvlad_tf.training.mining import HardNegativeMiner, MinedTuple
 
 
 def tuple_dataset(

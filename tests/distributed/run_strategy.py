@@ -15,8 +15,8 @@ import tensorflow as tf
 from netvlad_tf import NetVLAD, PlaceRecognitionModel, RankingLoss
 from netvlad_tf.data import GeoDataset, read_csv_dataset
 from netvlad_tf.sample_data import nordland_csv
-from netvlad_tf.mining import HardNegativeMiner
 from netvlad_tf.training import CacheRefresh, tuple_dataset
+from netvlad_tf.training.mining import HardNegativeMiner
 from netvlad_tf.training.multi_worker import multi_worker_strategy, train_distributed
 
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import weakref
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE, indexed_image_batches
-from netvlad_tf.tf_errors import short_tf_message
+from netvlad_tf.io.tf_errors import short_tf_message
 
 _COMPILED_FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 

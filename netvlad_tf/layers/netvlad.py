@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from netvlad_tf.normalization import L2_EPSILON, l2_normalize
+from netvlad_tf.layers.normalization import L2_EPSILON, l2_normalize, l2_normalize_rows
 
 OUTPUT_LAYOUTS = ("matlab", "cluster_major")
 INIT_VERSIONS = ("v1", "v2")
@@ -209,8 +209,7 @@ class NetVLAD(keras.layers.Layer):
                 f"descriptors must have shape (N, {channels}), got {descriptors.shape}."
             )
         if self.normalize_input:
-            norms = np.sqrt(np.maximum((descriptors**2).sum(1, keepdims=True), self.epsilon))
-            descriptors = descriptors / norms
+            descriptors = l2_normalize_rows(descriptors, self.epsilon)
         return descriptors
 
     def get_config(self):

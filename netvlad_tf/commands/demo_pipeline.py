@@ -9,18 +9,19 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from netvlad_tf.clustering import evenly_spaced, initialize_clusters
 from netvlad_tf.data import GeoDataset, read_csv_dataset
 from netvlad_tf.data.images import image_batches
+from netvlad_tf.data.sampling import evenly_spaced
 from netvlad_tf.evaluation.evaluate import evaluate
 from netvlad_tf.evaluation.output import write_evaluation
 from netvlad_tf.evaluation.plots import plot_recall_curves
 from netvlad_tf.evaluation.report import format_recall_table
 from netvlad_tf.export import export_tflite, verify_tflite
-from netvlad_tf.learned_whitening import with_learned_whitening
-from netvlad_tf.model import build_netvlad_model
+from netvlad_tf.initialization.clustering import initialize_clusters_from_images
+from netvlad_tf.initialization.learned_whitening import with_learned_whitening
+from netvlad_tf.io.atomic_writes import atomic_directory
+from netvlad_tf.models.model import build_netvlad_model
 from netvlad_tf.sample_data import nordland_csv
-from netvlad_tf.staging import atomic_directory
 from netvlad_tf.training import train
 
 DEMO_NS = (1, 5, 10)
@@ -88,11 +89,12 @@ def run_demo(
                         batch_size=16, verbose=False)
 
     model = build_netvlad_model(backbone=backbone, weights=weights, num_clusters=settings["num_clusters"])
-    cluster_paths = evenly_spaced(train_data.database_paths, settings["cluster_images"])
-    _say(verbose, f"1/5 k-means of {backbone} local descriptors from {len(cluster_paths)} summer images (K={settings['num_clusters']})")
-    initialize_clusters(model.pooling, model.backbone, image_batches(cluster_paths, image_size, batch_size=16),
-                        num_descriptors=50 * len(cluster_paths), descriptors_per_image=50, seed=seed,
-                        verbose=verbose)
+    cluster_count = min(settings["cluster_images"], train_data.num_database)
+    _say(verbose, f"1/5 k-means of {backbone} local descriptors from about {cluster_count} summer images "
+                  f"(K={settings['num_clusters']})")
+    initialize_clusters_from_images(model, train_data.database_paths, settings["cluster_images"], image_size,
+                                    num_descriptors=50 * cluster_count, descriptors_per_image=50, seed=seed,
+                                    verbose=verbose)
     _say(verbose, f"2/5 baselines on {test_data}")
     results = {"mac": measure(model.with_pooling("mac")), "pixels": measure(None, "pixels"),
                "netvlad_untrained": measure(model)}

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import keras
 import tensorflow as tf
 from keras import ops
 
 from netvlad_tf.backbones import get_backbone
-from netvlad_tf.frozen_trunk import FrozenSplit, split_frozen_trunk
-from netvlad_tf.losses import RankingLoss
-from netvlad_tf.normalization import L2Normalization
-from netvlad_tf.pooling import get_pooling
-from netvlad_tf.whitening import PCAWhitening
+from netvlad_tf.io.keras_archive import load_keras_file
+from netvlad_tf.layers.normalization import L2Normalization
+from netvlad_tf.layers.pooling import get_pooling
+from netvlad_tf.layers.whitening import PCAWhitening
+from netvlad_tf.models.frozen_trunk import FrozenSplit, split_frozen_trunk
+from netvlad_tf.models.losses import RankingLoss
+from netvlad_tf.models.preset_folders import (
+    PRESET_MODEL_FILE,
+    read_preset_metadata,
+    resolve_preset_folder,
+    write_preset_folder,
+)
+from netvlad_tf.models.presets import CONVERTERS, PRESETS
 
 WHITENING_LAYER = "whitening"
 # Keys of a tuple batch holding images, or the frozen trunk's features of those images.
@@ -180,7 +191,7 @@ class PlaceRecognitionModel(keras.Model):
         """
         return keras.Model(self.input, self.pooling.output, name=f"{self.name}_pooled")
 
-    def with_pooling(self, pooling: str) -> "PlaceRecognitionModel":
+    def with_pooling(self, pooling: str) -> PlaceRecognitionModel:
         """This model's backbone (shared weights) under another pooling: the paper's baselines.
 
         Args:
@@ -227,6 +238,96 @@ class PlaceRecognitionModel(keras.Model):
             "name": self.name,
             "trainable": self.trainable,
         }
+
+    @classmethod
+    def from_preset(cls, preset: str, weights: str | os.PathLike | None = None,
+                    **overrides) -> PlaceRecognitionModel:
+        """The model a preset names, keras-hub's way: a built-in name (`PRESETS`), a preset
+        folder (`save_to_preset`), `hf://owner/repo[@revision]` or
+        `kaggle://owner/model/keras/variant`.
+
+        Args:
+            preset: the name, folder or hub handle.
+            weights: for converted built-in presets, the path of the released file (required);
+                for built ones, replaces the backbone weights (e.g. a local VGG16 `.h5`).
+            **overrides: further `build_netvlad_model` arguments for built presets
+                (e.g. `num_clusters=32`, `whitening_dim=256`).
+
+        Returns:
+            A `PlaceRecognitionModel`.
+
+        Example:
+        >>> model = PlaceRecognitionModel.from_preset("efficientnet_lite0_imagenet", num_clusters=8)
+        >>> model.descriptor_dim
+        896
+        """
+        if preset not in PRESETS:
+            if weights is not None or overrides:
+                raise ValueError(f"Preset {preset!r} is a saved model; weights and overrides apply to the "
+                                 f"built-in presets ({', '.join(sorted(PRESETS))}).")
+            folder = resolve_preset_folder(str(preset))
+            read_preset_metadata(folder)
+            model = load_keras_file(folder / PRESET_MODEL_FILE)
+            if not isinstance(model, cls):
+                raise ValueError(f"{preset}: {PRESET_MODEL_FILE} holds a Keras {type(model).__name__}, not a "
+                                 f"{cls.__name__}.")
+            return model
+        spec = PRESETS[preset]
+        if spec.converter is not None:
+            if weights is None:
+                raise ValueError(
+                    f"Preset {preset!r} converts the released file {spec.weights_file!r}, which cannot "
+                    "be bundled: download it and pass weights=<its path>."
+                )
+            if overrides:
+                raise ValueError(f"Preset {preset!r} is converted as released; drop {sorted(overrides)}.")
+            return CONVERTERS[spec.converter](weights)
+        arguments = {**spec.build_arguments, **overrides}
+        if weights is not None:
+            arguments["weights"] = weights
+        return build_netvlad_model(**arguments)
+
+    def save_to_preset(self, preset_dir, image_size: tuple[int, int] | None = None,
+                       max_side: int | None = 640, training_data: str = "", results: dict | None = None,
+                       licence: str = "unknown", overwrite: bool = False) -> Path:
+        """Writes a preset folder that `from_preset` reads (locally, or once uploaded to the
+        Hugging Face Hub or Kaggle): `model.keras`, `metadata.json` (package version, input
+        policy, descriptor dimension and layout, whitening, training data, results, licence)
+        and a `README.md` model card with the Hub's front matter (`library_name: keras`).
+
+        Args:
+            preset_dir: the folder to create (atomically).
+            image_size: `(H, W)` the model was trained and evaluated at; None: native sizes.
+            max_side: without `image_size`, the longest side images were capped at.
+            training_data: what the weights were trained on.
+            results: e.g. `{"Pitts30k-test R@1": 0.84}`.
+            licence: the weights' licence (a Hub licence id such as `"mit"`, `"cc-by-4.0"`).
+            overwrite: replace an existing folder.
+
+        Returns:
+            The folder.
+
+        Example:
+        >>> import tempfile, pathlib
+        >>> model = build_netvlad_model(weights=None, pooling="mac")
+        >>> folder = model.save_to_preset(pathlib.Path(tempfile.mkdtemp()) / "mac")
+        >>> PlaceRecognitionModel.from_preset(str(folder)).descriptor_dim
+        512
+        """
+        from netvlad_tf import __version__
+
+        metadata = {
+            "netvlad_tf_version": __version__,
+            "input": {"color": "RGB", "range": [0, 255], "dtype": "float32",
+                      "image_size": list(image_size) if image_size else None, "max_side": max_side},
+            "descriptor": {"dimension": self.descriptor_dim, "pooling": type(self.pooling).__name__,
+                           "layout": getattr(self.pooling, "output_layout", None), "whitening": self.whitening_dim,
+                           "normalization": "L2"},
+            "training_data": training_data,
+            "results": results or {},
+            "licence": licence,
+        }
+        return write_preset_folder(self, preset_dir, metadata, overwrite)
 
     @classmethod
     def from_config(cls, config):

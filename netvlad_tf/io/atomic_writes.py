@@ -1,9 +1,12 @@
 """The one way netvlad_tf writes an output: all of it appears, or none of it, and nothing is
 replaced unless asked.
 
-Every file and folder a command or function produces is written under a hidden staging name
-beside its target (same file system, so the final rename is atomic) and renamed onto the
-target only when complete:
+Every file and folder the package itself writes (models, exports, indices, descriptor shards,
+results, plots) is written under a hidden staging name beside its target (same file system,
+so the final rename is atomic) and renamed onto the target only when complete. The exceptions
+are Keras' own training callbacks inside a run folder: `ModelCheckpoint` (`best.keras`,
+`last.keras`), `TensorBoard` (`logs/`) and `BackupAndRestore` (`backup/`) write in place, as
+Keras writes them; a run killed mid-save is resumed from `backup/`.
 
 - an existing target is refused unless `overwrite`, both before the work starts and again at
   the rename (a no-replace rename, so of two runs writing one target exactly one succeeds and
@@ -23,8 +26,8 @@ import errno
 import os
 import secrets
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 # A staging entry is `.{target name}.{pid}-{token}.staging{target suffix}`; the pid tells
 # whether the run that made it is still alive.

@@ -23,9 +23,10 @@ import numpy as np
 import tensorflow as tf
 
 from netvlad_tf.backbones.vgg16 import VGG16_BLOCK_SIZES
-from netvlad_tf.model import PlaceRecognitionModel
-from netvlad_tf.staging import save_model_atomically
-from netvlad_tf.weights.assembly import NetVLADArrays, netvlad_model_from_arrays
+from netvlad_tf.converters.assembly import NetVLADArrays, netvlad_model_from_arrays
+from netvlad_tf.io.atomic_writes import save_model_atomically
+from netvlad_tf.models.model import PlaceRecognitionModel
+from netvlad_tf.models.presets import register_converter
 
 SCOPE = "vgg16_netvlad_pca"
 VGG16_CONVS = [f"conv{block}_{position}" for block, size in enumerate(VGG16_BLOCK_SIZES, start=1)
@@ -120,6 +121,7 @@ def netvlad_tf_open_arrays(variables: dict[str, np.ndarray]) -> NetVLADArrays:
     )
 
 
+@register_converter("tf_checkpoint")
 def convert_tf_checkpoint_netvlad(
     checkpoint_prefix: str | os.PathLike,
     output_path: str | os.PathLike | None = None,

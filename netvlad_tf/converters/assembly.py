@@ -15,8 +15,8 @@ from netvlad_tf.backbones.vgg16 import (
     VGG16_CONV_LAYERS,
     vgg16_conv5_3_layers,
 )
-from netvlad_tf.model import WHITENING_LAYER, PlaceRecognitionModel
-from netvlad_tf.netvlad import NetVLAD
+from netvlad_tf.layers.netvlad import NetVLAD
+from netvlad_tf.models.model import WHITENING_LAYER, PlaceRecognitionModel
 
 
 @dataclass(frozen=True)

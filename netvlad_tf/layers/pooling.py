@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from netvlad_tf.netvlad import NetVLAD
-from netvlad_tf.normalization import L2_EPSILON, l2_normalize
+from netvlad_tf.layers.netvlad import NetVLAD
+from netvlad_tf.layers.normalization import L2_EPSILON, l2_normalize
 
 
 class _GlobalPooling(keras.layers.Layer):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -17,11 +17,11 @@ from netvlad_tf.database.embed import embed_database
 from netvlad_tf.database.index_build import build_index_from_shards
 from netvlad_tf.database.shards import MODEL_FILE as DESCRIPTOR_MODEL_FILE
 from netvlad_tf.database.shards import ROWS_FILE, complete_manifest
-from netvlad_tf.embedding import embed_images
-from netvlad_tf.model import PlaceRecognitionModel
-from netvlad_tf.model_files import load_model_file
+from netvlad_tf.inference.embedding import embed_images
+from netvlad_tf.io.atomic_writes import atomic_directory
+from netvlad_tf.models.model import PlaceRecognitionModel
+from netvlad_tf.models.model_files import load_model_file
 from netvlad_tf.retrieval import DescriptorIndex, load_index
-from netvlad_tf.staging import atomic_directory
 
 PLACES_FILE = "places.json"
 MODEL_FILE = "model.keras"
@@ -66,7 +66,7 @@ class PlaceIndex:
     @classmethod
     def build(cls, model, dataset: GeoDataset, index_kind: str = "flat", image_size=None,
               max_side: int | None = DEFAULT_MAX_SIDE, batch_size: int = 8,
-              verbose: bool = True, **parameters) -> "PlaceIndex":
+              verbose: bool = True, **parameters) -> PlaceIndex:
         """Embeds the database images of `dataset` into a new index; queries are later read
         with the same image policy (`image_size`, `max_side`).
 
@@ -92,7 +92,7 @@ class PlaceIndex:
     @classmethod
     def from_descriptors(cls, directory, index_kind: str = "flat", work_dir=None, on_disk: bool = False,
                          num_workers: int = 0, ray_address: str | None = None, verbose: bool = True,
-                         model=None, **parameters) -> "PlaceIndex":
+                         model=None, **parameters) -> PlaceIndex:
         """A place index over a descriptor folder (`netvlad-tf embed`), built a shard at a time
         (`build_index_from_shards`); queries are read with the folder's image policy.
 
@@ -136,23 +136,19 @@ class PlaceIndex:
             (staging / PLACES_FILE).write_text(json.dumps(places))
 
     @classmethod
-    def load(cls, directory) -> "PlaceIndex":
+    def load(cls, directory) -> PlaceIndex:
         """Reads a saved place index; a mismatch between its model and index is an error."""
         directory = Path(directory)
         if not (directory / PLACES_FILE).is_file() or not (directory / MODEL_FILE).is_file():
             raise FileNotFoundError(f"{directory} is not a place index (made by `netvlad-tf index`).")
+        places = _read_places(directory / PLACES_FILE)
         model = load_model_file(directory / MODEL_FILE)
         index = load_index(directory / INDEX_FOLDER, expected_dim=int(model.output.shape[-1]))
-        try:
-            places = json.loads((directory / PLACES_FILE).read_text())
-            coordinates = np.asarray(places["coordinates"], dtype=np.float64).reshape(-1, 2)
-            image_paths = places["image_paths"]
-        except (KeyError, ValueError) as error:
-            raise ValueError(f"{directory / PLACES_FILE} is corrupt ({error}).") from None
-        if len(image_paths) != index.size:
-            raise ValueError(f"{directory}: {len(image_paths)} places but {index.size} indexed descriptors.")
-        image_size = tuple(places["image_size"]) if places.get("image_size") else None
-        return cls(model, index, image_paths, coordinates, image_size, places.get("max_side", DEFAULT_MAX_SIDE))
+        if len(places["image_paths"]) != index.size:
+            raise ValueError(f"{directory}: {PLACES_FILE} lists {len(places['image_paths'])} places but "
+                             f"{INDEX_FOLDER}/ holds {index.size} descriptors.")
+        return cls(model, index, places["image_paths"], places["coordinates"], places["image_size"],
+                   places["max_side"])
 
     def query(self, photo_paths: Sequence[str], top_k: int = 5) -> list[list[PlaceMatch]]:
         """The `top_k` database images nearest to each photo, with their coordinates."""
@@ -169,3 +165,34 @@ class PlaceIndex:
             ]
             for row_indices, row_distances in zip(indices, distances)
         ]
+
+
+def _read_places(path: Path) -> dict:
+    """`places.json` checked field by field: one line naming the file and what is wrong."""
+    try:
+        places = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}).") from None
+    if not isinstance(places, dict):
+        raise ValueError(f"{path} must hold a JSON object, not {type(places).__name__}.")
+    missing = [key for key in ("image_paths", "coordinates") if key not in places]
+    if missing:
+        raise ValueError(f"{path} has no {' or '.join(repr(key) for key in missing)}.")
+    paths = places["image_paths"]
+    if not isinstance(paths, list) or not all(isinstance(item, str) for item in paths):
+        raise ValueError(f"{path}: 'image_paths' must be a list of strings.")
+    try:
+        coordinates = np.asarray(places["coordinates"], dtype=np.float64)
+    except (TypeError, ValueError):
+        coordinates = None
+    if coordinates is None or coordinates.shape != (len(paths), 2):
+        raise ValueError(f"{path}: 'coordinates' must be {len(paths)} [easting, northing] pairs, one per image path.")
+    size = places.get("image_size")
+    if size is not None and (not isinstance(size, list) or len(size) != 2
+                             or not all(isinstance(side, int) and side > 0 for side in size)):
+        raise ValueError(f"{path}: 'image_size' must be null or [height, width] in pixels, got {size!r}.")
+    max_side = places.get("max_side", DEFAULT_MAX_SIDE)
+    if max_side is not None and (not isinstance(max_side, int) or max_side < 1):
+        raise ValueError(f"{path}: 'max_side' must be null or a positive number of pixels, got {max_side!r}.")
+    return {"image_paths": paths, "coordinates": coordinates,
+            "image_size": tuple(size) if size else None, "max_side": max_side}

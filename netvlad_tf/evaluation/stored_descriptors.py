@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import keras
 import numpy as np
 
-from netvlad_tf.staging import atomic_file
+from netvlad_tf.io.atomic_writes import atomic_file
 
 
 def descriptor_cache_key(model: keras.Model, paths: Sequence, *settings) -> str:

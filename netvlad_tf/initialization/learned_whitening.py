@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
-from netvlad_tf.clustering import evenly_spaced
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE
-from netvlad_tf.embedding import embed_images
-from netvlad_tf.model import PlaceRecognitionModel
-from netvlad_tf.whitening import DEFAULT_WHITENING_METHOD, MAX_WHITENING_SAMPLES, fit_pca_whitening
+from netvlad_tf.data.sampling import evenly_spaced
+from netvlad_tf.inference.embedding import embed_images
+from netvlad_tf.layers.whitening import DEFAULT_WHITENING_METHOD, MAX_WHITENING_SAMPLES, fit_pca_whitening
+from netvlad_tf.models.model import PlaceRecognitionModel
 
 
 def with_learned_whitening(
@@ -32,7 +32,7 @@ def with_learned_whitening(
         image_size, max_side: the image policy (see `netvlad_tf.data.images`).
         batch_size: images per forward pass.
         verbose: show a progress bar.
-        method: how principal directions are scaled (`netvlad_tf.whitening.WHITENING_METHODS`).
+        method: how principal directions are scaled (`netvlad_tf.layers.whitening.WHITENING_METHODS`).
 
     Returns:
         The whitened `PlaceRecognitionModel`.

@@ -20,10 +20,11 @@ import os
 
 import numpy as np
 
-from netvlad_tf.data.mat_file import MatV73Error, load_mat
-from netvlad_tf.model import PlaceRecognitionModel
-from netvlad_tf.staging import save_model_atomically
-from netvlad_tf.weights.assembly import NetVLADArrays, netvlad_model_from_arrays
+from netvlad_tf.converters.assembly import NetVLADArrays, netvlad_model_from_arrays
+from netvlad_tf.io.atomic_writes import save_model_atomically
+from netvlad_tf.io.mat_file import MatV73Error, load_mat
+from netvlad_tf.models.model import PlaceRecognitionModel
+from netvlad_tf.models.presets import register_converter
 
 RESAVE_HINT = (
     "Re-save it in MATLAB as a version-7 file with plain structs: "
@@ -46,7 +47,8 @@ def read_matconvnet_net(path: str | os.PathLike):
     except MatV73Error as error:
         raise MatV73Error(f"{error} {RESAVE_HINT}") from None
     if "net" not in contents:
-        raise ValueError(f"MatConvNet model {path!r} has no variable 'net'; it holds {sorted(k for k in contents if not k.startswith('__'))}.")
+        variables = sorted(k for k in contents if not k.startswith("__"))
+        raise ValueError(f"MatConvNet model {path!r} has no variable 'net'; it holds {variables}.")
     return _struct(contents["net"])
 
 
@@ -137,6 +139,7 @@ def matconvnet_arrays(net) -> NetVLADArrays:
     )
 
 
+@register_converter("matconvnet")
 def convert_matconvnet_netvlad(
     mat_path: str | os.PathLike,
     output_path: str | os.PathLike | None = None,

@@ -19,10 +19,11 @@ import warnings
 
 import numpy as np
 
-from netvlad_tf.model import PlaceRecognitionModel
-from netvlad_tf.staging import save_model_atomically
-from netvlad_tf.weights.assembly import NetVLADArrays, netvlad_model_from_arrays
-from netvlad_tf.weights.torch_checkpoint import read_torch_checkpoint
+from netvlad_tf.converters.assembly import NetVLADArrays, netvlad_model_from_arrays
+from netvlad_tf.io.atomic_writes import save_model_atomically
+from netvlad_tf.io.torch_checkpoint import read_torch_checkpoint
+from netvlad_tf.models.model import PlaceRecognitionModel
+from netvlad_tf.models.presets import register_converter
 
 # torchvision's ImageNet statistics of 0–1 pixels, in 0–255 units.
 TORCHVISION_PIXELS = {
@@ -109,6 +110,7 @@ def _whitening(state_dict: dict, pooled_dim: int) -> tuple[np.ndarray | None, np
     return weight[:, :, 0, 0].T, bias
 
 
+@register_converter("pytorch")
 def convert_pytorch_netvlad(
     checkpoint_path: str | os.PathLike,
     output_path: str | os.PathLike | None = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from absl import flags
 
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE
+from netvlad_tf.layers.whitening import DEFAULT_WHITENING_METHOD, WHITENING_METHODS
 
 
 def define_dataset_flags(fv: flags.FlagValues, name: str = "dataset", required_help: str = "") -> None:
@@ -52,6 +53,14 @@ def define_image_size_flag(fv: flags.FlagValues, default: str | None, with_max_s
             f"(aspect ratio kept; the paper's scale is {DEFAULT_MAX_SIDE}); 0 keeps native sizes uncapped.",
             flag_values=fv,
         )
+
+
+def define_whitening_flag(fv: flags.FlagValues) -> None:
+    """`--whitening`: how PCA whitening scales its principal directions (`fit_pca_whitening`)."""
+    flags.DEFINE_enum("whitening", DEFAULT_WHITENING_METHOD, list(WHITENING_METHODS),
+                      "How principal directions are scaled: authors (the paper's 1/sqrt(lambda)), shrinkage "
+                      "(1/sqrt(lambda + mean lambda): for fewer training images than dimensions) or none "
+                      "(PCA only).", flag_values=fv)
 
 
 def none_or_text(text: str | None) -> str | None:

@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import faiss
 import keras
 import numpy as np
 
-from netvlad_tf.netvlad import NetVLAD
-from netvlad_tf.normalization import l2_normalize_rows
+from netvlad_tf.data.images import DEFAULT_MAX_SIDE, image_batches
+from netvlad_tf.data.sampling import evenly_spaced
+from netvlad_tf.layers.netvlad import NetVLAD
+from netvlad_tf.layers.normalization import l2_normalize_rows
 
 # The paper clusters 50 000 descriptors, 100 from each image.
 DEFAULT_NUM_DESCRIPTORS = 50_000
 DEFAULT_DESCRIPTORS_PER_IMAGE = 100
-
-
-def evenly_spaced(items: Sequence, count: int) -> list:
-    """At most `count` of `items`, spread evenly over all of them (every ⌈len/count⌉-th): how
-    images are chosen for k-means, whitening and calibration, so they see the whole route, not
-    its first stretch.
-
-    Example:
-    >>> evenly_spaced(list(range(10)), 3)
-    [0, 4, 8]
-    """
-    if count < 1:
-        raise ValueError(f"count must be at least 1, got {count}.")
-    return list(items)[:: max(1, -(-len(items) // count))]
 
 
 def sample_local_descriptors(
@@ -159,3 +147,43 @@ def initialize_clusters(
     )
     centroids = kmeans_centroids(descriptors, netvlad.num_clusters, seed=seed)
     return netvlad.set_clusters(centroids, descriptors=descriptors, version=version)
+
+
+def initialize_clusters_from_images(
+    model,
+    paths: Sequence[str],
+    num_images: int,
+    image_size: tuple[int, int] | None = None,
+    max_side: int | None = DEFAULT_MAX_SIDE,
+    num_descriptors: int = DEFAULT_NUM_DESCRIPTORS,
+    descriptors_per_image: int = DEFAULT_DESCRIPTORS_PER_IMAGE,
+    version: str = "v1",
+    seed: int = 0,
+    verbose: bool = True,
+) -> tuple[float, list[str]]:
+    """The one k-means initialisation of a model's NetVLAD from image files (`train`, `cluster`,
+    the demo): `num_images` of `paths` spread evenly, read by the image policy.
+
+    Args:
+        model: a `PlaceRecognitionModel` whose pooling is `NetVLAD`.
+        paths: database images to choose from.
+        num_images: how many of them to sample descriptors from.
+        image_size: `(H, W)` every image is resized to; None keeps native sizes.
+        max_side: without `image_size`, the longest side allowed.
+        num_descriptors: descriptors clustered by k-means.
+        descriptors_per_image: sampled per image.
+        version: `"v1"` or `"v2"` (see `NetVLAD.set_clusters`).
+        seed: sampling and k-means seed.
+        verbose: show progress.
+
+    Returns:
+        `(alpha, chosen_paths)`.
+
+    Reference: arXiv 1511.07247, Sec. 3 and 5 (k-means initialisation).
+    """
+    if not isinstance(model.pooling, NetVLAD):
+        raise ValueError(f"{model.name}: its pooling is {type(model.pooling).__name__}, not NetVLAD.")
+    chosen = evenly_spaced(paths, num_images)
+    alpha = initialize_clusters(model.pooling, model.backbone, image_batches(chosen, image_size, max_side, batch_size=16),
+                                num_descriptors, descriptors_per_image, version, seed, verbose)
+    return alpha, chosen

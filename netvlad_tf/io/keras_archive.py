@@ -1,4 +1,4 @@
-"""Opening a saved `.keras` model with one clear error for each way the file can be wrong."""
+"""Opening a saved `.keras` file with one clear error for each way the file can be wrong."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import zipfile
 from pathlib import Path
 
 import keras
-
-from netvlad_tf.model import PlaceRecognitionModel
 
 # A `.keras` file is a zip archive holding these members (Keras 3's saving format).
 KERAS_ARCHIVE_MEMBERS = ("config.json", "model.weights.h5")
@@ -18,13 +16,12 @@ class ModelFileError(ValueError):
     """A model file that is missing, not a Keras archive, damaged, or not a netvlad_tf model."""
 
 
-def load_model_file(path, place_model: bool = True) -> keras.Model:
-    """`keras.models.load_model(path)`, refusing a bad file with one line that names it and
-    says what is wrong, instead of a traceback.
+def load_keras_file(path) -> keras.Model:
+    """`keras.saving.load_model(path, safe_mode=True)`, refusing a bad file with one line that
+    names it and says what is wrong, instead of a traceback.
 
     Args:
         path: a `.keras` file.
-        place_model: require a `PlaceRecognitionModel` (a model made by netvlad_tf).
 
     Returns:
         The loaded model.
@@ -32,16 +29,16 @@ def load_model_file(path, place_model: bool = True) -> keras.Model:
     Raises:
         FileNotFoundError: no such file.
         ModelFileError: a folder, not a Keras archive, a damaged (truncated, bit-flipped)
-            archive, or a Keras model that is not a netvlad_tf model.
+            archive, or one Keras cannot rebuild.
 
     Example:
     >>> import pathlib, tempfile
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "notes.keras"
     >>> _ = path.write_text("hello")
-    >>> load_model_file(path)
+    >>> load_keras_file(path)
     Traceback (most recent call last):
     ...
-    netvlad_tf.model_files.ModelFileError: Model .../notes.keras is not a Keras archive (a .keras file is a zip of config.json and model.weights.h5).
+    netvlad_tf.io.keras_archive.ModelFileError: Model .../notes.keras is not a Keras archive (a .keras file is a zip of ...).
     """
     path = Path(path)
     if not path.exists():
@@ -67,14 +64,8 @@ def load_model_file(path, place_model: bool = True) -> keras.Model:
         raise ModelFileError(f"Model {path} is damaged ({damaged_member} fails its checksum); "
                              "save or copy it again.")
     try:
-        model = keras.models.load_model(path)
+        model = keras.saving.load_model(path, safe_mode=True)
     except Exception as error:  # Keras raises many types for files it cannot rebuild
         detail = " ".join(str(error).split())[:300]
         raise ModelFileError(f"Model {path} could not be loaded ({type(error).__name__}: {detail}).") from None
-    if place_model and not isinstance(model, PlaceRecognitionModel):
-        raise ModelFileError(
-            f"Model {path} is a Keras {type(model).__name__} model, not a netvlad_tf model; build one "
-            "with netvlad_tf.build_netvlad_model or convert weights with `netvlad-tf convert`."
-        )
     return model
-

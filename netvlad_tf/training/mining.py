@@ -3,14 +3,14 @@ Appendix A; the interval and memory rules of the authors' training code)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import faiss
 import numpy as np
 
 from netvlad_tf.data.geo_dataset import NEGATIVE_RADIUS_M, TRAIN_POSITIVE_RADIUS_M, GeoDataset
-from netvlad_tf.losses import DEFAULT_MARGIN
+from netvlad_tf.models.losses import DEFAULT_MARGIN
 
 CACHE_PRECISIONS = ("int8", "float32")
 # Descriptors used to fit the 8-bit quantiser's per-dimension range.

@@ -9,7 +9,7 @@ portrait photo is stored landscape with an EXIF orientation tag saying how to tu
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -32,11 +32,13 @@ class ImageHeader:
     Attributes:
         height, width: the stored pixel grid.
         orientation: the EXIF orientation, 1 (upright, also when absent) to 8.
+        is_jpeg: a JPEG, which can be decoded downscaled by 2, 4 or 8 in the DCT domain.
     """
 
     height: int
     width: int
     orientation: int = 1
+    is_jpeg: bool = field(default=False, repr=False)
 
     @property
     def upright_size(self) -> tuple[int, int]:
@@ -71,7 +73,7 @@ def read_image_header(path) -> ImageHeader | None:
             if start.startswith(PNG_SIGNATURE):
                 return _png_header(file)
             if start.startswith(JPEG_SIGNATURE):
-                return _jpeg_header(file)
+                return replace(_jpeg_header(file), is_jpeg=True)
             if start.startswith(GIF_SIGNATURES):
                 return _gif_header(file)
             if start.startswith(BMP_SIGNATURE):

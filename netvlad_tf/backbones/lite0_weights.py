@@ -13,7 +13,7 @@ import os
 import keras
 import numpy as np
 
-from netvlad_tf.weights.torch_checkpoint import read_torch_checkpoint
+from netvlad_tf.io.torch_checkpoint import read_torch_checkpoint
 
 
 def lite0_imagenet_state_dict(weights: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -1,14 +1,32 @@
-"""Named model configurations: what each is, what it was trained on, how to get its weights."""
+"""Named model configurations (what each is, what it was trained on, how to get its weights)
+and the one table of weight converters, which `netvlad_tf.converters` fills
+(`register_converter`) and `PlaceRecognitionModel.from_preset` and `netvlad-tf convert` read."""
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from netvlad_tf.model import PlaceRecognitionModel, build_netvlad_model
-from netvlad_tf.weights.matconvnet import convert_matconvnet_netvlad
-from netvlad_tf.weights.pytorch_netvlad import convert_pytorch_netvlad
-from netvlad_tf.weights.tf_checkpoint import convert_tf_checkpoint_netvlad
+# source name ("matconvnet", "pytorch", "tf_checkpoint") → `convert(path, output=None,
+# overwrite=False) -> PlaceRecognitionModel`.
+CONVERTERS: dict[str, Callable] = {}
+
+
+def register_converter(source: str):
+    """Function decorator adding a converter of released weights to `CONVERTERS` under `source`.
+
+    Example:
+    >>> sorted(CONVERTERS)
+    ['matconvnet', 'pytorch', 'tf_checkpoint']
+    """
+
+    def register(convert):
+        if source in CONVERTERS:
+            raise ValueError(f"A converter {source!r} is registered already.")
+        CONVERTERS[source] = convert
+        return convert
+
+    return register
 
 
 @dataclass(frozen=True)
@@ -19,8 +37,8 @@ class Preset:
         description: what the model is.
         trained_on: what its weights learned from.
         build_arguments: keyword arguments of `build_netvlad_model` (built presets).
-        converter: `"matconvnet"`, `"tf_checkpoint"` or `"pytorch_netvlad"` for presets converted from a file
-            the user supplies; None for built ones.
+        converter: a key of `CONVERTERS` (`"matconvnet"`, `"tf_checkpoint"`, `"pytorch"`) for
+            presets converted from a file the user supplies; None for built ones.
         weights_file: the released file a converted preset reads (its usual name).
     """
 
@@ -78,50 +96,11 @@ PRESETS: dict[str, Preset] = {
     "vgg16_pitts30k_patchnetvlad": Preset(
         "Patch-NetVLAD's global NetVLAD + 4096-D WPCA checkpoint (cluster-major)",
         "Pittsburgh 30k (Hausler et al., CVPR 2021); `mapillary_WPCA4096.pth.tar` is its Mapillary twin",
-        converter="pytorch_netvlad", weights_file="pittsburgh_WPCA4096.pth.tar",
+        converter="pytorch", weights_file="pittsburgh_WPCA4096.pth.tar",
     ),
     "vgg16_pitts30k_pytorch": Preset(
         "A PyTorch-port VGG16 + NetVLAD checkpoint (cluster-major, no whitening)",
         "Pittsburgh 30k with the port's training script",
-        converter="pytorch_netvlad", weights_file="checkpoint.pth.tar",
+        converter="pytorch", weights_file="checkpoint.pth.tar",
     ),
 }
-
-_CONVERTERS = {"matconvnet": convert_matconvnet_netvlad, "pytorch_netvlad": convert_pytorch_netvlad,
-               "tf_checkpoint": convert_tf_checkpoint_netvlad}
-
-
-def from_preset(name: str, weights: str | os.PathLike | None = None, **overrides) -> PlaceRecognitionModel:
-    """Builds (or converts) the model a preset names.
-
-    Args:
-        name: a key of `PRESETS`.
-        weights: for converted presets, the path of the released file (required); for built
-            ones, replaces the backbone weights (e.g. a local VGG16 `.h5`).
-        **overrides: further `build_netvlad_model` arguments for built presets
-            (e.g. `num_clusters=32`, `whitening_dim=256`).
-
-    Returns:
-        A `PlaceRecognitionModel`.
-
-    Example:
-    >>> model = from_preset("efficientnet_lite0_imagenet", num_clusters=8)
-    >>> model.descriptor_dim
-    896
-    """
-    if name not in PRESETS:
-        raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
-    preset = PRESETS[name]
-    if preset.converter is not None:
-        if weights is None:
-            raise ValueError(
-                f"Preset {name!r} converts the released file {preset.weights_file!r}, which cannot "
-                "be bundled: download it and pass weights=<its path>."
-            )
-        if overrides:
-            raise ValueError(f"Preset {name!r} is converted as released; drop {sorted(overrides)}.")
-        return _CONVERTERS[preset.converter](weights)
-    arguments = {**preset.build_arguments, **overrides}
-    if weights is not None:
-        arguments["weights"] = weights
-    return build_netvlad_model(**arguments)

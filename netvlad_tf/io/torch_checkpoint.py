@@ -74,7 +74,7 @@ def _storage_array(raw: bytes, storage_type: _StorageType, key: str) -> np.ndarr
     return np.frombuffer(raw, dtype=np.dtype(storage_type.dtype).newbyteorder("<"))
 
 
-def _rebuild_tensor(storage, storage_offset, size, stride, *unused) -> "_LazyTensor":
+def _rebuild_tensor(storage, storage_offset, size, stride, *unused) -> _LazyTensor:
     # Every tensor is checked against its storage once the file is read (see `_LazyTensor`).
     return _LazyTensor(storage, storage_offset, size, stride)
 

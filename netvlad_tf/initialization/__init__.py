@@ -1,0 +1,1 @@
+"""Initialising a model from data: k-means cluster centres and learned PCA whitening."""
