@@ -36,8 +36,8 @@ def child(mode: str, count: int, model_path: str, output: str, threads: int) -> 
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     from netvlad_tf import embed_database
     from netvlad_tf.data import read_csv_dataset
-    from netvlad_tf.embedding import embed_images
-    from netvlad_tf.model_files import load_model_file
+    from netvlad_tf.inference.embedding import embed_images
+    from netvlad_tf.models.model_files import load_model_file
     from netvlad_tf.sample_data import nordland_csv
 
     dataset = read_csv_dataset(nordland_csv("test"))
