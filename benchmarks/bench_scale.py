@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-IMAGE_SIZE = (64, 128)
+IMAGE_SIZE = [64, 128]  # --image_size sets it (the paper's size: 480,640)
 
 
 def child(mode: str, count: int, model_path: str, output: str, threads: int) -> None:
@@ -47,7 +47,7 @@ def child(mode: str, count: int, model_path: str, output: str, threads: int) -> 
     coordinates = coordinates[:count]
     start = time.perf_counter()
     if mode == "in_ram":
-        descriptors = embed_images(load_model_file(model_path, place_model=False), paths, IMAGE_SIZE, verbose=False)
+        descriptors = embed_images(load_model_file(model_path, place_model=False), paths, tuple(IMAGE_SIZE), verbose=False)
         assert descriptors.shape[0] == count
     else:
         stop_after = -(-count // 100) // 2 if mode == "half" else None  # shards of 100: half of them
@@ -57,7 +57,7 @@ def child(mode: str, count: int, model_path: str, output: str, threads: int) -> 
                 print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
                 os._exit(3)
 
-        embed_database(model_path, paths, coordinates, output, IMAGE_SIZE, shard_size=100,
+        embed_database(model_path, paths, coordinates, output, tuple(IMAGE_SIZE), shard_size=100,
                        num_workers=2 if mode == "ray" else 0, cpus_per_worker=1, verbose=False,
                        on_shard_start=stop)
     print(json.dumps({"seconds": time.perf_counter() - start}))
@@ -66,7 +66,8 @@ def child(mode: str, count: int, model_path: str, output: str, threads: int) -> 
 def measure(mode: str, count: int, model_path: Path, output: Path, threads: int = 0) -> tuple[float, float]:
     """`(seconds, peak resident GB)` of one child run (seconds as the child measured them)."""
     process = subprocess.Popen([sys.executable, __file__, "--child", mode, str(count), str(model_path),
-                                str(output), str(threads)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                str(output), str(threads), ",".join(map(str, IMAGE_SIZE))],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                text=True)
     _, _, usage = os.wait4(process.pid, 0)
     output_text = process.stdout.read()
@@ -75,11 +76,20 @@ def measure(mode: str, count: int, model_path: Path, output: Path, threads: int 
     return seconds, usage.ru_maxrss / 1e6
 
 
-def bench_embedding(root: Path, count: int, skip_ray: bool) -> None:
+def bench_embedding(root: Path, count: int, skip_ray: bool, sections: str) -> None:
     from netvlad_tf import build_netvlad_model
 
     model_path = root / "vgg16_netvlad.keras"
     build_netvlad_model(weights=None, num_clusters=64).save(model_path)
+    if "1" in sections:
+        embedding_speed(root, model_path, count, skip_ray)
+    if "2" in sections:
+        peak_memory(root, model_path, count)
+    if "3" in sections:
+        resume_cost(root, model_path, count)
+
+
+def embedding_speed(root: Path, model_path: Path, count: int, skip_ray: bool) -> None:
     print(f"\n1. embedding {count} images at {IMAGE_SIZE[0]}×{IMAGE_SIZE[1]}, VGG16 + NetVLAD K=64 "
           "(random weights; 32 768-D), shards of 100")
     baseline, _ = measure("stream", count, model_path, root / "one")
@@ -91,6 +101,8 @@ def bench_embedding(root: Path, count: int, skip_ray: bool) -> None:
         print(f"  {'2 Ray Data actors of 1 thread (with start-up)':<46} {count / ray_seconds:7.1f} images/s   "
               f"{baseline / ray_seconds:4.2f}")
 
+
+def peak_memory(root: Path, model_path: Path, count: int) -> None:
     print("\n2. peak memory (resident, whole process incl. TensorFlow) at N and 10·N images")
     for mode, label in (("stream", "streaming shards"), ("in_ram", "all descriptors in RAM")):
         _, small = measure(mode, count, model_path, root / f"mem_{mode}_1")
@@ -98,6 +110,9 @@ def bench_embedding(root: Path, count: int, skip_ray: bool) -> None:
         print(f"  {label:<24} N={count}: {small:5.2f} GB   10·N={10 * count}: {large:5.2f} GB   "
               f"growth {large / small:4.2f}×")
 
+
+
+def resume_cost(root: Path, model_path: Path, count: int) -> None:
     print("\n3. cost of a resume")
     whole, _ = measure("stream", count, model_path, root / "whole")
     half, _ = measure("half", count, model_path, root / "resumed")
@@ -136,19 +151,24 @@ def bench_index(root: Path) -> None:
 
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        IMAGE_SIZE[:] = [int(side) for side in sys.argv[7].split(",")]
         child(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], int(sys.argv[6]))
         return
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--images", type=int, default=348, help="N (the bundled query-side database: 348).")
     parser.add_argument("--skip_ray", action="store_true", help="Without Ray installed.")
+    parser.add_argument("--image_size", default="64,128", help="HEIGHT,WIDTH of every image.")
+    parser.add_argument("--sections", default="1234", help="Which sections to run, e.g. 1 or 34.")
     args = parser.parse_args()
+    IMAGE_SIZE[:] = [int(side) for side in args.image_size.split(",")]
     sys.path.insert(0, str(HERE))
     from cpu_info import int8_capability
 
     print(f"CPU: {int8_capability()}, {os.cpu_count()} logical CPUs")
     with tempfile.TemporaryDirectory() as folder:
-        bench_embedding(Path(folder), args.images, args.skip_ray)
-        bench_index(Path(folder))
+        bench_embedding(Path(folder), args.images, args.skip_ray, args.sections)
+        if "4" in args.sections:
+            bench_index(Path(folder))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Dataset readers and ground truth, against brute force and hand-made files."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,7 +194,7 @@ def test_unreadable_images_are_skipped_with_a_count(tmp_path):
 
     full = read_csv_dataset(nordland_csv("test"))
     truncated = tmp_path / "truncated.png"
-    truncated.write_bytes(open(full.query_paths[0], "rb").read()[:40])
+    truncated.write_bytes(Path(full.query_paths[0]).read_bytes()[:40])
     dataset = GeoDataset("mixed", full.database_paths[:3], full.database_utm[:3],
                          [full.query_paths[1], str(truncated)], full.query_utm[:2],
                          query_conditions=["a", "b"])

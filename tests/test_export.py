@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -157,7 +158,7 @@ def test_tflite_rejects_other_image_sizes(model, images, tmp_path):
 def test_load_image_matches_encoded_signature_resize(saved_model, model):
     path = read_csv_dataset(nordland_csv("test")).query_paths[0]
     loaded = tf.saved_model.load(str(saved_model))
-    served = loaded.signatures["encoded"](images=tf.constant([open(path, "rb").read()]))["descriptor"].numpy()
+    served = loaded.signatures["encoded"](images=tf.constant([Path(path).read_bytes()]))["descriptor"].numpy()
     local = model.predict(load_image(path, IMAGE_SIZE).numpy()[None], verbose=0)
     np.testing.assert_allclose(served, local, atol=1e-5)
 

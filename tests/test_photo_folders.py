@@ -67,7 +67,8 @@ def test_exif_orientation_matches_pillow(tmp_path, rng, orientation, suffix):
     path = tmp_path / f"photo{suffix}"
     photo_with_orientation(path, upright, orientation, quality=100)
     ours = load_image(path).numpy()
-    reference = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"), np.float32)
+    with Image.open(path) as photo:
+        reference = np.asarray(ImageOps.exif_transpose(photo).convert("RGB"), np.float32)
     assert ours.shape == reference.shape == (24, 40, 3)
     if suffix == ".png":
         np.testing.assert_array_equal(ours, reference)
@@ -80,7 +81,8 @@ def test_exif_orientation_matches_pillow(tmp_path, rng, orientation, suffix):
 def test_exif_photo_has_the_descriptor_of_the_upright_image(photo_folder, tiny_model_file, tmp_path):
     model = keras.models.load_model(tiny_model_file)
     rotated = photo_folder / "query_3.jpg"
-    assert Image.open(rotated).size == (128, 96)  # stored landscape (width, height)
+    with Image.open(rotated) as stored:
+        assert stored.size == (128, 96)  # stored landscape (width, height)
     # The same pixels turned upright by hand (NumPy, from TensorFlow's decoder, which ignores
     # EXIF) and saved without any tag, losslessly.
     import tensorflow as tf
@@ -129,7 +131,8 @@ def test_gif_and_bmp_sizes_come_from_their_headers_and_bombs_are_refused_undecod
         header = read_image_header(tmp_path / name)
         decoded = tf.io.decode_image((tmp_path / name).read_bytes(), channels=3, expand_animations=False)
         assert (header.height, header.width) == tuple(decoded.shape[:2]) == (37, 53), name
-        assert Image.open(tmp_path / name).size == (53, 37)
+        with Image.open(tmp_path / name) as image:
+            assert image.size == (53, 37)
         assert load_image(tmp_path / name, max_side=None).shape == (37, 53, 3)
     for name in ("pillow.bmp", "bottom_up.bmp", "top_down.bmp"):  # lossless: the same pixels
         np.testing.assert_array_equal(load_image(tmp_path / name, max_side=None).numpy(), pixels)
@@ -229,8 +232,9 @@ def test_a_jpeg_over_50_megapixels_is_decoded_downscaled_in_the_dct_domain(tmp_p
     assert image.shape == (488, 640, 3)  # 6400×8400 → 3200×4200 → longer side 640
     expected_rows = np.linspace(0, 255, 488)[:, None]
     expected_columns = np.linspace(0, 255, 640)[None, :]
-    assert np.abs(image[4:-4, 4:-4, 0] - expected_rows[4:-4]).max() < 4
-    assert np.abs(image[4:-4, 4:-4, 1] - expected_columns[:, 4:-4]).max() < 4
+    # JPEG at quality 90, the decoder's 1/2 scaling and a bilinear resize: a few grey levels.
+    assert np.abs(image[4:-4, 4:-4, 0] - expected_rows[4:-4]).max() < 6
+    assert np.abs(image[4:-4, 4:-4, 1] - expected_columns[:, 4:-4]).max() < 6
     assert next(iter(image_batches([tmp_path / "huge.jpg"]))).shape == (1, 488, 640, 3)
     Image.fromarray(picture.astype(np.uint8)).save(tmp_path / "huge.png", compress_level=1)
     with pytest.raises(ValueError, match="huge.png has 6400×8400 pixels and is not a JPEG"):

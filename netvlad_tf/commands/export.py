@@ -115,6 +115,6 @@ def _recall_from(results_path: str | None) -> dict | None:
     if results_path is None:
         return None
     try:
-        return json.loads(open(results_path, encoding="utf-8").read())["recall"]
+        return json.loads(Path(results_path).read_text(encoding="utf-8"))["recall"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ValueError(f"--results {results_path}: not a results.json of `netvlad-tf evaluate` ({error}).") from None

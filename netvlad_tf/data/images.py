@@ -85,8 +85,10 @@ def decode_ratio(height: int, width: int, is_jpeg: bool) -> int | None:
     when it cannot be decoded within the limit.
 
     Example:
-    >>> decode_ratio(3000, 4000, True), decode_ratio(12000, 16000, True), decode_ratio(12000, 16000, False)
-    (1, 4, None)
+    >>> [decode_ratio(h, w, True) for h, w in [(3000, 4000), (12000, 16000), (24000, 32000), (96000, 128000)]]
+    [1, 2, 4, None]
+    >>> decode_ratio(12000, 16000, False) is None
+    True
     """
     for ratio in JPEG_RATIOS if is_jpeg else (1,):
         if -(-height // ratio) * -(-width // ratio) <= MAX_DECODE_PIXELS:
