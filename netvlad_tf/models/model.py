@@ -10,6 +10,8 @@ import tensorflow as tf
 from keras import ops
 
 from netvlad_tf.backbones import get_backbone
+from netvlad_tf.io.atomic_writes import save_model_atomically
+from netvlad_tf.io.downloads import cache_folder, download, file_url
 from netvlad_tf.io.keras_archive import load_keras_file
 from netvlad_tf.layers.normalization import L2Normalization
 from netvlad_tf.layers.pooling import get_pooling
@@ -274,14 +276,16 @@ class PlaceRecognitionModel(keras.Model):
             return model
         spec = PRESETS[preset]
         if spec.converter is not None:
-            if weights is None:
-                raise ValueError(
-                    f"Preset {preset!r} converts the released file {spec.weights_file!r}, which cannot "
-                    "be bundled: download it and pass weights=<its path>."
-                )
             if overrides:
                 raise ValueError(f"Preset {preset!r} is converted as released; drop {sorted(overrides)}.")
-            return CONVERTERS[spec.converter](weights)
+            if weights is not None:
+                return CONVERTERS[spec.converter](weights)
+            if spec.url is None:
+                raise ValueError(
+                    f"Preset {preset!r} converts the released file {spec.weights_file!r}, which has no public "
+                    "address to download it from: get it from its authors and pass weights=<its path>."
+                )
+            return _released_model(preset, spec)
         arguments = {**spec.build_arguments, **overrides}
         if weights is not None:
             arguments["weights"] = weights
@@ -335,6 +339,23 @@ class PlaceRecognitionModel(keras.Model):
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         config["pooling"] = keras.saving.deserialize_keras_object(config["pooling"])
         return cls(**config)
+
+
+def _released_model(name: str, spec) -> PlaceRecognitionModel:
+    """A converted preset from the cache: downloaded (once; resumed when broken) and converted
+    (once) on first use, the converted `.keras` reused afterwards without any network."""
+    converted = cache_folder() / "converted" / f"{name}.keras"
+    if converted.is_file():
+        return load_keras_file(converted)
+    path = download(spec.url, cache_folder() / "downloads" / spec.weights_file, sha256=spec.sha256)
+    try:
+        model = CONVERTERS[spec.converter](path)
+    except (ValueError, OSError) as error:
+        path.unlink()
+        raise ValueError(f"{file_url(spec.url)} gave a file that does not convert ({error}); it was removed "
+                         "from the cache.") from None
+    save_model_atomically(model, converted, overwrite=True)
+    return model
 
 
 def _tuple_batch(data) -> dict | None:

@@ -40,6 +40,9 @@ class Preset:
         converter: a key of `CONVERTERS` (`"matconvnet"`, `"tf_checkpoint"`, `"pytorch"`) for
             presets converted from a file the user supplies; None for built ones.
         weights_file: the released file a converted preset reads (its usual name).
+        url: where that file is published, when it is: `from_preset` then downloads it on
+            first use (`netvlad_tf.io.downloads`; `NETVLAD_TF_MIRROR` redirects it).
+        sha256: the file's published checksum, when there is one.
     """
 
     description: str
@@ -47,6 +50,8 @@ class Preset:
     build_arguments: dict = field(default_factory=dict)
     converter: str | None = None
     weights_file: str | None = None
+    url: str | None = None
+    sha256: str | None = None
 
 
 PRESETS: dict[str, Preset] = {
@@ -82,11 +87,13 @@ PRESETS: dict[str, Preset] = {
         "The authors' Pittsburgh model as hloc distributes it (plain-struct .mat, no MATLAB needed)",
         "Pittsburgh 30k (Arandjelović et al.); the same weights as vgg16_pitts30k_matconvnet",
         converter="matconvnet", weights_file="Pitts30K_struct.mat",
+        url="https://cvg-data.inf.ethz.ch/hloc/netvlad/Pitts30K_struct.mat",
     ),
     "vgg16_tokyotm_hloc": Preset(
         "The authors' Tokyo Time Machine model as hloc distributes it (plain-struct .mat)",
         "Tokyo Time Machine (Arandjelović et al.); the same weights as vgg16_tokyotm_matconvnet",
         converter="matconvnet", weights_file="TokyoTM_struct.mat",
+        url="https://cvg-data.inf.ethz.ch/hloc/netvlad/TokyoTM_struct.mat",
     ),
     "vgg16_pitts30k_tf_open": Preset(
         "The authors' Pittsburgh model as netvlad_tf_open's TF1 checkpoint (pass the prefix)",
