@@ -14,6 +14,7 @@ from netvlad_tf.sample_data import nordland_csv
 from netvlad_tf.training import CacheRefresh, FrozenFeatureStore, RecallEvaluation, train, tuple_dataset
 from netvlad_tf.training import frozen_features as frozen_features_module
 from netvlad_tf.training.mining import HardNegativeMiner
+from netvlad_tf.training.overlap import ValidationOverlapWarning, validation_overlap
 
 IMAGE_SIZE = (32, 64)
 
@@ -98,12 +99,14 @@ def test_train_writes_run_and_resumes_after_a_kill(tmp_path):
 
     settings = dict(image_size=IMAGE_SIZE, val_dataset=dataset, batch_size=4, num_negatives=3,
                     num_sampled_negatives=10, refresh_every=12, seed=0, verbose=0)
-    with pytest.raises(KeyboardInterrupt):
+    # Validating on the training data itself: every validation query is a training image.
+    with pytest.raises(KeyboardInterrupt), pytest.warns(ValidationOverlapWarning, match="24 of 24 validation queries"):
         train(model, dataset, run_dir=run_dir, epochs=2, extra_callbacks=[KillAfterFirstEpoch()], **settings)
     assert not (run_dir / "last.keras").exists()
     assert (run_dir / "frozen_features" / "metadata.json").is_file(), "kept for the resumed run"
 
-    resumed = train(initialised_model(dataset), dataset, run_dir=run_dir, epochs=2, **settings)
+    with pytest.warns(ValidationOverlapWarning):
+        resumed = train(initialised_model(dataset), dataset, run_dir=run_dir, epochs=2, **settings)
     # Epoch 1 was finished before the kill, so only epoch 2 runs after resuming; the history
     # holds both.
     assert len(resumed.history["loss"]) == 2
@@ -244,3 +247,36 @@ def test_refresh_and_tuples_from_stored_features_match_images(tmp_path):
     other_miner = HardNegativeMiner(nordland_stretch(count=20), num_negatives=3, num_sampled_negatives=5)
     with pytest.raises(ValueError, match="does not hold the miner's dataset"):
         tuple_dataset(other_miner, IMAGE_SIZE, frozen_features=store)
+
+
+def test_validation_overlap_counts_shared_files_and_same_date_neighbours():
+    train_data = GeoDataset("train", ["db/a.jpg"], [[0, 0]], ["q/1.jpg", "q/2.jpg"], [[0, 0], [100, 0]],
+                            query_timestamps=np.array([2020, 2021]))
+    val = GeoDataset("val", ["db/b.jpg"], [[0, 0]], ["db/a.jpg", "v/1.jpg", "v/2.jpg", "v/3.jpg"],
+                     [[500, 0], [5, 0], [104, 0], [300, 0]], query_timestamps=np.array([2020, 2020, 2020, 2020]))
+    # db/a.jpg is a training image; v/1.jpg is 5 m from q/1.jpg (same date 2020); v/2.jpg is 4 m
+    # from q/2.jpg but that was taken in 2021; v/3.jpg is 200 m from any training query.
+    overlap = validation_overlap(train_data, val)
+    assert (overlap.same_file, overlap.near_training_query) == (1, 1)
+    assert overlap.message(4).startswith("1 of 4 validation queries are training images and 1 more")
+    undated = GeoDataset("val", val.database_paths, val.database_utm, val.query_paths, val.query_utm)
+    assert validation_overlap(train_data, undated).near_training_query == 2
+    assert validation_overlap(train_data, GeoDataset("far", [], [], ["v/9.jpg"], [[900, 0]])).message(1) is None
+
+
+def test_frozen_feature_store_is_refused_above_its_disk_budget_before_writing(tmp_path, monkeypatch):
+    import collections
+
+    dataset = nordland_stretch(count=4)
+    model = build_netvlad_model(weights=None, num_clusters=4)
+    usage = collections.namedtuple("usage", "total used free")
+    # 8 images × 2·4·512 values × 2 bytes = 65 536 bytes needed; 100 000 free, so the default
+    # budget (half the free space, 50 000 bytes) is too small although the disk is not.
+    monkeypatch.setattr(frozen_features_module.shutil, "disk_usage", lambda path: usage(10**6, 900_000, 100_000))
+    with pytest.raises(OSError, match=r"over the budget of 0.0 GB \(half the free space.*--frozen_features_budget_gb"):
+        FrozenFeatureStore.build(model, dataset, IMAGE_SIZE, tmp_path / "f", verbose=False)
+    with pytest.raises(OSError, match=r"over the budget of 0.0 GB \(asked"):
+        FrozenFeatureStore.build(model, dataset, IMAGE_SIZE, tmp_path / "f", verbose=False, budget_gb=60e-6)
+    assert list(tmp_path.iterdir()) == []
+    store = FrozenFeatureStore.build(model, dataset, IMAGE_SIZE, tmp_path / "f", verbose=False, budget_gb=70e-6)
+    assert store.directory.is_dir()

@@ -69,6 +69,8 @@ def define_flags(fv: flags.FlagValues) -> None:
                          "trainable layers (--nofrozen_features recomputes them from the images).", flag_values=fv)
     flags.DEFINE_enum("frozen_feature_precision", "float16", ["float16", "float32"],
                       "Storage of the frozen layers' output.", flag_values=fv)
+    flags.DEFINE_float("frozen_features_budget_gb", None, "The most disk the frozen features may take; unset: "
+                       "half the free space. Their size is estimated first and a larger store refused.", flag_values=fv)
     flags.DEFINE_integer("whitening_dim", None, "After training, learn PCA whitening to this size and save final.keras.", flag_values=fv)
     define_whitening_flag(fv)
     flags.DEFINE_boolean("skip_corrupt_images", False, "Scan the images first and skip unreadable ones "
@@ -123,6 +125,7 @@ def run(fv: flags.FlagValues) -> int:
         num_sampled_negatives=fv.num_sampled_negatives, refresh_every=fv.refresh_every,
         margin=fv.margin, normalization=fv.normalization, cache_precision=fv.cache_precision,
         frozen_features=fv.frozen_features, frozen_feature_precision=fv.frozen_feature_precision,
+        frozen_feature_budget_gb=fv.frozen_features_budget_gb,
         seed=fv.seed,
     )
     if fv.whitening_dim:

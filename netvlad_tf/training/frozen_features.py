@@ -22,6 +22,8 @@ from netvlad_tf.inference.embedding import array_batches, predict_all, predict_b
 from netvlad_tf.io.atomic_writes import atomic_directory
 
 FEATURE_PRECISIONS = ("float16", "float32")
+# Without a budget, the store may take at most this fraction of the free disk space.
+DEFAULT_BUDGET_FRACTION = 0.5
 METADATA_FILE = "metadata.json"
 PARTS = ("database", "queries")
 
@@ -78,6 +80,7 @@ class FrozenFeatureStore:
         precision: str = "float16",
         batch_size: int = 8,
         verbose: bool = True,
+        budget_gb: float | None = None,
     ) -> FrozenFeatureStore:
         """Runs the model's frozen trunk over every database and query image into `directory`.
 
@@ -96,6 +99,10 @@ class FrozenFeatureStore:
             directory: where the `.npy` arrays and `metadata.json` go.
             precision: `"float16"` (half the disk; descriptors moved by < 1e-6 in
                 `benchmarks/bench_training.py`) or `"float32"` (exact).
+            batch_size: images per forward pass.
+            verbose: show progress.
+            budget_gb: the most disk the store may take; None: half the free space. The size
+                is estimated before anything is written and a store above the budget refused.
         """
         if precision not in FEATURE_PRECISIONS:
             raise ValueError(f"precision must be one of {FEATURE_PRECISIONS}, got {precision!r}.")
@@ -128,7 +135,7 @@ class FrozenFeatureStore:
         feature_shape = split.trunk(np.zeros((1, *image_size, 3), np.float32), training=False).shape[1:]
         num_images = dataset.num_database + dataset.num_queries
         needed = num_images * int(np.prod(feature_shape)) * np.dtype(precision).itemsize
-        _require_disk_space(directory, needed)
+        _require_disk_space(directory, needed, budget_gb)
         if verbose:
             print(f"{num_images} images × {tuple(feature_shape)} {precision}: {needed / 1e9:.2f} GB "
                   f"into {directory}", flush=True)
@@ -154,14 +161,17 @@ class FrozenFeatureStore:
         return predict_all(head, array_batches(features, batch_size), len(features), verbose)
 
 
-def _require_disk_space(directory: Path, needed: int) -> None:
+def _require_disk_space(directory: Path, needed: int, budget_gb: float | None) -> None:
     existing = next(parent for parent in (directory, *directory.parents) if parent.exists())
     free = shutil.disk_usage(existing).free
-    if needed > free:
+    budget = free * DEFAULT_BUDGET_FRACTION if budget_gb is None else budget_gb * 1e9
+    if needed > min(budget, free):
+        limit = (f"the budget of {budget / 1e9:.1f} GB ({'half the free space' if budget_gb is None else 'asked'}; "
+                 f"{free / 1e9:.1f} GB free)")
         raise OSError(
-            f"Storing the frozen layers' output needs {needed / 1e9:.1f} GB under {directory.parent}, "
-            f"which has {free / 1e9:.1f} GB free. Free space, train at a smaller image size, or "
-            "recompute from the images (frozen_features=False, --nofrozen_features)."
+            f"Storing the frozen layers' output needs {needed / 1e9:.1f} GB under {directory.parent}, over "
+            f"{limit}. Raise it with --frozen_features_budget_gb (frozen_feature_budget_gb=), train at a "
+            "smaller image size, or recompute from the images (--nofrozen_features, frozen_features=False)."
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from netvlad_tf.models.model import PlaceRecognitionModel
 from netvlad_tf.training.callbacks import CacheRefresh, EpochHistory, RecallEvaluation
 from netvlad_tf.training.frozen_features import FrozenFeatureStore
 from netvlad_tf.training.mining import HardNegativeMiner
+from netvlad_tf.training.overlap import ValidationOverlapWarning, validation_overlap
 from netvlad_tf.training.tuples import tuple_dataset, tuple_steps_per_epoch
 
 BEST_MODEL_FILE = "best.keras"
@@ -71,6 +73,7 @@ def train(
     cache_precision: str = "int8",
     frozen_features: bool = True,
     frozen_feature_precision: str = "float16",
+    frozen_feature_budget_gb: float | None = None,
     seed: int = 0,
     extra_callbacks: list[keras.callbacks.Callback] | None = None,
     verbose: int = 1,
@@ -99,7 +102,8 @@ def train(
         train_dataset: training database and queries with coordinates.
         image_size: `(H, W)` every training image is resized to (tuples are batched).
         run_dir: the run folder (created; an existing one resumes its run).
-        val_dataset: validation data for `val_recall@N` each epoch and `best.keras`.
+        val_dataset: validation data for `val_recall@N` each epoch and `best.keras`; a
+            `ValidationOverlapWarning` names how many of its queries overlap the training data.
         epochs, steps_per_epoch: length of training (default: one pass over the queries).
         learning_rate, lr_halving_epochs, momentum, weight_decay: SGD (Sec. 4 of the paper).
         batch_size: tuples per step.
@@ -109,6 +113,8 @@ def train(
         margin, normalization: of the ranking loss (Eq. 7; see `RankingLoss`).
         cache_precision: `"int8"` or `"float32"` descriptor cache.
         frozen_features, frozen_feature_precision: store the frozen layers' output once.
+        frozen_feature_budget_gb: the most disk that store may take (None: half the free
+            space); its size is estimated first and a larger store refused.
         seed: tuple order and negative sampling.
         extra_callbacks: more Keras callbacks.
         verbose: Keras' verbosity.
@@ -125,6 +131,10 @@ def train(
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if val_dataset is not None:
+        overlap = validation_overlap(train_dataset, val_dataset).message(val_dataset.num_queries)
+        if overlap:
+            warnings.warn(overlap, ValidationOverlapWarning, stacklevel=2)
     miner = HardNegativeMiner(
         train_dataset,
         num_negatives=num_negatives,
@@ -143,7 +153,8 @@ def train(
             print(f"Frozen layers (up to {model.frozen_split().cut_layer}): their output is stored "
                   "once per training image", flush=True)
         store = FrozenFeatureStore.build(model, train_dataset, image_size, run_dir / FROZEN_FEATURES_DIR,
-                                         frozen_feature_precision, verbose=bool(verbose))
+                                         frozen_feature_precision, verbose=bool(verbose),
+                                         budget_gb=frozen_feature_budget_gb)
     cache_refresh = CacheRefresh(miner, image_size, refresh_every, verbose=bool(verbose), frozen_features=store)
     # Filled before `fit`: under a tf.distribute strategy Keras mines the first batch before the
     # callbacks start.
