@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 from absl import flags
 
 from netvlad_tf.commands.shared_flags import (
@@ -69,6 +70,10 @@ def define_flags(fv: flags.FlagValues) -> None:
                          "trainable layers (--nofrozen_features recomputes them from the images).", flag_values=fv)
     flags.DEFINE_enum("frozen_feature_precision", "float16", ["float16", "float32"],
                       "Storage of the frozen layers' output.", flag_values=fv)
+    flags.DEFINE_enum("strategy", "none", ["none", "mirrored"], "none: the default device; mirrored: "
+                      "tf.distribute.MirroredStrategy over this machine's GPUs (or its CPU), each batch split "
+                      "over them. Several machines: netvlad_tf.training.multi_worker.train_distributed.",
+                      flag_values=fv)
     flags.DEFINE_float("frozen_features_budget_gb", None, "The most disk the frozen features may take; unset: "
                        "half the free space. Their size is estimated first and a larger store refused.", flag_values=fv)
     flags.DEFINE_integer("whitening_dim", None, "After training, learn PCA whitening to this size and save final.keras.", flag_values=fv)
@@ -126,6 +131,7 @@ def run(fv: flags.FlagValues) -> int:
         margin=fv.margin, normalization=fv.normalization, cache_precision=fv.cache_precision,
         frozen_features=fv.frozen_features, frozen_feature_precision=fv.frozen_feature_precision,
         frozen_feature_budget_gb=fv.frozen_features_budget_gb,
+        strategy=tf.distribute.MirroredStrategy() if fv.strategy == "mirrored" else None,
         seed=fv.seed,
     )
     if fv.whitening_dim:

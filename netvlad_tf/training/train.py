@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import shutil
@@ -77,6 +78,7 @@ def train(
     seed: int = 0,
     extra_callbacks: list[keras.callbacks.Callback] | None = None,
     verbose: int = 1,
+    strategy=None,
 ) -> TrainingRun:
     """Trains `model` (clusters already initialised) with the paper's recipe.
 
@@ -118,6 +120,10 @@ def train(
         seed: tuple order and negative sampling.
         extra_callbacks: more Keras callbacks.
         verbose: Keras' verbosity.
+        strategy: a `tf.distribute` strategy (e.g. `tf.distribute.MirroredStrategy()` over the
+            local GPUs or logical CPUs); the model is rebuilt and compiled inside its scope,
+            trained there, and its weights are copied back into `model`. Each batch of
+            `batch_size` tuples is split over the replicas. None: the default device.
 
     Returns:
         A `TrainingRun`: the run folder and every finished epoch's logs.
@@ -143,10 +149,12 @@ def train(
         cache_precision=cache_precision,
         seed=seed,
     )
-    model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate, momentum=momentum, weight_decay=weight_decay),
-        loss=RankingLoss(margin=margin, normalization=normalization),
-    )
+    caller_model, model = model, _built_in_scope(model, strategy)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model.compile(
+            optimizer=keras.optimizers.SGD(learning_rate, momentum=momentum, weight_decay=weight_decay),
+            loss=RankingLoss(margin=margin, normalization=normalization),
+        )
     store = None
     if frozen_features and model.frozen_split() is not None:
         if verbose:
@@ -185,6 +193,8 @@ def train(
         callbacks=callbacks,
         verbose=verbose,
     )
+    if model is not caller_model:
+        caller_model.set_weights(model.get_weights())
     save_model_atomically(model, run_dir / LAST_MODEL_FILE, overwrite=True)
     if store is not None:  # kept only while the run may be resumed
         shutil.rmtree(store.directory)
@@ -192,3 +202,15 @@ def train(
     summary["dropped_queries_without_positive"] = miner.num_dropped
     write_bytes_atomically(run_dir / HISTORY_FILE, json.dumps(summary, indent=2).encode(), overwrite=True)
     return TrainingRun(run_dir=run_dir, history=summary)
+
+
+def _built_in_scope(model: PlaceRecognitionModel, strategy) -> PlaceRecognitionModel:
+    """`model` itself without a strategy; with one, the same model rebuilt from its config
+    inside the strategy's scope (its variables mirrored) with the same weights."""
+    if strategy is None:
+        return model
+    with strategy.scope():
+        replica = PlaceRecognitionModel.from_config(model.get_config())
+    replica.set_weights(model.get_weights())
+    return replica
+
