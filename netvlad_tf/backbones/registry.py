@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 import keras
 
+from netvlad_tf.io.registries import registering
+
 BackboneBuilder = Callable[..., keras.Model]
 BACKBONES: dict[str, BackboneBuilder] = {}
 
@@ -21,14 +23,7 @@ def register_backbone(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]
     >>> get_backbone("tiny_example").output.shape[-1]
     4
     """
-
-    def register(builder: BackboneBuilder) -> BackboneBuilder:
-        if name in BACKBONES:
-            raise ValueError(f"A backbone named {name!r} is registered already.")
-        BACKBONES[name] = builder
-        return builder
-
-    return register
+    return registering(BACKBONES, name, "backbone named")
 
 
 def get_backbone(backbone: str, **kwargs) -> keras.Model:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from netvlad_tf.io.registries import registering
+
 # source name ("matconvnet", "pytorch", "tf_checkpoint") → `convert(path, output=None,
 # overwrite=False) -> PlaceRecognitionModel`.
 CONVERTERS: dict[str, Callable] = {}
@@ -19,14 +21,7 @@ def register_converter(source: str):
     >>> sorted(CONVERTERS)
     ['matconvnet', 'pytorch', 'tf_checkpoint']
     """
-
-    def register(convert):
-        if source in CONVERTERS:
-            raise ValueError(f"A converter {source!r} is registered already.")
-        CONVERTERS[source] = convert
-        return convert
-
-    return register
+    return registering(CONVERTERS, source, "converter")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 
 from netvlad_tf.io.atomic_writes import atomic_directory
+from netvlad_tf.io.registries import registering
 
 METRICS = ("l2", "ip")
 METADATA_FILE = "index.json"
@@ -26,14 +27,7 @@ def register_index(kind: str):
     >>> sorted(INDEX_KINDS)[:2]
     ['flat', 'hnsw']
     """
-
-    def register(index_class):
-        if kind in INDEX_KINDS:
-            raise ValueError(f"An index kind {kind!r} is registered already.")
-        INDEX_KINDS[kind] = index_class
-        return index_class
-
-    return register
+    return registering(INDEX_KINDS, kind, "index kind")
 
 
 class DescriptorIndex:
