@@ -185,8 +185,10 @@ def test_place_index_from_descriptors_answers_queries(model_file, database, tmp_
     assert match.image_path == str(database[0][9]) and match.easting == database[1][9][0]
 
 
-def test_workers_without_ray_installed_name_the_extra(model_file, database, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "ray", None)
+def test_without_ray_installed_one_process_works_and_workers_name_the_extra(model_file, database, tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails, as where it is not installed
+    assert read_descriptors(embed(model_file, database, tmp_path / "here")).descriptors.shape == (23, 64)
     with pytest.raises(ValueError, match=r"pip install 'netvlad_tf\[ray\]'"):
         embed(model_file, database, tmp_path / "db", num_workers=2)
 

@@ -125,3 +125,20 @@ def test_a_checksum_that_does_not_match_removes_the_file(cache, tmp_path, monkey
             downloads.download("https://example.org/weights.bin", tmp_path / "weights.bin", sha256="0" * 64,
                                verbose=False)
     assert not list(tmp_path.glob("weights.bin*"))
+
+
+@pytest.mark.slow  # converts a full VGG16
+def test_a_mirror_serves_a_file_whose_official_address_has_another_name(cache, tmp_path, monkeypatch):
+    """Patch-NetVLAD's address ends in `/download`; the mirror serves the file by its own name."""
+    from released_formats import patch_netvlad_state_dict, write_torch_state_dict
+
+    from netvlad_tf.converters import convert_pytorch_netvlad
+
+    path = tmp_path / "pittsburgh_WPCA4096.pth.tar"
+    write_torch_state_dict(path, patch_netvlad_state_dict(np.random.default_rng(3), 8, 16))
+    with Mirror({"pittsburgh_WPCA4096.pth.tar": path.read_bytes()}) as mirror:
+        monkeypatch.setenv("NETVLAD_TF_MIRROR", mirror.url)
+        model = PlaceRecognitionModel.from_preset("vgg16_pitts30k_patchnetvlad")
+        assert mirror.requests == [("pittsburgh_WPCA4096.pth.tar", None)]
+    expected = convert_pytorch_netvlad(path).predict(IMAGES, verbose=0)
+    np.testing.assert_allclose(model.predict(IMAGES, verbose=0), expected, atol=1e-6)

@@ -30,8 +30,8 @@ def cache_folder() -> Path:
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "netvlad_tf"
 
 
-def file_url(url: str) -> str:
-    """`url`, or the same file name under `$NETVLAD_TF_MIRROR` when that is set.
+def file_url(url: str, file_name: str | None = None) -> str:
+    """`url`, or `file_name` (default: the URL's last part) under `$NETVLAD_TF_MIRROR` when set.
 
     Example:
     >>> os.environ[MIRROR_VARIABLE] = "http://127.0.0.1:8000/files"
@@ -40,14 +40,14 @@ def file_url(url: str) -> str:
     >>> del os.environ[MIRROR_VARIABLE]
     """
     mirror = os.environ.get(MIRROR_VARIABLE)
-    return f"{mirror.rstrip('/')}/{url.rsplit('/', 1)[-1]}" if mirror else url
+    return f"{mirror.rstrip('/')}/{file_name or url.rsplit('/', 1)[-1]}" if mirror else url
 
 
 def download(url: str, target, expected_bytes: int | None = None, sha256: str | None = None,
              verbose: bool = True) -> Path:
     """Downloads `url` (or its mirror, `file_url`) to `target` unless it is there already.
 
-    The bytes go to `target.part` first; a broken download is resumed from there (an HTTP
+    A mirror serves the file under `target`'s name. The bytes go to `target.part` first; a broken download is resumed from there (an HTTP
     `Range` request; a server that ignores it starts the file again). The finished file must
     have `expected_bytes` and `sha256` (when given) or it is deleted; only then is it renamed
     to `target`, so `target` is always a whole, checked file.
@@ -71,7 +71,7 @@ def download(url: str, target, expected_bytes: int | None = None, sha256: str | 
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + PART_SUFFIX)
-    source = file_url(url)
+    source = file_url(url, target.name)
     progress = keras.utils.Progbar(expected_bytes, unit_name="byte", verbose=1 if verbose else 0)
     for attempt in range(1, ATTEMPTS + 1):
         try:

@@ -352,7 +352,7 @@ def _released_model(name: str, spec) -> PlaceRecognitionModel:
         model = CONVERTERS[spec.converter](path)
     except (ValueError, OSError) as error:
         path.unlink()
-        raise ValueError(f"{file_url(spec.url)} gave a file that does not convert ({error}); it was removed "
+        raise ValueError(f"{file_url(spec.url, spec.weights_file)} gave a file that does not convert ({error}); it was removed "
                          "from the cache.") from None
     save_model_atomically(model, converted, overwrite=True)
     return model

@@ -99,6 +99,8 @@ PRESETS: dict[str, Preset] = {
         "Patch-NetVLAD's global NetVLAD + 4096-D WPCA checkpoint (cluster-major)",
         "Pittsburgh 30k (Hausler et al., CVPR 2021); `mapillary_WPCA4096.pth.tar` is its Mapillary twin",
         converter="pytorch", weights_file="pittsburgh_WPCA4096.pth.tar",
+        # The address Patch-NetVLAD's download_models.py gives; NETVLAD_TF_MIRROR serves it by name.
+        url="https://cloudstor.aarnet.edu.au/plus/s/1aoTGbFjsekeKlB/download",
     ),
     "vgg16_pitts30k_pytorch": Preset(
         "A PyTorch-port VGG16 + NetVLAD checkpoint (cluster-major, no whitening)",
