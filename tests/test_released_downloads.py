@@ -142,3 +142,31 @@ def test_a_mirror_serves_a_file_whose_official_address_has_another_name(cache, t
         assert mirror.requests == [("pittsburgh_WPCA4096.pth.tar", None)]
     expected = convert_pytorch_netvlad(path).predict(IMAGES, verbose=0)
     np.testing.assert_allclose(model.predict(IMAGES, verbose=0), expected, atol=1e-6)
+
+
+@pytest.mark.slow  # converts a full VGG16
+def test_a_checkpoint_published_as_a_zip_is_unpacked_and_converted(cache, tmp_path, monkeypatch):
+    """netvlad_tf_open publishes its TF1 checkpoint as a zip: found inside it by its prefix."""
+    import zipfile
+
+    from released_formats import tf_open_variables, write_tf_checkpoint
+
+    from netvlad_tf.converters import convert_tf_checkpoint_netvlad
+
+    name = "vd16_pitts30k_conv5_3_vlad_preL2_intra_white"
+    (tmp_path / "checkpoint").mkdir()
+    write_tf_checkpoint(tmp_path / "checkpoint" / name,
+                        tf_open_variables(np.random.default_rng(4), 8, 16, [123.7, 116.3, 103.5]))
+    with zipfile.ZipFile(tmp_path / f"{name}.zip", "w") as archive:
+        for file in (tmp_path / "checkpoint").iterdir():
+            archive.write(file, f"checkpoints/{file.name}")
+    with zipfile.ZipFile(tmp_path / "evil.zip", "w") as archive:
+        archive.writestr("../outside.txt", "no")
+    with Mirror({f"{name}.zip": (tmp_path / f"{name}.zip").read_bytes()}) as mirror:
+        monkeypatch.setenv("NETVLAD_TF_MIRROR", mirror.url)
+        model = PlaceRecognitionModel.from_preset("vgg16_pitts30k_tf_open")
+    expected = convert_tf_checkpoint_netvlad(tmp_path / "checkpoint" / name).predict(IMAGES, verbose=0)
+    np.testing.assert_allclose(model.predict(IMAGES, verbose=0), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="member '../outside.txt' would be written outside"):
+        downloads.extract_zip(tmp_path / "evil.zip", tmp_path / "unpacked")
+    assert not (tmp_path / "unpacked").exists() and not (tmp_path / "outside.txt").exists()

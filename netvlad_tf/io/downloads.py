@@ -13,9 +13,12 @@ import http.client
 import os
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import keras
+
+from netvlad_tf.io.atomic_writes import atomic_directory
 
 MIRROR_VARIABLE = "NETVLAD_TF_MIRROR"
 PART_SUFFIX = ".part"
@@ -129,3 +132,32 @@ def _check(path: Path, source: str, expected_bytes: int | None, sha256: str | No
         path.unlink()
         raise ValueError(f"{source} gave a wrong file ({problem}); nothing was kept. Check the address "
                          f"or {MIRROR_VARIABLE}.")
+
+
+def extract_zip(archive, folder) -> Path:
+    """Unpacks a downloaded `.zip` into `folder` (atomically; kept when it exists already),
+    refusing a member that would land outside it.
+
+    Args:
+        archive: the `.zip` file.
+        folder: where its members go.
+
+    Returns:
+        `folder`.
+
+    Raises:
+        ValueError: a damaged archive or a member path outside `folder` (named).
+    """
+    folder = Path(folder)
+    if folder.is_dir():
+        return folder
+    try:
+        with zipfile.ZipFile(archive) as opened:
+            for member in opened.namelist():
+                if member.startswith(("/", "\\")) or ".." in Path(member).parts:
+                    raise ValueError(f"{archive}: member {member!r} would be written outside {folder}.")
+            with atomic_directory(folder) as staging:
+                opened.extractall(staging)
+    except zipfile.BadZipFile as error:
+        raise ValueError(f"{archive} is not a valid zip archive ({error}).") from None
+    return folder

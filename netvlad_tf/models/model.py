@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import keras
@@ -11,7 +12,7 @@ from keras import ops
 
 from netvlad_tf.backbones import get_backbone
 from netvlad_tf.io.atomic_writes import save_model_atomically
-from netvlad_tf.io.downloads import cache_folder, download, file_url
+from netvlad_tf.io.downloads import cache_folder, download, extract_zip, file_url
 from netvlad_tf.io.keras_archive import load_keras_file
 from netvlad_tf.layers.normalization import L2Normalization
 from netvlad_tf.layers.pooling import get_pooling
@@ -347,12 +348,24 @@ def _released_model(name: str, spec) -> PlaceRecognitionModel:
     converted = cache_folder() / "converted" / f"{name}.keras"
     if converted.is_file():
         return load_keras_file(converted)
-    path = download(spec.url, cache_folder() / "downloads" / spec.weights_file, sha256=spec.sha256)
+    downloads = cache_folder() / "downloads"
+    archived = spec.url.endswith(".zip")
+    path = download(spec.url, downloads / (f"{spec.weights_file}.zip" if archived else spec.weights_file),
+                    sha256=spec.sha256)
     try:
-        model = CONVERTERS[spec.converter](path)
+        source = path
+        if archived:  # a checkpoint published as a zip: the converter reads the prefix inside it
+            unpacked = extract_zip(path, downloads / spec.weights_file)
+            found = sorted(unpacked.rglob(f"{spec.weights_file}.index"))
+            if not found:
+                raise ValueError(f"the archive holds no {spec.weights_file}.index")
+            source = found[0].with_suffix("")
+        model = CONVERTERS[spec.converter](source)
     except (ValueError, OSError) as error:
         path.unlink()
-        raise ValueError(f"{file_url(spec.url, spec.weights_file)} gave a file that does not convert ({error}); it was removed "
+        if archived:
+            shutil.rmtree(downloads / spec.weights_file, ignore_errors=True)
+        raise ValueError(f"{file_url(spec.url, path.name)} gave a file that does not convert ({error}); it was removed "
                          "from the cache.") from None
     save_model_atomically(model, converted, overwrite=True)
     return model

@@ -91,9 +91,10 @@ PRESETS: dict[str, Preset] = {
         url="https://cvg-data.inf.ethz.ch/hloc/netvlad/TokyoTM_struct.mat",
     ),
     "vgg16_pitts30k_tf_open": Preset(
-        "The authors' Pittsburgh model as netvlad_tf_open's TF1 checkpoint (pass the prefix)",
+        "The authors' Pittsburgh model as netvlad_tf_open's TF1 checkpoint (its published zip, or pass the prefix)",
         "Pittsburgh 30k (Arandjelović et al.); the same weights as vgg16_pitts30k_matconvnet",
         converter="tf_checkpoint", weights_file="vd16_pitts30k_conv5_3_vlad_preL2_intra_white",
+        url="http://rpg.ifi.uzh.ch/datasets/netvlad/vd16_pitts30k_conv5_3_vlad_preL2_intra_white.zip",
     ),
     "vgg16_pitts30k_patchnetvlad": Preset(
         "Patch-NetVLAD's global NetVLAD + 4096-D WPCA checkpoint (cluster-major)",
