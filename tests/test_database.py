@@ -224,3 +224,16 @@ def test_an_edited_place_index_folder_fails_in_one_line_naming_the_file(saved_pl
     error = capsys.readouterr().err
     assert len(error.strip().splitlines()) == 1 and "Traceback" not in error
     assert re.search(message, error), error
+
+
+def test_index_command_options_that_do_not_apply_are_one_line_errors(model_file, database, tmp_path, capsys):
+    from netvlad_tf.cli import main
+
+    folder = embed(model_file, database, tmp_path / "db")
+    assert main(["netvlad-tf", "index", f"--descriptors={folder}", "--index=flat", "--num_lists=8",
+                 f"--output={tmp_path / 'index'}"]) == 1
+    assert "--num_lists sets the inverted lists of ivfpq and ivfsq8, not of --index=flat" in capsys.readouterr().err
+    assert main(["netvlad-tf", "index", f"--descriptors={folder}", "--index=hnsw", "--on_disk",
+                 f"--output={tmp_path / 'index'}"]) == 1
+    assert "build IVF indices" in capsys.readouterr().err
+    assert not (tmp_path / "index").exists()

@@ -15,6 +15,8 @@ from netvlad_tf.io.atomic_writes import refuse_existing
 from netvlad_tf.models.model_files import load_model_file
 from netvlad_tf.retrieval import INDEX_KINDS
 
+# The index kinds with inverted lists (`--num_lists`, `--on_disk`, parts built by Ray tasks).
+IVF_KINDS = ("ivfpq", "ivfsq8")
 SUMMARY = "Index database images (a dataset, or a descriptor folder from `embed`) for `netvlad-tf query`."
 EXAMPLE = ("netvlad-tf index --model=model.keras --dataset=my_photos.csv --output=index_dir\n"
            "  netvlad-tf index --descriptors=city_descriptors --index=ivfsq8 --on_disk --output=index_dir")
@@ -45,6 +47,8 @@ def run(fv: flags.FlagValues) -> int:
     require_flags(fv, "output")
     output = Path(fv.output)
     refuse_existing(output, fv.overwrite)
+    if fv.num_lists and fv.index not in IVF_KINDS:
+        raise ValueError(f"--num_lists sets the inverted lists of {' and '.join(IVF_KINDS)}, not of --index={fv.index}.")
     parameters = {"num_lists": fv.num_lists} if fv.num_lists else {}
     if fv.descriptors is not None:
         if fv.model is not None or fv.dataset is not None:

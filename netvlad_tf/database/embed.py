@@ -28,9 +28,9 @@ from netvlad_tf.database.shards import (
     missing_shards,
     read_manifest,
     rows_checksum,
+    rows_in_shards,
     rows_table,
     shard_name,
-    shard_rows,
     write_manifest,
 )
 from netvlad_tf.io.atomic_writes import atomic_file
@@ -141,9 +141,7 @@ def embed_shards_here(writer: ShardWriter, shards: Sequence[int], verbose: bool 
         verbose: show a progress bar over the rows.
         on_shard_start: called with each shard number first.
     """
-    manifest = writer.manifest
-    rows = sum(len(shard_rows(shard, manifest["shard_size"], manifest["num_rows"])) for shard in shards)
-    progress = keras.utils.Progbar(rows, unit_name="image", verbose=1 if verbose else 0)
+    progress = keras.utils.Progbar(rows_in_shards(shards, writer.manifest), unit_name="image", verbose=1 if verbose else 0)
     done = 0
     for shard in shards:
         if on_shard_start is not None:

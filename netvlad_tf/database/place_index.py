@@ -9,14 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from netvlad_tf.data.geo_dataset import GeoDataset
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE
 from netvlad_tf.database.embed import embed_database
 from netvlad_tf.database.index_build import build_index_from_shards
 from netvlad_tf.database.shards import MODEL_FILE as DESCRIPTOR_MODEL_FILE
-from netvlad_tf.database.shards import ROWS_FILE, complete_manifest
+from netvlad_tf.database.shards import complete_manifest, read_plan
 from netvlad_tf.inference.embedding import embed_images
 from netvlad_tf.io.atomic_writes import atomic_directory
 from netvlad_tf.models.model import PlaceRecognitionModel
@@ -114,12 +113,11 @@ class PlaceIndex:
         manifest = complete_manifest(directory)
         index = build_index_from_shards(directory, index_kind, work_dir, on_disk, num_workers,
                                         ray_address, verbose, **parameters)
-        rows = pq.read_table(directory / ROWS_FILE)
-        coordinates = np.stack([rows.column("easting").to_numpy(), rows.column("northing").to_numpy()], 1)
+        image_paths, coordinates = read_plan(directory)
         image_size = tuple(manifest["image_size"]) if manifest["image_size"] else None
-        model = model or load_model_file(directory / DESCRIPTOR_MODEL_FILE, place_model=False)
-        return cls(model, index, rows.column("image_path").to_pylist(), coordinates, image_size,
-                   manifest["max_side"])
+        if model is None:
+            model = load_model_file(directory / DESCRIPTOR_MODEL_FILE, place_model=False)
+        return cls(model, index, image_paths, coordinates, image_size, manifest["max_side"])
 
     def save(self, directory, overwrite: bool = False) -> None:
         """Writes the model, the index and the places into `directory`, atomically."""

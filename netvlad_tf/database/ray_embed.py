@@ -16,6 +16,8 @@ from pathlib import Path
 
 import keras
 
+from netvlad_tf.database.shards import rows_in_shards
+
 # Driver-side work (the input blocks, the scheduler) needs CPUs of its own besides the actors;
 # without them two 1-CPU actors on a 2-core machine starve the read task and Ray waits forever.
 SPARE_LOGICAL_CPUS = 2
@@ -125,9 +127,7 @@ def embed_shards_on_ray(directory: Path, shards: Sequence[int], manifest: dict, 
             num_cpus=cpus_per_worker,
             num_gpus=gpus_per_worker or None,
         )
-        total = sum(min(manifest["shard_size"], manifest["num_rows"] - shard * manifest["shard_size"])
-                    for shard in shards)
-        progress = keras.utils.Progbar(total, unit_name="image", verbose=1 if verbose else 0)
+        progress = keras.utils.Progbar(rows_in_shards(shards, manifest), unit_name="image", verbose=1 if verbose else 0)
         done = 0
         for row in written.iter_rows():
             done += int(row["rows"])

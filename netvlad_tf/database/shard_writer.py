@@ -28,7 +28,7 @@ class ShardWriter:
         self.directory = Path(directory)
         self.manifest = manifest
         self.batch_size = batch_size
-        self.model = model or load_model_file(self.directory / MODEL_FILE, place_model=False)
+        self.model = model if model is not None else load_model_file(self.directory / MODEL_FILE, place_model=False)
         self.rows = pq.read_table(self.directory / ROWS_FILE)
         size = manifest["image_size"]
         self.image_size = tuple(size) if size else None

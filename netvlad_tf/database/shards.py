@@ -72,6 +72,11 @@ def shard_rows(shard: int, shard_size: int, num_rows: int) -> range:
     return range(shard * shard_size, min((shard + 1) * shard_size, num_rows))
 
 
+def rows_in_shards(shards, manifest: dict) -> int:
+    """How many plan rows the listed shards of a folder hold."""
+    return sum(len(shard_rows(shard, manifest["shard_size"], manifest["num_rows"])) for shard in shards)
+
+
 def num_shards(num_rows: int, shard_size: int) -> int:
     """How many shards `num_rows` rows make (the last one may be short)."""
     return -(-num_rows // shard_size)
@@ -95,6 +100,17 @@ def rows_table(image_paths: list[str], coordinates: np.ndarray) -> pa.Table:
         "easting": pa.array(coordinates[:, 0]),
         "northing": pa.array(coordinates[:, 1]),
     })
+
+
+def table_coordinates(table: pa.Table) -> np.ndarray:
+    """`(n, 2)` easting, northing of a plan or shard table."""
+    return np.stack([table.column("easting").to_numpy(), table.column("northing").to_numpy()], 1)
+
+
+def read_plan(directory) -> tuple[list[str], np.ndarray]:
+    """A descriptor folder's image paths and `(N, 2)` coordinates, from its plan alone."""
+    rows = pq.read_table(Path(directory) / ROWS_FILE)
+    return rows.column("image_path").to_pylist(), table_coordinates(rows)
 
 
 def rows_checksum(rows: pa.Table) -> str:
@@ -136,7 +152,7 @@ def read_shard(path, dim: int | None = None) -> DescriptorShard:
         column = table.column("descriptor").combine_chunks()
         width = column.type.list_size
         descriptors = column.flatten().to_numpy().reshape(-1, width)
-        coordinates = np.stack([table.column("easting").to_numpy(), table.column("northing").to_numpy()], 1)
+        coordinates = table_coordinates(table)
         row_ids = table.column("row_id").to_numpy()
         image_paths = table.column("image_path").to_pylist()
     except (OSError, KeyError, AttributeError, pa.ArrowException) as error:
