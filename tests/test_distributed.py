@@ -74,11 +74,13 @@ def test_mirrored_and_two_workers_match_one_device(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_under_mirrored_strategy_trains_the_callers_model(tmp_path):
+def test_train_under_mirrored_strategy_matches_one_device(tmp_path):
     """`train(strategy=MirroredStrategy)` over two logical CPUs rebuilds the model in the scope,
-    trains it on both replicas, copies the weights back and saves the run. Not compared with one
-    device step by step: under a strategy Keras reads a first batch from an iterator it then
-    discards, so the mined tuple stream starts later than on one device."""
+    trains it on both replicas and copies the weights back: after 3 steps on the same mined
+    tuples (a cache of 30 bundled images) they equal one device's. Tolerance 1e-6: the replicas
+    sum two halves of each gradient in float32 (measured differences ~3e-8), while one step
+    moves the weights by ~1e-3. Without the placeholder first iterator (Keras reads one batch
+    from an iterator it then drops) the tuple stream shifts and the weights differ by ~1e-3."""
     output = tmp_path / "train.npz"
     run = subprocess.run([sys.executable, "-m", "tests.distributed.run_train_strategy", str(output), str(tmp_path)],
                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
@@ -89,5 +91,6 @@ def test_train_under_mirrored_strategy_trains_the_callers_model(tmp_path):
     count = len([key for key in result.files if key.startswith("mirrored") and key[8:].isdigit()])
     assert count == 5  # conv kernel and bias, NetVLAD centroids, assignment kernel and bias
     for i in range(count):
-        assert not np.allclose(result[f"mirrored{i}"], result[f"initial{i}"]), "training changed nothing"
-    assert np.isfinite(result["mirrored_loss"]).all() and np.isfinite(result["single_loss"]).all()
+        assert not np.allclose(result[f"single{i}"], result[f"initial{i}"], atol=1e-5), "training changed nothing"
+        np.testing.assert_allclose(result[f"mirrored{i}"], result[f"single{i}"], atol=1e-6)
+    np.testing.assert_allclose(result["mirrored_loss"], result["single_loss"], rtol=1e-5)

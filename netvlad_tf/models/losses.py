@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 DEFAULT_MARGIN = 0.1
@@ -59,6 +60,10 @@ def reduce_ranking_loss(terms, negative_mask=None, normalization: str = "violati
     `"all"` divides by the number of real triplets (the PyTorch ports' choice: the loss shrinks
     as fewer triplets violate the margin). `"none"` returns the plain sum of Eq. 7.
 
+    Inside a `tf.distribute` replica the count is the global batch's (summed over the
+    replicas), so the replicas' losses add up to the loss of the whole batch on one device
+    and their summed gradients equal its gradient.
+
     Args:
         terms: `(B, N)` hinge terms from `ranking_loss_terms`.
         negative_mask: `(B, N)`, 1 for real negatives and 0 for padding; None: all real.
@@ -87,6 +92,9 @@ def reduce_ranking_loss(terms, negative_mask=None, normalization: str = "violati
         count = ops.cast(ops.size(terms), terms.dtype)
     else:
         count = ops.sum(ops.cast(negative_mask, terms.dtype))
+    replica_context = tf.distribute.get_replica_context()
+    if replica_context is not None and replica_context.num_replicas_in_sync > 1:
+        count = replica_context.all_reduce(tf.distribute.ReduceOp.SUM, count)
     return total / ops.maximum(count, 1.0)
 
 

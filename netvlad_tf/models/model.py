@@ -132,14 +132,12 @@ class PlaceRecognitionModel(keras.Model):
         if tuples is None:
             return super().train_step(data)
         with tf.GradientTape() as tape:
+            # Under tf.distribute this is the replica's share of the global batch's loss (its
+            # normaliser counts the whole batch): Keras sums the shares' gradients.
             loss = self._ranking_loss(tuples, training=True)
-            # Keras sums the replicas' gradients under tf.distribute: a normalised loss (a mean
-            # over this replica's share of the global batch) is scaled to the global batch.
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            replica_loss = loss if self.ranking_loss.normalization == "none" else loss / replicas
-        gradients = tape.gradient(replica_loss, self.trainable_variables)
+        gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
-        self.ranking_loss_tracker.update_state(loss)
+        self.ranking_loss_tracker.update_state(_global_sum(loss))
         return {"loss": self.ranking_loss_tracker.result()}
 
     def test_step(self, data):
@@ -147,7 +145,7 @@ class PlaceRecognitionModel(keras.Model):
         tuples = _tuple_batch(data)
         if tuples is None:
             return super().test_step(data)
-        self.ranking_loss_tracker.update_state(self._ranking_loss(tuples, training=False))
+        self.ranking_loss_tracker.update_state(_global_sum(self._ranking_loss(tuples, training=False)))
         return {"loss": self.ranking_loss_tracker.result()}
 
     def _ranking_loss(self, data, training: bool):
@@ -437,3 +435,11 @@ def build_netvlad_model(
         whitening_dim=whitening_dim,
         name=f"{backbone}_{pooling}",
     )
+
+
+def _global_sum(replica_value):
+    """The sum of `replica_value` over the replicas of a `tf.distribute` step (itself on one device)."""
+    replica_context = tf.distribute.get_replica_context()
+    if replica_context is None or replica_context.num_replicas_in_sync == 1:
+        return replica_value
+    return replica_context.all_reduce(tf.distribute.ReduceOp.SUM, replica_value)

@@ -186,7 +186,8 @@ def train(
     callbacks += [keras.callbacks.TensorBoard(str(run_dir / "logs")), epoch_history]
     callbacks += extra_callbacks or []
     model.fit(
-        tuple_dataset(miner, image_size, batch_size, seed=seed, frozen_features=store),
+        tuple_dataset(miner, image_size, batch_size, seed=seed, frozen_features=store,
+                      placeholder_first_iterator=strategy is not None),
         epochs=epochs,
         steps_per_epoch=steps_per_epoch or tuple_steps_per_epoch(miner, batch_size),
         shuffle=False,  # the tuple stream shuffles the queries itself

@@ -17,6 +17,7 @@ def tuple_dataset(
     batch_size: int = 4,
     seed: int = 0,
     frozen_features: FrozenFeatureStore | None = None,
+    placeholder_first_iterator: bool = False,
 ) -> tf.data.Dataset:
     """An endless stream of tuples: the training queries in a new random order on each pass,
     mined with the miner's current cache; queries without a violating negative are skipped.
@@ -24,8 +25,8 @@ def tuple_dataset(
 
     Each element is a dict: `query` `(B, H, W, 3)`, `positives` `(B, 1, H, W, 3)`,
     `negatives` `(B, N, H, W, 3)` (zero-padded), `positive_mask` `(B, 1)`,
-    `negative_mask` `(B, N)`. Nothing is read ahead, so tuples are mined with the cache as
-    it is when the step starts.
+    `negative_mask` `(B, N)`. The stream itself reads nothing ahead; `fit` takes the next batch
+    while a step runs, so a batch is mined with the cache of the step before it.
 
     With `frozen_features` (a `FrozenFeatureStore` of the miner's dataset at `image_size`)
     the images are replaced by their stored trunk features: `query_features` `(B, h, w, C)`,
@@ -38,6 +39,12 @@ def tuple_dataset(
         batch_size: tuples per element.
         seed: the query order.
         frozen_features: a `FrozenFeatureStore` to read trunk features from instead of images.
+        placeholder_first_iterator: the first iterator opened on the dataset yields
+            placeholder batches (zero images, every mask 0) and mines nothing. Under a
+            `tf.distribute` strategy Keras 3's `fit` opens one iterator to build the model
+            symbolically and drops it (`_maybe_symbolic_build`, then `reset()`); with this the
+            mining, and so the tuples of every step, are those of one device (`train` sets it
+            when given a strategy).
 
     Returns:
         A `tf.data.Dataset` of tuple dicts (see above).
@@ -55,7 +62,15 @@ def tuple_dataset(
     num_negatives = miner.num_negatives
     rng = np.random.default_rng(seed)
 
+    iterators_opened = 0
+
     def batches():
+        nonlocal iterators_opened
+        iterators_opened += 1
+        if placeholder_first_iterator and iterators_opened == 1:
+            placeholder = _placeholder_batch(keys, item_shape, batch_size, num_negatives)
+            while True:
+                yield placeholder
         pending: list[MinedTuple] = []
         while True:
             for query in rng.permutation(miner.training_queries):
@@ -125,4 +140,15 @@ def _load_batch(tuples: list[MinedTuple], keys, item_shape, num_negatives: int, 
         keys[2]: negatives,
         "positive_mask": np.ones((batch, 1), dtype=np.float32),
         "negative_mask": negative_mask,
+    }
+
+
+def _placeholder_batch(keys, item_shape, batch_size: int, num_negatives: int) -> dict:
+    """A batch of the tuple signature holding nothing: zeros, every mask 0."""
+    return {
+        keys[0]: np.zeros((batch_size, *item_shape), dtype=np.float32),
+        keys[1]: np.zeros((batch_size, 1, *item_shape), dtype=np.float32),
+        keys[2]: np.zeros((batch_size, num_negatives, *item_shape), dtype=np.float32),
+        "positive_mask": np.zeros((batch_size, 1), dtype=np.float32),
+        "negative_mask": np.zeros((batch_size, num_negatives), dtype=np.float32),
     }

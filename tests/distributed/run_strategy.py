@@ -36,7 +36,10 @@ def fixed_batches(steps=3, batch=4, negatives=3):
             "positives": rng.uniform(0, 255, (batch, 1, 16, 16, 3)).astype("float32"),
             "negatives": rng.uniform(0, 255, (batch, negatives, 16, 16, 3)).astype("float32"),
             "positive_mask": np.ones((batch, 1), "float32"),
-            "negative_mask": np.ones((batch, negatives), "float32"),
+            # Uneven: the first replica's tuples have one real negative, the second's all of
+            # them, so a loss normalised per replica instead of per global batch differs.
+            "negative_mask": np.where(np.arange(batch)[:, None] < batch // 2,
+                                      np.arange(negatives) < 1, True).astype("float32"),
         }
 
 

@@ -30,8 +30,8 @@ def main(output: str, run_root: Path) -> None:
         model = tiny_model()
         results["initial"] = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
         run = train(model, stretch, (32, 64), run_root / name, epochs=1, steps_per_epoch=3, batch_size=4,
-                    learning_rate=0.5, num_negatives=2, num_sampled_negatives=10, refresh_every=1000, margin=10.0,
-                    normalization="all", cache_precision="float32", seed=0, verbose=0, strategy=strategy)
+                    learning_rate=0.5, num_negatives=2, num_sampled_negatives=10, refresh_every=1000, margin=0.3,
+                    normalization="violating", cache_precision="float32", seed=0, verbose=0, strategy=strategy)
         results[name] = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
         results[f"{name}_loss"] = run.history["loss"]
         results[f"{name}_saved"] = (run_root / name / "last.keras").is_file()
