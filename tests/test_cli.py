@@ -183,3 +183,21 @@ def test_the_console_script_starts_without_tensorflow_log_lines():
     noise = [line for line in completed.stderr.splitlines()
              if any(mark in line for mark in ("I0000", "E0000", "W0000", "absl::", "cuda", "oneDNN"))]
     assert noise == [], noise
+
+
+@pytest.mark.slow
+def test_train_with_a_mining_pool_under_a_mirrored_strategy_on_the_bundled_data(tmp_path, capsys):
+    from test_training import IMAGE_SIZE, initialised_model, nordland_stretch
+
+    from netvlad_tf.sample_data import nordland_csv
+
+    model_file = tmp_path / "start.keras"
+    initialised_model(nordland_stretch(count=40)).save(model_file)
+    assert main(["netvlad-tf", "train", f"--model={model_file}", f"--dataset={nordland_csv('train')}",
+                 f"--output_root={tmp_path / 'runs'}", "--image_size=" + ",".join(map(str, IMAGE_SIZE)),
+                 "--epochs=1", "--batch_size=4", "--num_negatives=2", "--num_sampled_negatives=20",
+                 "--refresh_every=100", "--mining_pool=30", "--strategy=mirrored"]) == 0
+    out = capsys.readouterr().out
+    assert "a pool of 30" in out and out.count("Refreshing the descriptor cache") >= 2
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert (run_dir / "last.keras").is_file()

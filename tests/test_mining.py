@@ -74,3 +74,74 @@ def test_int8_cache_is_a_quarter_of_float32_and_close(rng):
     assert np.all(np.abs(restored - descriptors) <= value_range / 255 + 1e-6)
     with pytest.raises(RuntimeError, match="empty"):
         DescriptorCache().get([0])
+
+
+def street_dataset(num_database, num_queries=20):
+    """Database every 10 m along a street; query q at 100·q m: positives within 10 m."""
+    return GeoDataset(
+        "street",
+        [f"d{i}" for i in range(num_database)],
+        [[10.0 * i, 0.0] for i in range(num_database)],
+        [f"q{q}" for q in range(num_queries)],
+        [[100.0 * q, 0.0] for q in range(num_queries)],
+    )
+
+
+def test_a_pool_plans_random_images_plus_the_upcoming_queries_positives():
+    dataset = street_dataset(2000)
+    miner = HardNegativeMiner(dataset, mining_pool=50, num_sampled_negatives=10, seed=1)
+    plan = miner.plan_refresh(queries_until_next=4)
+    # The queries due before the next refresh, twice over: 8 of the 20.
+    assert len(plan.query_ids) == 8
+    expected_positives = {i for q in plan.query_ids for i in (10 * q - 1, 10 * q, 10 * q + 1) if 0 <= i}
+    assert expected_positives <= set(plan.database_ids.tolist())
+    # 50 random images and at most 3 positives per planned query: the pool, not the database.
+    assert 50 <= len(plan.database_ids) <= 50 + 3 * 8
+    assert np.all(np.diff(plan.database_ids) > 0)
+    with pytest.raises(ValueError, match="plans 8 query images"):
+        miner.refresh(np.zeros((len(plan.database_ids), 2), "float32"), np.zeros((20, 2), "float32"))
+
+
+def test_a_pool_mines_from_its_own_images_like_the_full_formula():
+    """The tuple equals the paper's rule (NumPy below) applied to the pool's images only."""
+    rng = np.random.default_rng(5)
+    dataset = street_dataset(600, num_queries=6)
+    descriptors = rng.normal(size=(600, 8)).astype("float32")
+    query_descriptors = rng.normal(size=(6, 8)).astype("float32")
+    miner = HardNegativeMiner(dataset, mining_pool=40, num_negatives=3, num_sampled_negatives=1000,
+                              cache_precision="float32", margin=20.0)
+    plan = miner.plan_refresh(queries_until_next=2)
+    miner.refresh(descriptors[plan.database_ids], query_descriptors[plan.query_ids])
+    query = miner.next_query()
+    assert query in plan.query_ids
+    mined = miner.mine(query)
+    d2 = ((descriptors - query_descriptors[query]) ** 2).sum(1)
+    positives = dataset.positives_within(10.0)[query]
+    definite = [i for i in plan.database_ids if abs(10 * i - 100 * query) > 25]
+    expected_negatives = [i for i in sorted(definite, key=lambda i: d2[i]) if d2[i] < d2[positives].min() + 20.0][:3]
+    assert mined.positive == positives[np.argmin(d2[positives])]
+    assert mined.negatives.tolist() == expected_negatives
+    with pytest.raises(ValueError, match="no cached descriptor"):
+        miner.mine(next(q for q in range(6) if q not in plan.query_ids))
+
+
+def test_a_pool_visits_every_query_across_refreshes_and_stays_bounded():
+    dataset = street_dataset(5000, num_queries=30)
+    miner = HardNegativeMiner(dataset, mining_pool=100, num_sampled_negatives=5, seed=2)
+    visited, sizes = [], []
+    for _ in range(10):  # a refresh every 6 queries, as CacheRefresh does
+        plan = miner.plan_refresh(queries_until_next=6)
+        sizes.append(len(plan.database_ids))
+        miner.refresh(np.zeros((len(plan.database_ids), 4), "float32"), np.zeros((len(plan.query_ids), 4), "float32"))
+        visited += [miner.next_query() for _ in range(6)]
+    # 60 visits: each of the 30 queries twice (two passes), none lost between plans.
+    assert sorted(visited) == sorted(list(range(30)) * 2)
+    assert max(sizes) <= 100 + 3 * 12 and miner.revisited_queries == 0
+
+
+def test_a_pool_at_least_the_database_is_full_mining():
+    dataset = street_dataset(40, num_queries=2)
+    miner = HardNegativeMiner(dataset, mining_pool=40)
+    assert miner.mining_pool is None and len(miner.plan_refresh(5).database_ids) == 40
+    with pytest.raises(ValueError, match="mining_pool"):
+        HardNegativeMiner(dataset, mining_pool=0)

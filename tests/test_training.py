@@ -282,3 +282,28 @@ def test_frozen_feature_store_is_refused_above_its_disk_budget_before_writing(tm
     assert list(tmp_path.iterdir()) == []
     store = FrozenFeatureStore.build(model, dataset, IMAGE_SIZE, tmp_path / "f", verbose=False, budget_gb=70e-6)
     assert store.directory.is_dir()
+
+
+def test_a_mining_pool_refreshes_only_its_images_from_the_store_and_trains(tmp_path, capsys):
+    dataset = nordland_stretch(count=40)
+    model = initialised_model(dataset)
+    store = FrozenFeatureStore.build(model, dataset, IMAGE_SIZE, tmp_path / "f", "float32", verbose=False)
+    full = HardNegativeMiner(dataset, num_negatives=3, num_sampled_negatives=20, cache_precision="float32")
+    pooled = HardNegativeMiner(dataset, num_negatives=3, num_sampled_negatives=20, cache_precision="float32",
+                               mining_pool=6)
+    refresh_cache(full, model)
+    callback = CacheRefresh(pooled, IMAGE_SIZE, refresh_every=4, verbose=True, frozen_features=store)
+    callback.set_model(model)
+    callback.refresh()
+    plan = pooled.plan
+    assert len(plan.query_ids) <= 8 and len(plan.database_ids) < dataset.num_database
+    assert f"{len(plan.database_ids)} database images, a pool of 6" in capsys.readouterr().out
+    # The pool's rows, computed over the stored features, are the full cache's rows of those images.
+    np.testing.assert_allclose(pooled.database_cache.get(np.arange(len(plan.database_ids))),
+                               full.database_cache.get(plan.database_ids), atol=1e-6)
+    np.testing.assert_allclose(pooled.query_cache.get(np.arange(len(plan.query_ids))),
+                               full.query_cache.get(plan.query_ids), atol=1e-6)
+    run = train(initialised_model(dataset), dataset, IMAGE_SIZE, tmp_path / "run", epochs=1, steps_per_epoch=4,
+                batch_size=2, num_negatives=3, num_sampled_negatives=10, refresh_every=4, mining_pool=6,
+                seed=0, verbose=0)
+    assert np.isfinite(run.history["loss"]).all() and (run.run_dir / "last.keras").is_file()

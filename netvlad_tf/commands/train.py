@@ -62,6 +62,9 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_integer("num_negatives", 10, "Hard negatives per tuple.", flag_values=fv)
     flags.DEFINE_integer("num_sampled_negatives", 1000, "Random definite negatives scored per query.", flag_values=fv)
     flags.DEFINE_integer("refresh_every", 1000, "Training queries between descriptor-cache refreshes.", flag_values=fv)
+    flags.DEFINE_integer("mining_pool", None, "At each refresh embed only this many random database images "
+                         "(plus the upcoming queries' positives and remembered negatives) and sample negatives "
+                         "from them; unset: every database image (the paper).", flag_values=fv)
     flags.DEFINE_float("margin", 0.1, "Margin m of the ranking loss (squared distances).", flag_values=fv)
     flags.DEFINE_enum("normalization", "violating", ["violating", "all", "none"], "Loss normalisation.", flag_values=fv)
     flags.DEFINE_enum("cache_precision", "int8", ["int8", "float32"], "Descriptor cache storage.", flag_values=fv)
@@ -128,7 +131,7 @@ def run(fv: flags.FlagValues) -> int:
         learning_rate=fv.learning_rate, lr_halving_epochs=fv.lr_halving_epochs, momentum=fv.momentum,
         weight_decay=fv.weight_decay, batch_size=fv.batch_size, num_negatives=fv.num_negatives,
         num_sampled_negatives=fv.num_sampled_negatives, refresh_every=fv.refresh_every,
-        margin=fv.margin, normalization=fv.normalization, cache_precision=fv.cache_precision,
+        mining_pool=fv.mining_pool, margin=fv.margin, normalization=fv.normalization, cache_precision=fv.cache_precision,
         frozen_features=fv.frozen_features, frozen_feature_precision=fv.frozen_feature_precision,
         frozen_feature_budget_gb=fv.frozen_features_budget_gb,
         strategy=tf.distribute.MirroredStrategy() if fv.strategy == "mirrored" else None,

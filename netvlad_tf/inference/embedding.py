@@ -174,13 +174,23 @@ def predict_all(model: keras.Model, batches: Iterable[tuple[np.ndarray, np.ndarr
     return gathered if len(gathered) > 1 else gathered[0]
 
 
-def array_batches(array: np.ndarray, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def array_batches(array: np.ndarray, batch_size: int,
+                  rows: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """`(indices, float32 rows)` batches of an array (e.g. a memory-mapped `.npy`), in order.
+
+    Args:
+        array: the rows to read, e.g. a memory-mapped `.npy`.
+        batch_size: rows per batch.
+        rows: read only these rows (positions in `rows` are the yielded indices); None: all.
 
     Example:
     >>> [indices.tolist() for indices, _ in array_batches(np.zeros((5, 3)), 2)]
     [[0, 1], [2, 3], [4]]
+    >>> [batch[:, 0].tolist() for _, batch in array_batches(np.arange(5.0)[:, None], 2, rows=np.array([4, 1]))]
+    [[4.0, 1.0]]
     """
-    for start in range(0, len(array), batch_size):
-        stop = min(start + batch_size, len(array))
-        yield np.arange(start, stop), np.asarray(array[start:stop], dtype=np.float32)
+    count = len(array) if rows is None else len(rows)
+    for start in range(0, count, batch_size):
+        stop = min(start + batch_size, count)
+        chunk = array[start:stop] if rows is None else array[rows[start:stop]]
+        yield np.arange(start, stop), np.asarray(chunk, dtype=np.float32)

@@ -54,6 +54,8 @@ class CacheRefresh(keras.callbacks.Callback):
 
     def interval(self) -> int:
         """The current refresh interval in training queries."""
+        if self._initial_learning_rate is None:  # before fit starts
+            return self.refresh_every
         learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         halvings = max(0, round(math.log2(self._initial_learning_rate / learning_rate)))
         return self.refresh_every * 2**halvings
@@ -74,9 +76,13 @@ class CacheRefresh(keras.callbacks.Callback):
         Under a `tf.distribute` strategy Keras reads the first batch before any callback runs,
         so call it once before `fit` there (`train` always does); `fit` then does not refresh
         again unless the weights changed in between (a restored backup)."""
+        plan = self.miner.plan_refresh(self.interval())
         if self.verbose:
-            print(f"\nRefreshing the descriptor cache (refresh {self.refreshes + 1})", flush=True)
-        self.miner.refresh(self._descriptors("database"), self._descriptors("queries"))
+            pool = "" if self.miner.mining_pool is None else f", a pool of {self.miner.mining_pool} and the queries' own"
+            print(f"\nRefreshing the descriptor cache (refresh {self.refreshes + 1}: {len(plan.database_ids)} "
+                  f"database images{pool}, {len(plan.query_ids)} queries)", flush=True)
+        self.miner.refresh(self._descriptors("database", plan.database_ids),
+                           self._descriptors("queries", plan.query_ids))
         self._visited_at_refresh = self.miner.queries_visited
         self._step_at_refresh = self._optimizer_step()
         self.refreshes += 1
@@ -85,13 +91,15 @@ class CacheRefresh(keras.callbacks.Callback):
         optimizer = getattr(self.model, "optimizer", None)
         return None if optimizer is None else int(keras.ops.convert_to_numpy(optimizer.iterations))
 
-    def _descriptors(self, part: str) -> np.ndarray:
-        """The model's current descriptors of the miner's `"database"` or `"queries"` images:
-        over the stored trunk features when there are some, else over the images."""
+    def _descriptors(self, part: str, ids: np.ndarray) -> np.ndarray:
+        """The model's current descriptors of the miner's `"database"` or `"queries"` images at
+        `ids`: over the stored trunk features when there are some, else over the images."""
         if self.frozen_features is not None:
-            return self.frozen_features.descriptors(self.model.frozen_split().head, part, verbose=self.verbose)
+            return self.frozen_features.descriptors(self.model.frozen_split().head, part, verbose=self.verbose,
+                                                    rows=ids)
         paths = self.miner.dataset.database_paths if part == "database" else self.miner.dataset.query_paths
-        return embed_images(self.model, paths, self.image_size, batch_size=self.batch_size, verbose=self.verbose)
+        return embed_images(self.model, [paths[i] for i in ids], self.image_size, batch_size=self.batch_size,
+                            verbose=self.verbose)
 
 
 class RecallEvaluation(keras.callbacks.Callback):

@@ -146,7 +146,8 @@ class FrozenFeatureStore:
             (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
         return cls(directory)
 
-    def descriptors(self, head: keras.Model, part: str, batch_size: int = 32, verbose: bool = True) -> np.ndarray:
+    def descriptors(self, head: keras.Model, part: str, batch_size: int = 32, verbose: bool = True,
+                    rows: np.ndarray | None = None) -> np.ndarray:
         """The head's descriptors `(N, dim)` float32 of the stored `"database"` or `"queries"`.
 
         Args:
@@ -154,11 +155,13 @@ class FrozenFeatureStore:
             part: `"database"` or `"queries"`.
             batch_size: stored feature maps per forward pass.
             verbose: show a progress bar.
+            rows: only these images of the part (a mining pool), in this order; None: all.
         """
         if part not in PARTS:
             raise ValueError(f"part must be one of {PARTS}, got {part!r}.")
         features = getattr(self, part)
-        return predict_all(head, array_batches(features, batch_size), len(features), verbose)
+        count = len(features) if rows is None else len(rows)
+        return predict_all(head, array_batches(features, batch_size, rows), count, verbose)
 
 
 def _require_disk_space(directory: Path, needed: int, budget_gb: float | None) -> None:

@@ -3,6 +3,8 @@ Appendix A; the interval and memory rules of the authors' training code)."""
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,6 +17,9 @@ from netvlad_tf.models.losses import DEFAULT_MARGIN
 CACHE_PRECISIONS = ("int8", "float32")
 # Descriptors used to fit the 8-bit quantiser's per-dimension range.
 QUANTIZER_TRAINING_SAMPLES = 2000
+# Above this many database images `train` suggests a mining pool instead of the paper's
+# full mining (every database image embedded at each refresh).
+FULL_MINING_LIMIT = 50_000
 
 
 class DescriptorCache:
@@ -79,6 +84,24 @@ class MinedTuple:
     negatives: np.ndarray
 
 
+@dataclass(frozen=True)
+class RefreshPlan:
+    """The images whose descriptors the next cache refresh computes, sorted dataset indices.
+
+    Attributes:
+        database_ids: database images (all of them, or a mining pool).
+        query_ids: query images (all of them, or the queries due before the next refresh).
+    """
+
+    database_ids: np.ndarray
+    query_ids: np.ndarray
+
+    @property
+    def num_images(self) -> int:
+        """Images the refresh embeds."""
+        return len(self.database_ids) + len(self.query_ids)
+
+
 class HardNegativeMiner:
     """Chooses training tuples from cached descriptors, as the paper does.
 
@@ -88,6 +111,13 @@ class HardNegativeMiner:
     remembered from this query's previous visit; the negatives that violate the margin,
     `d²(q, n) < d²(q, p) + margin`, are kept, hardest first, at most `num_negatives`. A
     query without a violating negative yields no tuple.
+
+    The miner also owns the order of the training queries (a new random permutation on each
+    pass, `next_query`). With `mining_pool=N` a refresh caches descriptors only of N random
+    database images, plus the potential positives and remembered negatives of the queries
+    due before the next refresh, and of those queries ("partial mining" of
+    deep-visual-geo-localization-benchmark): memory and refresh time follow N and the
+    refresh interval, not the database. Negatives are then sampled from the pool.
 
     Queries without any potential positive cannot train and are dropped (`num_dropped`).
 
@@ -109,13 +139,17 @@ class HardNegativeMiner:
         margin: float = DEFAULT_MARGIN,
         cache_precision: str = "int8",
         seed: int = 0,
+        mining_pool: int | None = None,
     ):
         if negative_radius_m < positive_radius_m:
             raise ValueError("negative_radius_m must be at least positive_radius_m.")
+        if mining_pool is not None and mining_pool < 1:
+            raise ValueError(f"mining_pool must be a positive number of database images or None, got {mining_pool}.")
         self.dataset = dataset
         self.num_negatives = num_negatives
         self.num_sampled_negatives = num_sampled_negatives
         self.margin = margin
+        self.mining_pool = None if mining_pool is None or mining_pool >= dataset.num_database else int(mining_pool)
         self.potential_positives = dataset.positives_within(positive_radius_m)
         self.not_negatives = dataset.positives_within(negative_radius_m)
         self.training_queries = np.array(
@@ -131,15 +165,67 @@ class HardNegativeMiner:
         self.query_cache = DescriptorCache(cache_precision)
         self.remembered_negatives: dict[int, np.ndarray] = {}
         self.queries_visited = 0
+        self.revisited_queries = 0
         self._rng = np.random.default_rng(seed)
+        self._order_rng = np.random.default_rng(seed)
+        self._upcoming: deque[int] = deque()  # the order of the training queries
+        self._window: deque[int] = deque()  # with a pool: the cached plan's queries not yet visited
+        self._planned_window: list[int] = []  # the next plan's queries, in visiting order
+        self._lock = threading.Lock()  # refreshes swap the cache while the tuple stream mines
+        self.plan = (None if self.mining_pool else
+                     RefreshPlan(np.arange(dataset.num_database), np.arange(dataset.num_queries)))
+        self._cached_plan = self.plan
 
-    def refresh(self, database_descriptors: np.ndarray, query_descriptors: np.ndarray) -> None:
-        """Replaces the cached descriptors of the database and the queries (the paper refreshes
-        them every 1000 training queries; `netvlad_tf.training.CacheRefresh` computes them).
+    def next_query(self) -> int:
+        """The next training query: the training queries in a new random order on each pass.
+
+        With a pool only the queries of the cached plan are handed out; should the refresh
+        come later than planned, they are visited again (`revisited_queries`)."""
+        if self.mining_pool is None:
+            self._extend_upcoming(1)
+            return self._upcoming.popleft()
+        if self._cached_plan is None:
+            raise RuntimeError("With a mining pool, plan_refresh() and refresh() come before the first query.")
+        with self._lock:
+            if not self._window:
+                self._window.extend(int(q) for q in self._order_rng.permutation(self._cached_plan.query_ids))
+                self.revisited_queries += len(self._window)
+            return self._window.popleft()
+
+    def plan_refresh(self, queries_until_next: int) -> RefreshPlan:
+        """Chooses (and keeps as `plan`) the images the next refresh embeds.
 
         Args:
-            database_descriptors: `(num_database, dim)`, rows in the dataset's database order.
-            query_descriptors: `(num_queries, dim)`, rows in the dataset's query order.
+            queries_until_next: training queries visited before the refresh after this one.
+                A pool covers twice as many upcoming queries, so a refresh that comes a
+                little late still finds them.
+
+        Returns:
+            Every image without a pool; with one, the pool and the upcoming queries.
+        """
+        if self.mining_pool is None:
+            return self.plan
+        with self._lock:  # the queries not visited under the cached plan come first
+            self._planned_window = list(self._window)
+        self._extend_upcoming(2 * queries_until_next)
+        while len(self._planned_window) < 2 * queries_until_next:
+            self._planned_window.append(self._upcoming.popleft())
+        query_ids = np.unique(self._planned_window)
+        needed = [self.potential_positives[q] for q in query_ids]
+        needed += [self.remembered_negatives[q] for q in query_ids if q in self.remembered_negatives]
+        pool = self._rng.choice(self.dataset.num_database, size=self.mining_pool, replace=False)
+        self.plan = RefreshPlan(np.unique(np.concatenate([pool, *needed]).astype(np.int64)), query_ids)
+        return self.plan
+
+    def refresh(self, database_descriptors: np.ndarray, query_descriptors: np.ndarray) -> None:
+        """Replaces the cached descriptors with those of the `plan`'s images (the paper refreshes
+        them every 1000 training queries; `netvlad_tf.training.CacheRefresh` plans and computes
+        them).
+
+        Args:
+            database_descriptors: `(len(plan.database_ids), dim)`, rows in that order (without
+                a pool: every database image in the dataset's order).
+            query_descriptors: `(len(plan.query_ids), dim)`, rows in that order.
 
         Example:
         >>> dataset = GeoDataset("pair", ["d0", "d1"], [[0, 0], [100, 0]], ["q"], [[0, 0]])
@@ -148,26 +234,41 @@ class HardNegativeMiner:
         >>> miner.mine(0).negatives.tolist()
         [1]
         """
-        for role, descriptors, expected in (("database", database_descriptors, self.dataset.num_database),
-                                            ("query", query_descriptors, self.dataset.num_queries)):
+        if self.plan is None:
+            raise RuntimeError("A mining pool is chosen by plan_refresh() before each refresh.")
+        for role, descriptors, expected in (("database", database_descriptors, len(self.plan.database_ids)),
+                                            ("query", query_descriptors, len(self.plan.query_ids))):
             if np.ndim(descriptors) != 2 or len(descriptors) != expected:
-                raise ValueError(f"{self.dataset.name} has {expected} {role} images; got {role} "
-                                 f"descriptors of shape {np.shape(descriptors)}.")
-        self.database_cache.store(database_descriptors)
-        self.query_cache.store(query_descriptors)
+                raise ValueError(f"The refresh of {self.dataset.name} plans {expected} {role} images; got "
+                                 f"{role} descriptors of shape {np.shape(descriptors)}.")
+        with self._lock:
+            self.database_cache.store(database_descriptors)
+            self.query_cache.store(query_descriptors)
+            self._cached_plan = self.plan
+            self._window = deque(self._planned_window)
 
     def mine(self, query: int) -> MinedTuple | None:
         """The tuple of `query` under the current cache, or None when no negative violates."""
+        with self._lock:
+            return self._mine(query)
+
+    def _mine(self, query: int) -> MinedTuple | None:
+        cached = self._cached_plan
+        if cached is None or not _contains(cached.query_ids, query):
+            raise ValueError(f"Query {query} of {self.dataset.name} has no cached descriptor: the mining "
+                             "pool's plan does not hold it (take queries from next_query()).")
         self.queries_visited += 1
-        query_descriptor = self.query_cache.get([query])[0]
+        query_descriptor = self.query_cache.get(_rows(cached.query_ids, [query]))[0]
         positives = self.potential_positives[query]
-        positive_distances = _squared_distances(query_descriptor, self.database_cache.get(positives))
+        positive_distances = _squared_distances(
+            query_descriptor, self.database_cache.get(_rows(cached.database_ids, positives)))
         best = int(np.argmin(positive_distances))
-        candidates = np.union1d(
-            self._sample_definite_negatives(query),
-            self.remembered_negatives.get(query, np.zeros(0, dtype=np.int64)),
-        )
-        negative_distances = _squared_distances(query_descriptor, self.database_cache.get(candidates))
+        remembered = self.remembered_negatives.get(query, np.zeros(0, dtype=np.int64))
+        # Remembered while an earlier pool was cached: only those of this pool have descriptors.
+        candidates = np.union1d(self._sample_definite_negatives(query),
+                                remembered[_contains(cached.database_ids, remembered)])
+        negative_distances = _squared_distances(
+            query_descriptor, self.database_cache.get(_rows(cached.database_ids, candidates)))
         order = np.argsort(negative_distances, kind="stable")
         self.remembered_negatives[query] = candidates[order[: self.num_negatives]]
         violating = order[negative_distances[order] < positive_distances[best] + self.margin]
@@ -176,11 +277,30 @@ class HardNegativeMiner:
         return MinedTuple(query, int(positives[best]), candidates[violating[: self.num_negatives]])
 
     def _sample_definite_negatives(self, query: int) -> np.ndarray:
-        allowed = np.ones(self.dataset.num_database, dtype=bool)
-        allowed[self.not_negatives[query]] = False
-        definite = np.flatnonzero(allowed)
+        """Random definite negatives of `query` among the cached database images."""
+        pool = self._cached_plan.database_ids
+        allowed = np.ones(len(pool), dtype=bool)
+        near = self.not_negatives[query]
+        allowed[_rows(pool, near[_contains(pool, near)])] = False
+        definite = pool[allowed]
         take = min(self.num_sampled_negatives, len(definite))
         return self._rng.choice(definite, size=take, replace=False)
+
+    def _extend_upcoming(self, count: int) -> None:
+        while len(self._upcoming) < count:
+            self._upcoming.extend(int(q) for q in self._order_rng.permutation(self.training_queries))
+
+
+def _contains(sorted_ids: np.ndarray, ids) -> np.ndarray | bool:
+    """Whether each of `ids` is in `sorted_ids`."""
+    ids = np.asarray(ids, dtype=np.int64)
+    positions = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+    return sorted_ids[positions] == ids
+
+
+def _rows(sorted_ids: np.ndarray, ids) -> np.ndarray:
+    """Rows of `ids` in `sorted_ids` (each must be there)."""
+    return np.searchsorted(sorted_ids, np.asarray(ids, dtype=np.int64))
 
 
 def _squared_distances(vector: np.ndarray, matrix: np.ndarray) -> np.ndarray:

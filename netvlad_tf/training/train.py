@@ -18,7 +18,7 @@ from netvlad_tf.models.losses import DEFAULT_MARGIN, RankingLoss
 from netvlad_tf.models.model import PlaceRecognitionModel
 from netvlad_tf.training.callbacks import CacheRefresh, EpochHistory, RecallEvaluation
 from netvlad_tf.training.frozen_features import FrozenFeatureStore
-from netvlad_tf.training.mining import HardNegativeMiner
+from netvlad_tf.training.mining import FULL_MINING_LIMIT, HardNegativeMiner
 from netvlad_tf.training.overlap import ValidationOverlapWarning, validation_overlap
 from netvlad_tf.training.tuples import tuple_dataset, tuple_steps_per_epoch
 
@@ -69,6 +69,7 @@ def train(
     num_negatives: int = 10,
     num_sampled_negatives: int = 1000,
     refresh_every: int = 1000,
+    mining_pool: int | None = None,
     margin: float = DEFAULT_MARGIN,
     normalization: str = "violating",
     cache_precision: str = "int8",
@@ -112,6 +113,10 @@ def train(
         num_negatives, num_sampled_negatives: hard negatives per tuple, chosen among this many
             random definite negatives.
         refresh_every: training queries between descriptor-cache refreshes.
+        mining_pool: embed only this many random database images at each refresh (plus the
+            upcoming queries' potential positives and remembered negatives) and sample
+            negatives among them; None: every database image, the paper's full mining
+            (suggested in the log above 50 000 database images).
         margin, normalization: of the ranking loss (Eq. 7; see `RankingLoss`).
         cache_precision: `"int8"` or `"float32"` descriptor cache.
         frozen_features, frozen_feature_precision: store the frozen layers' output once.
@@ -148,7 +153,11 @@ def train(
         margin=margin,
         cache_precision=cache_precision,
         seed=seed,
+        mining_pool=mining_pool,
     )
+    if verbose and mining_pool is None and train_dataset.num_database > FULL_MINING_LIMIT:
+        print(f"Every refresh embeds all {train_dataset.num_database} database images; a mining pool "
+              "(--mining_pool=N, mining_pool=N) bounds its time and memory by N instead.", flush=True)
     caller_model, model = model, _built_in_scope(model, strategy)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model.compile(
@@ -186,7 +195,7 @@ def train(
     callbacks += [keras.callbacks.TensorBoard(str(run_dir / "logs")), epoch_history]
     callbacks += extra_callbacks or []
     model.fit(
-        tuple_dataset(miner, image_size, batch_size, seed=seed, frozen_features=store,
+        tuple_dataset(miner, image_size, batch_size, frozen_features=store,
                       placeholder_first_iterator=strategy is not None),
         epochs=epochs,
         steps_per_epoch=steps_per_epoch or tuple_steps_per_epoch(miner, batch_size),

@@ -15,12 +15,12 @@ def tuple_dataset(
     miner: HardNegativeMiner,
     image_size: tuple[int, int],
     batch_size: int = 4,
-    seed: int = 0,
     frozen_features: FrozenFeatureStore | None = None,
     placeholder_first_iterator: bool = False,
 ) -> tf.data.Dataset:
-    """An endless stream of tuples: the training queries in a new random order on each pass,
-    mined with the miner's current cache; queries without a violating negative are skipped.
+    """An endless stream of tuples: the training queries in the miner's order
+    (`HardNegativeMiner.next_query`), mined with its current cache; queries without a
+    violating negative are skipped.
     Give `model.fit` `steps_per_epoch=tuple_steps_per_epoch(miner, batch_size)`.
 
     Each element is a dict: `query` `(B, H, W, 3)`, `positives` `(B, 1, H, W, 3)`,
@@ -37,7 +37,6 @@ def tuple_dataset(
         miner: the `HardNegativeMiner` whose cache picks positives and negatives.
         image_size: `(H, W)` of every image.
         batch_size: tuples per element.
-        seed: the query order.
         frozen_features: a `FrozenFeatureStore` to read trunk features from instead of images.
         placeholder_first_iterator: the first iterator opened on the dataset yields
             placeholder batches (zero images, every mask 0) and mines nothing. Under a
@@ -60,7 +59,6 @@ def tuple_dataset(
     """
     height, width = image_size
     num_negatives = miner.num_negatives
-    rng = np.random.default_rng(seed)
 
     iterators_opened = 0
 
@@ -73,14 +71,13 @@ def tuple_dataset(
                 yield placeholder
         pending: list[MinedTuple] = []
         while True:
-            for query in rng.permutation(miner.training_queries):
-                mined = miner.mine(int(query))
-                if mined is None:
-                    continue
-                pending.append(mined)
-                if len(pending) == batch_size:
-                    yield load(pending)
-                    pending = []
+            mined = miner.mine(miner.next_query())
+            if mined is None:
+                continue
+            pending.append(mined)
+            if len(pending) == batch_size:
+                yield load(pending)
+                pending = []
 
     if frozen_features is None:
         keys, item_shape = IMAGE_KEYS, (height, width, 3)
