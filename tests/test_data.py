@@ -97,6 +97,40 @@ def test_csv_reader_errors_name_the_row(tmp_path, content, message):
         read_csv_dataset(write(tmp_path / "bad.csv", content), check_files=False)
 
 
+def test_place_ids_define_positives_and_negatives():
+    """Positives share the query's place ID wherever they are; negatives have another ID and,
+    with coordinates, lie beyond the negative radius; the query's own file is no positive."""
+    database = ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "q.jpg"]
+    places = ["hall", "lab", "lab", "hall", "yard", "lab"]
+    where = [[0, 0], [0, 0], [500, 0], [20, 0], [300, 0], [0, 0]]
+    dataset = GeoDataset("rooms", database, where, ["q.jpg"], [[0, 0]],
+                         database_place_ids=places, query_place_ids=["lab"])
+    assert dataset.positives_within(25.0)[0].tolist() == [1, 2]  # a is at the spot but another place
+    assert dataset.not_negatives_within(25.0)[0].tolist() == [0, 1, 2, 3, 5]  # only e is a negative
+    labels_only = GeoDataset("rooms", database, None, ["q.jpg"], None,
+                             database_place_ids=places, query_place_ids=["lab"])
+    assert labels_only.positives_within()[0].tolist() == [1, 2]
+    assert labels_only.not_negatives_within(25.0)[0].tolist() == [1, 2, 5]
+    assert labels_only.select([1, 4], [0]).database_place_ids.tolist() == ["lab", "yard"]
+    with pytest.raises(ValueError, match="needs a place ID"):
+        GeoDataset("none", ["a.jpg"], None, ["q.jpg"], None)
+    with pytest.raises(ValueError, match="no coordinates"):
+        labels_only._within(25.0)
+
+
+def test_csv_reader_with_place_ids_and_no_coordinates(tmp_path):
+    csv_path = write(tmp_path / "rooms.csv", "split,image_path,place_id\ndatabase,a.png,hall\n"
+                     "database,b.png,lab\nquery,q.png, lab \n")
+    dataset = read_csv_dataset(csv_path, check_files=False)
+    assert not dataset.has_coordinates and dataset.query_place_ids.tolist() == ["lab"]
+    assert dataset.positives_within()[0].tolist() == [1]
+    with pytest.raises(ValueError, match=":3: place_id is empty"):
+        read_csv_dataset(write(tmp_path / "bad.csv", "split,image_path,place_id\ndatabase,a.png,x\n"
+                               "query,q.png,\n"), check_files=False)
+    with pytest.raises(ValueError, match="or a place_id column"):
+        read_csv_dataset(write(tmp_path / "none.csv", "split,image_path\ndatabase,a.png\n"), check_files=False)
+
+
 def test_csv_reader_missing_files(tmp_path):
     csv_path = write(tmp_path / "x.csv", "split,image_path,easting,northing\ndatabase,a.png,1,2\nquery,b.png,1,2\n")
     with pytest.raises(FileNotFoundError, match="2 image files are missing"):

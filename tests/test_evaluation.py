@@ -136,3 +136,21 @@ def test_a_truncated_descriptor_cache_entry_is_named(nordland_small, tmp_path):
     entry.write_bytes(entry.read_bytes()[:100])
     with pytest.raises(ValueError, match=f"Descriptor cache {entry} is damaged.*delete it"):
         evaluate(model, nordland_small, ns=(1,), image_size=IMAGE_SIZE, cache_dir=tmp_path, verbose=False)
+
+
+def test_recall_on_place_ids_counts_a_retrieval_of_the_same_place(tmp_path, capsys):
+    """No coordinates: a query is right at N when one of its first N results carries its
+    place ID (NumPy below, from the ranking alone); `netvlad-tf evaluate` takes the CSV too."""
+    from place_labels import nordland_by_place_id
+
+    csv_path = nordland_by_place_id("test", tmp_path, frames_per_place=30)
+    dataset = read_csv_dataset(csv_path)
+    assert not dataset.has_coordinates
+    result = evaluate(None, dataset, pooling="pixels", ns=(1, 5, 10), verbose=False)
+    query_places = dataset.query_place_ids[result.query_indices]
+    for n in (1, 5, 10):
+        hits = (dataset.database_place_ids[result.ranked[:, :n]] == query_places[:, None]).any(axis=1)
+        assert result.recall[n] == pytest.approx(hits.mean())
+    assert 0 < result.recall[1] < result.recall[10] < 1  # places of three frames: not trivial
+    assert main(["netvlad-tf", "evaluate", f"--dataset={csv_path}", "--pooling=pixels",
+                 f"--output={tmp_path / 'out'}"]) == 0

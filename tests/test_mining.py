@@ -88,26 +88,26 @@ def street_dataset(num_database, num_queries=20):
 
 
 def test_a_pool_plans_random_images_plus_the_upcoming_queries_positives():
-    dataset = street_dataset(2000)
+    dataset = street_dataset(20_000, num_queries=100)
     miner = HardNegativeMiner(dataset, mining_pool=50, num_sampled_negatives=10, seed=1)
-    plan = miner.plan_refresh(queries_until_next=4)
-    # The queries due before the next refresh, twice over: 8 of the 20.
-    assert len(plan.query_ids) == 8
+    plan = miner.plan_refresh(queries_until_next=40)
+    # The queries due before the next refresh and 16 more: 56 of the 100.
+    assert len(plan.query_ids) == 56
     expected_positives = {i for q in plan.query_ids for i in (10 * q - 1, 10 * q, 10 * q + 1) if 0 <= i}
     assert expected_positives <= set(plan.database_ids.tolist())
     # 50 random images and at most 3 positives per planned query: the pool, not the database.
-    assert 50 <= len(plan.database_ids) <= 50 + 3 * 8
+    assert 50 <= len(plan.database_ids) <= 50 + 3 * 56
     assert np.all(np.diff(plan.database_ids) > 0)
-    with pytest.raises(ValueError, match="plans 8 query images"):
-        miner.refresh(np.zeros((len(plan.database_ids), 2), "float32"), np.zeros((20, 2), "float32"))
+    with pytest.raises(ValueError, match="plans 56 query images"):
+        miner.refresh(np.zeros((len(plan.database_ids), 2), "float32"), np.zeros((100, 2), "float32"))
 
 
 def test_a_pool_mines_from_its_own_images_like_the_full_formula():
     """The tuple equals the paper's rule (NumPy below) applied to the pool's images only."""
     rng = np.random.default_rng(5)
-    dataset = street_dataset(600, num_queries=6)
+    dataset = street_dataset(600, num_queries=30)
     descriptors = rng.normal(size=(600, 8)).astype("float32")
-    query_descriptors = rng.normal(size=(6, 8)).astype("float32")
+    query_descriptors = rng.normal(size=(30, 8)).astype("float32")
     miner = HardNegativeMiner(dataset, mining_pool=40, num_negatives=3, num_sampled_negatives=1000,
                               cache_precision="float32", margin=20.0)
     plan = miner.plan_refresh(queries_until_next=2)
@@ -122,7 +122,7 @@ def test_a_pool_mines_from_its_own_images_like_the_full_formula():
     assert mined.positive == positives[np.argmin(d2[positives])]
     assert mined.negatives.tolist() == expected_negatives
     with pytest.raises(ValueError, match="no cached descriptor"):
-        miner.mine(next(q for q in range(6) if q not in plan.query_ids))
+        miner.mine(next(q for q in range(30) if q not in plan.query_ids))
 
 
 def test_a_pool_visits_every_query_across_refreshes_and_stays_bounded():
@@ -136,7 +136,7 @@ def test_a_pool_visits_every_query_across_refreshes_and_stays_bounded():
         visited += [miner.next_query() for _ in range(6)]
     # 60 visits: each of the 30 queries twice (two passes), none lost between plans.
     assert sorted(visited) == sorted(list(range(30)) * 2)
-    assert max(sizes) <= 100 + 3 * 12 and miner.revisited_queries == 0
+    assert max(sizes) <= 100 + 3 * 22 and miner.revisited_queries == 0
 
 
 def test_a_pool_at_least_the_database_is_full_mining():

@@ -296,7 +296,7 @@ def test_a_mining_pool_refreshes_only_its_images_from_the_store_and_trains(tmp_p
     callback.set_model(model)
     callback.refresh()
     plan = pooled.plan
-    assert len(plan.query_ids) <= 8 and len(plan.database_ids) < dataset.num_database
+    assert len(plan.query_ids) <= 4 + 16 and len(plan.database_ids) < dataset.num_database
     assert f"{len(plan.database_ids)} database images, a pool of 6" in capsys.readouterr().out
     # The pool's rows, computed over the stored features, are the full cache's rows of those images.
     np.testing.assert_allclose(pooled.database_cache.get(np.arange(len(plan.database_ids))),
@@ -307,3 +307,26 @@ def test_a_mining_pool_refreshes_only_its_images_from_the_store_and_trains(tmp_p
                 batch_size=2, num_negatives=3, num_sampled_negatives=10, refresh_every=4, mining_pool=6,
                 seed=0, verbose=0)
     assert np.isfinite(run.history["loss"]).all() and (run.run_dir / "last.keras").is_file()
+
+
+def test_train_on_place_ids_without_coordinates(tmp_path):
+    """Positives share the query's place ID and every negative has another one."""
+    from place_labels import nordland_by_place_id
+
+    dataset = read_csv_dataset(nordland_by_place_id("train", tmp_path, frames_per_place=30))
+    miner = HardNegativeMiner(dataset, num_negatives=3, num_sampled_negatives=20, cache_precision="float32")
+    model = initialised_model(dataset)
+    refresh_cache(miner, model)
+    checked = 0
+    for _ in range(20):
+        mined = miner.mine(miner.next_query())
+        if mined is None:
+            continue
+        checked += 1
+        place = dataset.query_place_ids[mined.query]
+        assert dataset.database_place_ids[mined.positive] == place
+        assert all(dataset.database_place_ids[n] != place for n in mined.negatives)
+    assert checked > 0
+    run = train(model, dataset, IMAGE_SIZE, tmp_path / "run", epochs=1, steps_per_epoch=3, batch_size=2,
+                num_negatives=3, num_sampled_negatives=20, seed=0, verbose=0)
+    assert np.isfinite(run.history["loss"]).all()

@@ -146,8 +146,8 @@ def run_demo(
 def _first_places(dataset: GeoDataset, count: int | None) -> GeoDataset:
     if count is None:
         return dataset
-    return GeoDataset(f"{dataset.name}_first{count}", dataset.database_paths[:count], dataset.database_utm[:count],
-                      dataset.query_paths[:count], dataset.query_utm[:count])
+    return dataset.select(np.arange(min(count, dataset.num_database)), np.arange(min(count, dataset.num_queries)),
+                          name=f"{dataset.name}_first{count}")
 
 
 def _say(verbose: bool, message: str) -> None:

@@ -22,7 +22,11 @@ def read_csv_dataset(
 ) -> GeoDataset:
     """Reads a CSV with header `split,image_path,easting,northing` (metres) or
     `split,image_path,latitude,longitude` (degrees, projected to UTM), plus the optional
-    columns `condition` and `timestamp`.
+    columns `condition`, `timestamp` and `place_id`.
+
+    With `place_id` (a label of the place each image shows) the coordinate columns may be
+    left out: positives are then the other images of the query's place and negatives images
+    of other places (see `GeoDataset`).
 
     `split` is `database` or `query`; `image_path` is relative to the CSV's folder. The file
     is UTF-8, with or without the byte-order mark spreadsheet programs write; latitudes must
@@ -55,7 +59,8 @@ def read_csv_dataset(
     columns = reader.fieldnames or []
     coordinate_columns = _coordinate_columns(columns, path)
     rows = list(reader)
-    parsed = {split: {"paths": [], "coordinates": [], "conditions": [], "timestamps": []} for split in SPLITS}
+    parsed = {split: {"paths": [], "coordinates": [], "conditions": [], "timestamps": [], "places": []}
+              for split in SPLITS}
     for line_number, row in enumerate(rows, start=2):
         split = (row.get("split") or "").strip()
         if split not in SPLITS:
@@ -71,6 +76,11 @@ def read_csv_dataset(
         target["coordinates"].append(coordinates)
         target["conditions"].append((row.get("condition") or "").strip())
         target["timestamps"].append((row.get("timestamp") or "").strip())
+        if "place_id" in columns:
+            place = (row.get("place_id") or "").strip()
+            if not place:
+                raise ValueError(f"{path}:{line_number}: place_id is empty.")
+            target["places"].append(place)
     for split in SPLITS if require_queries else ("database",):
         if not parsed[split]["paths"]:
             raise ValueError(f"{path}: no {split} rows; a dataset needs both splits.")
@@ -81,31 +91,36 @@ def read_csv_dataset(
         parsed["database"]["coordinates"] = projected[:num_database]
         parsed["query"]["coordinates"] = projected[num_database:]
     has_timestamps = "timestamp" in columns
+    has_places = "place_id" in columns
     dataset = GeoDataset(
         name=name or path.stem,
         database_paths=parsed["database"]["paths"],
-        database_utm=parsed["database"]["coordinates"],
+        database_utm=parsed["database"]["coordinates"] if coordinate_columns else None,
         query_paths=parsed["query"]["paths"],
-        query_utm=parsed["query"]["coordinates"],
+        query_utm=parsed["query"]["coordinates"] if coordinate_columns else None,
         query_conditions=parsed["query"]["conditions"] if "condition" in columns else None,
         database_timestamps=np.array(parsed["database"]["timestamps"]) if has_timestamps else None,
         query_timestamps=np.array(parsed["query"]["timestamps"]) if has_timestamps else None,
+        database_place_ids=parsed["database"]["places"] if has_places else None,
+        query_place_ids=parsed["query"]["places"] if has_places else None,
     )
     if check_files:
         check_images_exist(dataset)
     return dataset
 
 
-def _coordinate_columns(columns: list[str], path: Path) -> tuple[str, str]:
+def _coordinate_columns(columns: list[str], path: Path) -> tuple[str, ...]:
     missing = [c for c in ("split", "image_path") if c not in columns]
     if missing:
         raise ValueError(f"{path}: missing columns {missing}; found {columns}.")
     for candidate in (METRIC_COLUMNS, GPS_COLUMNS):
         if all(c in columns for c in candidate):
             return candidate
+    if "place_id" in columns:
+        return ()
     raise ValueError(
         f"{path}: needs coordinate columns easting,northing (metres) or latitude,longitude "
-        f"(degrees); found {columns}."
+        f"(degrees), or a place_id column; found {columns}."
     )
 
 

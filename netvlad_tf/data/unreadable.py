@@ -32,19 +32,7 @@ def drop_unreadable_images(dataset: GeoDataset) -> tuple[GeoDataset, list[str]]:
     keep_database = np.array([p not in bad for p in dataset.database_paths], dtype=bool)
     keep_queries = np.array([p not in bad for p in dataset.query_paths], dtype=bool)
 
-    def subset(values, keep):
-        return None if values is None else [v for v, k in zip(values, keep) if k]
-
-    kept = GeoDataset(
-        name=dataset.name,
-        database_paths=subset(dataset.database_paths, keep_database),
-        database_utm=dataset.database_utm[keep_database],
-        query_paths=subset(dataset.query_paths, keep_queries),
-        query_utm=dataset.query_utm[keep_queries],
-        query_conditions=subset(dataset.query_conditions, keep_queries),
-        database_timestamps=None if dataset.database_timestamps is None else dataset.database_timestamps[keep_database],
-        query_timestamps=None if dataset.query_timestamps is None else dataset.query_timestamps[keep_queries],
-    )
+    kept = dataset.select(keep_database, keep_queries)
     dropped = sorted(bad)
     warnings.warn(f"{dataset.name}: skipped {len(dropped)} unreadable images, e.g. {dropped[0]}", stacklevel=2)
     return kept, dropped

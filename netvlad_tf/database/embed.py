@@ -206,9 +206,11 @@ def dataset_rows(dataset, part: str = "database") -> tuple[list[str], np.ndarray
         dataset: a `GeoDataset`.
         part: `"database"` or `"queries"`.
     """
-    if part == "database":
-        return dataset.database_paths, dataset.database_utm
-    if part == "queries":
-        return dataset.query_paths, dataset.query_utm
-    raise ValueError(f"Unknown part {part!r}; use 'database' or 'queries'.")
+    if part not in ("database", "queries"):
+        raise ValueError(f"Unknown part {part!r}; use 'database' or 'queries'.")
+    paths, coordinates = ((dataset.database_paths, dataset.database_utm) if part == "database"
+                          else (dataset.query_paths, dataset.query_utm))
+    if coordinates is None:  # place IDs only: the shards' coordinate columns hold NaN
+        coordinates = np.full((len(paths), 2), np.nan)
+    return paths, coordinates
 

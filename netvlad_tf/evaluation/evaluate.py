@@ -110,7 +110,7 @@ def evaluate(
     all_positives = dataset.positives_within(radius_m)
     query_indices = dataset.queries_with_positives(radius_m)
     if len(query_indices) == 0:
-        raise ValueError(f"{dataset.name}: no query has a database image within {radius_m} m.")
+        raise ValueError(f"{dataset.name}: no query has a database image {dataset.positive_rule(radius_m)}.")
     embed = _embedder(model, pooling, image_size, max_side, batch_size, cache_dir, verbose)
     database = embed(dataset.database_paths, "database")
     queries = embed([dataset.query_paths[q] for q in query_indices], "queries")

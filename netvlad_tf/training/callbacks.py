@@ -117,7 +117,7 @@ class RecallEvaluation(keras.callbacks.Callback):
                  radius_m: float = EVAL_POSITIVE_RADIUS_M, batch_size: int = 8, verbose: bool = True):
         super().__init__()
         if len(dataset.queries_with_positives(radius_m)) == 0:
-            raise ValueError(f"{dataset.name}: no validation query has a positive within {radius_m} m.")
+            raise ValueError(f"{dataset.name}: no validation query has a positive {dataset.positive_rule(radius_m)}.")
         self.dataset = dataset
         self.image_size = image_size
         self.ns = tuple(ns)

@@ -151,14 +151,14 @@ class HardNegativeMiner:
         self.margin = margin
         self.mining_pool = None if mining_pool is None or mining_pool >= dataset.num_database else int(mining_pool)
         self.potential_positives = dataset.positives_within(positive_radius_m)
-        self.not_negatives = dataset.positives_within(negative_radius_m)
+        self.not_negatives = dataset.not_negatives_within(negative_radius_m)
         self.training_queries = np.array(
             [q for q, found in enumerate(self.potential_positives) if found.size], dtype=np.int64
         )
         self.num_dropped = dataset.num_queries - len(self.training_queries)
         if len(self.training_queries) == 0:
             raise ValueError(
-                f"{dataset.name}: no query has a database image within {positive_radius_m} m; "
+                f"{dataset.name}: no query has a database image {dataset.positive_rule(positive_radius_m)}; "
                 "nothing to train on."
             )
         self.database_cache = DescriptorCache(cache_precision)
@@ -197,8 +197,8 @@ class HardNegativeMiner:
 
         Args:
             queries_until_next: training queries visited before the refresh after this one.
-                A pool covers twice as many upcoming queries, so a refresh that comes a
-                little late still finds them.
+                A pool covers a tenth more (at least 16), for a refresh that comes a little
+                late; one later still visits the planned queries again.
 
         Returns:
             Every image without a pool; with one, the pool and the upcoming queries.
@@ -207,8 +207,9 @@ class HardNegativeMiner:
             return self.plan
         with self._lock:  # the queries not visited under the cached plan come first
             self._planned_window = list(self._window)
-        self._extend_upcoming(2 * queries_until_next)
-        while len(self._planned_window) < 2 * queries_until_next:
+        window = queries_until_next + max(16, queries_until_next // 10)
+        self._extend_upcoming(window)
+        while len(self._planned_window) < window:
             self._planned_window.append(self._upcoming.popleft())
         query_ids = np.unique(self._planned_window)
         needed = [self.potential_positives[q] for q in query_ids]

@@ -56,7 +56,8 @@ def validation_overlap(train_dataset: GeoDataset, val_dataset: GeoDataset,
     training_files = {os.path.realpath(path) for path in train_dataset.database_paths + train_dataset.query_paths}
     same = np.array([os.path.realpath(path) in training_files for path in val_dataset.query_paths], bool)
     near = np.zeros(val_dataset.num_queries, bool)
-    if train_dataset.num_queries and val_dataset.num_queries:
+    if train_dataset.num_queries and val_dataset.num_queries and train_dataset.has_coordinates \
+            and val_dataset.has_coordinates:
         neighbours = NearestNeighbors().fit(train_dataset.query_utm).radius_neighbors(
             val_dataset.query_utm, radius=radius_m, return_distance=False)
         dated = train_dataset.query_timestamps is not None and val_dataset.query_timestamps is not None
