@@ -154,6 +154,9 @@ def test_folder_reader(tmp_path):
         (tmp_path / "images/val" / folder).mkdir(parents=True)
         for name in names:
             (tmp_path / "images/val" / folder / name).touch()
+    # What a killed write and a macOS copy leave beside the photos: hidden, never read as images.
+    (tmp_path / "images/val/database/.@5.0@2.0@x.jpg.4242-ab12cd34.staging.jpg").touch()
+    (tmp_path / "images/val/database/._@1.0@2.0@x.jpg").write_bytes(b"\x00\x05\x16\x07")
     dataset = read_folder_dataset(tmp_path, "val")
     assert dataset.database_utm.tolist() == [[1.0, 2.0], [30.0, 2.0]]
     assert dataset.positives_within(25.0)[0].tolist() == [0]

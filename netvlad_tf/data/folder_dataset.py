@@ -7,6 +7,24 @@ from pathlib import Path
 from netvlad_tf.data.geo_dataset import GeoDataset
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def image_files(folder, recursive: bool = False) -> list[Path]:
+    """The `.jpg`/`.jpeg`/`.png` files in `folder`, sorted; hidden ones (a name starting with
+    ".") are left out: the staging files of an interrupted write and the `._name.jpg`
+    resource forks macOS leaves on copied drives are not photos.
+
+    Example:
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> for name in ("b.jpg", "a.PNG", "._a.PNG", "notes.txt"):
+    ...     _ = (folder / name).write_bytes(b"")
+    >>> [path.name for path in image_files(folder)]
+    ['a.PNG', 'b.jpg']
+    """
+    found = Path(folder).rglob("*") if recursive else Path(folder).iterdir()
+    return sorted(path for path in found
+                  if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file())
 FOLDER_SPLITS = ("train", "val", "test")
 
 
@@ -39,7 +57,7 @@ def read_folder_dataset(root, split: str = "test") -> GeoDataset:
 def _read_images(folder: Path) -> tuple[list[str], list[list[float]]]:
     if not folder.is_dir():
         raise FileNotFoundError(f"Folder {str(folder)!r} does not exist.")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = image_files(folder)
     if not paths:
         raise ValueError(f"No .jpg/.png images in {str(folder)!r}.")
     coordinates = []

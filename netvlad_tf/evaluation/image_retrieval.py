@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from netvlad_tf.data.folder_dataset import IMAGE_SUFFIXES
+from netvlad_tf.data.folder_dataset import image_files
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE
 from netvlad_tf.inference.embedding import embed_images
 from netvlad_tf.retrieval import create_index
@@ -75,7 +75,7 @@ def read_oxford_paris(root, name: str | None = None) -> RetrievalBenchmark:
     gt_dir = root / "gt"
     if not gt_dir.is_dir():
         raise FileNotFoundError(f"{gt_dir} does not exist: expected the benchmark's gt/ folder.")
-    by_stem = {p.stem: str(p) for p in sorted((root / "images").rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES}
+    by_stem = {p.stem: str(p) for p in image_files(root / "images", recursive=True)}
     if not by_stem:
         raise ValueError(f"No images under {root / 'images'}.")
     database_paths = list(by_stem.values())
@@ -111,7 +111,7 @@ def read_holidays(image_dir, name: str = "holidays") -> RetrievalBenchmark:
 
     Example: see `tests/test_image_retrieval.py`.
     """
-    paths = sorted(p for p in Path(image_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = image_files(image_dir)
     try:
         numbers = np.array([int(p.stem) for p in paths])
     except ValueError:
