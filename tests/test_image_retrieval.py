@@ -5,12 +5,8 @@ import pytest
 import tensorflow as tf
 
 from netvlad_tf import build_netvlad_model
-from netvlad_tf.evaluation.image_retrieval import (
-    average_precision,
-    mean_average_precision,
-    read_holidays,
-    read_oxford_paris,
-)
+from netvlad_tf.data.retrieval_benchmarks import read_holidays, read_oxford_paris
+from netvlad_tf.evaluation.image_retrieval import average_precision, mean_average_precision
 
 
 def test_average_precision_hand_computed():
