@@ -114,3 +114,32 @@ def test_a_hub_handle_without_its_client_names_the_extra(monkeypatch):
         from_preset("hf://owner/repo")
     with pytest.raises(ValueError, match=r"kaggle:// presets need kagglehub"):
         from_preset("kaggle://owner/model/keras/variant")
+
+
+LOAD_FROM_KAGGLE = """
+import sys, numpy as np
+from netvlad_tf import PlaceRecognitionModel
+images = np.load(sys.argv[1])
+model = PlaceRecognitionModel.from_preset("kaggle://netvlad-tf/tiny-preset/keras/tiny/1")
+np.save(sys.argv[2], model.predict(images, verbose=0))
+"""
+
+
+@pytest.mark.slow
+def test_kaggle_preset_loads_through_the_real_client_from_its_cache(saved_preset, tmp_path):
+    """A versioned handle found complete in kagglehub's cache loads without the network (no
+    credentials are set, so the client could not download; the loopback proxy below refuses)."""
+    pytest.importorskip("kagglehub")
+    folder, images, expected = saved_preset
+    # The client's own layout: models/OWNER/MODEL/FRAMEWORK/VARIATION/VERSION/ and VERSION.complete.
+    variation = tmp_path / "kaggle" / "models" / "netvlad-tf" / "tiny-preset" / "keras" / "tiny"
+    shutil.copytree(folder, variation / "1")
+    (variation / "1.complete").touch()
+    np.save(tmp_path / "images.npy", images)
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("KAGGLE")}
+    environment.update(KAGGLEHUB_CACHE=str(tmp_path / "kaggle"), HOME=str(tmp_path / "home"),
+                       HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9")
+    run = subprocess.run([sys.executable, "-c", LOAD_FROM_KAGGLE, str(tmp_path / "images.npy"), str(tmp_path / "out.npy")],
+                         env=environment, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-6)
