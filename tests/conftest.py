@@ -18,7 +18,7 @@ def _seed_keras():
 collect_ignore_glob = ["fixtures/make_*.py"]
 
 # Registers the tiny test backbone ("tiny_test") for every test module.
-import tiny_backbone  # noqa: E402,F401
+import tests.support.tiny_backbone  # noqa: E402,F401
 
 
 def pytest_collection_modifyitems(items):

@@ -37,7 +37,7 @@ def read_oxford_paris(root, name: str | None = None) -> RetrievalBenchmark:
     images anywhere under `root/images/` (searched recursively by file stem). Relevant =
     good ∪ ok; junk images are ignored; the query box comes from `_query.txt`.
 
-    Example: see `tests/test_image_retrieval.py`, which builds a miniature of this layout.
+    Example: see `tests/evaluation/test_image_retrieval.py`, which builds a miniature of this layout.
     """
     root = Path(root)
     gt_dir = root / "gt"
@@ -77,7 +77,7 @@ def read_holidays(image_dir, name: str = "holidays") -> RetrievalBenchmark:
     """Reads INRIA Holidays: images `NNNNNN.jpg`; each group of 100 numbers is one scene whose
     first image (number divisible by 100) is the query; the query itself is junk.
 
-    Example: see `tests/test_image_retrieval.py`.
+    Example: see `tests/evaluation/test_image_retrieval.py`.
     """
     paths = image_files(image_dir)
     try:

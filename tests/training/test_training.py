@@ -5,37 +5,16 @@ import json
 import keras
 import numpy as np
 import pytest
-from tiny_backbone import TINY_BACKBONE, TINY_DIM
 
-from netvlad_tf import RankingLoss, build_netvlad_model, initialize_clusters
+from netvlad_tf import RankingLoss, build_netvlad_model
 from netvlad_tf.data import GeoDataset, read_csv_dataset
 from netvlad_tf.data.images import image_batches
-from netvlad_tf.sample_data import nordland_csv
 from netvlad_tf.training import CacheRefresh, FrozenFeatureStore, RecallEvaluation, train, tuple_dataset
 from netvlad_tf.training import frozen_features as frozen_features_module
 from netvlad_tf.training.mining import HardNegativeMiner
 from netvlad_tf.training.overlap import ValidationOverlapWarning, validation_overlap
-
-IMAGE_SIZE = (32, 64)
-
-
-def nordland_stretch(first=0, count=40):
-    full = read_csv_dataset(nordland_csv("train"))
-    window = slice(first, first + count)
-    return GeoDataset(
-        f"nordland_{count}",
-        full.database_paths[window], full.database_utm[window],
-        full.query_paths[window], full.query_utm[window],
-    )
-
-
-def initialised_model(dataset, num_clusters=4):
-    model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=num_clusters)
-    initialize_clusters(
-        model.pooling, model.backbone, image_batches(dataset.database_paths, IMAGE_SIZE, batch_size=20),
-        num_descriptors=300, descriptors_per_image=8,
-    )
-    return model
+from tests.support.tiny_backbone import TINY_DIM
+from tests.support.training_data import IMAGE_SIZE, initialised_model, nordland_stretch
 
 
 def refresh_cache(miner, model, frozen_features=None):
@@ -311,7 +290,7 @@ def test_a_mining_pool_refreshes_only_its_images_from_the_store_and_trains(tmp_p
 
 def test_train_on_place_ids_without_coordinates(tmp_path):
     """Positives share the query's place ID and every negative has another one."""
-    from place_labels import nordland_by_place_id
+    from tests.support.place_labels import nordland_by_place_id
 
     dataset = read_csv_dataset(nordland_by_place_id("train", tmp_path, frames_per_place=30))
     miner = HardNegativeMiner(dataset, num_negatives=3, num_sampled_negatives=20, cache_precision="float32")

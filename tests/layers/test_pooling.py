@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from netvlad_tf import AveragePooling, GeMPooling, MACPooling, NetVLAD, get_pooling
-from tests.layer_harness import check_layer
+from tests.support.layer_harness import check_layer
 
 
 def unit(vectors):

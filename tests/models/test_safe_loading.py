@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_backbone import TINY_BACKBONE
 
 from netvlad_tf import build_netvlad_model, fit_pca_whitening
 from netvlad_tf.converters.pytorch_netvlad import convert_pytorch_netvlad
+from tests.support.tiny_backbone import TINY_BACKBONE
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 LOAD_SAFELY = """
 import sys, numpy as np, keras

@@ -8,7 +8,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from tiny_backbone import TINY_BACKBONE, TINY_DIM
 
 from netvlad_tf import build_netvlad_model, initialize_clusters
 from netvlad_tf.data import read_csv_dataset
@@ -26,6 +25,7 @@ from netvlad_tf.export.serving_clients import (
     rest_pixels_request,
 )
 from netvlad_tf.sample_data import nordland_csv
+from tests.support.tiny_backbone import TINY_BACKBONE, TINY_DIM
 
 IMAGE_SIZE = (32, 64)
 
@@ -202,7 +202,7 @@ def test_requests_the_graph_refuses_leave_the_server_alive(saved_model, tmp_path
     import json
     import os
 
-    from image_files import blank_png
+    from tests.support.image_files import blank_png
 
     (tmp_path / "bomb.png").write_bytes(blank_png(20_000, 20_000))
     (tmp_path / "small.png").write_bytes(blank_png(64, 48))
@@ -337,7 +337,7 @@ def test_encoded_signature_turns_jpeg_photos_upright_by_their_exif(saved_model, 
     """The signature's descriptor of a photo stored turned (with its EXIF orientation) equals the
     Keras model's descriptor of the upright picture, read the package's way (Pillow writes the
     photo as a camera would)."""
-    from image_files import photo_with_orientation
+    from tests.support.image_files import photo_with_orientation
 
     upright = (np.random.default_rng(orientation).uniform(0, 255, (40, 80, 3))).astype(np.uint8)
     photo_with_orientation(tmp_path / "photo.jpg", upright, orientation, quality=100)

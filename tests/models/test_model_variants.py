@@ -1,10 +1,10 @@
-"""Every model variant through the same harness (`tests/model_harness.py`)."""
+"""Every model variant through the same harness (`tests/support/model_harness.py`)."""
 
 import pytest
-from model_harness import check_model
-from tiny_backbone import TINY_BACKBONE
 
 from netvlad_tf import build_netvlad_model
+from tests.support.model_harness import check_model
+from tests.support.tiny_backbone import TINY_BACKBONE
 
 IMAGE_SIZE = (32, 48)
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.io
-from crafted_checkpoints import StorageRef, TensorView, write_zip_checkpoint
-from reference_forward import POOL_AFTER, VGG16_WIDTHS
+
+from tests.support.crafted_checkpoints import StorageRef, TensorView, write_zip_checkpoint
+from tests.support.reference_forward import POOL_AFTER, VGG16_WIDTHS
 
 VGG16_CONV_NAMES = [f"conv{b}_{p}" for b, n in enumerate((2, 2, 3, 3, 3), 1) for p in range(1, n + 1)]
 # torchvision's vgg16().features indices of the 13 convolutions.

@@ -6,9 +6,7 @@ import json
 import keras
 import numpy as np
 import pytest
-from image_files import blank_png, bmp_bytes, photo_with_orientation
 from PIL import Image, ImageOps
-from tiny_backbone import TINY_BACKBONE
 
 from netvlad_tf import build_netvlad_model, initialize_clusters
 from netvlad_tf.cli import main
@@ -16,6 +14,8 @@ from netvlad_tf.data import read_csv_dataset
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE, image_batches, load_image
 from netvlad_tf.inference.embedding import embed_images
 from netvlad_tf.sample_data import nordland_csv
+from tests.support.image_files import blank_png, bmp_bytes, photo_with_orientation
+from tests.support.tiny_backbone import TINY_BACKBONE
 
 # Sizes of a real collection: off by a pixel or two, both aspect ratios, one over the cap.
 SIZES = [(96, 128), (97, 128), (96, 129), (128, 96), (120, 160), (96, 128), (700, 900), (64, 64)]

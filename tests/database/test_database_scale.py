@@ -13,15 +13,15 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from tiny_backbone import TINY_BACKBONE
 
 from netvlad_tf import build_netvlad_model, read_descriptors
 from netvlad_tf.data import read_csv_dataset
 from netvlad_tf.inference.embedding import embed_images
 from netvlad_tf.retrieval import create_index
 from netvlad_tf.sample_data import nordland_csv
+from tests.support.tiny_backbone import TINY_BACKBONE
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 

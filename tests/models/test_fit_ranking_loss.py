@@ -3,9 +3,9 @@
 import keras
 import numpy as np
 import pytest
-from tiny_backbone import TINY_BACKBONE
 
 from netvlad_tf import RankingLoss, build_netvlad_model
+from tests.support.tiny_backbone import TINY_BACKBONE
 
 IMAGE_SIZE = (32, 48)
 MARGIN = 0.1  # RankingLoss's default m

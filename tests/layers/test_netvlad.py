@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from netvlad_tf import NetVLAD
-from tests.layer_harness import check_layer
+from tests.support.layer_harness import check_layer
 
 
 def netvlad_reference(features, centroids, kernel, bias, normalize_input, layout):

@@ -17,7 +17,7 @@ from netvlad_tf.io.torch_checkpoint import (
     read_torch_checkpoint,
 )
 
-FIXTURES = Path(__file__).with_name("fixtures")
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
 def test_zip_and_legacy_checkpoints_written_by_torch_read_the_same():
@@ -99,7 +99,7 @@ FOUR_FLOATS = np.arange(4, dtype="<f4").tobytes()
 
 def crafted_cases(folder: Path) -> dict[str, tuple[Path, str]]:
     """name → (file, the words its error must contain)."""
-    from crafted_checkpoints import (
+    from tests.support.crafted_checkpoints import (
         StorageRef,
         TensorView,
         write_legacy_checkpoint,
@@ -172,7 +172,7 @@ def test_a_crafted_checkpoint_is_a_one_line_cli_error(tmp_path):
     import subprocess
     import sys
 
-    from crafted_checkpoints import StorageRef, TensorView, write_zip_checkpoint
+    from tests.support.crafted_checkpoints import StorageRef, TensorView, write_zip_checkpoint
 
     path = tmp_path / "stride.pth"
     write_zip_checkpoint(path, {"pool.centroids": TensorView(StorageRef("0", "FloatStorage", 4), 0, (4,), (2**40,))},
@@ -189,7 +189,7 @@ def test_a_well_formed_crafted_checkpoint_reads_its_view():
     """The crafting helper writes what the reader understands: a transposed view is exact."""
     import tempfile
 
-    from crafted_checkpoints import StorageRef, TensorView, write_zip_checkpoint
+    from tests.support.crafted_checkpoints import StorageRef, TensorView, write_zip_checkpoint
 
     path = Path(tempfile.mkdtemp()) / "ok.pth"
     six = np.arange(6, dtype="<f4")

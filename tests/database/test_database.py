@@ -9,8 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-from descriptor_folders import random_descriptor_folder
-from tiny_backbone import TINY_BACKBONE
 
 from netvlad_tf import build_netvlad_model, embed_database, read_descriptors
 from netvlad_tf.data import read_csv_dataset
@@ -20,6 +18,8 @@ from netvlad_tf.database.shards import DescriptorFolderError, iter_shards, shard
 from netvlad_tf.inference.embedding import embed_images
 from netvlad_tf.retrieval import create_index
 from netvlad_tf.sample_data import nordland_csv
+from tests.support.descriptor_folders import random_descriptor_folder
+from tests.support.tiny_backbone import TINY_BACKBONE
 
 IMAGE_SIZE = (32, 64)
 

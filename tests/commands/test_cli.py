@@ -79,7 +79,7 @@ def test_paper_flagfiles_parse():
 
     from netvlad_tf.commands import train
 
-    for flagfile in sorted((Path(__file__).parents[1] / "training").glob("*.flags")):
+    for flagfile in sorted((Path(__file__).parents[2] / "training").glob("*.flags")):
         values = flags.FlagValues()
         train.define_flags(values)
         values(["netvlad-tf train", f"--flagfile={flagfile}"])
@@ -89,10 +89,10 @@ def test_paper_flagfiles_parse():
 def test_cluster_pca_and_export_commands(tmp_path, capsys):
     import keras
     import numpy as np
-    from tiny_backbone import TINY_BACKBONE
 
     from netvlad_tf import build_netvlad_model
     from netvlad_tf.sample_data import nordland_csv
+    from tests.support.tiny_backbone import TINY_BACKBONE
 
     base = tmp_path / "base.keras"
     build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4).save(base)
@@ -130,7 +130,7 @@ def test_export_flagfiles_parse():
 
     from netvlad_tf.commands import export
 
-    for flagfile in sorted((Path(__file__).parents[1] / "export").glob("*.flags")):
+    for flagfile in sorted((Path(__file__).parents[2] / "export").glob("*.flags")):
         values = flags.FlagValues()
         export.define_flags(values)
         values(["netvlad-tf export", f"--flagfile={flagfile}"])
@@ -143,7 +143,7 @@ def test_convert_command(tmp_path, capsys):
     import keras
     import numpy as np
 
-    fixtures = Path(__file__).with_name("fixtures")
+    fixtures = Path(__file__).parents[1] / "fixtures"
     output = tmp_path / "port.keras"
     assert main(["netvlad-tf", "convert", "--source=pytorch",
                  f"--input={fixtures / 'pytorch_netvlad_checkpoint.pth.tar'}", f"--output={output}"]) == 0
@@ -187,9 +187,8 @@ def test_the_console_script_starts_without_tensorflow_log_lines():
 
 @pytest.mark.slow
 def test_train_with_a_mining_pool_under_a_mirrored_strategy_on_the_bundled_data(tmp_path, capsys):
-    from test_training import IMAGE_SIZE, initialised_model, nordland_stretch
-
     from netvlad_tf.sample_data import nordland_csv
+    from tests.support.training_data import IMAGE_SIZE, initialised_model, nordland_stretch
 
     model_file = tmp_path / "start.keras"
     initialised_model(nordland_stretch(count=40)).save(model_file)

@@ -10,7 +10,7 @@ from netvlad_tf.backbones.efficientnet_lite import efficientnet_lite0, efficient
 from netvlad_tf.backbones.lite0_weights import lite0_imagenet_state_dict, load_lite0_state_dict
 from netvlad_tf.sample_data import nordland_csv
 
-FIXTURES = Path(__file__).with_name("fixtures")
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
 def test_imagenet_logits_match_the_original_pytorch_model():

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-from tiny_backbone import TINY_BACKBONE
 
 from netvlad_tf import build_netvlad_model
 from netvlad_tf.cli import main
@@ -15,6 +14,7 @@ from netvlad_tf.evaluation.evaluate import evaluate
 from netvlad_tf.evaluation.output import write_evaluation
 from netvlad_tf.evaluation.recall import first_per_group
 from netvlad_tf.sample_data import nordland_csv
+from tests.support.tiny_backbone import TINY_BACKBONE
 
 IMAGE_SIZE = (32, 64)
 
@@ -141,7 +141,7 @@ def test_a_truncated_descriptor_cache_entry_is_named(nordland_small, tmp_path):
 def test_recall_on_place_ids_counts_a_retrieval_of_the_same_place(tmp_path, capsys):
     """No coordinates: a query is right at N when one of its first N results carries its
     place ID (NumPy below, from the ranking alone); `netvlad-tf evaluate` takes the CSV too."""
-    from place_labels import nordland_by_place_id
+    from tests.support.place_labels import nordland_by_place_id
 
     csv_path = nordland_by_place_id("test", tmp_path, frames_per_place=30)
     dataset = read_csv_dataset(csv_path)

@@ -9,14 +9,6 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from reference_forward import hloc_forward, patch_netvlad_forward, tf_open_forward
-from released_formats import (
-    patch_netvlad_state_dict,
-    tf_open_variables,
-    write_hloc_struct_mat,
-    write_tf_checkpoint,
-    write_torch_state_dict,
-)
 
 from netvlad_tf.cli import main
 from netvlad_tf.converters.assembly import netvlad_model_from_arrays
@@ -24,6 +16,14 @@ from netvlad_tf.converters.matconvnet import matconvnet_arrays, read_matconvnet_
 from netvlad_tf.converters.pytorch_netvlad import pytorch_netvlad_arrays
 from netvlad_tf.converters.tf_checkpoint import netvlad_tf_open_arrays, read_tf_checkpoint
 from netvlad_tf.io.torch_checkpoint import read_torch_checkpoint
+from tests.support.reference_forward import hloc_forward, patch_netvlad_forward, tf_open_forward
+from tests.support.released_formats import (
+    patch_netvlad_state_dict,
+    tf_open_variables,
+    write_hloc_struct_mat,
+    write_tf_checkpoint,
+    write_torch_state_dict,
+)
 
 NUM_CLUSTERS, WHITENING_DIM = 64, 16
 BAR = 1e-4  # relative L2 of the converted descriptor against the reference

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_backbone import TINY_BACKBONE
 
 from netvlad_tf import PRESETS, PlaceRecognitionModel, build_netvlad_model
+from tests.support.tiny_backbone import TINY_BACKBONE
 
-FIXTURES = Path(__file__).with_name("fixtures")
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 from_preset = PlaceRecognitionModel.from_preset
 
 

@@ -8,11 +8,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import keras
 import numpy as np
 import pytest
-from released_formats import write_hloc_struct_mat
 
 from netvlad_tf import PlaceRecognitionModel
 from netvlad_tf.cli import main
 from netvlad_tf.io import downloads
+from tests.support.released_formats import write_hloc_struct_mat
 
 IMAGES = np.random.default_rng(5).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
 
@@ -130,9 +130,8 @@ def test_a_checksum_that_does_not_match_removes_the_file(cache, tmp_path, monkey
 @pytest.mark.slow  # converts a full VGG16
 def test_a_mirror_serves_a_file_whose_official_address_has_another_name(cache, tmp_path, monkeypatch):
     """Patch-NetVLAD's address ends in `/download`; the mirror serves the file by its own name."""
-    from released_formats import patch_netvlad_state_dict, write_torch_state_dict
-
     from netvlad_tf.converters import convert_pytorch_netvlad
+    from tests.support.released_formats import patch_netvlad_state_dict, write_torch_state_dict
 
     path = tmp_path / "pittsburgh_WPCA4096.pth.tar"
     write_torch_state_dict(path, patch_netvlad_state_dict(np.random.default_rng(3), 8, 16))
@@ -149,9 +148,8 @@ def test_a_checkpoint_published_as_a_zip_is_unpacked_and_converted(cache, tmp_pa
     """netvlad_tf_open publishes its TF1 checkpoint as a zip: found inside it by its prefix."""
     import zipfile
 
-    from released_formats import tf_open_variables, write_tf_checkpoint
-
     from netvlad_tf.converters import convert_tf_checkpoint_netvlad
+    from tests.support.released_formats import tf_open_variables, write_tf_checkpoint
 
     name = "vd16_pitts30k_conv5_3_vlad_preL2_intra_white"
     (tmp_path / "checkpoint").mkdir()
