@@ -13,7 +13,7 @@ from netvlad_tf.training import CacheRefresh, FrozenFeatureStore, RecallEvaluati
 from netvlad_tf.training import frozen_features as frozen_features_module
 from netvlad_tf.training.mining import HardNegativeMiner
 from netvlad_tf.training.overlap import ValidationOverlapWarning, validation_overlap
-from tests.support.tiny_backbone import TINY_DIM
+from tests.support.tiny_backbone import TINY_BACKBONE, TINY_DIM
 from tests.support.training_data import IMAGE_SIZE, initialised_model, nordland_stretch
 
 
@@ -162,7 +162,7 @@ def test_frozen_feature_store_holds_pool4(tmp_path):
 
 def test_frozen_feature_store_reuses_refuses_and_never_half_writes(tmp_path, monkeypatch):
     dataset = nordland_stretch(count=8)
-    model = build_netvlad_model(weights=None, num_clusters=4)
+    model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4)
     target = tmp_path / "features"
     FrozenFeatureStore.build(model, dataset, IMAGE_SIZE, target, verbose=False)
     written = (target / "database.npy").stat().st_mtime_ns
@@ -189,10 +189,10 @@ def test_frozen_feature_store_checks_free_disk_space(tmp_path, monkeypatch):
     import collections
 
     dataset = nordland_stretch(count=4)
-    model = build_netvlad_model(weights=None, num_clusters=4)
+    model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4)
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(frozen_features_module.shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
-    # 8 images × 2·4·512 values × 2 bytes = 65 536 bytes needed, 1000 free.
+    # 8 images × 4·8·16 values (the tiny trunk, stride 8) × 2 bytes = 8192 bytes needed, 1000 free.
     with pytest.raises(OSError, match=r"needs .* GB .*1000 free|needs .* GB.*--nofrozen_features"):
         FrozenFeatureStore.build(model, dataset, IMAGE_SIZE, tmp_path / "f", verbose=False)
     assert list(tmp_path.iterdir()) == []
@@ -200,9 +200,9 @@ def test_frozen_feature_store_checks_free_disk_space(tmp_path, monkeypatch):
 
 def test_frozen_feature_store_refuses_float16_overflow(tmp_path):
     dataset = nordland_stretch(count=4)
-    model = build_netvlad_model(weights=None, num_clusters=4)
-    kernel, bias = model.backbone.get_layer("block4_conv3").get_weights()
-    model.backbone.get_layer("block4_conv3").set_weights([kernel * 1e6, bias])
+    model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4)
+    kernel, bias = model.backbone.get_layer("tiny_conv3").get_weights()  # the trunk's last layer
+    model.backbone.get_layer("tiny_conv3").set_weights([kernel * 1e6, bias])
     with pytest.raises(ValueError, match="not finite in float16.*float32"):
         FrozenFeatureStore.build(model, dataset, IMAGE_SIZE, tmp_path / "f16", "float16", verbose=False)
     assert not [entry for entry in tmp_path.iterdir() if "f16" in entry.name], "nothing half-written"
@@ -249,17 +249,17 @@ def test_frozen_feature_store_is_refused_above_its_disk_budget_before_writing(tm
     import collections
 
     dataset = nordland_stretch(count=4)
-    model = build_netvlad_model(weights=None, num_clusters=4)
+    model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4)
     usage = collections.namedtuple("usage", "total used free")
-    # 8 images × 2·4·512 values × 2 bytes = 65 536 bytes needed; 100 000 free, so the default
-    # budget (half the free space, 50 000 bytes) is too small although the disk is not.
-    monkeypatch.setattr(frozen_features_module.shutil, "disk_usage", lambda path: usage(10**6, 900_000, 100_000))
+    # 8 images × 4·8·16 values × 2 bytes = 8192 bytes needed; 10 000 free, so the default
+    # budget (half the free space, 5000 bytes) is too small although the disk is not.
+    monkeypatch.setattr(frozen_features_module.shutil, "disk_usage", lambda path: usage(10**6, 990_000, 10_000))
     with pytest.raises(OSError, match=r"over the budget of 0.0 GB \(half the free space.*--frozen_features_budget_gb"):
         FrozenFeatureStore.build(model, dataset, IMAGE_SIZE, tmp_path / "f", verbose=False)
     with pytest.raises(OSError, match=r"over the budget of 0.0 GB \(asked"):
-        FrozenFeatureStore.build(model, dataset, IMAGE_SIZE, tmp_path / "f", verbose=False, budget_gb=60e-6)
+        FrozenFeatureStore.build(model, dataset, IMAGE_SIZE, tmp_path / "f", verbose=False, budget_gb=6e-6)
     assert list(tmp_path.iterdir()) == []
-    store = FrozenFeatureStore.build(model, dataset, IMAGE_SIZE, tmp_path / "f", verbose=False, budget_gb=70e-6)
+    store = FrozenFeatureStore.build(model, dataset, IMAGE_SIZE, tmp_path / "f", verbose=False, budget_gb=9e-6)
     assert store.directory.is_dir()
 
 
