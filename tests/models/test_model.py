@@ -13,6 +13,7 @@ from netvlad_tf import (
     fit_pca_whitening,
     initialize_clusters,
 )
+from tests.support.tiny_backbone import TINY_BACKBONE, TINY_DIM
 
 
 @pytest.fixture
@@ -43,9 +44,9 @@ def test_paper_model_end_to_end(images, tmp_path):
     np.testing.assert_array_equal(reloaded.predict(images, verbose=0), descriptors)
 
 
-@pytest.mark.parametrize("pooling, layer_class, dim", [("mac", MACPooling, 512), ("gem", GeMPooling, 512)])
+@pytest.mark.parametrize("pooling, layer_class, dim", [("mac", MACPooling, TINY_DIM), ("gem", GeMPooling, TINY_DIM)])
 def test_baseline_poolings(images, pooling, layer_class, dim):
-    model = build_netvlad_model(weights=None, pooling=pooling)
+    model = build_netvlad_model(TINY_BACKBONE, weights=None, pooling=pooling)
     assert isinstance(model.pooling, layer_class)
     descriptors = model.predict(images, verbose=0)
     assert descriptors.shape == (6, dim)
@@ -63,14 +64,14 @@ def test_one_fit_step_changes_only_trainable_layers(images):
 
 
 def test_whitening_errors(rng):
-    with pytest.raises(ValueError, match=r"whitening_dim must be an integer in \[1, 512\]"):
-        build_netvlad_model(weights=None, pooling="mac", whitening_dim=600)
-    model = build_netvlad_model(weights=None, pooling="mac", whitening_dim=4)
-    with pytest.raises(ValueError, match="this model needs 512"):
+    with pytest.raises(ValueError, match=rf"whitening_dim must be an integer in \[1, {TINY_DIM}\]"):
+        build_netvlad_model(TINY_BACKBONE, weights=None, pooling="mac", whitening_dim=600)
+    model = build_netvlad_model(TINY_BACKBONE, weights=None, pooling="mac", whitening_dim=4)
+    with pytest.raises(ValueError, match=f"this model needs {TINY_DIM}"):
         model.set_whitening(fit_pca_whitening(rng.normal(size=(20, 64)), 4))
     with pytest.raises(ValueError, match="no whitening layer"):
-        build_netvlad_model(weights=None, pooling="avg").set_whitening(
-            fit_pca_whitening(rng.normal(size=(20, 512)), 4)
+        build_netvlad_model(TINY_BACKBONE, weights=None, pooling="avg").set_whitening(
+            fit_pca_whitening(rng.normal(size=(20, TINY_DIM)), 4)
         )
 
 
@@ -79,7 +80,7 @@ def test_compiled_model_reloads_compiled_with_its_ranking_loss(tmp_path):
 
     from netvlad_tf import RankingLoss
 
-    model = build_netvlad_model(weights=None, num_clusters=4)
+    model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4)
     model.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9), loss=RankingLoss(margin=0.2))
     model.save(tmp_path / "compiled.keras")
     with warnings.catch_warnings(record=True) as caught:
