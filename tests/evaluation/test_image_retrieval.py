@@ -7,6 +7,7 @@ import tensorflow as tf
 from netvlad_tf import build_netvlad_model
 from netvlad_tf.data.retrieval_benchmarks import read_holidays, read_oxford_paris
 from netvlad_tf.evaluation.image_retrieval import average_precision, mean_average_precision
+from tests.support.tiny_backbone import TINY_BACKBONE
 
 
 def test_average_precision_hand_computed():
@@ -42,7 +43,7 @@ def test_oxford_layout_and_map(tmp_path):
     benchmark = read_oxford_paris(tmp_path)
     assert len(benchmark.query_paths) == 2 and benchmark.query_boxes[0] == (0, 0, 64, 48)
     assert len(benchmark.relevant[0]) == 2
-    result = mean_average_precision(build_netvlad_model(weights=None, pooling="mac"), benchmark, verbose=False)
+    result = mean_average_precision(build_netvlad_model(TINY_BACKBONE, weights=None, pooling="mac"), benchmark, verbose=False)
     assert result["map"] == pytest.approx(1.0)
 
 

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from netvlad_tf import RankingLoss, build_netvlad_model
+from tests.support.tiny_backbone import TINY_BACKBONE
 
 
-@pytest.mark.parametrize("backbone", ["vgg16", "efficientnet_lite0"])
+@pytest.mark.parametrize("backbone", ["vgg16", "efficientnet_lite0", TINY_BACKBONE])
 def test_head_of_trunk_is_the_model(backbone):
     model = build_netvlad_model(backbone, weights=None, num_clusters=4)
     split = model.frozen_split()
@@ -27,16 +28,16 @@ def test_vgg16_trunk_is_pool4():
 
 
 def test_whitening_is_part_of_the_head():
-    model = build_netvlad_model(weights=None, num_clusters=4, whitening_dim=16)
+    model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4, whitening_dim=16)
     assert model.frozen_split().head.output.shape == (None, 16)
 
 
 def test_no_split_when_the_whole_backbone_trains():
-    assert build_netvlad_model(weights=None, num_clusters=4, trainable_from=None).frozen_split() is None
+    assert build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4, trainable_from=None).frozen_split() is None
 
 
 def test_whole_backbone_frozen_puts_only_pooling_in_the_head():
-    model = build_netvlad_model(weights=None, num_clusters=4, pooling="mac")
+    model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4, pooling="mac")
     model.backbone.trainable = False
     split = model.frozen_split()
     assert split.cut_layer == ""
@@ -47,8 +48,8 @@ def test_whole_backbone_frozen_puts_only_pooling_in_the_head():
 def test_a_step_on_trunk_features_equals_the_step_on_images():
     """Same tuple, once as images and once as their trunk features: identical updates."""
     keras.utils.set_random_seed(0)
-    from_images = build_netvlad_model(weights=None, num_clusters=4)
-    from_features = build_netvlad_model(weights=None, num_clusters=4)
+    from_images = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4)
+    from_features = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4)
     from_features.set_weights(from_images.get_weights())
     rng = np.random.default_rng(3)
     images = rng.uniform(0, 255, (6, 48, 64, 3)).astype("float32")
