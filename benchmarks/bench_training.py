@@ -33,7 +33,7 @@ def measure_training(mode: str, steps: int) -> dict:
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if mode == "mixed_bfloat16" else "float32")
     keras.utils.set_random_seed(0)
     from netvlad_tf import RankingLoss, build_netvlad_model
-    from netvlad_tf.models.model import FEATURE_KEYS, IMAGE_KEYS
+    from netvlad_tf.models.tuple_batch import FEATURE_KEYS, IMAGE_KEYS
 
     model = build_netvlad_model(weights=None, num_clusters=64)
     model.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9, weight_decay=1e-3),

@@ -26,11 +26,9 @@ from netvlad_tf.models.preset_folders import (
     write_preset_folder,
 )
 from netvlad_tf.models.presets import CONVERTERS, PRESETS
+from netvlad_tf.models.tuple_batch import FEATURE_KEYS, IMAGE_KEYS, tuple_batch
 
 WHITENING_LAYER = "whitening"
-# Keys of a tuple batch holding images, or the frozen trunk's features of those images.
-IMAGE_KEYS = ("query", "positives", "negatives")
-FEATURE_KEYS = ("query_features", "positive_features", "negative_features")
 # `trainable_from` value that leaves each backbone's own freezing policy in place.
 BACKBONE_DEFAULT = "backbone_default"
 
@@ -128,7 +126,7 @@ class PlaceRecognitionModel(keras.Model):
         (see `frozen_split`): then only the trainable head runs, with the same loss and
         gradients. Any other batch takes Keras' ordinary supervised step.
         """
-        tuples = _tuple_batch(data)
+        tuples = tuple_batch(data)
         if tuples is None:
             return super().train_step(data)
         with tf.GradientTape() as tape:
@@ -142,7 +140,7 @@ class PlaceRecognitionModel(keras.Model):
 
     def test_step(self, data):
         """The ranking loss of a batch of tuples without updating weights."""
-        tuples = _tuple_batch(data)
+        tuples = tuple_batch(data)
         if tuples is None:
             return super().test_step(data)
         self.ranking_loss_tracker.update_state(_global_sum(self._ranking_loss(tuples, training=False)))
@@ -367,15 +365,6 @@ def _released_model(name: str, spec) -> PlaceRecognitionModel:
                          "from the cache.") from None
     save_model_atomically(model, converted, overwrite=True)
     return model
-
-
-def _tuple_batch(data) -> dict | None:
-    """The tuple dict of a batch, also when Keras wraps it as `(x,)` or `(x, None, None)`."""
-    if isinstance(data, (tuple, list)) and data and all(extra is None for extra in data[1:]):
-        data = data[0]
-    if isinstance(data, dict) and (IMAGE_KEYS[0] in data or FEATURE_KEYS[0] in data):
-        return data
-    return None
 
 
 def build_netvlad_model(

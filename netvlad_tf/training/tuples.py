@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from netvlad_tf.data.images import load_image
-from netvlad_tf.models.model import FEATURE_KEYS, IMAGE_KEYS
+from netvlad_tf.models.tuple_batch import FEATURE_KEYS, IMAGE_KEYS
 from netvlad_tf.training.frozen_features import FrozenFeatureStore
 from netvlad_tf.training.mining import HardNegativeMiner, MinedTuple
 
