@@ -173,6 +173,7 @@ def test_resume_of_a_missing_or_finished_run_is_an_error(tmp_path, capsys):
     assert sorted(path.name for path in (tmp_path / "done").iterdir()) == ["last.keras"]
 
 
+@pytest.mark.slow  # a fresh process
 def test_the_console_script_starts_without_tensorflow_log_lines():
     import subprocess
     import sys

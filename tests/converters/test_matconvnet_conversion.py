@@ -140,6 +140,7 @@ def test_cluster_count_disagreeing_with_assignment_is_a_clear_error(tmp_path, rn
         convert_matconvnet_netvlad(tmp_path / "mismatch.mat")
 
 
+@pytest.mark.slow  # a fresh process
 def test_damaged_mat_files_are_named_errors_in_a_subprocess(tmp_path, rng):
     """Empty, truncated and garbage-after-header files: one message naming the file, no
     traceback and no crash (scipy's reader runs in the subprocess)."""

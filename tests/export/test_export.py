@@ -194,6 +194,7 @@ def test_int8_on_real_weights_meets_its_bar_with_the_head_in_float(tmp_path):
 
 
 
+@pytest.mark.slow  # a fresh process
 def test_requests_the_graph_refuses_leave_the_server_alive(saved_model, tmp_path):
     """Calls the signatures' graphs directly (as TF Serving's C++ loop does, without Python's
     signature checks), oneDNN on, in a subprocess: every bad request is an InvalidArgumentError

@@ -56,6 +56,7 @@ def test_nothing_to_run_is_an_error():
         predict_all(two_output_model(np.random.default_rng(2)), [], 0, verbose=False)
 
 
+@pytest.mark.slow  # a fresh process
 def test_a_model_built_under_a_strategy_gives_one_row_per_input():
     """Keras' predict_on_batch returns every row once per replica under MirroredStrategy; the
     loop must not. Run in a subprocess: the two logical CPUs are fixed when TensorFlow starts."""

@@ -91,6 +91,7 @@ def test_outputs_follow_the_umask(tmp_path):
     assert oct((tmp_path / "saved_model").stat().st_mode & 0o777) == oct(0o755)
 
 
+@pytest.mark.slow  # a fresh process
 def test_a_kill_during_an_in_place_save_keeps_the_old_file_and_the_next_write_cleans_up(tmp_path):
     target = tmp_path / "model.keras"
     target.write_bytes(b"old model")

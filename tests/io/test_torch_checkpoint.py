@@ -138,6 +138,7 @@ def crafted_cases(folder: Path) -> dict[str, tuple[Path, str]]:
     return cases
 
 
+@pytest.mark.slow  # a fresh process
 def test_crafted_checkpoints_are_refused_by_name_without_crashing(tmp_path):
     """Run in a subprocess: a reader that reads out of bounds would crash it, not the suite."""
     import json
@@ -168,6 +169,7 @@ def test_crafted_checkpoints_are_refused_by_name_without_crashing(tmp_path):
     assert "tensor checkpoint['state_dict']['w']" in outcomes["stride_2_40"]
 
 
+@pytest.mark.slow  # a fresh process
 def test_a_crafted_checkpoint_is_a_one_line_cli_error(tmp_path):
     import subprocess
     import sys
