@@ -12,7 +12,7 @@ import numpy as np
 
 from netvlad_tf.data.geo_dataset import GeoDataset
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE
-from netvlad_tf.database.embed import embed_database
+from netvlad_tf.database.embed import dataset_rows, embed_database
 from netvlad_tf.database.index_build import build_index_from_shards
 from netvlad_tf.database.shards import MODEL_FILE as DESCRIPTOR_MODEL_FILE
 from netvlad_tf.database.shards import complete_manifest, read_plan
@@ -83,7 +83,7 @@ class PlaceIndex:
         descriptor folder and the index is built from it (`from_descriptors`).
         """
         with tempfile.TemporaryDirectory() as work:
-            descriptors = embed_database(model, dataset.database_paths, dataset.database_utm,
+            descriptors = embed_database(model, *dataset_rows(dataset, "database"),
                                          Path(work) / "descriptors", image_size, max_side, batch_size,
                                          verbose=verbose)
             return cls.from_descriptors(descriptors, index_kind, verbose=verbose, model=model, **parameters)

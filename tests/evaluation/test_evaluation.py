@@ -154,3 +154,18 @@ def test_recall_on_place_ids_counts_a_retrieval_of_the_same_place(tmp_path, caps
     assert 0 < result.recall[1] < result.recall[10] < 1  # places of three frames: not trivial
     assert main(["netvlad-tf", "evaluate", f"--dataset={csv_path}", "--pooling=pixels",
                  f"--output={tmp_path / 'out'}"]) == 0
+
+
+def test_a_place_index_of_place_labelled_images_builds_and_answers(tmp_path, capsys):
+    """Without coordinates the index keeps NaN for them and still answers with the images."""
+    from tests.support.place_labels import nordland_by_place_id
+
+    csv_path = nordland_by_place_id("test", tmp_path)
+    model_path = tmp_path / "model.keras"
+    build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4).save(model_path)
+    assert main(["netvlad-tf", "index", f"--model={model_path}", f"--dataset={csv_path}",
+                 f"--output={tmp_path / 'index'}", "--image_size=32,64"]) == 0
+    photo = read_csv_dataset(csv_path).query_paths[0]
+    capsys.readouterr()
+    assert main(["netvlad-tf", "query", f"--place_index={tmp_path / 'index'}", photo, "--top_k=2"]) == 0
+    assert capsys.readouterr().out.count("nan") == 4  # two answers, no easting or northing
