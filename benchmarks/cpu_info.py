@@ -6,7 +6,7 @@ import platform
 from pathlib import Path
 
 # /proc/cpuinfo flags: x86 int8 dot products (VNNI), bfloat16, and ARM's dot-product extension.
-_CAPABILITY_FLAGS = ("avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "avx2", "asimddp")
+_CAPABILITY_FLAGS = ("avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "avx2", "asimddp")
 
 
 def int8_capability() -> str:

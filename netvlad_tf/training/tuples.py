@@ -66,7 +66,7 @@ def tuple_dataset(
         nonlocal iterators_opened
         iterators_opened += 1
         if placeholder_first_iterator and iterators_opened == 1:
-            placeholder = _placeholder_batch(keys, item_shape, batch_size, num_negatives)
+            placeholder = _empty_batch(keys, item_shape, batch_size, num_negatives)
             while True:
                 yield placeholder
         pending: list[MinedTuple] = []
@@ -124,24 +124,20 @@ def _image_reader(paths, image_size):
 
 
 def _load_batch(tuples: list[MinedTuple], keys, item_shape, num_negatives: int, read_query, read_database) -> dict:
-    batch = len(tuples)
-    negatives = np.zeros((batch, num_negatives, *item_shape), dtype=np.float32)
-    negative_mask = np.zeros((batch, num_negatives), dtype=np.float32)
+    batch = _empty_batch(keys, item_shape, len(tuples), num_negatives)
     for row, mined in enumerate(tuples):
+        batch[keys[0]][row] = read_query(mined.query)
+        batch[keys[1]][row, 0] = read_database(mined.positive)
+        batch["positive_mask"][row] = 1.0
         for column, index in enumerate(mined.negatives):
-            negatives[row, column] = read_database(index)
-            negative_mask[row, column] = 1.0
-    return {
-        keys[0]: np.stack([read_query(t.query) for t in tuples]).astype(np.float32),
-        keys[1]: np.stack([read_database(t.positive) for t in tuples])[:, None].astype(np.float32),
-        keys[2]: negatives,
-        "positive_mask": np.ones((batch, 1), dtype=np.float32),
-        "negative_mask": negative_mask,
-    }
+            batch[keys[2]][row, column] = read_database(index)
+            batch["negative_mask"][row, column] = 1.0
+    return batch
 
 
-def _placeholder_batch(keys, item_shape, batch_size: int, num_negatives: int) -> dict:
-    """A batch of the tuple signature holding nothing: zeros, every mask 0."""
+def _empty_batch(keys, item_shape, batch_size: int, num_negatives: int) -> dict:
+    """A batch of the tuple signature holding nothing yet: zeros, every mask 0 (also the
+    placeholder batch)."""
     return {
         keys[0]: np.zeros((batch_size, *item_shape), dtype=np.float32),
         keys[1]: np.zeros((batch_size, 1, *item_shape), dtype=np.float32),
