@@ -24,7 +24,7 @@ from netvlad_tf.initialization.learned_whitening import with_learned_whitening
 from netvlad_tf.io.atomic_writes import save_model_atomically
 from netvlad_tf.models.model import BACKBONE_DEFAULT, build_netvlad_model
 from netvlad_tf.models.model_files import load_model_file
-from netvlad_tf.training import new_run_dir, train
+from netvlad_tf.training import multi_worker_strategy, new_run_dir, train
 from netvlad_tf.training.train import BACKUP_DIR, LAST_MODEL_FILE
 
 SUMMARY = "Train NetVLAD from GPS-tagged images with hard-negative mining (the paper's recipe)."
@@ -73,10 +73,12 @@ def define_flags(fv: flags.FlagValues) -> None:
                          "trainable layers (--nofrozen_features recomputes them from the images).", flag_values=fv)
     flags.DEFINE_enum("frozen_feature_precision", "float16", ["float16", "float32"],
                       "Storage of the frozen layers' output.", flag_values=fv)
-    flags.DEFINE_enum("strategy", "none", ["none", "mirrored"], "none: the default device; mirrored: "
-                      "tf.distribute.MirroredStrategy over this machine's GPUs (or its CPU), each batch split "
-                      "over them. Several machines: netvlad_tf.training.multi_worker.train_distributed.",
-                      flag_values=fv)
+    flags.DEFINE_enum("strategy", "none", ["none", "mirrored", "multi_worker"], "none: the default device; "
+                      "mirrored: tf.distribute.MirroredStrategy over this machine's GPUs (or its CPU), each batch "
+                      "split over them; multi_worker: MultiWorkerMirroredStrategy over the processes of the "
+                      "cluster in TF_CONFIG, each started with the same flags; the run folder is then "
+                      "--output_root/--run_name (no time stamp, the same on every worker; started again, it "
+                      "resumes) and only the chief writes it.", flag_values=fv)
     flags.DEFINE_float("frozen_features_budget_gb", None, "The most disk the frozen features may take; unset: "
                        "half the free space. Their size is estimated first and a larger store refused.", flag_values=fv)
     flags.DEFINE_integer("whitening_dim", None, "After training, learn PCA whitening to this size and save final.keras.", flag_values=fv)
@@ -96,6 +98,14 @@ def run(fv: flags.FlagValues) -> int:
         check_resumable(fv.resume)
     if fv.num_negatives > fv.num_sampled_negatives:
         raise ValueError("--num_negatives cannot exceed --num_sampled_negatives.")
+    # Before any other TensorFlow work: collective ops are configured at the program's start.
+    strategy = {"none": lambda: None, "mirrored": tf.distribute.MirroredStrategy,
+                "multi_worker": multi_worker_strategy}[fv.strategy]()
+    run_dir = fv.resume
+    if not run_dir and fv.strategy == "multi_worker":  # the same folder on every worker
+        run_dir = str(Path(fv.output_root) / fv.run_name)
+        if Path(run_dir).is_dir():
+            check_resumable(run_dir)
     image_size = parse_image_size(fv.image_size)
     if image_size is None:
         raise ValueError("Training batches tuples of images: set --image_size HEIGHT,WIDTH.")
@@ -124,7 +134,8 @@ def run(fv: flags.FlagValues) -> int:
               "database images")
         initialize_clusters_from_images(model, train_dataset.database_paths, fv.cluster_images, image_size,
                                         num_descriptors=fv.num_descriptors, seed=fv.seed)
-    run_dir = fv.resume or new_run_dir(fv.output_root, fv.run_name)
+    if not run_dir:
+        run_dir = new_run_dir(fv.output_root, fv.run_name)
     print(f"Writing to {run_dir}")
     result = train(
         model, train_dataset, image_size, run_dir, val_dataset=val_dataset, epochs=fv.epochs,
@@ -134,10 +145,9 @@ def run(fv: flags.FlagValues) -> int:
         mining_pool=fv.mining_pool, margin=fv.margin, normalization=fv.normalization, cache_precision=fv.cache_precision,
         frozen_features=fv.frozen_features, frozen_feature_precision=fv.frozen_feature_precision,
         frozen_feature_budget_gb=fv.frozen_features_budget_gb,
-        strategy=tf.distribute.MirroredStrategy() if fv.strategy == "mirrored" else None,
-        seed=fv.seed,
+        strategy=strategy, seed=fv.seed,
     )
-    if fv.whitening_dim:
+    if fv.whitening_dim and result.chief:
         whitened = with_learned_whitening(model, train_dataset.database_paths, fv.whitening_dim, image_size,
                                           method=fv.whitening)
         save_model_atomically(whitened, result.run_dir / "final.keras", overwrite=True)
@@ -153,5 +163,5 @@ def check_resumable(run_dir: str) -> None:
     if not folder.is_dir():
         raise FileNotFoundError(f"--resume {run_dir}: no such run folder.")
     if (folder / LAST_MODEL_FILE).exists() and not (folder / BACKUP_DIR).exists():
-        raise ValueError(f"--resume {run_dir}: that run finished (it has {LAST_MODEL_FILE} and no "
-                         f"{BACKUP_DIR}/); start a new run, e.g. with --model {folder / LAST_MODEL_FILE}.")
+        raise ValueError(f"{run_dir}: that run finished (it has {LAST_MODEL_FILE} and no {BACKUP_DIR}/); "
+                         f"start a new run (another --run_name), e.g. with --model {folder / LAST_MODEL_FILE}.")

@@ -19,6 +19,7 @@ from netvlad_tf.layers.pooling import get_pooling
 from netvlad_tf.layers.whitening import PCAWhitening
 from netvlad_tf.models.frozen_trunk import FrozenSplit, split_frozen_trunk
 from netvlad_tf.models.losses import RankingLoss
+from netvlad_tf.models.multi_worker_fit import MultiWorkerFit
 from netvlad_tf.models.preset_folders import (
     PRESET_MODEL_FILE,
     read_preset_metadata,
@@ -34,7 +35,7 @@ BACKBONE_DEFAULT = "backbone_default"
 
 
 @keras.saving.register_keras_serializable(package="netvlad_tf")
-class PlaceRecognitionModel(keras.Model):
+class PlaceRecognitionModel(MultiWorkerFit, keras.Model):
     """Maps RGB images in 0–255, `(B, H, W, 3)` of any size, to L2-normalised descriptors.
 
     Args:
@@ -128,7 +129,7 @@ class PlaceRecognitionModel(keras.Model):
         """
         tuples = tuple_batch(data)
         if tuples is None:
-            return super().train_step(data)
+            return self.multi_worker_logs(super().train_step(data))
         with tf.GradientTape() as tape:
             # Under tf.distribute this is the replica's share of the global batch's loss (its
             # normaliser counts the whole batch): Keras sums the shares' gradients.
@@ -136,15 +137,15 @@ class PlaceRecognitionModel(keras.Model):
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
         self.ranking_loss_tracker.update_state(_global_sum(loss))
-        return {"loss": self.ranking_loss_tracker.result()}
+        return self.multi_worker_logs({"loss": self.ranking_loss_tracker.result()})
 
     def test_step(self, data):
         """The ranking loss of a batch of tuples without updating weights."""
         tuples = tuple_batch(data)
         if tuples is None:
-            return super().test_step(data)
+            return self.multi_worker_logs(super().test_step(data))
         self.ranking_loss_tracker.update_state(_global_sum(self._ranking_loss(tuples, training=False)))
-        return {"loss": self.ranking_loss_tracker.result()}
+        return self.multi_worker_logs({"loss": self.ranking_loss_tracker.result()})
 
     def _ranking_loss(self, data, training: bool):
         if self.ranking_loss is None:

@@ -2,8 +2,10 @@
 
 from netvlad_tf.training.callbacks import CacheRefresh, EpochHistory, RecallEvaluation
 from netvlad_tf.training.frozen_features import FrozenFeatureStore
+from netvlad_tf.training.multi_worker import multi_worker_strategy
 from netvlad_tf.training.train import TrainingRun, new_run_dir, train
 from netvlad_tf.training.tuples import tuple_dataset, tuple_steps_per_epoch
 
-__all__ = ["CacheRefresh", "EpochHistory", "FrozenFeatureStore", "RecallEvaluation", "TrainingRun", "new_run_dir", "train",
+__all__ = ["CacheRefresh", "EpochHistory", "FrozenFeatureStore", "RecallEvaluation", "TrainingRun", "multi_worker_strategy",
+           "new_run_dir", "train",
            "tuple_dataset", "tuple_steps_per_epoch"]

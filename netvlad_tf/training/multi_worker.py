@@ -1,78 +1,74 @@
-"""Multi-worker training with `MultiWorkerMirroredStrategy` and a custom loop.
+"""Training on several machines: `MultiWorkerMirroredStrategy` from the `TF_CONFIG` variable.
 
-Keras 3's `model.fit` does not run under `MultiWorkerMirroredStrategy` today
-(keras-team/keras#20585, #20329), so this loop calls the model's own `train_step` — the step
-`fit` uses — through `strategy.run`. Each worker is a separate process started with the
-`TF_CONFIG` environment variable describing the cluster, e.g. for two workers on one machine:
+Each worker is a separate process started with `TF_CONFIG` describing the cluster and its own
+place in it, e.g. for two workers on one machine:
 
     TF_CONFIG='{"cluster": {"worker": ["127.0.0.1:23456", "127.0.0.1:23457"]},
                 "task": {"type": "worker", "index": 0}}'
+
+Every worker then calls `train(..., strategy=multi_worker_strategy())` (or
+`netvlad-tf train --strategy=multi_worker`) with the same arguments.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import json
+import os
 
-import keras
+import numpy as np
 import tensorflow as tf
 
-from netvlad_tf.models.losses import RankingLoss
+TF_CONFIG = "TF_CONFIG"
 
 
 def multi_worker_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
-    """The strategy for this process, configured from `TF_CONFIG` (ring all-reduce)."""
+    """The strategy for this process, its cluster read from `TF_CONFIG` (ring all-reduce).
+
+    Returns:
+        A `MultiWorkerMirroredStrategy`; it waits until every worker of the cluster has started.
+
+    Raises:
+        ValueError: `TF_CONFIG` is unset, not JSON, or names no worker cluster and task.
+    """
+    text = os.environ.get(TF_CONFIG)
+    if not text:
+        raise ValueError(f"Training on several machines reads the cluster from the {TF_CONFIG} environment "
+                         'variable, which is not set (e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+                         '"task": {"type": "worker", "index": 0}}).')
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{TF_CONFIG} is not JSON ({error}): {text!r}") from None
+    if not isinstance(config, dict) or "cluster" not in config or "task" not in config:
+        raise ValueError(f"{TF_CONFIG} must hold a \"cluster\" and a \"task\"; got {text!r}.")
     options = tf.distribute.experimental.CommunicationOptions(
         implementation=tf.distribute.experimental.CommunicationImplementation.RING
     )
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
 
-def train_distributed(
-    strategy: tf.distribute.Strategy,
-    build_model: Callable[[], keras.Model],
-    global_batches: Iterable[dict],
-    optimizer_factory: Callable[[], keras.optimizers.Optimizer],
-    loss: RankingLoss,
-) -> tuple[keras.Model, list[float]]:
-    """Builds the model in `strategy.scope()` and runs the model's `train_step` on each
-    global batch; the strategy splits every batch across the replicas of all workers.
+def chief_weights(weights: list[np.ndarray], strategy: tf.distribute.Strategy) -> list[np.ndarray]:
+    """The chief's `weights` on every worker: one all-reduce in which only the first replica
+    (the chief's) contributes its values.
+
+    Each worker builds its model on its own (a k-means initialisation, a preset); their
+    weights may differ in the last bits, and a mirrored variable assigned on each worker keeps
+    each worker's own value. Training starts from the chief's.
 
     Args:
-        strategy: e.g. `multi_worker_strategy()` or `tf.distribute.MirroredStrategy()`.
-        build_model: returns a fresh `PlaceRecognitionModel` (called inside the scope).
-        global_batches: tuple batches (dicts from `tuple_dataset`); every worker must see the
-            same sequence.
-        optimizer_factory: returns the optimizer (called inside the scope).
-        loss: the ranking loss.
+        weights: this worker's weights (`model.get_weights()`).
+        strategy: the multi-worker strategy (every worker calls this at the same point).
 
     Returns:
-        The trained model and the loss of each step.
+        The chief's weights, in the same order, shapes and dtypes.
     """
-    with strategy.scope():
-        model = build_model()
-        model.compile(optimizer=optimizer_factory(), loss=loss)
-        model.optimizer.build(model.trainable_variables)
 
-    @tf.function
-    def distributed_step(batch):
-        per_replica = strategy.run(model.train_step, args=(batch,))
-        return strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica["loss"], axis=None)
+    def replica_values(values):
+        context = tf.distribute.get_replica_context()
+        first = tf.equal(context.replica_id_in_sync_group, 0)
+        return [context.all_reduce(tf.distribute.ReduceOp.SUM, tf.where(first, value, tf.zeros_like(value)))
+                for value in values]
 
-    losses = []
-    for batch in global_batches:
-        model.ranking_loss_tracker.reset_state()
-        sharded = strategy.experimental_distribute_values_from_function(
-            lambda context, batch=batch: _shard(batch, context)
-        )
-        losses.append(float(distributed_step(sharded)))
-    return model, losses
-
-
-def _shard(batch: dict, context: tf.distribute.InputContext) -> dict:
-    replica = context.replica_id_in_sync_group
-    replicas = context.num_replicas_in_sync
-    size = int(next(iter(batch.values())).shape[0])
-    if size % replicas:
-        raise ValueError(f"A global batch of {size} tuples does not split over {replicas} replicas.")
-    share = size // replicas
-    return {key: value[replica * share : (replica + 1) * share] for key, value in batch.items()}
+    summed = tf.function(lambda values: strategy.run(replica_values, args=(values,)))
+    values = [tf.constant(weight) for weight in weights]
+    return [np.asarray(strategy.experimental_local_results(value)[0]) for value in summed(values)]

@@ -16,9 +16,11 @@ from netvlad_tf.data.geo_dataset import GeoDataset
 from netvlad_tf.io.atomic_writes import save_model_atomically, write_bytes_atomically
 from netvlad_tf.models.losses import DEFAULT_MARGIN, RankingLoss
 from netvlad_tf.models.model import PlaceRecognitionModel
+from netvlad_tf.models.multi_worker_fit import in_multi_worker_mode
 from netvlad_tf.training.callbacks import CacheRefresh, EpochHistory, RecallEvaluation
 from netvlad_tf.training.frozen_features import FrozenFeatureStore
 from netvlad_tf.training.mining import FULL_MINING_LIMIT, HardNegativeMiner
+from netvlad_tf.training.multi_worker import chief_weights
 from netvlad_tf.training.overlap import ValidationOverlapWarning, validation_overlap
 from netvlad_tf.training.tuples import tuple_dataset, tuple_steps_per_epoch
 
@@ -28,14 +30,25 @@ FROZEN_FEATURES_DIR = "frozen_features"
 EPOCH_LOGS_FILE = "epoch_logs.json"
 BACKUP_DIR = "backup"
 HISTORY_FILE = "history.json"
+# Under a multi-worker strategy each worker but the chief writes its files here, in a folder of
+# its own (removed when the run finishes): the run folder holds the chief's only.
+WORKERS_DIR = "workers"
 
 
 @dataclass(frozen=True)
 class TrainingRun:
-    """Where a run wrote its files, and the logs of every epoch it finished (resumed ones too)."""
+    """Where a run wrote its files, and the logs of every epoch it finished (resumed ones too).
+
+    Attributes:
+        run_dir: the run folder.
+        history: `{metric: [value per epoch]}` plus `dropped_queries_without_positive`.
+        chief: whether this process wrote the run folder's files (False on the other workers
+            of a multi-worker strategy).
+    """
 
     run_dir: Path
     history: dict
+    chief: bool = True
 
 
 def new_run_dir(output_root, run_name: str = "netvlad") -> Path:
@@ -125,10 +138,15 @@ def train(
         seed: tuple order and negative sampling.
         extra_callbacks: more Keras callbacks.
         verbose: Keras' verbosity.
-        strategy: a `tf.distribute` strategy (e.g. `tf.distribute.MirroredStrategy()` over the
-            local GPUs or logical CPUs); the model is rebuilt and compiled inside its scope,
-            trained there, and its weights are copied back into `model`. Each batch of
-            `batch_size` tuples is split over the replicas. None: the default device.
+        strategy: a `tf.distribute` strategy: `tf.distribute.MirroredStrategy()` over the
+            local GPUs or logical CPUs, or `multi_worker_strategy()` (from `TF_CONFIG`) in
+            each of several processes or machines, every one calling `train` with the same
+            arguments. The model is rebuilt and compiled inside its scope, trained there, and
+            its weights are copied back into `model`. Each batch of `batch_size` tuples is
+            split over the replicas; every worker mines the same tuples (same seed, same
+            weights) and trains on its share. Only the chief writes `run_dir`'s files; the
+            other workers keep their backup, frozen features and logs under
+            `run_dir/workers/<task>/` while the run is resumable. None: the default device.
 
     Returns:
         A `TrainingRun`: the run folder and every finished epoch's logs.
@@ -141,7 +159,9 @@ def train(
                     epochs=1, num_sampled_negatives=50, refresh_every=100)
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    chief = strategy is None or strategy.extended.should_checkpoint
+    files_dir = run_dir if chief else _worker_dir(run_dir, strategy)
+    files_dir.mkdir(parents=True, exist_ok=True)
     if val_dataset is not None:
         overlap = validation_overlap(train_dataset, val_dataset).message(val_dataset.num_queries)
         if overlap:
@@ -169,7 +189,7 @@ def train(
         if verbose:
             print(f"Frozen layers (up to {model.frozen_split().cut_layer}): their output is stored "
                   "once per training image", flush=True)
-        store = FrozenFeatureStore.build(model, train_dataset, image_size, run_dir / FROZEN_FEATURES_DIR,
+        store = FrozenFeatureStore.build(model, train_dataset, image_size, files_dir / FROZEN_FEATURES_DIR,
                                          frozen_feature_precision, verbose=bool(verbose),
                                          budget_gb=frozen_feature_budget_gb)
     cache_refresh = CacheRefresh(miner, image_size, refresh_every, verbose=bool(verbose), frozen_features=store)
@@ -178,7 +198,7 @@ def train(
     cache_refresh.set_model(model)
     cache_refresh.refresh()
     callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.BackupAndRestore(str(run_dir / BACKUP_DIR)),
+        keras.callbacks.BackupAndRestore(str(files_dir / BACKUP_DIR)),
         keras.callbacks.LearningRateScheduler(
             lambda epoch, _: learning_rate * 0.5 ** (epoch // lr_halving_epochs)
         ),
@@ -188,11 +208,11 @@ def train(
         callbacks += [
             RecallEvaluation(val_dataset, image_size, verbose=bool(verbose)),
             keras.callbacks.ModelCheckpoint(
-                str(run_dir / BEST_MODEL_FILE), monitor="val_recall@5", mode="max", save_best_only=True
+                str(files_dir / BEST_MODEL_FILE), monitor="val_recall@5", mode="max", save_best_only=True
             ),
         ]
-    epoch_history = EpochHistory(run_dir / EPOCH_LOGS_FILE)
-    callbacks += [keras.callbacks.TensorBoard(str(run_dir / "logs")), epoch_history]
+    epoch_history = EpochHistory(files_dir / EPOCH_LOGS_FILE)
+    callbacks += [keras.callbacks.TensorBoard(str(files_dir / "logs")), epoch_history]
     callbacks += extra_callbacks or []
     model.fit(
         tuple_dataset(miner, image_size, batch_size, frozen_features=store,
@@ -205,22 +225,34 @@ def train(
     )
     if model is not caller_model:
         caller_model.set_weights(model.get_weights())
-    save_model_atomically(model, run_dir / LAST_MODEL_FILE, overwrite=True)
+    save_model_atomically(model, files_dir / LAST_MODEL_FILE, overwrite=True)
     if store is not None:  # kept only while the run may be resumed
         shutil.rmtree(store.directory)
     summary = epoch_history.history()
     summary["dropped_queries_without_positive"] = miner.num_dropped
-    write_bytes_atomically(run_dir / HISTORY_FILE, json.dumps(summary, indent=2).encode(), overwrite=True)
-    return TrainingRun(run_dir=run_dir, history=summary)
+    write_bytes_atomically(files_dir / HISTORY_FILE, json.dumps(summary, indent=2).encode(), overwrite=True)
+    if not chief:
+        shutil.rmtree(files_dir)
+        with contextlib.suppress(OSError):  # another worker's folder may still be there
+            files_dir.parent.rmdir()
+    return TrainingRun(run_dir=run_dir, history=summary, chief=chief)
+
+
+def _worker_dir(run_dir: Path, strategy) -> Path:
+    """The folder of a worker that is not the chief: `run_dir/workers/<task type>-<index>`."""
+    resolver = strategy.cluster_resolver
+    return run_dir / WORKERS_DIR / f"{resolver.task_type}-{resolver.task_id}"
 
 
 def _built_in_scope(model: PlaceRecognitionModel, strategy) -> PlaceRecognitionModel:
     """`model` itself without a strategy; with one, the same model rebuilt from its config
-    inside the strategy's scope (its variables mirrored) with the same weights."""
+    inside the strategy's scope (its variables mirrored) with the same weights (across
+    several workers: the chief's)."""
     if strategy is None:
         return model
     with strategy.scope():
         replica = PlaceRecognitionModel.from_config(model.get_config())
-    replica.set_weights(model.get_weights())
+    weights = model.get_weights()
+    replica.set_weights(chief_weights(weights, strategy) if in_multi_worker_mode(strategy) else weights)
     return replica
 

@@ -103,7 +103,12 @@ def tuple_dataset(
         "positive_mask": tf.TensorSpec((None, 1), tf.float32),
         "negative_mask": tf.TensorSpec((None, num_negatives), tf.float32),
     }
-    return tf.data.Dataset.from_generator(batches, output_signature=signature)
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
+    # Under a multi-worker strategy every worker streams these same batches and keeps its
+    # replicas' share of each (said here: a generator has no files to shard by).
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def tuple_steps_per_epoch(miner: HardNegativeMiner, batch_size: int = 4) -> int:

@@ -201,3 +201,50 @@ def test_train_with_a_mining_pool_under_a_mirrored_strategy_on_the_bundled_data(
     assert "a pool of 30" in out and out.count("Refreshing the descriptor cache") >= 2
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert (run_dir / "last.keras").is_file()
+
+
+def test_multi_worker_training_without_tf_config_is_a_clear_error(capsys, monkeypatch):
+    from netvlad_tf.sample_data import nordland_csv
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert main(["netvlad-tf", "train", f"--dataset={nordland_csv('train')}", "--strategy=multi_worker"]) == 1
+    assert "TF_CONFIG environment variable, which is not set" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_on_two_workers_writes_one_run_folder(tmp_path):
+    """`netvlad-tf train --strategy=multi_worker` in two processes (TF_CONFIG over 127.0.0.1) on
+    40 bundled places: both finish, the chief alone fills `--output_root/--run_name`."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from netvlad_tf.sample_data import nordland_csv
+    from tests.support.training_data import IMAGE_SIZE, initialised_model, nordland_stretch
+    from tests.training.test_distributed import finish_all, free_ports
+
+    stretch = nordland_stretch(count=40)
+    model_file = tmp_path / "start.keras"
+    initialised_model(stretch).save(model_file)
+    source = Path(nordland_csv("train"))
+    rows = source.read_text().splitlines()
+    kept = {str(Path(path).relative_to(source.parent)) for path in (*stretch.database_paths, *stretch.query_paths)}
+    csv_file = tmp_path / "stretch.csv"  # the 40 places, their images named by absolute paths
+    csv_file.write_text("\n".join([rows[0], *(row.replace(",", f",{source.parent}/", 1) for row in rows[1:]
+                                               if row.split(",")[1] in kept)]) + "\n")
+    root = Path(__file__).resolve().parents[2]
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+    command = ("import sys, tests.support.tiny_backbone; from netvlad_tf.cli import main; "
+               "sys.exit(main(sys.argv[1:]))")
+    flags = ["netvlad-tf", "train", f"--model={model_file}", f"--dataset={csv_file}",
+             f"--output_root={tmp_path / 'runs'}", "--run_name=shared", "--strategy=multi_worker",
+             "--image_size=" + ",".join(map(str, IMAGE_SIZE)), "--epochs=1", "--batch_size=4", "--num_negatives=2",
+             "--num_sampled_negatives=10", "--refresh_every=20"]
+    finish_all([subprocess.Popen(
+        [sys.executable, "-c", command, *flags], cwd=root, text=True, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(root), "TF_CONFIG": json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": index}})}) for index in range(2)])
+    run_dir = tmp_path / "runs" / "shared"
+    assert sorted(path.name for path in run_dir.iterdir()) == ["epoch_logs.json", "history.json", "last.keras",
+                                                                 "logs"]

@@ -1,9 +1,9 @@
-"""Run in its own process: train a tiny model on fixed tuples under a strategy; save weights.
+"""Run in its own process: `model.fit` of a tiny model on fixed tuples under a strategy; save weights.
 
-`python -m tests.distributed.run_strategy MODE OUT.npz` with MODE `single`, `mirrored` or `mirrored_fit` (two
-logical CPUs in this process) or `worker` (MultiWorkerMirroredStrategy from TF_CONFIG).
-`mirrored_mining` runs `model.fit` on mined tuples of bundled images with the cache-refresh
-callback under MirroredStrategy and saves its loss.
+`python -m tests.distributed.run_strategy MODE OUT.npz` with MODE `single` (one device),
+`mirrored` (two logical CPUs in this process) or `worker` (MultiWorkerMirroredStrategy from
+TF_CONFIG). `mirrored_mining` runs `model.fit` on mined tuples of bundled images with the
+cache-refresh callback under MirroredStrategy and saves its loss.
 """
 
 import sys
@@ -15,9 +15,8 @@ import tensorflow as tf
 from netvlad_tf import NetVLAD, PlaceRecognitionModel, RankingLoss
 from netvlad_tf.data import GeoDataset, read_csv_dataset
 from netvlad_tf.sample_data import nordland_csv
-from netvlad_tf.training import CacheRefresh, tuple_dataset
+from netvlad_tf.training import CacheRefresh, multi_worker_strategy, tuple_dataset
 from netvlad_tf.training.mining import HardNegativeMiner
-from netvlad_tf.training.multi_worker import multi_worker_strategy, train_distributed
 
 
 def tiny_model():
@@ -43,25 +42,34 @@ def fixed_batches(steps=3, batch=4, negatives=3):
         }
 
 
+class BatchLosses(keras.callbacks.Callback):
+    """The `loss` log after each step (the epoch's running mean, as `fit` reports it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.losses = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.losses.append(float(logs["loss"]))
+
+
 def main(mode: str, output: str) -> None:
-    if mode in ("mirrored", "mirrored_fit", "mirrored_mining"):
+    if mode in ("mirrored", "mirrored_mining"):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     strategy = {
         "single": lambda: tf.distribute.OneDeviceStrategy("/cpu:0"),
         "mirrored": lambda: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
-        "mirrored_fit": lambda: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
         "mirrored_mining": lambda: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
         "worker": multi_worker_strategy,
     }[mode]()
-    optimizer = lambda: keras.optimizers.SGD(0.5, momentum=0.9)  # noqa: E731
-    loss = RankingLoss(margin=10.0, normalization="all")
+    with strategy.scope():
+        model = tiny_model()
+        model.compile(optimizer=keras.optimizers.SGD(0.5, momentum=0.9),
+                      loss=RankingLoss(margin=10.0, normalization="all"))
     if mode == "mirrored_mining":
         # Keras reads a batch before the callbacks start under a strategy: the first tuples
         # must be mined from a cache filled before fit.
-        with strategy.scope():
-            model = tiny_model()
-            model.compile(optimizer=optimizer(), loss=loss)
         full = read_csv_dataset(nordland_csv("train"))
         stretch = GeoDataset("stretch", full.database_paths[:30], full.database_utm[:30],
                              full.query_paths[:30], full.query_utm[:30])
@@ -75,22 +83,17 @@ def main(mode: str, output: str) -> None:
                  refreshes=refresh.refreshes)
         print("done", mode, history.history["loss"])
         return
-    if mode == "mirrored_fit":
-        with strategy.scope():
-            model = tiny_model()
-            model.compile(optimizer=optimizer(), loss=loss)
-        batches = list(fixed_batches())
-        dataset = tf.data.Dataset.from_generator(
-            lambda: iter(batches), output_signature={k: tf.TensorSpec((None, *v.shape[1:]), tf.float32) for k, v in batches[0].items()})
-        model.fit(dataset, epochs=1, shuffle=False, verbose=0)
-        losses = [float("nan")] * len(batches)  # fit reports an epoch mean, not per-step losses
-    else:
-        model, losses = train_distributed(strategy, tiny_model, fixed_batches(), optimizer, loss)
+    batches = list(fixed_batches())
+    dataset = tf.data.Dataset.from_generator(
+        lambda: iter(batches),
+        output_signature={k: tf.TensorSpec((None, *v.shape[1:]), tf.float32) for k, v in batches[0].items()})
+    losses = BatchLosses()
+    model.fit(dataset, epochs=1, shuffle=False, verbose=0, callbacks=[losses])
     initial = tiny_model()
-    np.savez(output, losses=np.array(losses), replicas=strategy.num_replicas_in_sync,
+    np.savez(output, losses=np.array(losses.losses), replicas=strategy.num_replicas_in_sync,
              **{f"initial{i}": keras.ops.convert_to_numpy(w) for i, w in enumerate(initial.trainable_weights)},
              **{f"w{i}": keras.ops.convert_to_numpy(w) for i, w in enumerate(model.trainable_weights)})
-    print("done", mode, losses)
+    print("done", mode, losses.losses)
 
 
 if __name__ == "__main__":

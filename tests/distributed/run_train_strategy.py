@@ -1,8 +1,9 @@
-"""Run in its own process: `train()` on one device and under MirroredStrategy over two logical
-CPUs, from the same initial weights on the same bundled images; save the weights of the models
-passed to `train` (the strategy's run copies its weights back into it).
+"""Run in its own process: `train()` of the tiny model on 30 bundled images under one strategy;
+save the weights of the model passed to `train` (a strategy's run copies its weights back).
 
-`python -m tests.distributed.run_train_strategy OUT.npz RUN_ROOT`
+`python -m tests.distributed.run_train_strategy MODE OUT.npz RUN_DIR` with MODE `single` (the
+default device), `mirrored` (two logical CPUs) or `worker` (MultiWorkerMirroredStrategy from
+TF_CONFIG; every worker is given the same RUN_DIR, as on a shared file system).
 """
 
 import sys
@@ -12,34 +13,35 @@ import numpy as np
 import tensorflow as tf
 
 
-def main(output: str, run_root: Path) -> None:
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+def main(mode: str, output: str, run_dir: Path) -> None:
+    if mode == "mirrored":
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
 
     from netvlad_tf.data import GeoDataset, read_csv_dataset
     from netvlad_tf.sample_data import nordland_csv
-    from netvlad_tf.training import train
+    from netvlad_tf.training import multi_worker_strategy, train
     from tests.distributed.run_strategy import tiny_model
 
+    strategy = {"single": lambda: None, "mirrored": lambda: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
+                "worker": multi_worker_strategy}[mode]()
     full = read_csv_dataset(nordland_csv("train"))
     stretch = GeoDataset("stretch", full.database_paths[:30], full.database_utm[:30],
                          full.query_paths[:30], full.query_utm[:30])
-    results = {}
-    for name, strategy in (("single", None), ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
-        model = tiny_model()
-        results["initial"] = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
-        run = train(model, stretch, (32, 64), run_root / name, epochs=1, steps_per_epoch=3, batch_size=4,
-                    learning_rate=0.5, num_negatives=2, num_sampled_negatives=10, refresh_every=1000, margin=0.3,
-                    normalization="violating", cache_precision="float32", seed=0, verbose=0, strategy=strategy)
-        results[name] = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
-        results[f"{name}_loss"] = run.history["loss"]
-        results[f"{name}_saved"] = (run_root / name / "last.keras").is_file()
-    np.savez(output, replicas=2, **{f"{key}{i}": value for key in ("initial", "single", "mirrored")
-                                    for i, value in enumerate(results[key])},
-             single_loss=results["single_loss"], mirrored_loss=results["mirrored_loss"],
-             saved=results["single_saved"] and results["mirrored_saved"])
+    model = tiny_model()
+    initial = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
+    if mode == "worker" and not strategy.extended.should_checkpoint:
+        # A worker whose own initial weights differ: training must start from the chief's.
+        model.set_weights([w + 0.1 for w in model.get_weights()])
+    run = train(model, stretch, (32, 64), run_dir, epochs=1, steps_per_epoch=3, batch_size=4,
+                learning_rate=0.5, num_negatives=2, num_sampled_negatives=10, refresh_every=1000, margin=0.3,
+                normalization="violating", cache_precision="float32", seed=0, verbose=0, strategy=strategy)
+    trained = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
+    np.savez(output, replicas=1 if strategy is None else strategy.num_replicas_in_sync, chief=run.chief,
+             loss=run.history["loss"], **{f"initial{i}": w for i, w in enumerate(initial)},
+             **{f"trained{i}": w for i, w in enumerate(trained)})
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], Path(sys.argv[2]))
+    main(sys.argv[1], sys.argv[2], Path(sys.argv[3]))
