@@ -118,3 +118,24 @@ def test_train_under_mirrored_and_two_workers_matches_one_device(tmp_path):
     assert bool(results["worker0"]["chief"]) and not bool(results["worker1"]["chief"])
     assert (tmp_path / "shared" / "last.keras").is_file() and (tmp_path / "shared" / "history.json").is_file()
     assert not (tmp_path / "shared" / "workers").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_two_worker_train_resumes(tmp_path):
+    """Two workers killed after epoch 1 of 2 resume from their backups (the chief's in the run
+    folder, the other's in its own), run only epoch 2, and end with the same weights."""
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
+    finish_all([subprocess.Popen(
+        [sys.executable, "-m", "tests.distributed.run_train_strategy", "worker_resume", str(tmp_path / f"worker{i}.npz"),
+         str(tmp_path / "shared")], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT),
+             "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})})
+        for i in range(2)])
+    chief, other = np.load(tmp_path / "worker0.npz"), np.load(tmp_path / "worker1.npz")
+    assert "backup" in chief["backups"].tolist() and "workers/worker-1/backup" in other["backups"].tolist()
+    for result in (chief, other):
+        assert result["epochs_run"].tolist() == [1] and len(result["loss"]) == 2
+    for i in range(len([key for key in chief.files if key.startswith("trained")])):
+        np.testing.assert_array_equal(chief[f"trained{i}"], other[f"trained{i}"])
+    assert (tmp_path / "shared" / "last.keras").is_file() and not (tmp_path / "shared" / "backup").exists()
+    assert not (tmp_path / "shared" / "workers").exists()
