@@ -19,6 +19,7 @@ from netvlad_tf.evaluation.evaluate import evaluate
 from netvlad_tf.evaluation.recall import DEFAULT_NS
 from netvlad_tf.inference.embedding import embed_images
 from netvlad_tf.io.atomic_writes import write_bytes_atomically
+from netvlad_tf.training.frozen_features import PARTS, PoolFeatureStore
 from netvlad_tf.training.mining import HardNegativeMiner
 
 
@@ -32,8 +33,10 @@ class CacheRefresh(keras.callbacks.Callback):
         image_size: size the images are resized to, as in the tuples.
         refresh_every: training queries between refreshes (the paper: 1000).
         batch_size: images per forward pass while caching.
-        frozen_features: a `FrozenFeatureStore` of the miner's dataset; refreshes then run
-            only the model's trainable head over it.
+        frozen_features: a `FrozenFeatureStore` of the miner's dataset (refreshes then run
+            only the model's trainable head over it) or, with a mining pool, a
+            `PoolFeatureStore` (each refresh runs the frozen trunk over its plan's images into
+            it, then the head).
     """
 
     def __init__(self, miner: HardNegativeMiner, image_size, refresh_every: int = 1000,
@@ -81,8 +84,16 @@ class CacheRefresh(keras.callbacks.Callback):
             pool = "" if self.miner.mining_pool is None else f", a pool of {self.miner.mining_pool} and the queries' own"
             print(f"\nRefreshing the descriptor cache (refresh {self.refreshes + 1}: {len(plan.database_ids)} "
                   f"database images{pool}, {len(plan.query_ids)} queries)", flush=True)
-        self.miner.refresh(self._descriptors("database", plan.database_ids),
-                           self._descriptors("queries", plan.query_ids))
+        if isinstance(self.frozen_features, PoolFeatureStore):
+            features = self.frozen_features.compute(plan)
+            head = self.model.frozen_split().head
+            database, queries = (features.descriptors(head, part, verbose=self.verbose) for part in PARTS)
+            with self.miner.lock:  # the tuples read the features of the plan they are mined with
+                self.frozen_features.activate(features)
+                self.miner.refresh(database, queries)
+        else:
+            self.miner.refresh(self._descriptors("database", plan.database_ids),
+                               self._descriptors("queries", plan.query_ids))
         self._visited_at_refresh = self.miner.queries_visited
         self._step_at_refresh = self._optimizer_step()
         self.refreshes += 1

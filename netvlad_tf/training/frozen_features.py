@@ -1,9 +1,11 @@
-"""The frozen trunk's features of a training set, computed once and kept on disk.
+"""The frozen trunk's features of training images, kept on disk.
 
 With the paper's recipe only conv5 and NetVLAD train: conv1–conv4 give the same output for an
 image at every step. Storing that output (pool4: 1/16 of the image side, 512 channels) turns a
-training step into conv5 + NetVLAD on 12 stored feature maps, and a descriptor-cache refresh
-into the same head over every stored image.
+training step into conv5 + NetVLAD on 12 stored feature maps. `FrozenFeatureStore` computes it
+once for every training image, and a descriptor-cache refresh becomes the head over the stored
+features. With a mining pool, `PoolFeatureStore` keeps only the current refresh's images: its
+disk follows the pool, not the database.
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ from netvlad_tf.data.geo_dataset import GeoDataset
 from netvlad_tf.data.images import indexed_image_batches
 from netvlad_tf.inference.embedding import array_batches, predict_all, predict_batches
 from netvlad_tf.io.atomic_writes import atomic_directory
+from netvlad_tf.training.mining import RefreshPlan
 
 FEATURE_PRECISIONS = ("float16", "float32")
 # Without a budget, the store may take at most this fraction of the free disk space.
 DEFAULT_BUDGET_FRACTION = 0.5
 METADATA_FILE = "metadata.json"
 PARTS = ("database", "queries")
+# A pool store's features of one refresh, numbered.
+REFRESH_FOLDER = "refresh-{:06d}"
 
 
 class FrozenFeatureStore:
@@ -70,6 +75,19 @@ class FrozenFeatureStore:
         """Bytes stored per image."""
         return int(np.prod(self.feature_shape)) * self.database.dtype.itemsize
 
+    @property
+    def dataset_size(self) -> tuple[int, int]:
+        """`(database images, query images)` of the dataset stored."""
+        return len(self.database), len(self.queries)
+
+    def query_features(self, index: int) -> np.ndarray:
+        """The stored features `(h, w, C)` of query image `index` of the dataset."""
+        return self.queries[index]
+
+    def database_features(self, index: int) -> np.ndarray:
+        """The stored features `(h, w, C)` of database image `index` of the dataset."""
+        return self.database[index]
+
     @classmethod
     def build(
         cls,
@@ -104,15 +122,7 @@ class FrozenFeatureStore:
             budget_gb: the most disk the store may take; None: half the free space. The size
                 is estimated before anything is written and a store above the budget refused.
         """
-        if precision not in FEATURE_PRECISIONS:
-            raise ValueError(f"precision must be one of {FEATURE_PRECISIONS}, got {precision!r}.")
-        if image_size is None or len(image_size) != 2 or min(image_size) < 1:
-            raise ValueError(
-                f"image_size must be (height, width): every image is stored at one size, got {image_size!r}."
-            )
-        split = model.frozen_split()
-        if split is None:
-            raise ValueError("The model trains from its first layer: it has no frozen trunk to store.")
+        split = _checked_split(model, image_size, precision)
         directory = Path(directory)
         metadata = {
             "cut_layer": split.cut_layer,
@@ -159,9 +169,156 @@ class FrozenFeatureStore:
         """
         if part not in PARTS:
             raise ValueError(f"part must be one of {PARTS}, got {part!r}.")
-        features = getattr(self, part)
-        count = len(features) if rows is None else len(rows)
-        return predict_all(head, array_batches(features, batch_size, rows), count, verbose)
+        return _head_descriptors(head, getattr(self, part), batch_size, verbose, rows)
+
+
+class PoolFeatureStore:
+    """The frozen trunk's features of the current refresh's images only (with a mining pool).
+
+    At each cache refresh `compute(plan)` runs the trunk over the plan's images (the pool, the
+    upcoming queries and their positives and remembered negatives) into a new folder; the head
+    over those features gives the refresh's descriptors, and `activate` makes them the features
+    the tuples read, deleting the refresh's before. The refresh needs those trunk outputs
+    anyway; the training steps between refreshes then run only the head. Disk: at most two
+    refreshes' images (the old one until the new one is active), checked against the budget
+    before each refresh writes anything.
+
+    Args:
+        model: a `PlaceRecognitionModel` whose backbone has frozen layers.
+        dataset: the training `GeoDataset` the plans index.
+        image_size: `(height, width)` every image is resized to, as in the tuples.
+        directory: the store's folder, cleared first (it holds nothing but its own refreshes).
+        precision: `"float16"` or `"float32"`, as in `FrozenFeatureStore.build`.
+        batch_size: images per forward pass.
+        verbose: show progress.
+        budget_gb: the most disk the store may take; None: half the free space.
+
+    Example:
+    >>> import tempfile
+    >>> from netvlad_tf import build_netvlad_model
+    >>> from netvlad_tf.data import read_csv_dataset
+    >>> from netvlad_tf.sample_data import nordland_csv
+    >>> from netvlad_tf.training.mining import HardNegativeMiner
+    >>> dataset = read_csv_dataset(nordland_csv("test"))
+    >>> model = build_netvlad_model(weights=None, num_clusters=4)
+    >>> store = PoolFeatureStore(model, dataset, (32, 64), tempfile.mkdtemp() + "/pool", verbose=False)
+    >>> plan = HardNegativeMiner(dataset, mining_pool=5).plan_refresh(2)
+    >>> store.activate(store.compute(plan))
+    >>> store.database_features(int(plan.database_ids[0])).shape
+    (2, 4, 512)
+    """
+
+    def __init__(self, model, dataset: GeoDataset, image_size: tuple[int, int], directory,
+                 precision: str = "float16", batch_size: int = 8, verbose: bool = True,
+                 budget_gb: float | None = None):
+        split = _checked_split(model, image_size, precision)
+        self.directory = Path(directory)
+        if self.directory.exists():
+            shutil.rmtree(self.directory)
+        self.directory.mkdir(parents=True)
+        self.dataset = dataset
+        self.image_size = tuple(image_size)
+        self.precision = precision
+        self.batch_size = batch_size
+        self.verbose = verbose
+        self.budget_gb = budget_gb
+        self._trunk = split.trunk
+        self.feature_shape = tuple(self._trunk(np.zeros((1, *image_size, 3), np.float32), training=False).shape[1:])
+        self._active: PlanFeatures | None = None
+        self._refreshes = 0
+
+    def __repr__(self) -> str:
+        return f"PoolFeatureStore({str(self.directory)!r}, {self.feature_shape} {self.precision})"
+
+    @property
+    def bytes_per_image(self) -> int:
+        """Bytes stored per image."""
+        return int(np.prod(self.feature_shape)) * np.dtype(self.precision).itemsize
+
+    @property
+    def dataset_size(self) -> tuple[int, int]:
+        """`(database images, query images)` of the dataset the plans index."""
+        return self.dataset.num_database, self.dataset.num_queries
+
+    def compute(self, plan: RefreshPlan) -> PlanFeatures:
+        """Runs the trunk over `plan`'s images into a new folder (not yet the active one).
+
+        Raises:
+            OSError: the active refresh's features and these together exceed the budget.
+        """
+        active_bytes = 0 if self._active is None else self._active.plan.num_images * self.bytes_per_image
+        needed = plan.num_images * self.bytes_per_image
+        _require_disk_space(self.directory, active_bytes + needed, self.budget_gb)
+        self._refreshes += 1
+        target = self.directory / REFRESH_FOLDER.format(self._refreshes)
+        if self.verbose:
+            print(f"Frozen layers' output of {plan.num_images} images: {needed / 1e9:.2f} GB into {target}", flush=True)
+        with atomic_directory(target) as staging:
+            for part, ids, paths in (("database", plan.database_ids, self.dataset.database_paths),
+                                     ("queries", plan.query_ids, self.dataset.query_paths)):
+                _write_features(self._trunk, [paths[i] for i in ids], self.image_size, staging / f"{part}.npy",
+                                self.precision, self.batch_size, self.verbose)
+        return PlanFeatures(plan, target)
+
+    def activate(self, features: PlanFeatures) -> None:
+        """Makes `features` the ones the tuples read and deletes the refresh's before (call it
+        under the miner's lock, with the miner's refresh to the same plan)."""
+        previous, self._active = self._active, features
+        if previous is not None:
+            shutil.rmtree(previous.directory)
+
+    def query_features(self, index: int) -> np.ndarray:
+        """The features `(h, w, C)` of query image `index` of the dataset (a planned one)."""
+        return self._active_features().queries[self._active.plan.query_rows([index])[0]]
+
+    def database_features(self, index: int) -> np.ndarray:
+        """The features `(h, w, C)` of database image `index` of the dataset (a planned one)."""
+        return self._active_features().database[self._active.plan.database_rows([index])[0]]
+
+    def _active_features(self) -> PlanFeatures:
+        if self._active is None:
+            raise RuntimeError("The pool's features are computed at the first cache refresh; refresh first.")
+        return self._active
+
+
+class PlanFeatures:
+    """Trunk features of one refresh plan's images, rows in the plan's order (memory-mapped).
+
+    Attributes:
+        plan: the `RefreshPlan`.
+        directory: the folder of `database.npy` and `queries.npy`.
+    """
+
+    def __init__(self, plan: RefreshPlan, directory: Path):
+        self.plan = plan
+        self.directory = directory
+        self.database = np.load(directory / "database.npy", mmap_mode="r")
+        self.queries = np.load(directory / "queries.npy", mmap_mode="r")
+
+    def descriptors(self, head: keras.Model, part: str, batch_size: int = 32, verbose: bool = True) -> np.ndarray:
+        """The head's descriptors `(N, dim)` float32 of the plan's `"database"` or `"queries"` images."""
+        if part not in PARTS:
+            raise ValueError(f"part must be one of {PARTS}, got {part!r}.")
+        return _head_descriptors(head, getattr(self, part), batch_size, verbose)
+
+
+def _checked_split(model, image_size, precision: str):
+    """The model's frozen split, once `image_size` and `precision` are known to be usable."""
+    if precision not in FEATURE_PRECISIONS:
+        raise ValueError(f"precision must be one of {FEATURE_PRECISIONS}, got {precision!r}.")
+    if image_size is None or len(image_size) != 2 or min(image_size) < 1:
+        raise ValueError(
+            f"image_size must be (height, width): every image is stored at one size, got {image_size!r}."
+        )
+    split = model.frozen_split()
+    if split is None:
+        raise ValueError("The model trains from its first layer: it has no frozen trunk to store.")
+    return split
+
+
+def _head_descriptors(head, features: np.ndarray, batch_size: int, verbose: bool, rows=None) -> np.ndarray:
+    count = len(features) if rows is None else len(rows)
+    return predict_all(head, array_batches(features, batch_size, rows), count, verbose)
 
 
 def _require_disk_space(directory: Path, needed: int, budget_gb: float | None) -> None:

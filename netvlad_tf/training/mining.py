@@ -101,6 +101,14 @@ class RefreshPlan:
         """Images the refresh embeds."""
         return len(self.database_ids) + len(self.query_ids)
 
+    def database_rows(self, ids) -> np.ndarray:
+        """Rows of the database images `ids` in this plan's order (each must be planned)."""
+        return _rows(self.database_ids, ids)
+
+    def query_rows(self, ids) -> np.ndarray:
+        """Rows of the query images `ids` in this plan's order (each must be planned)."""
+        return _rows(self.query_ids, ids)
+
 
 class HardNegativeMiner:
     """Chooses training tuples from cached descriptors, as the paper does.
@@ -171,7 +179,9 @@ class HardNegativeMiner:
         self._upcoming: deque[int] = deque()  # the order of the training queries
         self._window: deque[int] = deque()  # with a pool: the cached plan's queries not yet visited
         self._planned_window: list[int] = []  # the next plan's queries, in visiting order
-        self._lock = threading.Lock()  # refreshes swap the cache while the tuple stream mines
+        # Held by a refresh while it swaps the cache, and by the tuple stream while it takes,
+        # mines and reads a tuple: every tuple is read under the plan it was mined with.
+        self.lock = threading.RLock()
         self.plan = (None if self.mining_pool else
                      RefreshPlan(np.arange(dataset.num_database), np.arange(dataset.num_queries)))
         self._cached_plan = self.plan
@@ -186,7 +196,7 @@ class HardNegativeMiner:
             return self._upcoming.popleft()
         if self._cached_plan is None:
             raise RuntimeError("With a mining pool, plan_refresh() and refresh() come before the first query.")
-        with self._lock:
+        with self.lock:
             if not self._window:
                 self._window.extend(int(q) for q in self._order_rng.permutation(self._cached_plan.query_ids))
                 self.revisited_queries += len(self._window)
@@ -205,7 +215,7 @@ class HardNegativeMiner:
         """
         if self.mining_pool is None:
             return self.plan
-        with self._lock:  # the queries not visited under the cached plan come first
+        with self.lock:  # the queries not visited under the cached plan come first
             self._planned_window = list(self._window)
         window = queries_until_next + max(16, queries_until_next // 10)
         self._extend_upcoming(window)
@@ -242,7 +252,7 @@ class HardNegativeMiner:
             if np.ndim(descriptors) != 2 or len(descriptors) != expected:
                 raise ValueError(f"The refresh of {self.dataset.name} plans {expected} {role} images; got "
                                  f"{role} descriptors of shape {np.shape(descriptors)}.")
-        with self._lock:
+        with self.lock:
             self.database_cache.store(database_descriptors)
             self.query_cache.store(query_descriptors)
             self._cached_plan = self.plan
@@ -250,7 +260,7 @@ class HardNegativeMiner:
 
     def mine(self, query: int) -> MinedTuple | None:
         """The tuple of `query` under the current cache, or None when no negative violates."""
-        with self._lock:
+        with self.lock:
             return self._mine(query)
 
     def _mine(self, query: int) -> MinedTuple | None:
@@ -259,17 +269,17 @@ class HardNegativeMiner:
             raise ValueError(f"Query {query} of {self.dataset.name} has no cached descriptor: the mining "
                              "pool's plan does not hold it (take queries from next_query()).")
         self.queries_visited += 1
-        query_descriptor = self.query_cache.get(_rows(cached.query_ids, [query]))[0]
+        query_descriptor = self.query_cache.get(cached.query_rows([query]))[0]
         positives = self.potential_positives[query]
         positive_distances = _squared_distances(
-            query_descriptor, self.database_cache.get(_rows(cached.database_ids, positives)))
+            query_descriptor, self.database_cache.get(cached.database_rows(positives)))
         best = int(np.argmin(positive_distances))
         remembered = self.remembered_negatives.get(query, np.zeros(0, dtype=np.int64))
         # Remembered while an earlier pool was cached: only those of this pool have descriptors.
         candidates = np.union1d(self._sample_definite_negatives(query),
                                 remembered[_contains(cached.database_ids, remembered)])
         negative_distances = _squared_distances(
-            query_descriptor, self.database_cache.get(_rows(cached.database_ids, candidates)))
+            query_descriptor, self.database_cache.get(cached.database_rows(candidates)))
         order = np.argsort(negative_distances, kind="stable")
         self.remembered_negatives[query] = candidates[order[: self.num_negatives]]
         violating = order[negative_distances[order] < positive_distances[best] + self.margin]
@@ -279,10 +289,11 @@ class HardNegativeMiner:
 
     def _sample_definite_negatives(self, query: int) -> np.ndarray:
         """Random definite negatives of `query` among the cached database images."""
-        pool = self._cached_plan.database_ids
+        cached = self._cached_plan
+        pool = cached.database_ids
         allowed = np.ones(len(pool), dtype=bool)
         near = self.not_negatives[query]
-        allowed[_rows(pool, near[_contains(pool, near)])] = False
+        allowed[cached.database_rows(near[_contains(pool, near)])] = False
         definite = pool[allowed]
         take = min(self.num_sampled_negatives, len(definite))
         return self._rng.choice(definite, size=take, replace=False)

@@ -18,7 +18,7 @@ from netvlad_tf.models.losses import DEFAULT_MARGIN, RankingLoss
 from netvlad_tf.models.model import PlaceRecognitionModel
 from netvlad_tf.models.multi_worker_fit import in_multi_worker_mode
 from netvlad_tf.training.callbacks import CacheRefresh, EpochHistory, RecallEvaluation
-from netvlad_tf.training.frozen_features import FrozenFeatureStore
+from netvlad_tf.training.frozen_features import FrozenFeatureStore, PoolFeatureStore
 from netvlad_tf.training.mining import FULL_MINING_LIMIT, HardNegativeMiner
 from netvlad_tf.training.multi_worker import chief_weights
 from netvlad_tf.training.overlap import ValidationOverlapWarning, validation_overlap
@@ -27,6 +27,7 @@ from netvlad_tf.training.tuples import tuple_dataset, tuple_steps_per_epoch
 BEST_MODEL_FILE = "best.keras"
 LAST_MODEL_FILE = "last.keras"
 FROZEN_FEATURES_DIR = "frozen_features"
+POOL_FEATURES_DIR = "pool_features"
 EPOCH_LOGS_FILE = "epoch_logs.json"
 BACKUP_DIR = "backup"
 HISTORY_FILE = "history.json"
@@ -108,7 +109,10 @@ def train(
     conv1–conv4) is computed once for every training image and stored in
     `run_dir/frozen_features/` (`frozen_feature_precision`); training steps and cache
     refreshes then run only the trainable layers. A resumed run reuses the stored features;
-    a finished run deletes them. It is skipped when the backbone trains from its first layer.
+    a finished run deletes them. With a `mining_pool` only each refresh's images are stored
+    (`run_dir/pool_features/`, see `PoolFeatureStore`): every refresh runs the frozen layers
+    over its images once, the steps until the next refresh only the trainable ones. It is
+    skipped when the backbone trains from its first layer.
 
     Keras' `SGD(weight_decay=...)` decays weights directly (decoupled), where the authors
     add `weight_decay·w` to the gradient; with momentum the two differ slightly.
@@ -134,7 +138,8 @@ def train(
         cache_precision: `"int8"` or `"float32"` descriptor cache.
         frozen_features, frozen_feature_precision: store the frozen layers' output once.
         frozen_feature_budget_gb: the most disk that store may take (None: half the free
-            space); its size is estimated first and a larger store refused.
+            space); its size is estimated first (with a pool: at each refresh) and a larger
+            store refused.
         seed: tuple order and negative sampling.
         extra_callbacks: more Keras callbacks.
         verbose: Keras' verbosity.
@@ -185,7 +190,13 @@ def train(
             loss=RankingLoss(margin=margin, normalization=normalization),
         )
     store = None
-    if frozen_features and model.frozen_split() is not None:
+    if frozen_features and model.frozen_split() is not None and miner.mining_pool is not None:
+        if verbose:
+            print(f"Frozen layers (up to {model.frozen_split().cut_layer}): their output is stored for "
+                  "each refresh's images", flush=True)
+        store = PoolFeatureStore(model, train_dataset, image_size, files_dir / POOL_FEATURES_DIR,
+                                 frozen_feature_precision, verbose=bool(verbose), budget_gb=frozen_feature_budget_gb)
+    elif frozen_features and model.frozen_split() is not None:
         if verbose:
             print(f"Frozen layers (up to {model.frozen_split().cut_layer}): their output is stored "
                   "once per training image", flush=True)

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from netvlad_tf.data.images import load_image
 from netvlad_tf.models.tuple_batch import FEATURE_KEYS, IMAGE_KEYS
-from netvlad_tf.training.frozen_features import FrozenFeatureStore
+from netvlad_tf.training.frozen_features import FrozenFeatureStore, PoolFeatureStore
 from netvlad_tf.training.mining import HardNegativeMiner, MinedTuple
 
 
@@ -15,7 +15,7 @@ def tuple_dataset(
     miner: HardNegativeMiner,
     image_size: tuple[int, int],
     batch_size: int = 4,
-    frozen_features: FrozenFeatureStore | None = None,
+    frozen_features: FrozenFeatureStore | PoolFeatureStore | None = None,
     placeholder_first_iterator: bool = False,
 ) -> tf.data.Dataset:
     """An endless stream of tuples: the training queries in the miner's order
@@ -28,8 +28,9 @@ def tuple_dataset(
     `negative_mask` `(B, N)`. The stream itself reads nothing ahead; `fit` takes the next batch
     while a step runs, so a batch is mined with the cache of the step before it.
 
-    With `frozen_features` (a `FrozenFeatureStore` of the miner's dataset at `image_size`)
-    the images are replaced by their stored trunk features: `query_features` `(B, h, w, C)`,
+    With `frozen_features` (a `FrozenFeatureStore` of the miner's dataset at `image_size`, or
+    with a mining pool a `PoolFeatureStore` that `CacheRefresh` fills at each refresh) the
+    images are replaced by their stored trunk features: `query_features` `(B, h, w, C)`,
     `positive_features` `(B, 1, h, w, C)`, `negative_features` `(B, N, h, w, C)`, which the
     model's `train_step` sends through its trainable head only.
 
@@ -37,7 +38,7 @@ def tuple_dataset(
         miner: the `HardNegativeMiner` whose cache picks positives and negatives.
         image_size: `(H, W)` of every image.
         batch_size: tuples per element.
-        frozen_features: a `FrozenFeatureStore` to read trunk features from instead of images.
+        frozen_features: a store to read trunk features from instead of images.
         placeholder_first_iterator: the first iterator opened on the dataset yields
             placeholder batches (zero images, every mask 0) and mines nothing. Under a
             `tf.distribute` strategy Keras 3's `fit` opens one iterator to build the model
@@ -69,14 +70,15 @@ def tuple_dataset(
             placeholder = _empty_batch(keys, item_shape, batch_size, num_negatives)
             while True:
                 yield placeholder
-        pending: list[MinedTuple] = []
+        pending: list[tuple] = []
         while True:
-            mined = miner.mine(miner.next_query())
-            if mined is None:
-                continue
-            pending.append(mined)
+            with miner.lock:  # read under the plan the tuple was mined with
+                mined = miner.mine(miner.next_query())
+                if mined is None:
+                    continue
+                pending.append(_read_tuple(mined, *readers))
             if len(pending) == batch_size:
-                yield load(pending)
+                yield _load_batch(pending, keys, item_shape, num_negatives)
                 pending = []
 
     if frozen_features is None:
@@ -84,17 +86,14 @@ def tuple_dataset(
         readers = (_image_reader(miner.dataset.query_paths, image_size),
                    _image_reader(miner.dataset.database_paths, image_size))
     else:
-        stored = (len(frozen_features.database), len(frozen_features.queries))
+        stored = frozen_features.dataset_size
         if stored != (miner.dataset.num_database, miner.dataset.num_queries):
             raise ValueError(
                 f"{frozen_features} does not hold the miner's dataset {miner.dataset} "
                 f"({stored[0]} database and {stored[1]} query images stored)."
             )
         keys, item_shape = FEATURE_KEYS, frozen_features.feature_shape
-        readers = (frozen_features.queries.__getitem__, frozen_features.database.__getitem__)
-
-    def load(tuples):
-        return _load_batch(tuples, keys, item_shape, num_negatives, *readers)
+        readers = (frozen_features.query_features, frozen_features.database_features)
 
     signature = {
         keys[0]: tf.TensorSpec((None, *item_shape), tf.float32),
@@ -128,14 +127,20 @@ def _image_reader(paths, image_size):
     return lambda index: load_image(paths[index], image_size).numpy()
 
 
-def _load_batch(tuples: list[MinedTuple], keys, item_shape, num_negatives: int, read_query, read_database) -> dict:
+def _read_tuple(mined: MinedTuple, read_query, read_database) -> tuple:
+    """`(query, positive, [negatives])` arrays of a mined tuple."""
+    return (read_query(mined.query), read_database(mined.positive),
+            [read_database(index) for index in mined.negatives])
+
+
+def _load_batch(tuples: list[tuple], keys, item_shape, num_negatives: int) -> dict:
     batch = _empty_batch(keys, item_shape, len(tuples), num_negatives)
-    for row, mined in enumerate(tuples):
-        batch[keys[0]][row] = read_query(mined.query)
-        batch[keys[1]][row, 0] = read_database(mined.positive)
+    for row, (query, positive, negatives) in enumerate(tuples):
+        batch[keys[0]][row] = query
+        batch[keys[1]][row, 0] = positive
         batch["positive_mask"][row] = 1.0
-        for column, index in enumerate(mined.negatives):
-            batch[keys[2]][row, column] = read_database(index)
+        for column, negative in enumerate(negatives):
+            batch[keys[2]][row, column] = negative
             batch["negative_mask"][row, column] = 1.0
     return batch
 

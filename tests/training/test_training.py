@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from netvlad_tf import RankingLoss, build_netvlad_model
+from netvlad_tf import PlaceRecognitionModel, RankingLoss, build_netvlad_model
 from netvlad_tf.data import GeoDataset, read_csv_dataset
 from netvlad_tf.data.images import image_batches
 from netvlad_tf.training import CacheRefresh, FrozenFeatureStore, RecallEvaluation, train, tuple_dataset
@@ -309,3 +309,69 @@ def test_train_on_place_ids_without_coordinates(tmp_path):
     run = train(model, dataset, IMAGE_SIZE, tmp_path / "run", epochs=1, steps_per_epoch=3, batch_size=2,
                 num_negatives=3, num_sampled_negatives=20, seed=0, verbose=0)
     assert np.isfinite(run.history["loss"]).all()
+
+
+def test_a_pool_store_holds_each_refresh_images_trunk_features_and_the_tuples_read_them(tmp_path, monkeypatch):
+    import collections
+
+    from netvlad_tf.data.images import load_image
+    from netvlad_tf.training.frozen_features import PoolFeatureStore
+
+    dataset = nordland_stretch(count=40)
+    model = initialised_model(dataset)
+    trunk = model.frozen_split().trunk
+    miner = HardNegativeMiner(dataset, num_negatives=3, num_sampled_negatives=10, cache_precision="float32",
+                              mining_pool=6)
+    store = PoolFeatureStore(model, dataset, IMAGE_SIZE, tmp_path / "pool", "float32", verbose=False)
+    callback = CacheRefresh(miner, IMAGE_SIZE, refresh_every=4, verbose=False, frozen_features=store)
+    callback.set_model(model)
+
+    def trunk_of(path):  # the reference: the frozen layers run on the image itself
+        return keras.ops.convert_to_numpy(trunk(load_image(path, IMAGE_SIZE)[None], training=False))[0]
+
+    for refresh in (1, 2):
+        callback.refresh()
+        plan = miner.plan
+        assert sorted(path.name for path in store.directory.iterdir()) == [f"refresh-{refresh:06d}"]
+        stored = sum(np.load(path, mmap_mode="r").nbytes for path in store.directory.rglob("*.npy"))
+        assert stored == plan.num_images * store.bytes_per_image < dataset.num_database * 2 * store.bytes_per_image
+        some = plan.database_ids[::7]
+        expected = [trunk_of(dataset.database_paths[i]) for i in some]
+        np.testing.assert_allclose([store.database_features(int(i)) for i in some], expected, atol=1e-5)
+        # The refresh's descriptors are the whole model's on those images.
+        images = np.stack([keras.ops.convert_to_numpy(load_image(dataset.database_paths[i], IMAGE_SIZE)) for i in some])
+        np.testing.assert_allclose(miner.database_cache.get(plan.database_rows(some)),
+                                   model.predict(images, verbose=0), atol=1e-5)
+        # A batch mined under this plan holds its queries' trunk features.
+        batch = next(iter(tuple_dataset(miner, IMAGE_SIZE, batch_size=2, frozen_features=store)))
+        for features in np.asarray(batch["query_features"]):
+            matches = [q for q in plan.query_ids if np.allclose(store.query_features(int(q)), features)]
+            assert len(matches) == 1
+            np.testing.assert_allclose(features, trunk_of(dataset.query_paths[matches[0]]), atol=1e-5)
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(frozen_features_module.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**5, 10**5))
+    with pytest.raises(OSError, match="--frozen_features_budget_gb"):
+        callback.refresh()
+    assert sorted(path.name for path in store.directory.iterdir()) == ["refresh-000002"], "nothing half-written"
+
+
+def test_training_over_a_pool_store_equals_training_on_the_images(tmp_path):
+    """With a mining pool, steps over the pool store's float32 trunk features give the weights of
+    steps on the images (the same tuples mined, the same loss)."""
+    dataset = nordland_stretch(count=40)
+    start = initialised_model(dataset)
+    weights = {}
+    for name, stored in (("images", False), ("pool_store", True)):
+        model = PlaceRecognitionModel.from_config(start.get_config())
+        model.set_weights(start.get_weights())
+        train(model, dataset, IMAGE_SIZE, tmp_path / name, epochs=1, steps_per_epoch=6, batch_size=2,
+              num_negatives=3, num_sampled_negatives=10, refresh_every=4, mining_pool=6, learning_rate=0.1,
+              cache_precision="float32", frozen_features=stored, frozen_feature_precision="float32", seed=0,
+              verbose=0)
+        weights[name] = model.get_weights()
+        assert not (tmp_path / name / "pool_features").exists()
+    assert any(not np.allclose(a, b, atol=1e-4) for a, b in zip(weights["images"], start.get_weights())), \
+        "training changed nothing"
+    for a, b in zip(weights["pool_store"], weights["images"]):
+        np.testing.assert_allclose(a, b, atol=1e-5)
