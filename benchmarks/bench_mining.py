@@ -11,8 +11,13 @@
    64×128, frozen features, 4 tuples a step) on one device vs `MirroredStrategy` over two
    logical CPU devices, each in its own process.
 
+3. `train` with a mining pool on the bundled Nordland images with VGG16 (random weights,
+   conv1–conv4 frozen, 64×128, NetVLAD K=16): the frozen layers' output kept for each
+   refresh's images (`PoolFeatureStore`) vs recomputed from the images at every step; whole
+   run seconds, tuples/s of the steps and the most disk the store held.
+
 Prints the CPU's int8/bf16 capability beside the figures and the ratios against the full
-mining (1) and the single device (2) of the same run.
+mining (1), the single device (2) and the run without a store (3) of the same run.
 """
 
 from __future__ import annotations
@@ -153,6 +158,49 @@ def measure_training(replicas: int, steps: int) -> dict:
     return {"tuples_per_s": 4 * (len(times.starts) - 3) / seconds}
 
 
+def measure_pool_store(stored: bool, steps: int, pool: int) -> dict:
+    import keras
+    import numpy as np
+
+    from netvlad_tf import build_netvlad_model
+    from netvlad_tf.data import read_csv_dataset
+    from netvlad_tf.initialization.clustering import initialize_clusters_from_images
+    from netvlad_tf.sample_data import nordland_csv
+    from netvlad_tf.training import train
+    from netvlad_tf.training.train import POOL_FEATURES_DIR
+
+    class StepTimesAndDisk(keras.callbacks.Callback):
+        def __init__(self, store_dir: Path):
+            super().__init__()
+            self.store_dir = store_dir
+            self.starts = []
+            self.most_bytes = 0
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.starts.append(time.perf_counter())
+            if self.store_dir.exists():
+                held = sum(path.stat().st_size for path in self.store_dir.rglob("*.npy"))
+                self.most_bytes = max(self.most_bytes, held)
+
+    keras.utils.set_random_seed(0)
+    dataset = read_csv_dataset(nordland_csv("train"))
+    model = build_netvlad_model(weights=None, num_clusters=16)
+    initialize_clusters_from_images(model, dataset.database_paths, 50, (64, 128), num_descriptors=2000)
+    with tempfile.TemporaryDirectory() as run_dir:
+        probe = StepTimesAndDisk(Path(run_dir) / POOL_FEATURES_DIR)
+        began = time.perf_counter()
+        train(model, dataset, (64, 128), run_dir, epochs=1, steps_per_epoch=steps, batch_size=4, num_negatives=5,
+              num_sampled_negatives=50, refresh_every=40, mining_pool=pool, frozen_features=stored, verbose=0,
+              extra_callbacks=[probe])
+        seconds = time.perf_counter() - began
+    steps_seconds = probe.starts[-1] - probe.starts[2]  # from the third step: the first ones trace
+    trunk_output = model.frozen_split().trunk(np.zeros((1, 64, 128, 3), np.float32))
+    images = dataset.num_database + dataset.num_queries
+    return {"seconds": seconds, "tuples_per_s": 4 * (len(probe.starts) - 3) / steps_seconds,
+            "store_bytes": probe.most_bytes, "images": images,
+            "full_store_bytes": images * int(np.prod(trunk_output.shape[1:])) * 2}  # float16
+
+
 def child(*arguments) -> dict:
     run = subprocess.run([sys.executable, __file__, "--child", *arguments], capture_output=True, text=True)
     if run.returncode:
@@ -167,22 +215,35 @@ def main() -> None:
                         help="measure full mining only up to this size (1 M × 4096-D float32 is 16 GB)")
     parser.add_argument("--pool", type=int, default=1000, help="mining pool size")
     parser.add_argument("--steps", type=int, default=30, help="training steps per configuration")
-    parser.add_argument("--skip_training", action="store_true", help="only the refresh section")
+    parser.add_argument("--sections", default="1,2,3", help="the sections to run, comma-separated")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, *values = args.child
         if kind == "refresh":
             result = measure_refresh(int(values[0]), None if values[1] == "full" else int(values[1]))
+        elif kind == "pool_store":
+            result = measure_pool_store(values[0] == "stored", int(values[1]), int(values[2]))
         else:
             result = measure_training(int(values[0]), int(values[1]))
-        print(json.dumps(result))
+        print("\n" + json.dumps(result))  # on a line of its own, after any progress bar
         return
 
     sys.path.insert(0, str(Path(__file__).parent))
     from cpu_info import int8_capability
 
-    print(f"CPU: {int8_capability()}")
+    capability = int8_capability()
+    print(f"CPU: {capability}")
+    sections = set(args.sections.split(","))
+    if "1" in sections:
+        refresh_section(args)
+    if "2" in sections:
+        training_section(args, capability)
+    if "3" in sections:
+        pool_store_section(args, capability)
+
+
+def refresh_section(args) -> None:
     print(f"\n1. One cache refresh over a frozen-feature store, 4096-D 8-bit cache, {NUM_QUERIES} queries")
     print(f"{'database':>9} {'mining':>10} {'images':>8} {'seconds':>8} {'cache MB':>9} {'+peak MB':>9} "
           f"{'time vs full':>12} {'cache vs full':>13}")
@@ -205,14 +266,29 @@ def main() -> None:
     print(f"with the pool, database ×{sizes[-1] // sizes[0]}: refresh time ×{largest['seconds'] / smallest['seconds']:.2f}, "
           f"cache ×{largest['cache_bytes'] / smallest['cache_bytes']:.2f}, "
           f"added peak memory ×{largest['added_peak_rss'] / max(smallest['added_peak_rss'], 1):.2f}")
-    if args.skip_training:
-        return
-    print(f"\n2. train on the bundled Nordland images, {args.steps} steps of 4 tuples at 64×128 (CPU: {int8_capability()})")
+
+
+def training_section(args, capability: str) -> None:
+    print(f"\n2. train on the bundled Nordland images, {args.steps} steps of 4 tuples at 64×128 (CPU: {capability})")
     one = child("train", "1", str(args.steps))
     two = child("train", "2", str(args.steps))
     print(f"one device:                 {one['tuples_per_s']:.1f} tuples/s")
     print(f"Mirrored, 2 logical CPUs:   {two['tuples_per_s']:.1f} tuples/s "
           f"(×{two['tuples_per_s'] / one['tuples_per_s']:.2f}; the two share this machine's cores)")
+
+
+def pool_store_section(args, capability: str) -> None:
+    pool = 100
+    print(f"\n3. train with a mining pool of {pool}, VGG16 conv1–conv4 frozen, {args.steps} steps of 4 tuples at 64×128, "
+          f"a refresh every 40 queries (CPU: {capability})")
+    images = child("pool_store", "images", str(args.steps), str(pool))
+    stored = child("pool_store", "stored", str(args.steps), str(pool))
+    print(f"recomputed from the images:  {images['seconds']:6.1f} s in all, {images['tuples_per_s']:.2f} tuples/s")
+    print(f"pool store:                  {stored['seconds']:6.1f} s in all, {stored['tuples_per_s']:.2f} tuples/s "
+          f"(×{stored['tuples_per_s'] / images['tuples_per_s']:.2f} the steps, ×{stored['seconds'] / images['seconds']:.2f} "
+          f"the run);\n  the store held at most {stored['store_bytes'] / 1e6:.1f} MB, a store of all "
+          f"{stored['images']} training images would hold {stored['full_store_bytes'] / 1e6:.1f} MB "
+          f"(×{stored['store_bytes'] / stored['full_store_bytes']:.2f})")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ def run(fv: flags.FlagValues, photos: list[str]) -> int:
         print(photo)
         print(f"  {'rank':>4}  {'easting':>12}  {'northing':>12}  {'distance':>9}  image")
         for match in found:
-            print(f"  {match.rank:>4}  {match.easting:12.1f}  {match.northing:12.1f}  "
-                  f"{match.distance:9.4f}  {match.image_path}")
+            easting, northing = (f"{value:12.1f}" if value is not None else f"{'unknown':>12}"
+                                 for value in (match.easting, match.northing))
+            print(f"  {match.rank:>4}  {easting}  {northing}  {match.distance:9.4f}  {match.image_path}")
     return 0

@@ -69,8 +69,9 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_enum("normalization", "violating", ["violating", "all", "none"], "Loss normalisation.", flag_values=fv)
     flags.DEFINE_enum("cache_precision", "int8", ["int8", "float32"], "Descriptor cache storage.", flag_values=fv)
     flags.DEFINE_boolean("frozen_features", True, "Compute the frozen backbone layers once per image and store "
-                         "their output in the run folder; steps and cache refreshes then run only the "
-                         "trainable layers (--nofrozen_features recomputes them from the images).", flag_values=fv)
+                         "their output in the run folder (with --mining_pool: for each refresh's images only); "
+                         "steps and cache refreshes then run only the trainable layers (--nofrozen_features "
+                         "recomputes them from the images).", flag_values=fv)
     flags.DEFINE_enum("frozen_feature_precision", "float16", ["float16", "float32"],
                       "Storage of the frozen layers' output.", flag_values=fv)
     flags.DEFINE_enum("strategy", "none", ["none", "mirrored", "multi_worker"], "none: the default device; "

@@ -33,8 +33,8 @@ class PlaceMatch:
 
     rank: int
     image_path: str
-    easting: float
-    northing: float
+    easting: float | None  # None: the image was indexed by a place label, without coordinates
+    northing: float | None
     distance: float
 
 
@@ -127,11 +127,13 @@ class PlaceIndex:
             self.index.save_into(staging / INDEX_FOLDER)
             places = {
                 "image_paths": [str(Path(p).resolve()) for p in self.image_paths],
-                "coordinates": self.coordinates.tolist(),
+                # Strict JSON: an image without coordinates (a place-labelled set) has null.
+                "coordinates": [[None if np.isnan(value) else value for value in pair]
+                                for pair in self.coordinates.tolist()],
                 "image_size": list(self.image_size) if self.image_size else None,
                 "max_side": self.max_side,
             }
-            (staging / PLACES_FILE).write_text(json.dumps(places))
+            (staging / PLACES_FILE).write_text(json.dumps(places, allow_nan=False))
 
     @classmethod
     def load(cls, directory) -> PlaceIndex:
@@ -157,12 +159,15 @@ class PlaceIndex:
         distances, indices = self.index.search(descriptors, top_k)
         return [
             [
-                PlaceMatch(rank + 1, self.image_paths[i], float(self.coordinates[i, 0]),
-                           float(self.coordinates[i, 1]), float(d))
+                PlaceMatch(rank + 1, self.image_paths[i], *_known(self.coordinates[i]), float(d))
                 for rank, (i, d) in enumerate(zip(row_indices, row_distances))
             ]
             for row_indices, row_distances in zip(indices, distances)
         ]
+
+
+def _known(pair: np.ndarray) -> tuple[float | None, float | None]:
+    return tuple(None if np.isnan(value) else float(value) for value in pair)
 
 
 def _read_places(path: Path) -> dict:
@@ -180,11 +185,13 @@ def _read_places(path: Path) -> dict:
     if not isinstance(paths, list) or not all(isinstance(item, str) for item in paths):
         raise ValueError(f"{path}: 'image_paths' must be a list of strings.")
     try:
-        coordinates = np.asarray(places["coordinates"], dtype=np.float64)
+        coordinates = np.asarray([[np.nan if value is None else value for value in pair]
+                                  for pair in places["coordinates"]], dtype=np.float64)
     except (TypeError, ValueError):
         coordinates = None
     if coordinates is None or coordinates.shape != (len(paths), 2):
-        raise ValueError(f"{path}: 'coordinates' must be {len(paths)} [easting, northing] pairs, one per image path.")
+        raise ValueError(f"{path}: 'coordinates' must be {len(paths)} [easting, northing] pairs (null where "
+                         "unknown), one per image path.")
     size = places.get("image_size")
     if size is not None and (not isinstance(size, list) or len(size) != 2
                              or not all(isinstance(side, int) and side > 0 for side in size)):

@@ -157,7 +157,8 @@ def test_recall_on_place_ids_counts_a_retrieval_of_the_same_place(tmp_path, caps
 
 
 def test_a_place_index_of_place_labelled_images_builds_and_answers(tmp_path, capsys):
-    """Without coordinates the index keeps NaN for them and still answers with the images."""
+    """Without coordinates the index keeps null for them (places.json stays strict JSON) and
+    still answers with the images."""
     from tests.support.place_labels import nordland_by_place_id
 
     csv_path = nordland_by_place_id("test", tmp_path)
@@ -168,4 +169,13 @@ def test_a_place_index_of_place_labelled_images_builds_and_answers(tmp_path, cap
     photo = read_csv_dataset(csv_path).query_paths[0]
     capsys.readouterr()
     assert main(["netvlad-tf", "query", f"--place_index={tmp_path / 'index'}", photo, "--top_k=2"]) == 0
-    assert capsys.readouterr().out.count("nan") == 4  # two answers, no easting or northing
+    assert capsys.readouterr().out.count("unknown") == 4  # two answers, no easting or northing
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    places = json.loads((tmp_path / "index" / "places.json").read_text(), parse_constant=refuse)
+    assert all(pair == [None, None] for pair in places["coordinates"])
+    assert main(["netvlad-tf", "query", f"--place_index={tmp_path / 'index'}", photo, "--top_k=1", "--json"]) == 0
+    (answer,) = json.loads(capsys.readouterr().out, parse_constant=refuse)[photo]
+    assert answer["easting"] is None and answer["northing"] is None and answer["rank"] == 1
