@@ -268,12 +268,16 @@ class PoolFeatureStore:
             shutil.rmtree(previous.directory)
 
     def query_features(self, index: int) -> np.ndarray:
-        """The features `(h, w, C)` of query image `index` of the dataset (a planned one)."""
-        return self._active_features().queries[self._active.plan.query_rows([index])[0]]
+        """A copy of the features `(h, w, C)` of query image `index` of the dataset (a planned
+        one); a copy, as the next refresh deletes these files."""
+        active = self._active_features()
+        return np.array(active.queries[active.plan.query_rows([index])[0]])
 
     def database_features(self, index: int) -> np.ndarray:
-        """The features `(h, w, C)` of database image `index` of the dataset (a planned one)."""
-        return self._active_features().database[self._active.plan.database_rows([index])[0]]
+        """A copy of the features `(h, w, C)` of database image `index` of the dataset (a
+        planned one)."""
+        active = self._active_features()
+        return np.array(active.database[active.plan.database_rows([index])[0]])
 
     def _active_features(self) -> PlanFeatures:
         if self._active is None:

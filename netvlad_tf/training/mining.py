@@ -102,12 +102,16 @@ class RefreshPlan:
         return len(self.database_ids) + len(self.query_ids)
 
     def database_rows(self, ids) -> np.ndarray:
-        """Rows of the database images `ids` in this plan's order (each must be planned)."""
-        return _rows(self.database_ids, ids)
+        """Rows of the database images `ids` in this plan's order.
+
+        Raises:
+            ValueError: one of `ids` is not planned.
+        """
+        return _rows(self.database_ids, ids, "database image")
 
     def query_rows(self, ids) -> np.ndarray:
-        """Rows of the query images `ids` in this plan's order (each must be planned)."""
-        return _rows(self.query_ids, ids)
+        """Rows of the query images `ids` in this plan's order (ValueError: one is not planned)."""
+        return _rows(self.query_ids, ids, "query")
 
 
 class HardNegativeMiner:
@@ -310,9 +314,13 @@ def _contains(sorted_ids: np.ndarray, ids) -> np.ndarray | bool:
     return sorted_ids[positions] == ids
 
 
-def _rows(sorted_ids: np.ndarray, ids) -> np.ndarray:
-    """Rows of `ids` in `sorted_ids` (each must be there)."""
-    return np.searchsorted(sorted_ids, np.asarray(ids, dtype=np.int64))
+def _rows(sorted_ids: np.ndarray, ids, role: str) -> np.ndarray:
+    """Rows of `ids` in `sorted_ids`; an id that is not there is an error."""
+    ids = np.asarray(ids, dtype=np.int64)
+    found = _contains(sorted_ids, ids) if len(sorted_ids) else np.zeros(ids.shape, bool)
+    if not np.all(found):
+        raise ValueError(f"{role.capitalize()} {int(ids[~found][0])} is not in the refresh plan.")
+    return np.searchsorted(sorted_ids, ids)
 
 
 def _squared_distances(vector: np.ndarray, matrix: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from netvlad_tf.data import GeoDataset
-from netvlad_tf.training.mining import DescriptorCache, HardNegativeMiner
+from netvlad_tf.training.mining import DescriptorCache, HardNegativeMiner, RefreshPlan
 
 
 def line_dataset(num_database=30):
@@ -145,3 +145,12 @@ def test_a_pool_at_least_the_database_is_full_mining():
     assert miner.mining_pool is None and len(miner.plan_refresh(5).database_ids) == 40
     with pytest.raises(ValueError, match="mining_pool"):
         HardNegativeMiner(dataset, mining_pool=0)
+
+
+def test_a_plan_gives_the_rows_of_its_images_and_refuses_others():
+    plan = RefreshPlan(np.array([2, 5, 9]), np.array([0, 4]))
+    assert plan.database_rows([9, 2]).tolist() == [2, 0] and plan.query_rows([4]).tolist() == [1]
+    with pytest.raises(ValueError, match="Database image 6 is not in the refresh plan"):
+        plan.database_rows([5, 6])
+    with pytest.raises(ValueError, match="Query 7 is not in the refresh plan"):
+        plan.query_rows([7])

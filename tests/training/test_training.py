@@ -373,5 +373,8 @@ def test_training_over_a_pool_store_equals_training_on_the_images(tmp_path):
         assert not (tmp_path / name / "pool_features").exists()
     assert any(not np.allclose(a, b, atol=1e-4) for a, b in zip(weights["images"], start.get_weights())), \
         "training changed nothing"
-    for a, b in zip(weights["pool_store"], weights["images"]):
-        np.testing.assert_allclose(a, b, atol=1e-5)
+    # Same tuples, same steps: the two differ only by float32 sums taken in another order
+    # (up to 5e-5 seen with other processes on the cores), well under 1 % of what the steps
+    # moved; a tuple read from the wrong row moves them elsewhere.
+    for a, b, s in zip(weights["pool_store"], weights["images"], start.get_weights()):
+        assert np.abs(a - b).max() <= 0.01 * np.abs(b - s).max() + 1e-7
