@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -31,6 +32,8 @@ METADATA_FILE = "metadata.json"
 PARTS = ("database", "queries")
 # A pool store's features of one refresh, numbered.
 REFRESH_FOLDER = "refresh-{:06d}"
+# A refresh, or the staging folder a killed write of one leaves (`atomic_directory`).
+REFRESH_FOLDER_PATTERN = re.compile(r"\.?refresh-\d{6}(\..*)?")
 
 
 class FrozenFeatureStore:
@@ -142,7 +145,7 @@ class FrozenFeatureStore:
                     "another directory."
                 )
             return cls(directory)
-        feature_shape = split.trunk(np.zeros((1, *image_size, 3), np.float32), training=False).shape[1:]
+        feature_shape = _trunk_output_shape(split.trunk, image_size)
         num_images = dataset.num_database + dataset.num_queries
         needed = num_images * int(np.prod(feature_shape)) * np.dtype(precision).itemsize
         _require_disk_space(directory, needed, budget_gb)
@@ -187,7 +190,8 @@ class PoolFeatureStore:
         model: a `PlaceRecognitionModel` whose backbone has frozen layers.
         dataset: the training `GeoDataset` the plans index.
         image_size: `(height, width)` every image is resized to, as in the tuples.
-        directory: the store's folder, cleared first (it holds nothing but its own refreshes).
+        directory: the store's folder; the refreshes an earlier run left there are removed, and a
+            folder holding anything else is refused.
         precision: `"float16"` or `"float32"`, as in `FrozenFeatureStore.build`.
         batch_size: images per forward pass.
         verbose: show progress.
@@ -214,7 +218,12 @@ class PoolFeatureStore:
         split = _checked_split(model, image_size, precision)
         self.directory = Path(directory)
         if self.directory.exists():
-            shutil.rmtree(self.directory)
+            foreign = [entry.name for entry in self.directory.iterdir()
+                       if not REFRESH_FOLDER_PATTERN.fullmatch(entry.name)]
+            if foreign:
+                raise ValueError(f"{self.directory} holds {foreign[0]!r}, which is not a refresh of a pool "
+                                 "feature store; choose another directory.")
+            shutil.rmtree(self.directory)  # an earlier (killed) run's refreshes only
         self.directory.mkdir(parents=True)
         self.dataset = dataset
         self.image_size = tuple(image_size)
@@ -223,7 +232,7 @@ class PoolFeatureStore:
         self.verbose = verbose
         self.budget_gb = budget_gb
         self._trunk = split.trunk
-        self.feature_shape = tuple(self._trunk(np.zeros((1, *image_size, 3), np.float32), training=False).shape[1:])
+        self.feature_shape = _trunk_output_shape(self._trunk, image_size)
         self._active: PlanFeatures | None = None
         self._refreshes = 0
 
@@ -318,6 +327,11 @@ def _checked_split(model, image_size, precision: str):
     if split is None:
         raise ValueError("The model trains from its first layer: it has no frozen trunk to store.")
     return split
+
+
+def _trunk_output_shape(trunk, image_size) -> tuple[int, ...]:
+    """`(h, w, C)` of the trunk's output for one image of `image_size`."""
+    return tuple(trunk(np.zeros((1, *image_size, 3), np.float32), training=False).shape[1:])
 
 
 def _head_descriptors(head, features: np.ndarray, batch_size: int, verbose: bool, rows=None) -> np.ndarray:

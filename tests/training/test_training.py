@@ -378,3 +378,20 @@ def test_training_over_a_pool_store_equals_training_on_the_images(tmp_path):
     # moved; a tuple read from the wrong row moves them elsewhere.
     for a, b, s in zip(weights["pool_store"], weights["images"], start.get_weights()):
         assert np.abs(a - b).max() <= 0.01 * np.abs(b - s).max() + 1e-7
+
+
+def test_a_pool_store_clears_an_earlier_runs_refreshes_but_refuses_a_foreign_folder(tmp_path):
+    from netvlad_tf.training.frozen_features import PoolFeatureStore
+
+    dataset = nordland_stretch(count=4)
+    model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4)
+    earlier = tmp_path / "pool"
+    (earlier / "refresh-000003").mkdir(parents=True)
+    (earlier / ".refresh-000004.123-ab12cd34.partial").mkdir()  # a killed write's staging
+    PoolFeatureStore(model, dataset, IMAGE_SIZE, earlier, verbose=False)
+    assert list(earlier.iterdir()) == []
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "holiday.jpg").write_bytes(b"mine")
+    with pytest.raises(ValueError, match="holds 'holiday.jpg', which is not a refresh"):
+        PoolFeatureStore(model, dataset, IMAGE_SIZE, tmp_path / "photos", verbose=False)
+    assert (tmp_path / "photos" / "holiday.jpg").read_bytes() == b"mine"
