@@ -7,26 +7,29 @@ from absl import flags
 from netvlad_tf.commands.shared_flags import (
     define_dataset_flags,
     define_dataset_location_flags,
+    define_dims_flag,
     define_image_size_flag,
     image_policy,
+    load_compact_model,
+    parse_numbers,
     require_flags,
 )
 from netvlad_tf.data.loading import open_dataset
 from netvlad_tf.evaluation.evaluate import PIXELS, evaluate
-from netvlad_tf.evaluation.output import write_evaluation
-from netvlad_tf.evaluation.report import format_recall_table
-from netvlad_tf.models.model_files import load_model_file
+from netvlad_tf.evaluation.output import sequence_label, write_evaluation
+from netvlad_tf.evaluation.report import format_precision_recall_table, format_recall_table
 from netvlad_tf.retrieval import INDEX_KINDS
 
 # Poolings the paper compares NetVLAD with, put on the model's backbone.
 BASELINE_POOLINGS = ("mac", "avg", "gem")
 # `--pooling` for the model as it is.
 AS_IS = "model"
-SUMMARY = "Recall@N at 25 m of a model, or of a baseline pooling, with plots."
+SUMMARY = "Recall@N at 25 m and precision–recall of a model or a baseline, single images and sequences, with plots."
 EXAMPLE = (
     "netvlad-tf evaluate --model=runs/pitts30k/final.keras --dataset=pitts30k_test.mat "
     "--image_root=Pittsburgh --output=eval_pitts30k\n"
-    "  netvlad-tf evaluate --model=model.keras --pooling=mac --dataset=data.csv --output=eval_mac"
+    "  netvlad-tf evaluate --model=model.keras --pooling=mac --dataset=data.csv --output=eval_mac\n"
+    "  netvlad-tf evaluate --model=model.keras --dataset=route.csv --sequence_length=3,5,10 --dims=256 --output=eval_seq"
 )
 
 
@@ -45,6 +48,13 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_integer("batch_size", 8, "Images per forward pass.", flag_values=fv)
     flags.DEFINE_enum("index", "flat", sorted(INDEX_KINDS), "Search backend.", flag_values=fv)
     flags.DEFINE_string("cache_dir", None, "Keep descriptors here and reuse them.", flag_values=fv)
+    flags.DEFINE_list("sequence_length", [], "Also match sequences of L consecutive frames (e.g. 3,5,10), each "
+                      "split in capture order (row order, or a frame/timestamp column).", flag_values=fv)
+    flags.DEFINE_list("sequence_speeds", ["1"], "Relative speeds of the database traversal searched by sequence "
+                      "matching (e.g. 0.8,1,1.25).", flag_values=fv)
+    define_dims_flag(fv)
+    flags.DEFINE_boolean("save_only_wrong", False, "The gallery shows only queries whose best match is wrong.",
+                         flag_values=fv)
     flags.DEFINE_boolean("overwrite", False, "Replace --output if it exists.", flag_values=fv)
 
 
@@ -53,13 +63,19 @@ def run(fv: flags.FlagValues) -> int:
     require_flags(fv, "dataset", "output")
     if fv.model is None and fv.pooling != "pixels":
         raise ValueError(f"--pooling={fv.pooling} needs --model; only --pooling=pixels works without one.")
-    try:
-        ns = [int(n) for n in fv.ns]
-    except ValueError:
-        raise ValueError(f"--ns must be integers such as 1,5,10,20; got {fv.ns}.") from None
+    ns = parse_numbers(fv.ns, "ns", int, "1,5,10,20")
+    sequence_lengths = parse_numbers(fv.sequence_length, "sequence_length", int, "3,5,10")
+    speeds = parse_numbers(fv.sequence_speeds, "sequence_speeds", float, "0.8,1,1.25")
+    if fv.dims is not None and fv.pooling != AS_IS:
+        raise ValueError(f"--dims crops the model's own whitened descriptor; --pooling={fv.pooling} has none.")
     image_size, max_side = image_policy(fv)
     dataset = open_dataset(fv.dataset, fv.image_root, fv.query_root, fv.split)
-    model = load_model_file(fv.model, place_model=fv.pooling != AS_IS) if fv.model else None
+    if fv.model is None:
+        model = None
+    elif fv.pooling == AS_IS:
+        model = load_compact_model(fv.model, fv.dims)
+    else:
+        model = load_compact_model(fv.model, None)
     if fv.pooling in BASELINE_POOLINGS:
         model = model.with_pooling(fv.pooling)
     label = fv.pooling
@@ -70,10 +86,19 @@ def run(fv: flags.FlagValues) -> int:
         model, dataset, ns=ns, radius_m=fv.radius, pooling=PIXELS if fv.pooling == PIXELS else None,
         image_size=image_size,
         max_side=max_side, batch_size=fv.batch_size, index_kind=fv.index, cache_dir=fv.cache_dir,
+        sequence_lengths=sequence_lengths, sequence_speeds=speeds,
     )
-    output = write_evaluation(result, dataset, fv.output, label, fv.overwrite)
-    print(format_recall_table({label: result.recall, **result.recall_by_condition}))
-    print(f"{len(result.query_indices)} queries ({result.num_dropped} without a positive left out), "
-          f"{result.num_database} database images.")
-    print(f"Wrote {output}/results.json, recall_curve.png, gallery.png")
+    output = write_evaluation(result, dataset, fv.output, label, fv.overwrite, only_wrong=fv.save_only_wrong)
+    sequences = {sequence_label(label, length): ranking for length, ranking in result.sequences.items()}
+    print(format_recall_table({label: result.recall, **result.recall_by_condition,
+                               **{name: ranking.recall for name, ranking in sequences.items()}}))
+    print(f"Recall@N: {len(result.query_indices)} queries with a positive ({result.num_dropped} without one left "
+          f"out), {result.num_database} database images.")
+    print()
+    print(format_precision_recall_table({label: result.precision_recall,
+                                         **{name: ranking.precision_recall for name, ranking in sequences.items()}}))
+    print(f"Precision-recall of best matches: all {dataset.num_queries} queries, {result.num_dropped} of them "
+          "without a positive (a correct rejection when not accepted, a false positive when accepted).")
+    print(f"Wrote {output}/results.json, recall_curve.png, precision_recall.png, "
+          f"{'gallery.png' if (output / 'gallery.png').is_file() else 'gallery.txt'}")
     return 0

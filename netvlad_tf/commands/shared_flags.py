@@ -6,6 +6,8 @@ from absl import flags
 
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE
 from netvlad_tf.layers.whitening import DEFAULT_WHITENING_METHOD, WHITENING_METHODS
+from netvlad_tf.models.model import PlaceRecognitionModel
+from netvlad_tf.models.model_files import load_model_file
 
 
 def define_dataset_flags(fv: flags.FlagValues, name: str = "dataset", required_help: str = "") -> None:
@@ -63,6 +65,19 @@ def define_whitening_flag(fv: flags.FlagValues) -> None:
                       "(PCA only).", flag_values=fv)
 
 
+def define_dims_flag(fv: flags.FlagValues) -> None:
+    """`--dims`: keep the first D PCA-whitened dimensions (`PlaceRecognitionModel.with_dims`)."""
+    flags.DEFINE_integer("dims", None, "Keep the first D whitened dimensions and L2-normalise again (the authors' "
+                         "cropToDim; e.g. 128–512 for loop closure and SfM); the model needs PCA whitening.",
+                         lower_bound=1, flag_values=fv)
+
+
+def load_compact_model(path: str, dims: int | None) -> PlaceRecognitionModel:
+    """The netvlad_tf model in `path`, cut to `dims` whitened dimensions when `dims` is set."""
+    model = load_model_file(path, place_model=dims is not None)
+    return model if dims is None else model.with_dims(dims)
+
+
 def none_or_text(text: str | None) -> str | None:
     """A flag value where the word `none` (any case) means None, e.g. `--weights=none`.
 
@@ -96,6 +111,23 @@ def parse_image_size(text: str | None) -> tuple[int, int] | None:
     if height < 16 or width < 16:
         raise ValueError(f"--image_size {text!r} is too small: the stride-16 backbones need at least 16×16 pixels.")
     return height, width
+
+
+def parse_numbers(values: list[str], name: str, kind: type, example: str) -> list:
+    """A list flag's values as numbers of `kind`, or a ValueError naming the flag.
+
+    Example:
+    >>> parse_numbers(["1", "5"], "ns", int, "1,5,10")
+    [1, 5]
+    >>> parse_numbers(["a"], "ns", int, "1,5,10")
+    Traceback (most recent call last):
+    ...
+    ValueError: --ns must be numbers such as 1,5,10; got ['a'].
+    """
+    try:
+        return [kind(value) for value in values]
+    except ValueError:
+        raise ValueError(f"--{name} must be numbers such as {example}; got {values}.") from None
 
 
 def require_flags(fv: flags.FlagValues, *names: str) -> None:

@@ -22,11 +22,15 @@ def read_csv_dataset(
 ) -> GeoDataset:
     """Reads a CSV with header `split,image_path,easting,northing` (metres) or
     `split,image_path,latitude,longitude` (degrees, projected to UTM), plus the optional
-    columns `condition`, `timestamp` and `place_id`.
+    columns `condition`, `timestamp`, `place_id`, `frame` and `sequence`.
 
     With `place_id` (a label of the place each image shows) the coordinate columns may be
     left out: positives are then the other images of the query's place and negatives images
     of other places (see `GeoDataset`).
+
+    Sequence matching reads each split as a stream in row order, unless a `frame` column (a
+    number) or the `timestamp` column gives the capture order; a `sequence` column names the
+    recording each image belongs to (`GeoDataset.stream_order`).
 
     `split` is `database` or `query`; `image_path` is relative to the CSV's folder. The file
     is UTF-8, with or without the byte-order mark spreadsheet programs write; latitudes must
@@ -59,7 +63,8 @@ def read_csv_dataset(
     columns = reader.fieldnames or []
     coordinate_columns = _coordinate_columns(columns, path)
     rows = list(reader)
-    parsed = {split: {"paths": [], "coordinates": [], "conditions": [], "timestamps": [], "places": []}
+    parsed = {split: {"paths": [], "coordinates": [], "conditions": [], "timestamps": [], "places": [],
+                      "frames": [], "sequences": []}
               for split in SPLITS}
     for line_number, row in enumerate(rows, start=2):
         split = (row.get("split") or "").strip()
@@ -76,6 +81,9 @@ def read_csv_dataset(
         target["coordinates"].append(coordinates)
         target["conditions"].append((row.get("condition") or "").strip())
         target["timestamps"].append((row.get("timestamp") or "").strip())
+        if "frame" in columns:
+            target["frames"].append(_finite_float(row["frame"], path, line_number, "frame"))
+        target["sequences"].append((row.get("sequence") or "").strip())
         if "place_id" in columns:
             place = (row.get("place_id") or "").strip()
             if not place:
@@ -103,6 +111,10 @@ def read_csv_dataset(
         query_timestamps=np.array(parsed["query"]["timestamps"]) if has_timestamps else None,
         database_place_ids=parsed["database"]["places"] if has_places else None,
         query_place_ids=parsed["query"]["places"] if has_places else None,
+        database_frames=np.array(parsed["database"]["frames"]) if "frame" in columns else None,
+        query_frames=np.array(parsed["query"]["frames"]) if "frame" in columns else None,
+        database_sequences=np.array(parsed["database"]["sequences"]) if "sequence" in columns else None,
+        query_sequences=np.array(parsed["query"]["sequences"]) if "sequence" in columns else None,
     )
     if check_files:
         check_images_exist(dataset)
@@ -130,7 +142,7 @@ def _finite_float(text, path: Path, line_number: int, column: str) -> float:
     except (TypeError, ValueError):
         raise ValueError(f"{path}:{line_number}: {column} is not a number: {text!r}.") from None
     if not math.isfinite(value):
-        raise ValueError(f"{path}:{line_number}: {column} is {text!r}; coordinates must be finite.")
+        raise ValueError(f"{path}:{line_number}: {column} is {text!r}; it must be a finite number.")
     return value
 
 

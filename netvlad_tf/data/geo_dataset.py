@@ -53,6 +53,10 @@ class GeoDataset:
     query_timestamps: np.ndarray | None = None
     database_place_ids: np.ndarray | None = None
     query_place_ids: np.ndarray | None = None
+    database_frames: np.ndarray | None = None
+    query_frames: np.ndarray | None = None
+    database_sequences: np.ndarray | None = None
+    query_sequences: np.ndarray | None = None
     _neighbours: NearestNeighbors | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
@@ -73,6 +77,11 @@ class GeoDataset:
             self.query_utm = _coordinates(self.query_utm, len(self.query_paths), "query")
         if self.query_conditions is not None and len(self.query_conditions) != len(self.query_paths):
             raise ValueError(f"{self.name}: one condition per query is needed.")
+        for part, count in (("database", len(self.database_paths)), ("query", len(self.query_paths))):
+            for kind in ("frames", "sequences"):
+                values = getattr(self, f"{part}_{kind}")
+                if values is not None and len(values) != count:
+                    raise ValueError(f"{self.name}: {count} {part} images but {len(values)} {kind}.")
 
     def __repr__(self) -> str:
         return (
@@ -99,6 +108,40 @@ class GeoDataset:
     def has_place_ids(self) -> bool:
         """Whether the images are labelled with place IDs."""
         return self.database_place_ids is not None
+
+    def stream_order(self, part: str) -> tuple[np.ndarray, np.ndarray]:
+        """The capture order of the database or query images, for sequence matching: by
+        recording (`*_sequences`, in order of first appearance), then by `*_frames`, else by
+        `*_timestamps` (numerically when every one is a number), else in row order.
+
+        Args:
+            part: `"database"` or `"query"`.
+
+        Returns:
+            `(order, segments)`: row indices in capture order, and for each of them the index of
+            its recording (all 0 without `*_sequences`).
+
+        Example:
+        >>> stream = GeoDataset("toy", ["a", "b"], [[0, 0], [9, 0]], ["q", "r", "s"], [[0, 0]] * 3,
+        ...                     query_frames=[2, 0, 1])
+        >>> stream.stream_order("query")[0].tolist()
+        [1, 2, 0]
+        """
+        if part not in ("database", "query"):
+            raise ValueError(f"part must be 'database' or 'query', got {part!r}.")
+        count = self.num_database if part == "database" else self.num_queries
+        frames = getattr(self, f"{part}_frames")
+        if frames is None:
+            frames = getattr(self, f"{part}_timestamps")
+        keys = np.arange(count) if frames is None else _sortable(frames)
+        sequences = getattr(self, f"{part}_sequences")
+        if sequences is None:
+            segments = np.zeros(count, np.int64)
+        else:
+            _, first, segments = np.unique(np.asarray(sequences).astype(str), return_index=True, return_inverse=True)
+            segments = np.argsort(np.argsort(first))[segments]  # recordings numbered by first appearance
+        order = np.lexsort((keys, segments))
+        return order, segments[order]
 
     def positives_within(self, radius_m: float = EVAL_POSITIVE_RADIUS_M) -> list[np.ndarray]:
         """For each query, the sorted database indices that show its place: within `radius_m`
@@ -164,6 +207,10 @@ class GeoDataset:
             query_timestamps=pick(self.query_timestamps, query_rows),
             database_place_ids=pick(self.database_place_ids, database_rows),
             query_place_ids=pick(self.query_place_ids, query_rows),
+            database_frames=pick(self.database_frames, database_rows),
+            query_frames=pick(self.query_frames, query_rows),
+            database_sequences=pick(self.database_sequences, database_rows),
+            query_sequences=pick(self.query_sequences, query_rows),
         )
 
     def _within(self, radius_m: float) -> list[np.ndarray]:
@@ -187,6 +234,15 @@ class GeoDataset:
                 indices = indices[[self.database_paths[i] != self.query_paths[query] for i in indices]]
             found.append(indices)
         return found
+
+
+def _sortable(values) -> np.ndarray:
+    """Frame positions as sort keys: numbers when every value is one, else their text (ISO dates sort so)."""
+    values = np.asarray(values)
+    try:
+        return values.astype(np.float64)
+    except (TypeError, ValueError):
+        return values.astype(str)
 
 
 def _row_indices(rows) -> np.ndarray:

@@ -34,6 +34,7 @@ from netvlad_tf.database.shards import (
     write_manifest,
 )
 from netvlad_tf.io.atomic_writes import atomic_file
+from netvlad_tf.models.model import PlaceRecognitionModel
 from netvlad_tf.models.model_files import load_model_file
 
 DEFAULT_SHARD_SIZE = 1000
@@ -55,6 +56,7 @@ def embed_database(
     overwrite: bool = False,
     verbose: bool = True,
     on_shard_start: Callable[[int], None] | None = None,
+    dims: int | None = None,
 ) -> Path:
     """Embeds images into a descriptor folder of Parquet shards, resuming an unfinished one.
 
@@ -84,6 +86,8 @@ def embed_database(
         verbose: show a progress bar.
         on_shard_start: called with the shard number before each shard is embedded (where
             it runs: in this process or in the Ray actor).
+        dims: keep the first `dims` PCA-whitened dimensions (`PlaceRecognitionModel.with_dims`);
+            the folder holds that compact model, and a resume must ask for the same `dims`.
 
     Returns:
         The folder, complete.
@@ -113,7 +117,7 @@ def embed_database(
     if len(image_paths) == 0:
         raise ValueError("No images to embed.")
     loaded, manifest = _prepare_folder(output, model, list(image_paths), coordinates, image_size,
-                                       max_side, shard_size, overwrite)
+                                       max_side, shard_size, overwrite, dims)
     pending = missing_shards(output, manifest)
     if pending and num_workers:
         from netvlad_tf.database.ray_embed import embed_shards_on_ray
@@ -151,11 +155,17 @@ def embed_shards_here(writer: ShardWriter, shards: Sequence[int], verbose: bool 
 
 
 def _prepare_folder(output: Path, model, image_paths: list[str], coordinates, image_size,
-                    max_side, shard_size: int, overwrite: bool) -> tuple[keras.Model, dict]:
+                    max_side, shard_size: int, overwrite: bool, dims: int | None) -> tuple[keras.Model, dict]:
     """Creates the folder (model copy, plan, manifest) or checks that it can be resumed;
-    returns the model and the manifest."""
+    returns the model and the manifest. With `dims` the folder's model is the compact one and
+    the manifest keeps the source file's checksum (its `descriptor_dim` is `dims`)."""
     in_memory = isinstance(model, keras.Model)
-    loaded = model if in_memory else load_model_file(model, place_model=False)
+    loaded = model if in_memory else load_model_file(model, place_model=dims is not None)
+    if dims is not None:
+        if not isinstance(loaded, PlaceRecognitionModel):
+            raise ValueError(f"dims needs a netvlad_tf PlaceRecognitionModel with PCA whitening, not a Keras "
+                             f"{type(loaded).__name__}.")
+        loaded = loaded.with_dims(dims)
     if isinstance(loaded.output, (list, tuple)):
         raise ValueError(f"Model {loaded.name} has {len(loaded.output)} outputs; a descriptor model has one.")
     rows = rows_table(image_paths, coordinates)
@@ -185,7 +195,7 @@ def _prepare_folder(output: Path, model, image_paths: list[str], coordinates, im
                                     "another --output or pass --overwrite.")
     (output / SHARDS_FOLDER).mkdir(parents=True, exist_ok=True)
     with atomic_file(output / MODEL_FILE, overwrite=True) as staging:
-        if in_memory:
+        if in_memory or dims is not None:
             loaded.save(staging)
         else:
             shutil.copyfile(model, staging)

@@ -1,4 +1,5 @@
-"""`evaluate(model, dataset)`: embed, search, Recall@N at 25 m, per-condition breakdown.
+"""`evaluate(model, dataset)`: embed, search, Recall@N at 25 m, per-condition breakdown, the
+precision–recall of best matches, and sequence matching.
 
 Reference: arXiv 1511.07247, Sec. 5.1 (a query is correctly localised at N if one of its top N
 database images is within 25 m).
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import keras
@@ -15,6 +17,8 @@ import numpy as np
 
 from netvlad_tf.data.geo_dataset import EVAL_POSITIVE_RADIUS_M, GeoDataset
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE
+from netvlad_tf.decisions.precision_recall import PrecisionRecall, best_match_precision_recall
+from netvlad_tf.decisions.sequences import DEFAULT_SPEEDS, sequence_similarities
 from netvlad_tf.evaluation.pixels import pixel_descriptors
 from netvlad_tf.evaluation.recall import DEFAULT_NS, first_per_group, recall_at_n
 from netvlad_tf.evaluation.stored_descriptors import cached_descriptors, descriptor_cache_key
@@ -26,37 +30,95 @@ PIXELS = "pixels"
 
 
 @dataclass
-class EvaluationResult:
-    """What `evaluate` measured.
+class Ranking:
+    """One way of ranking the database for every query (single images, or sequences of L
+    frames) and what it gives.
 
     Attributes:
-        recall: `{N: fraction}` over the evaluated queries.
+        recall: `{N: fraction}` over the queries that have a positive (the paper's Recall@N).
         recall_by_condition: the same per query condition (e.g. day / sunset / night).
-        query_indices: the evaluated queries (those with a positive), `(Q,)`.
-        ranked: `(Q, max N)` retrieved database indices, best first (-1 pads short rows).
-        distances: `(Q, max N)` their distances.
-        positives: per evaluated query, the database indices within the radius.
-        num_dropped: queries without any positive, left out as in the paper.
+        ranked: `(Q, max N)` retrieved database indices of the queries with a positive, best
+            first (-1 pads short rows).
+        distances: `(Q, max N)` their squared L2 distances (for sequences: the mean over the
+            sequence, `2 − 2·similarity` for L2-normalised descriptors).
+        precision_recall: accepting each query's best match by its similarity, over every
+            query, those without a positive included (`best_match_precision_recall`).
+        best_similarity: `(all queries,)` similarity of each query's best match.
+        best_match: `(all queries,)` that match's database index.
     """
 
     recall: dict[int, float]
     recall_by_condition: dict[str, dict[int, float]]
-    query_indices: np.ndarray
     ranked: np.ndarray
     distances: np.ndarray
-    positives: list[np.ndarray]
-    num_dropped: int
-    num_database: int
-    details: dict = field(default_factory=dict)
+    precision_recall: PrecisionRecall
+    best_similarity: np.ndarray
+    best_match: np.ndarray
 
     def to_json(self) -> dict:
-        """The result as JSON-ready types (what `results.json` holds)."""
+        """Recall@N, per condition, and the precision–recall summary as JSON-ready types."""
         return {
             "recall": {str(n): value for n, value in self.recall.items()},
             "recall_by_condition": {
                 condition: {str(n): value for n, value in curve.items()}
                 for condition, curve in self.recall_by_condition.items()
             },
+            "precision_recall": self.precision_recall.summary(),
+        }
+
+
+@dataclass
+class EvaluationResult:
+    """What `evaluate` measured: single images, and sequences where asked.
+
+    Attributes:
+        single: the ranking of single images (`recall`, `ranked`… are its fields too).
+        sequences: `{L: Ranking}` of sequence matching with L frames.
+        query_indices: the queries with a positive, `(Q,)`: the rows of `ranked`.
+        positives: per query with a positive, the database indices within the radius.
+        num_dropped: queries without any positive, left out of Recall@N as in the paper (kept
+            in precision–recall, where rejecting them is right).
+        num_database: database images.
+    """
+
+    single: Ranking
+    sequences: dict[int, Ranking]
+    query_indices: np.ndarray
+    positives: list[np.ndarray]
+    num_dropped: int
+    num_database: int
+    details: dict = field(default_factory=dict)
+
+    @property
+    def recall(self) -> dict[int, float]:
+        """Recall@N of single images."""
+        return self.single.recall
+
+    @property
+    def recall_by_condition(self) -> dict[str, dict[int, float]]:
+        """Recall@N of single images per query condition."""
+        return self.single.recall_by_condition
+
+    @property
+    def ranked(self) -> np.ndarray:
+        """`(Q, max N)` database indices of single-image retrieval, best first."""
+        return self.single.ranked
+
+    @property
+    def distances(self) -> np.ndarray:
+        """`(Q, max N)` distances of single-image retrieval."""
+        return self.single.distances
+
+    @property
+    def precision_recall(self) -> PrecisionRecall:
+        """Precision–recall of single images' best matches."""
+        return self.single.precision_recall
+
+    def to_json(self) -> dict:
+        """The result as JSON-ready types (what `results.json` holds)."""
+        return {
+            **self.single.to_json(),
+            "sequences": {str(length): ranking.to_json() for length, ranking in self.sequences.items()},
             "num_queries": int(len(self.query_indices)),
             "num_dropped_queries": int(self.num_dropped),
             "num_database": int(self.num_database),
@@ -76,10 +138,13 @@ def evaluate(
     index_kind: str = "flat",
     database_groups: np.ndarray | None = None,
     cache_dir=None,
+    sequence_lengths: Sequence[int] = (),
+    sequence_speeds: Sequence[float] = DEFAULT_SPEEDS,
     verbose: bool = True,
 ) -> EvaluationResult:
-    """Recall@N of `model` on `dataset`: a query counts at N when one of its top-N database
-    images lies within `radius_m` (the paper: 25 m).
+    """Recall@N of `model` on `dataset` (a query counts at N when one of its top-N database
+    images lies within `radius_m`, the paper: 25 m), the precision–recall of accepting each
+    query's best match by its similarity, and the same for sequences of frames.
 
     Args:
         model: the model to evaluate, as it is (for the paper's baselines pass e.g.
@@ -92,14 +157,21 @@ def evaluate(
             ranking (Tokyo 24/7: the cutouts of one panorama).
         cache_dir: keep descriptors here and reuse them when the model, images and settings
             are the same.
+        sequence_lengths: also rank by sequences of each of these lengths L > 1
+            (`sequence_similarities`, each split in its capture order, `GeoDataset.stream_order`).
+            Exact: it scores every query against every database image (`Q·N` floats).
+        sequence_speeds: relative speeds of the database traversal searched by sequences.
 
     Example:
     >>> from netvlad_tf.data import read_csv_dataset
     >>> from netvlad_tf.sample_data import nordland_csv
     >>> result = evaluate(None, read_csv_dataset(nordland_csv("test")), pooling="pixels",
-    ...                   verbose=False)
-    >>> sorted(result.recall)
-    [1, 5, 10, 20]
+    ...                   sequence_lengths=[5], verbose=False)
+    >>> sorted(result.recall), result.sequences[5].recall[1] > result.recall[1]
+    ([1, 5, 10, 20], True)
+
+    Reference: arXiv 1511.07247, Sec. 5.1 (Recall@N); VPR-Bench (Zaffar et al., IJCV 2021) for
+    precision–recall; SeqSLAM (Milford & Wyeth, ICRA 2012) for sequences.
     """
     if pooling not in (None, PIXELS):
         raise ValueError(f"pooling must be None (the model as it is) or {PIXELS!r}, got {pooling!r}; "
@@ -107,42 +179,74 @@ def evaluate(
     if pooling is None and model is None:
         raise ValueError(f"evaluate needs a model; only pooling={PIXELS!r} works without one.")
     ns = tuple(sorted(set(int(n) for n in ns)))
+    sequence_lengths = sorted({int(length) for length in sequence_lengths} - {1})
+    if any(length < 1 for length in sequence_lengths):
+        raise ValueError(f"Sequence lengths must be positive numbers of frames, got {sequence_lengths}.")
     all_positives = dataset.positives_within(radius_m)
     query_indices = dataset.queries_with_positives(radius_m)
     if len(query_indices) == 0:
         raise ValueError(f"{dataset.name}: no query has a database image {dataset.positive_rule(radius_m)}.")
     embed = _embedder(model, pooling, image_size, max_side, batch_size, cache_dir, verbose)
     database = embed(dataset.database_paths, "database")
-    queries = embed([dataset.query_paths[q] for q in query_indices], "queries")
+    queries = embed(dataset.query_paths, "queries")
 
     index = create_index(index_kind, database.shape[1], model_name=PIXELS if pooling else model.name)
     index.add(database)
     depth = max(ns)
+    search_depth = depth
     if database_groups is not None:
-        group_sizes = np.unique(np.asarray(database_groups), return_counts=True)[1]
-        distances, ranked = index.search(queries, depth * int(group_sizes.max()), verbose=verbose)
+        search_depth = depth * int(np.unique(np.asarray(database_groups), return_counts=True)[1].max())
+    distances, ranked = index.search(queries, search_depth, verbose=verbose)
+    best_similarity = np.einsum("qd,qd->q", queries, database[ranked[:, 0]])
+    decide = partial(_ranking, dataset=dataset, positives=all_positives, query_indices=query_indices, ns=ns,
+                     depth=depth, database_groups=database_groups)
+    single = decide(ranked, distances, best_similarity)
+    sequences = {}
+    if sequence_lengths:
+        query_order, query_segments = dataset.stream_order("query")
+        database_order, database_segments = dataset.stream_order("database")
+        frame_similarities = queries[query_order] @ database[database_order].T
+        for length in sequence_lengths:
+            in_stream_order = sequence_similarities(frame_similarities, length, sequence_speeds,
+                                                    query_segments, database_segments)
+            scores = np.empty_like(in_stream_order)
+            scores[np.ix_(query_order, database_order)] = in_stream_order
+            ranked_by_sequence = np.argsort(-scores, axis=1, kind="stable")[:, :search_depth]
+            best = np.take_along_axis(scores, ranked_by_sequence, axis=1)
+            sequences[length] = decide(ranked_by_sequence, 2 - 2 * best, best[:, 0])
+    return EvaluationResult(
+        single=single,
+        sequences=sequences,
+        query_indices=query_indices,
+        positives=[all_positives[q] for q in query_indices],
+        num_dropped=dataset.num_queries - len(query_indices),
+        num_database=dataset.num_database,
+        details={"model": PIXELS if pooling else model.name, "radius_m": radius_m, "index": index_kind,
+                 "dataset": dataset.name, "sequence_speeds": [float(speed) for speed in sequence_speeds]},
+    )
+
+
+def _ranking(ranked, distances, best_similarity, dataset, positives, query_indices, ns, depth,
+             database_groups) -> Ranking:
+    """Recall@N on the queries with a positive and precision–recall on all, from one ranking of
+    every query."""
+    best_match = ranked[:, 0]
+    has_positive = np.array([found.size > 0 for found in positives])
+    best_is_correct = np.array([match in found for match, found in zip(best_match, positives)])
+    curve = best_match_precision_recall(best_similarity, best_is_correct, has_positive)
+    ranked, distances = ranked[query_indices], distances[query_indices]
+    if database_groups is not None:
         ranked = first_per_group(ranked, database_groups, depth)
-        distances = distances[:, :depth]
-    else:
-        distances, ranked = index.search(queries, depth, verbose=verbose)
-    positives = [all_positives[q] for q in query_indices]
+    distances = distances[:, :depth]
+    kept_positives = [positives[q] for q in query_indices]
     by_condition = {}
     if dataset.query_conditions is not None:
         conditions = np.array([dataset.query_conditions[q] for q in query_indices])
         for condition in sorted(set(conditions) - {""}):
             members = np.flatnonzero(conditions == condition)
-            by_condition[condition] = recall_at_n(ranked[members], [positives[m] for m in members], ns)
-    return EvaluationResult(
-        recall=recall_at_n(ranked, positives, ns),
-        recall_by_condition=by_condition,
-        query_indices=query_indices,
-        ranked=ranked,
-        distances=distances,
-        positives=positives,
-        num_dropped=dataset.num_queries - len(query_indices),
-        num_database=dataset.num_database,
-        details={"model": PIXELS if pooling else model.name, "radius_m": radius_m, "index": index_kind, "dataset": dataset.name},
-    )
+            by_condition[condition] = recall_at_n(ranked[members], [kept_positives[m] for m in members], ns)
+    return Ranking(recall_at_n(ranked, kept_positives, ns), by_condition, ranked, distances, curve,
+                   np.asarray(best_similarity, np.float32), best_match)
 
 
 def _embedder(model, pooling, image_size, max_side, batch_size, cache_dir, verbose):

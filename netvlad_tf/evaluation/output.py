@@ -1,4 +1,5 @@
-"""Writes an evaluation to a folder: results.json, a Recall@N curve and a retrieval gallery."""
+"""Writes an evaluation to a folder: results.json, Recall@N and precision–recall curves and a
+retrieval gallery."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from netvlad_tf.data.geo_dataset import GeoDataset
 from netvlad_tf.evaluation.evaluate import EvaluationResult
-from netvlad_tf.evaluation.plots import plot_recall_curves, plot_retrieval_gallery
+from netvlad_tf.evaluation.plots import plot_precision_recall, plot_recall_curves, plot_retrieval_gallery
 from netvlad_tf.io.atomic_writes import atomic_directory
 
 GALLERY_QUERIES = 8
@@ -17,9 +18,10 @@ GALLERY_RETRIEVALS = 5
 
 
 def write_evaluation(result: EvaluationResult, dataset: GeoDataset, output_dir, label: str,
-                     overwrite: bool = False) -> Path:
-    """Writes `results.json`, `recall_curve.png` and `gallery.png` (evenly spaced queries
-    beside their top-5: green correct, red wrong) into a new `output_dir`, atomically.
+                     overwrite: bool = False, only_wrong: bool = False) -> Path:
+    """Writes `results.json`, `recall_curve.png`, `precision_recall.png` (single images and each
+    sequence length) and `gallery.png` (evenly spaced queries beside their top-5: green correct,
+    red wrong) into a new `output_dir`, atomically.
 
     Args:
         result: what `evaluate` measured.
@@ -27,22 +29,46 @@ def write_evaluation(result: EvaluationResult, dataset: GeoDataset, output_dir, 
         output_dir: the folder to create.
         label: the method's name in the plot and the table.
         overwrite: replace an existing `output_dir`.
+        only_wrong: the gallery shows only queries whose best match is wrong (the failures
+            to look at); a note says so when there are none.
 
     Returns:
         `output_dir` as a Path.
     """
     output_dir = Path(output_dir)
     with atomic_directory(output_dir, overwrite) as staging:
-        (staging / "results.json").write_text(json.dumps(result.to_json(), indent=2))
-        curves = {label: result.recall, **{f"{label} ({c})": r for c, r in result.recall_by_condition.items()}}
+        (staging / "results.json").write_text(json.dumps(result.to_json(), indent=2, allow_nan=False))
+        curves = {label: result.recall, **{f"{label} ({c})": r for c, r in result.recall_by_condition.items()},
+                  **{sequence_label(label, length): ranking.recall for length, ranking in result.sequences.items()}}
         plot_recall_curves(curves, staging / "recall_curve.png", title=dataset.name)
-        shown = np.linspace(0, len(result.query_indices) - 1, min(GALLERY_QUERIES, len(result.query_indices))).astype(int)
-        retrieved = [[i for i in result.ranked[row, :GALLERY_RETRIEVALS] if i >= 0] for row in shown]
-        plot_retrieval_gallery(
-            [dataset.query_paths[result.query_indices[row]] for row in shown],
-            [[dataset.database_paths[i] for i in row] for row in retrieved],
-            [[i in result.positives[row] for i in indices] for row, indices in zip(shown, retrieved)],
-            staging / "gallery.png",
-            title=f"{dataset.name}: {label}, top {GALLERY_RETRIEVALS}",
+        plot_precision_recall(
+            {label: result.precision_recall,
+             **{sequence_label(label, length): ranking.precision_recall for length, ranking in result.sequences.items()}},
+            staging / "precision_recall.png", title=f"{dataset.name}: best match accepted by similarity",
         )
+        rows = np.arange(len(result.query_indices))
+        if only_wrong:
+            rows = rows[[result.ranked[row, 0] not in result.positives[row] for row in rows]]
+        if rows.size:
+            shown = rows[np.linspace(0, len(rows) - 1, min(GALLERY_QUERIES, len(rows))).astype(int)]
+            retrieved = [[i for i in result.ranked[row, :GALLERY_RETRIEVALS] if i >= 0] for row in shown]
+            plot_retrieval_gallery(
+                [dataset.query_paths[result.query_indices[row]] for row in shown],
+                [[dataset.database_paths[i] for i in row] for row in retrieved],
+                [[i in result.positives[row] for i in indices] for row, indices in zip(shown, retrieved)],
+                staging / "gallery.png",
+                title=f"{dataset.name}: {label}, top {GALLERY_RETRIEVALS}" + (", wrong best matches" if only_wrong else ""),
+            )
+        else:
+            (staging / "gallery.txt").write_text("Every query's best match is correct: no wrong match to show.\n")
     return output_dir
+
+
+def sequence_label(label: str, length: int) -> str:
+    """The name of sequence matching's rows in tables and plots.
+
+    Example:
+    >>> sequence_label("netvlad", 5)
+    'netvlad, sequences of 5'
+    """
+    return f"{label}, sequences of {length}"

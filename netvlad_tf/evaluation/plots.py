@@ -1,10 +1,13 @@
-"""Plots people would rather look at than read: Recall@N curves."""
+"""Plots people would rather look at than read: Recall@N and precision–recall curves, galleries."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+
+from netvlad_tf.decisions.precision_recall import PrecisionRecall
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
@@ -94,6 +97,45 @@ def plot_retrieval_gallery(
                 spine.set_linewidth(3)
     if title:
         figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return Path(path)
+
+
+def plot_precision_recall(curves: dict[str, PrecisionRecall], path, title: str = "") -> Path:
+    """Draws the precision–recall step curve of accepting best matches, one line per method,
+    with the area under it in the legend.
+
+    Args:
+        curves: method name → its `PrecisionRecall`.
+        path: the image file to write.
+        title: the plot's title; empty for none.
+
+    Returns:
+        `path` as a `Path`.
+
+    Example:
+    >>> import tempfile, pathlib
+    >>> from netvlad_tf.decisions.precision_recall import best_match_precision_recall
+    >>> curve = best_match_precision_recall([0.9, 0.7], [True, False], [True, True])
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "pr.png"
+    >>> plot_precision_recall({"netvlad": curve}, out).is_file()
+    True
+    """
+    figure, axes = plt.subplots(figsize=(5, 3.5), dpi=120)
+    for method, curve in curves.items():
+        recall = np.concatenate([[0.0], curve.recall])
+        precision = np.concatenate([[curve.precision[0]], curve.precision])
+        axes.step(100 * recall, 100 * precision, where="pre", label=f"{method} (AUC {curve.auc:.2f})")
+    axes.set_xlabel("Recall (%)")
+    axes.set_ylabel("Precision (%)")
+    axes.set_xlim(0, 100)
+    axes.set_ylim(0, 101)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    if title:
+        axes.set_title(title)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

@@ -230,6 +230,47 @@ class PlaceRecognitionModel(MultiWorkerFit, keras.Model):
             )
         self.get_layer(WHITENING_LAYER).set_weights(whitening.dense_weights())
 
+    def with_dims(self, dims: int) -> PlaceRecognitionModel:
+        """A compact copy: the first `dims` whitened dimensions, L2-normalised again (the
+        authors' `cropToDim`). PCA orders the whitened dimensions by variance, so the first ones
+        keep most of the descriptor; the whitening matrix itself is cut to `dims` columns, so
+        the saved and exported model is smaller and its output equals cropping the full
+        descriptor and normalising it again.
+
+        Args:
+            dims: dimensions to keep, 1 … `whitening_dim`.
+
+        Returns:
+            A new `PlaceRecognitionModel` sharing this model's backbone and pooling.
+
+        Raises:
+            ValueError: the model has no PCA whitening (cropping a NetVLAD vector before
+                whitening keeps a few clusters' residuals, not its strongest directions), or
+                `dims` out of range.
+
+        Example:
+        >>> import numpy as np
+        >>> from netvlad_tf import MACPooling, fit_pca_whitening, vgg16_conv5_3
+        >>> model = PlaceRecognitionModel(vgg16_conv5_3(weights=None), MACPooling(), whitening_dim=8)
+        >>> model.set_whitening(fit_pca_whitening(np.random.rand(20, 512), output_dim=8))
+        >>> model.with_dims(4).descriptor_dim
+        4
+
+        Reference: arXiv 1511.07247, Sec. 5.2 and Fig. 5 (PCA-whitened NetVLAD cut to 128…4096-D).
+        """
+        if self.whitening_dim is None:
+            raise ValueError(f"{self.name} has no PCA whitening: keeping the first D dimensions only makes sense "
+                             "after whitening, which orders them by variance; learn one first (`netvlad-tf pca`).")
+        if int(dims) != dims or not 1 <= dims <= self.whitening_dim:
+            raise ValueError(f"dims must be an integer in [1, {self.whitening_dim}] (the whitened dimension), "
+                             f"got {dims!r}.")
+        dims = int(dims)
+        compact = PlaceRecognitionModel(self.backbone, self.pooling, whitening_dim=dims,
+                                        name=self.name if dims == self.whitening_dim else f"{self.name}_{dims}d")
+        kernel, bias = self.get_layer(WHITENING_LAYER).get_weights()
+        compact.get_layer(WHITENING_LAYER).set_weights([kernel[:, :dims], bias[:dims]])
+        return compact
+
     def get_config(self):
         return {
             "backbone": keras.saving.serialize_keras_object(self.backbone),
@@ -240,7 +281,7 @@ class PlaceRecognitionModel(MultiWorkerFit, keras.Model):
         }
 
     @classmethod
-    def from_preset(cls, preset: str, weights: str | os.PathLike | None = None,
+    def from_preset(cls, preset: str, weights: str | os.PathLike | None = None, dims: int | None = None,
                     **overrides) -> PlaceRecognitionModel:
         """The model a preset names, keras-hub's way: a built-in name (`PRESETS`), a preset
         folder (`save_to_preset`), `hf://owner/repo[@revision]` or
@@ -250,6 +291,8 @@ class PlaceRecognitionModel(MultiWorkerFit, keras.Model):
             preset: the name, folder or hub handle.
             weights: for converted built-in presets, the path of the released file (required);
                 for built ones, replaces the backbone weights (e.g. a local VGG16 `.h5`).
+            dims: keep only the first `dims` whitened dimensions (`with_dims`); the preset must
+                carry PCA whitening.
             **overrides: further `build_netvlad_model` arguments for built presets
                 (e.g. `num_clusters=32`, `whitening_dim=256`).
 
@@ -261,6 +304,11 @@ class PlaceRecognitionModel(MultiWorkerFit, keras.Model):
         >>> model.descriptor_dim
         896
         """
+        model = cls._preset_model(preset, weights, **overrides)
+        return model if dims is None else model.with_dims(dims)
+
+    @classmethod
+    def _preset_model(cls, preset: str, weights, **overrides) -> PlaceRecognitionModel:
         if preset not in PRESETS:
             if weights is not None or overrides:
                 raise ValueError(f"Preset {preset!r} is a saved model; weights and overrides apply to the "

@@ -63,10 +63,41 @@ def test_write_evaluation_outputs(nordland_small, tmp_path):
     out = write_evaluation(result, nordland_small, tmp_path / "eval", "pixels")
     saved = json.loads((out / "results.json").read_text())
     assert set(saved["recall"]) == {"1", "5", "10", "20"} and saved["num_queries"] == 60
-    for png in ("recall_curve.png", "gallery.png"):
+    for png in ("recall_curve.png", "precision_recall.png", "gallery.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    assert set(saved["precision_recall"]) >= {"auc", "recall_at_100_precision", "recall_at_99_precision",
+                                              "threshold_at_99_precision"}
     with pytest.raises(FileExistsError, match="--overwrite"):
         write_evaluation(result, nordland_small, out, "pixels")
+
+
+def test_queries_without_positive_stay_in_precision_recall(nordland_small):
+    moved = nordland_small.query_utm.copy()
+    moved[:10, 1] += 1000.0  # ten queries of places the database does not hold
+    dataset = GeoDataset("moved", nordland_small.database_paths, nordland_small.database_utm,
+                         nordland_small.query_paths, moved)
+    result = evaluate(None, dataset, pooling="pixels", verbose=False)
+    database = pixel_descriptors(dataset.database_paths)
+    queries = pixel_descriptors(dataset.query_paths)
+    similarities = queries @ database.T
+    best = similarities.argmax(axis=1)
+    positives = dataset.positives_within(25.0)
+    correct = np.array([b in found for b, found in zip(best, positives)])
+    # Every query counts: at the lowest threshold all 60 are accepted, the ten new places as
+    # false positives; recall is over the 50 that have a positive.
+    curve = result.precision_recall
+    assert curve.num_queries == 60 and curve.num_without_positive == 10
+    assert curve.precision[-1] == pytest.approx(correct.sum() / 60)
+    assert curve.recall[-1] == pytest.approx(correct.sum() / 50)
+    np.testing.assert_allclose(result.single.best_similarity, similarities.max(axis=1), atol=1e-5)
+
+
+def test_only_wrong_gallery_and_sequences_in_the_output(nordland_small, tmp_path):
+    result = evaluate(None, nordland_small, pooling="pixels", sequence_lengths=[3], verbose=False)
+    out = write_evaluation(result, nordland_small, tmp_path / "eval", "pixels", only_wrong=True)
+    saved = json.loads((out / "results.json").read_text())
+    assert set(saved["sequences"]["3"]) == {"recall", "recall_by_condition", "precision_recall"}
+    assert (out / "gallery.png").is_file()
 
 
 def test_queries_without_positives_are_dropped_and_counted(nordland_small):
