@@ -7,6 +7,7 @@ from absl import flags
 from netvlad_tf.commands.shared_flags import (
     define_dataset_flags,
     define_dataset_location_flags,
+    define_dims_flag,
     define_image_size_flag,
     image_policy,
     require_flags,
@@ -38,6 +39,7 @@ def define_flags(fv: flags.FlagValues) -> None:
                         "starts a local Ray.", flag_values=fv)
     flags.DEFINE_float("cpus_per_worker", 1, "Logical CPUs (and TensorFlow threads) per Ray actor.", flag_values=fv)
     flags.DEFINE_float("gpus_per_worker", 0, "GPUs per Ray actor (e.g. 1, or 0.5 to share one).", flag_values=fv)
+    define_dims_flag(fv)
     flags.DEFINE_boolean("overwrite", False, "Remove what --output holds and start afresh.", flag_values=fv)
 
 
@@ -51,6 +53,6 @@ def run(fv: flags.FlagValues) -> int:
     image_size, max_side = image_policy(fv)
     folder = embed_database(fv.model, image_paths, coordinates, fv.output, image_size, max_side,
                             fv.batch_size, fv.shard_size, fv.num_workers, fv.ray_address,
-                            fv.cpus_per_worker, fv.gpus_per_worker, fv.overwrite)
+                            fv.cpus_per_worker, fv.gpus_per_worker, fv.overwrite, dims=fv.dims)
     print(f"Embedded {len(image_paths)} images into {folder}")
     return 0

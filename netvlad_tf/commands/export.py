@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from absl import flags
 
-from netvlad_tf.commands.shared_flags import parse_image_size, require_flags
+from netvlad_tf.commands.shared_flags import define_dims_flag, load_compact_model, parse_image_size, require_flags
 from netvlad_tf.data.csv_dataset import read_csv_dataset
 from netvlad_tf.data.images import image_batches
 from netvlad_tf.data.sampling import evenly_spaced
@@ -25,7 +25,6 @@ from netvlad_tf.export import (
     write_model_card,
 )
 from netvlad_tf.io.atomic_writes import refuse_existing
-from netvlad_tf.models.model_files import load_model_file
 from netvlad_tf.sample_data import nordland_csv
 
 SUMMARY = "Export a model as a SavedModel (TF Serving), TFLite (phones) or ONNX and check it against Keras."
@@ -64,6 +63,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("weights_license", None, "For the model card: the licence of the weights.", flag_values=fv)
     flags.DEFINE_string("results", None, "For the model card: a results.json of `netvlad-tf evaluate` "
                         "whose Recall@N it quotes.", flag_values=fv)
+    define_dims_flag(fv)
     flags.DEFINE_boolean("overwrite", False, "Replace an existing export.", flag_values=fv)
 
 
@@ -76,7 +76,7 @@ def run(fv: flags.FlagValues) -> int:
     recall = _recall_from(fv.results)
     target = Path(fv.output) / fv.model_name / str(fv.version) if fv.format == "saved_model" else fv.output
     refuse_existing(target, fv.overwrite)  # before the minutes of work, not after
-    model = load_model_file(fv.model)
+    model = load_compact_model(fv.model, fv.dims)
     image_size = parse_image_size(fv.image_size)
     paths = read_csv_dataset(fv.calibration or nordland_csv("train"), require_queries=False).database_paths
     calibration = np.concatenate(list(image_batches(evenly_spaced(paths, CALIBRATION_IMAGES), image_size, batch_size=16)))

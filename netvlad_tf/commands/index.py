@@ -8,7 +8,13 @@ from pathlib import Path
 
 from absl import flags
 
-from netvlad_tf.commands.shared_flags import define_image_size_flag, image_policy, require_flags
+from netvlad_tf.commands.shared_flags import (
+    define_dims_flag,
+    define_image_size_flag,
+    image_policy,
+    load_compact_model,
+    require_flags,
+)
 from netvlad_tf.data.loading import open_dataset
 from netvlad_tf.database.place_index import PlaceIndex
 from netvlad_tf.io.atomic_writes import refuse_existing
@@ -39,6 +45,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("ray_address", None, "An existing Ray cluster for --num_workers.", flag_values=fv)
     define_image_size_flag(fv, None)
     flags.DEFINE_integer("batch_size", 8, "Images per forward pass.", flag_values=fv)
+    define_dims_flag(fv)
     flags.DEFINE_boolean("overwrite", False, "Replace --output if it exists.", flag_values=fv)
 
 
@@ -53,6 +60,8 @@ def run(fv: flags.FlagValues) -> int:
     if fv.descriptors is not None:
         if fv.model is not None or fv.dataset is not None:
             raise ValueError("Give either --descriptors or --model with --dataset, not both.")
+        if fv.dims is not None:
+            raise ValueError("A descriptor folder's dimension is set when it is embedded: use `netvlad-tf embed --dims`.")
         output.parent.mkdir(parents=True, exist_ok=True)
         work_dir = Path(tempfile.mkdtemp(prefix=f".{output.name}.build-", dir=output.parent))
         try:
@@ -66,7 +75,7 @@ def run(fv: flags.FlagValues) -> int:
         if fv.on_disk or fv.num_workers:
             raise ValueError("--on_disk and --num_workers build from --descriptors; run `netvlad-tf embed` first.")
         dataset = open_dataset(fv.dataset, require_queries=False)
-        model = load_model_file(fv.model, place_model=False)
+        model = load_compact_model(fv.model, fv.dims) if fv.dims else load_model_file(fv.model, place_model=False)
         image_size, max_side = image_policy(fv)
         places = PlaceIndex.build(model, dataset, fv.index, image_size, max_side, fv.batch_size, **parameters)
         places.save(output, fv.overwrite)
