@@ -16,6 +16,9 @@ from netvlad_tf.backbones import (
     vgg16_conv5_3,
 )
 from netvlad_tf.database import embed_database, read_descriptors
+from netvlad_tf.decisions.loop_detector import LoopClosure, LoopDetector
+from netvlad_tf.decisions.precision_recall import PrecisionRecall, best_match_precision_recall
+from netvlad_tf.decisions.sequences import sequence_similarities
 from netvlad_tf.evaluation.evaluate import EvaluationResult, evaluate
 from netvlad_tf.initialization.clustering import initialize_clusters, kmeans_centroids, sample_local_descriptors
 from netvlad_tf.layers.netvlad import NetVLAD
@@ -34,12 +37,16 @@ __all__ = [
     "EvaluationResult",
     "GeMPooling",
     "L2Normalization",
+    "LoopClosure",
+    "LoopDetector",
     "MACPooling",
     "NetVLAD",
     "PRESETS",
     "PCAWhitening",
     "PlaceRecognitionModel",
+    "PrecisionRecall",
     "RankingLoss",
+    "best_match_precision_recall",
     "build_netvlad_model",
     "efficientnet_lite0",
     "embed_database",
@@ -55,5 +62,6 @@ __all__ = [
     "reduce_ranking_loss",
     "register_backbone",
     "sample_local_descriptors",
+    "sequence_similarities",
     "vgg16_conv5_3",
 ]

@@ -1,0 +1,249 @@
+"""Loop closure on a stream: "have I been here before, and where?", frame by frame.
+
+A robot adds each new frame; the detector answers with the earlier frame it revisits, or None.
+Only frames at least `min_frame_gap` frames old can be matched (the last few frames always look
+alike: they are where the robot is, not where it was), so they enter the searchable index only
+once they are that old. The index is a faiss inner-product index that grows as frames come.
+
+With `sequence_length` L > 1 a match must hold for L consecutive frames, scored as
+`sequence_similarities` scores them: the mean similarity along the diagonal ending at
+(this frame, the candidate), a missing earlier database frame counting as the query frame's
+mean similarity over the searchable frames (`x · ȳ`, exact from a running sum). Candidates are
+the faiss neighbours of the last L frames, each moved along its diagonal.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from netvlad_tf.data.images import DEFAULT_MAX_SIDE, resized_size
+from netvlad_tf.inference.embedding import Embedder, embed_images
+from netvlad_tf.io.atomic_writes import atomic_directory
+from netvlad_tf.models.model_files import load_model_file
+from netvlad_tf.retrieval import DescriptorIndex, create_index, load_index
+
+STATE_FILE = "loop_detector.json"
+DESCRIPTORS_FILE = "descriptors.npy"
+MODEL_FILE = "model.keras"
+INDEX_FOLDER = "index"
+# Index kinds that take vectors one at a time without training on the first ones.
+GROWING_INDEX_KINDS = ("flat", "hnsw", "numpy")
+DEFAULT_CANDIDATES = 20
+
+
+@dataclass(frozen=True)
+class LoopClosure:
+    """A revisit: `frame` (numbered in stream order from 0) shows the place of `matched_frame`."""
+
+    frame: int
+    matched_frame: int
+    similarity: float
+
+
+class LoopDetector:
+    """Detects revisits in a stream of frames with NetVLAD descriptors.
+
+    Args:
+        model: maps images to L2-normalised descriptors; None when only descriptors are added
+            (`add_descriptors`).
+        threshold: the similarity (cosine) a best match needs to count as a loop; take
+            `threshold_at_99_precision` from `netvlad-tf evaluate` on data like yours.
+        min_frame_gap: frames closer than this in the stream are never matched (≥ 1).
+        sequence_length: consecutive frames a match must hold for (1: single frames).
+        image_size, max_side: the image policy of `add` and `add_images`.
+        num_candidates: faiss neighbours taken per frame of the sequence before scoring.
+        index_kind: `"flat"` (exact), `"hnsw"` or `"numpy"`.
+
+    Example:
+    >>> import numpy as np
+    >>> route = np.eye(6, dtype="float32")                  # six distinct places
+    >>> stream = np.concatenate([route, route[:3]])         # then three of them again
+    >>> detector = LoopDetector(None, threshold=0.9, min_frame_gap=3)
+    >>> [(loop.frame, loop.matched_frame) for loop in detector.add_descriptors(stream) if loop]
+    [(6, 0), (7, 1), (8, 2)]
+
+    Reference: the decision of a loop closer over VPR descriptors, as in pyslam's
+    `loop_detector_vpr.py`; sequences after SeqSLAM (Milford & Wyeth, ICRA 2012).
+    """
+
+    def __init__(self, model: keras.Model | None, threshold: float, min_frame_gap: int, sequence_length: int = 1,
+                 image_size: tuple[int, int] | None = None, max_side: int | None = DEFAULT_MAX_SIDE,
+                 num_candidates: int = DEFAULT_CANDIDATES, index_kind: str = "flat"):
+        if not np.isfinite(threshold):
+            raise ValueError(f"threshold must be a finite similarity, got {threshold!r}.")
+        if int(min_frame_gap) != min_frame_gap or min_frame_gap < 1:
+            raise ValueError(f"min_frame_gap must be a positive number of frames, got {min_frame_gap!r}.")
+        if int(sequence_length) != sequence_length or sequence_length < 1:
+            raise ValueError(f"sequence_length must be a positive number of frames, got {sequence_length!r}.")
+        if num_candidates < 1:
+            raise ValueError(f"num_candidates must be at least 1, got {num_candidates!r}.")
+        if index_kind not in GROWING_INDEX_KINDS:
+            raise ValueError(f"A loop detector's index grows a frame at a time: use one of {GROWING_INDEX_KINDS}, "
+                             f"not {index_kind!r} (the IVF kinds train on the first vectors added).")
+        self.model = model
+        self.threshold = float(threshold)
+        self.min_frame_gap = int(min_frame_gap)
+        self.sequence_length = int(sequence_length)
+        self.image_size = tuple(image_size) if image_size else None
+        self.max_side = max_side
+        self.num_candidates = int(num_candidates)
+        self.index_kind = index_kind
+        self._descriptors = np.zeros((0, 0), np.float32)
+        self._num_frames = 0
+        self._searchable_sum = None
+        self.index: DescriptorIndex | None = None
+
+    @property
+    def num_frames(self) -> int:
+        """Frames added so far."""
+        return self._num_frames
+
+    @property
+    def descriptors(self) -> np.ndarray:
+        """`(num_frames, dim)` descriptors of every frame added, in stream order."""
+        return self._descriptors[: self._num_frames]
+
+    def add(self, image) -> LoopClosure | None:
+        """Adds one frame (an image file, or an RGB array `(H, W, 3)` in 0–255) and returns the
+        loop it closes, or None."""
+        if self.model is None:
+            raise ValueError("This detector has no model: add descriptors with add_descriptors.")
+        if isinstance(image, (str, Path)):
+            descriptors = embed_images(self.model, [str(image)], self.image_size, self.max_side, verbose=False)
+        else:
+            pixels = tf.convert_to_tensor(np.asarray(image, np.float32))
+            if pixels.shape.rank != 3 or pixels.shape[-1] != 3:
+                raise ValueError(f"An image must be an RGB array (H, W, 3), got shape {tuple(pixels.shape)}.")
+            size = resized_size(int(pixels.shape[0]), int(pixels.shape[1]), self.image_size, self.max_side)
+            if size != tuple(pixels.shape[:2]):
+                pixels = tf.image.resize(pixels, size, antialias=True)
+            descriptors = Embedder(self.model)(pixels[None].numpy())[0]
+        return self.add_descriptors(descriptors)[0]
+
+    def add_images(self, paths, batch_size: int = 8, verbose: bool = True) -> list[LoopClosure | None]:
+        """Adds image files as consecutive frames (embedded in batches); one answer per frame."""
+        if self.model is None:
+            raise ValueError("This detector has no model: add descriptors with add_descriptors.")
+        descriptors = embed_images(self.model, list(paths), self.image_size, self.max_side, batch_size, verbose)
+        return self.add_descriptors(descriptors)
+
+    def add_descriptors(self, descriptors) -> list[LoopClosure | None]:
+        """Adds `(n, dim)` L2-normalised descriptors as the next n frames; one answer per frame.
+
+        Raises:
+            ValueError: a dimension other than the earlier frames', or non-finite values.
+        """
+        descriptors = np.ascontiguousarray(np.atleast_2d(np.asarray(descriptors, np.float32)))
+        if descriptors.ndim != 2 or (self._num_frames and descriptors.shape[1] != self._descriptors.shape[1]):
+            raise ValueError(f"descriptors must be (n, {self._descriptors.shape[1] or 'dim'}), got {descriptors.shape}.")
+        if not np.all(np.isfinite(descriptors)):
+            raise ValueError("descriptors contain NaN or infinite values.")
+        if self.index is None:
+            self._start(descriptors.shape[1])
+        answers = []
+        for descriptor in descriptors:
+            self._append(descriptor)
+            answers.append(self._closure(self._num_frames - 1))
+        return answers
+
+    def _start(self, dim: int) -> None:
+        self.index = create_index(self.index_kind, dim, metric="ip",
+                                  model_name=self.model.name if self.model is not None else None)
+        self._descriptors = np.zeros((0, dim), np.float32)
+        self._searchable_sum = np.zeros(dim, np.float64)
+
+    def _append(self, descriptor: np.ndarray) -> None:
+        if self._num_frames == len(self._descriptors):  # grow by doubling: amortised O(1) per frame
+            grown = np.zeros((max(64, 2 * len(self._descriptors)), self._descriptors.shape[1]), np.float32)
+            grown[: self._num_frames] = self._descriptors[: self._num_frames]
+            self._descriptors = grown
+        self._descriptors[self._num_frames] = descriptor
+        self._num_frames += 1
+        # Frames old enough to be matched become searchable.
+        newest_searchable = self._num_frames - 1 - self.min_frame_gap
+        if newest_searchable >= self.index.size:
+            ready = self._descriptors[self.index.size: newest_searchable + 1]
+            self.index.add(ready)
+            self._searchable_sum += ready.sum(axis=0)
+
+    def _closure(self, frame: int) -> LoopClosure | None:
+        searchable = self.index.size
+        if searchable == 0:
+            return None
+        steps = min(self.sequence_length, frame + 1)
+        recent = self._descriptors[frame - steps + 1: frame + 1][::-1]  # frame, frame − 1, …
+        if steps == 1:
+            similarities, matches = self.index.search(recent[:1], 1)
+            best, similarity = int(matches[0, 0]), float(similarities[0, 0])
+        else:
+            best, similarity = self._best_sequence(recent, searchable)
+        return LoopClosure(frame, best, similarity) if similarity >= self.threshold else None
+
+    def _best_sequence(self, recent: np.ndarray, searchable: int) -> tuple[int, float]:
+        """The candidate diagonal end with the highest mean similarity over `recent` (newest first)."""
+        _, neighbours = self.index.search(recent, min(self.num_candidates, searchable))
+        steps = np.arange(len(recent))
+        candidates = np.unique((neighbours + steps[:, None]).ravel())
+        candidates = candidates[candidates < searchable]
+        if candidates.size == 0:
+            return -1, -np.inf
+        database_frames = candidates[:, None] - steps[None, :]  # (candidates, steps)
+        exists = database_frames >= 0
+        matched = self._descriptors[np.where(exists, database_frames, 0)]
+        frame_similarities = np.einsum("csd,sd->cs", matched.astype(np.float64), recent.astype(np.float64))
+        unrelated = recent.astype(np.float64) @ (self._searchable_sum / searchable)
+        scores = np.where(exists, frame_similarities, unrelated[None, :]).mean(axis=1)
+        best = int(np.argmax(scores))
+        return int(candidates[best]), float(scores[best])
+
+    def save(self, directory, overwrite: bool = False) -> None:
+        """Writes the detector (settings, every frame's descriptor, the index, the model) into
+        `directory`, atomically; `LoopDetector.load` continues the stream where it stopped."""
+        with atomic_directory(directory, overwrite) as staging:
+            state = {"threshold": self.threshold, "min_frame_gap": self.min_frame_gap,
+                     "sequence_length": self.sequence_length, "num_candidates": self.num_candidates,
+                     "index_kind": self.index_kind, "num_frames": self._num_frames,
+                     "image_size": list(self.image_size) if self.image_size else None, "max_side": self.max_side}
+            (staging / STATE_FILE).write_text(json.dumps(state, indent=2))
+            np.save(staging / DESCRIPTORS_FILE, self.descriptors)
+            if self.index is not None:
+                (staging / INDEX_FOLDER).mkdir()
+                self.index.save_into(staging / INDEX_FOLDER)
+            if self.model is not None:
+                self.model.save(staging / MODEL_FILE)
+
+    @classmethod
+    def load(cls, directory) -> LoopDetector:
+        """Reads a detector written by `save`; a folder whose parts disagree is a one-line error."""
+        directory = Path(directory)
+        if not (directory / STATE_FILE).is_file():
+            raise FileNotFoundError(f"{directory} is not a saved loop detector (no {STATE_FILE}).")
+        try:
+            state = json.loads((directory / STATE_FILE).read_text())
+            descriptors = np.load(directory / DESCRIPTORS_FILE, allow_pickle=False)
+            model = load_model_file(directory / MODEL_FILE, place_model=False) if (directory / MODEL_FILE).is_file() else None
+            detector = cls(model, state["threshold"], state["min_frame_gap"], state["sequence_length"],
+                           state["image_size"], state["max_side"], state["num_candidates"], state["index_kind"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{directory}: the saved loop detector is damaged ({error}).") from None
+        if descriptors.ndim != 2 or len(descriptors) != state["num_frames"]:
+            raise ValueError(f"{directory}: {DESCRIPTORS_FILE} holds {len(descriptors)} frames, {STATE_FILE} says "
+                             f"{state['num_frames']}.")
+        if len(descriptors):
+            detector._start(descriptors.shape[1])
+            detector.index = load_index(directory / INDEX_FOLDER, expected_dim=descriptors.shape[1])
+            detector._descriptors = descriptors.astype(np.float32)
+            detector._num_frames = len(descriptors)
+            expected_searchable = max(0, len(descriptors) - detector.min_frame_gap)
+            if detector.index.size != expected_searchable:
+                raise ValueError(f"{directory}: {INDEX_FOLDER}/ holds {detector.index.size} frames, the stream of "
+                                 f"{len(descriptors)} frames with a gap of {detector.min_frame_gap} needs "
+                                 f"{expected_searchable}.")
+            detector._searchable_sum = descriptors[:expected_searchable].astype(np.float64).sum(axis=0)
+        return detector
