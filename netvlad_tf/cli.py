@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from absl import flags
 
-from netvlad_tf.commands import cluster, convert, demo, embed, evaluate, export, index, loops, pca, query, train
+from netvlad_tf.commands import cluster, convert, demo, embed, evaluate, export, index, loops, pairs, pca, query, train
 
 USAGE = """usage: netvlad-tf COMMAND [--flag=value ...] [--flagfile=FILE]
 
@@ -18,7 +18,7 @@ Run `netvlad-tf COMMAND --help` for a command's flags and an example."""
 
 
 COMMANDS = {"demo": demo, "train": train, "evaluate": evaluate, "embed": embed, "index": index, "query": query,
-            "loops": loops, "export": export, "cluster": cluster, "pca": pca, "convert": convert}
+            "loops": loops, "pairs": pairs, "export": export, "cluster": cluster, "pca": pca, "convert": convert}
 
 
 def _usage() -> str:

@@ -14,8 +14,10 @@ from netvlad_tf.commands.shared_flags import (
 )
 from netvlad_tf.data.loading import open_dataset
 from netvlad_tf.database.embed import DEFAULT_SHARD_SIZE, dataset_rows, embed_database
+from netvlad_tf.database.hloc_features import write_hloc_features
+from netvlad_tf.io.atomic_writes import refuse_existing
 
-SUMMARY = "Embed a dataset's images into Parquet descriptor shards (resumable; Ray Data with --num_workers)."
+SUMMARY = "Embed a dataset's images into Parquet descriptor shards (resumable; Ray Data with --num_workers; hloc's .h5)."
 EXAMPLE = ("netvlad-tf embed --model=model.keras --dataset=city.csv --output=city_descriptors\n"
            "  netvlad-tf embed --model=model.keras --dataset=city.csv --output=city_descriptors "
            "--num_workers=8 --ray_address=auto")
@@ -40,6 +42,11 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_float("cpus_per_worker", 1, "Logical CPUs (and TensorFlow threads) per Ray actor.", flag_values=fv)
     flags.DEFINE_float("gpus_per_worker", 0, "GPUs per Ray actor (e.g. 1, or 0.5 to share one).", flag_values=fv)
     define_dims_flag(fv)
+    flags.DEFINE_string("hloc_features", None, "Also write the descriptors as hloc's global-feature file "
+                        "(e.g. global-feats-netvlad.h5) for hloc's pairs_from_retrieval.", flag_values=fv)
+    flags.DEFINE_string("hloc_image_root", None, "With --hloc_features: names are image paths relative to this "
+                        "folder (hloc's image_dir); default: --image_root, else the deepest folder holding every "
+                        "image.", flag_values=fv)
     flags.DEFINE_boolean("overwrite", False, "Remove what --output holds and start afresh.", flag_values=fv)
 
 
@@ -48,6 +55,8 @@ def run(fv: flags.FlagValues) -> int:
     require_flags(fv, "model", "dataset", "output")
     if fv.num_workers < 0:
         raise ValueError(f"--num_workers must be 0 or more, got {fv.num_workers}.")
+    if fv.hloc_features:
+        refuse_existing(fv.hloc_features, fv.overwrite)  # before the hours of embedding
     dataset = open_dataset(fv.dataset, fv.image_root, fv.query_root, fv.split, require_queries=False)
     image_paths, coordinates = dataset_rows(dataset, fv.images)
     image_size, max_side = image_policy(fv)
@@ -55,4 +64,7 @@ def run(fv: flags.FlagValues) -> int:
                             fv.batch_size, fv.shard_size, fv.num_workers, fv.ray_address,
                             fv.cpus_per_worker, fv.gpus_per_worker, fv.overwrite, dims=fv.dims)
     print(f"Embedded {len(image_paths)} images into {folder}")
+    if fv.hloc_features:
+        write_hloc_features(folder, fv.hloc_features, fv.hloc_image_root or fv.image_root, fv.overwrite)
+        print(f"Wrote hloc's global features to {fv.hloc_features}")
     return 0
