@@ -88,7 +88,8 @@ def run(fv: flags.FlagValues) -> int:
         max_side=max_side, batch_size=fv.batch_size, index_kind=fv.index, cache_dir=fv.cache_dir,
         sequence_lengths=sequence_lengths, sequence_speeds=speeds,
     )
-    output = write_evaluation(result, dataset, fv.output, label, fv.overwrite, only_wrong=fv.save_only_wrong)
+    output = write_evaluation(result, dataset, fv.output, label, fv.overwrite, only_wrong=fv.save_only_wrong,
+                              model=model, image_size=image_size, max_side=max_side)
     sequences = {sequence_label(label, length): ranking for length, ranking in result.sequences.items()}
     print(format_recall_table({label: result.recall, **result.recall_by_condition,
                                **{name: ranking.recall for name, ranking in sequences.items()}}))
@@ -99,6 +100,5 @@ def run(fv: flags.FlagValues) -> int:
                                          **{name: ranking.precision_recall for name, ranking in sequences.items()}}))
     print(f"Precision-recall of best matches: all {dataset.num_queries} queries, {result.num_dropped} of them "
           "without a positive (a correct rejection when not accepted, a false positive when accepted).")
-    print(f"Wrote {output}/results.json, recall_curve.png, precision_recall.png, "
-          f"{'gallery.png' if (output / 'gallery.png').is_file() else 'gallery.txt'}")
+    print(f"Wrote {output}/: {', '.join(sorted(path.name for path in output.iterdir()))}")
     return 0

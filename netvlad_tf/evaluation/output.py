@@ -10,15 +10,22 @@ import numpy as np
 
 from netvlad_tf.data.geo_dataset import GeoDataset
 from netvlad_tf.evaluation.evaluate import EvaluationResult
-from netvlad_tf.evaluation.plots import plot_precision_recall, plot_recall_curves, plot_retrieval_gallery
+from netvlad_tf.evaluation.plots import (
+    plot_precision_recall,
+    plot_recall_curves,
+    plot_retrieval_gallery,
+    plot_soft_assignment,
+)
 from netvlad_tf.io.atomic_writes import atomic_directory
 
 GALLERY_QUERIES = 8
 GALLERY_RETRIEVALS = 5
+ASSIGNMENT_QUERIES = 4
 
 
 def write_evaluation(result: EvaluationResult, dataset: GeoDataset, output_dir, label: str,
-                     overwrite: bool = False, only_wrong: bool = False) -> Path:
+                     overwrite: bool = False, only_wrong: bool = False, model=None,
+                     image_size: tuple[int, int] | None = None, max_side: int | None = None) -> Path:
     """Writes `results.json`, `recall_curve.png`, `precision_recall.png` (single images and each
     sequence length) and `gallery.png` (evenly spaced queries beside their top-5: green correct,
     red wrong) into a new `output_dir`, atomically.
@@ -31,6 +38,8 @@ def write_evaluation(result: EvaluationResult, dataset: GeoDataset, output_dir, 
         overwrite: replace an existing `output_dir`.
         only_wrong: the gallery shows only queries whose best match is wrong (the failures
             to look at); a note says so when there are none.
+        model, image_size, max_side: the evaluated model and its image policy; with NetVLAD
+            pooling, `soft_assignment.png` shows its clusters over the gallery's first queries.
 
     Returns:
         `output_dir` as a Path.
@@ -52,8 +61,12 @@ def write_evaluation(result: EvaluationResult, dataset: GeoDataset, output_dir, 
         if rows.size:
             shown = rows[np.linspace(0, len(rows) - 1, min(GALLERY_QUERIES, len(rows))).astype(int)]
             retrieved = [[i for i in result.ranked[row, :GALLERY_RETRIEVALS] if i >= 0] for row in shown]
+            shown_queries = [dataset.query_paths[result.query_indices[row]] for row in shown]
+            if model is not None and hasattr(getattr(model, "pooling", None), "soft_assignment"):
+                plot_soft_assignment(model, shown_queries[:ASSIGNMENT_QUERIES], staging / "soft_assignment.png",
+                                     image_size, max_side, title=f"{dataset.name}: {label}")
             plot_retrieval_gallery(
-                [dataset.query_paths[result.query_indices[row]] for row in shown],
+                shown_queries,
                 [[dataset.database_paths[i] for i in row] for row in retrieved],
                 [[i in result.positives[row] for i in indices] for row, indices in zip(shown, retrieved)],
                 staging / "gallery.png",

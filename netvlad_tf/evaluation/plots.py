@@ -140,3 +140,64 @@ def plot_precision_recall(curves: dict[str, PrecisionRecall], path, title: str =
     figure.savefig(path)
     plt.close(figure)
     return Path(path)
+
+
+def plot_soft_assignment(model, image_paths: list[str], path, image_size: tuple[int, int] | None = None,
+                         max_side: int | None = None, title: str = "") -> Path:
+    """Each image beside NetVLAD's soft assignment over it: every conv cell coloured by the
+    cluster that takes most of it, paler where the assignment is split between clusters.
+
+    Args:
+        model: a `PlaceRecognitionModel` with NetVLAD pooling.
+        image_paths: the images, one row each.
+        path: the image file to write.
+        image_size, max_side: the image policy the model is run with.
+        title: the figure's title; empty for none.
+
+    Returns:
+        `path` as a `Path`.
+
+    Raises:
+        ValueError: the model's pooling has no soft assignment.
+
+    Example:
+    >>> import tempfile, pathlib
+    >>> from netvlad_tf import build_netvlad_model
+    >>> from netvlad_tf.sample_data import NORDLAND_DIR
+    >>> image = str(NORDLAND_DIR / "images/summer/images-12510.png")
+    >>> model = build_netvlad_model(weights=None, num_clusters=4)
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "assignment.png"
+    >>> plot_soft_assignment(model, [image], out, image_size=(64, 128)).is_file()
+    True
+
+    Reference: arXiv 1511.07247, Sec. 3.1 (the soft assignment a_k(x_i)) and Fig. 3.
+    """
+    from netvlad_tf.data.images import load_image
+
+    pooling = getattr(model, "pooling", None)
+    if not hasattr(pooling, "soft_assignment"):
+        raise ValueError(f"{model.name} does not pool by NetVLAD: it has no soft assignment to show.")
+    num_clusters = pooling.num_clusters
+    palette = plt.get_cmap("tab20" if num_clusters <= 20 else "hsv", num_clusters)
+    figure, axes = plt.subplots(len(image_paths), 2, figsize=(6.0, 1.6 * len(image_paths) + 0.4), dpi=100,
+                                squeeze=False)
+    for row, image_path in enumerate(image_paths):
+        image = load_image(image_path, image_size, max_side).numpy()
+        assignment = np.asarray(pooling.soft_assignment(model.backbone(image[None], training=False)))[0]
+        colours = palette(assignment.argmax(-1))[..., :3]
+        strength = assignment.max(-1, keepdims=True)  # 1: one cluster; 1/K: evenly split
+        cells = colours * strength + (1 - strength)
+        axes[row, 0].imshow(image.astype("uint8"))
+        axes[row, 1].imshow(image.astype("uint8"))
+        axes[row, 1].imshow(cells, alpha=0.55, interpolation="nearest",
+                            extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5))
+        for axis in axes[row]:
+            axis.set_xticks([])
+            axis.set_yticks([])
+    axes[0, 1].set_title(f"soft assignment ({num_clusters} clusters)", fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return Path(path)

@@ -33,11 +33,11 @@ def format_precision_recall_table(curves: dict[str, PrecisionRecall]) -> str:
     netvlad    0.500     50.0    50.0          0.9000
     """
     width = max(8, *(len(name) + 2 for name in curves))
-    lines = [f"{'method':<{width}}{'AUC':>5}{'R@100%P':>9}{'R@99%P':>8}{'threshold@99%P':>16}"]
+    lines = [f"{'method':<{width}}{'AUC':>7}{'R@100%P':>9}{'R@99%P':>8}{'threshold@99%P':>16}"]
     for method, curve in curves.items():
         summary = curve.summary()
         threshold = summary["threshold_at_99_precision"]
-        lines.append(f"{method:<{width}}{summary['auc']:5.3f}{100 * summary['recall_at_100_precision']:9.1f}"
+        lines.append(f"{method:<{width}}{summary['auc']:7.3f}{100 * summary['recall_at_100_precision']:9.1f}"
                      f"{100 * summary['recall_at_99_precision']:8.1f}"
                      f"{'none' if threshold is None else f'{threshold:.4f}':>16}")
     return "\n".join(lines)

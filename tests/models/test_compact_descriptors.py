@@ -102,3 +102,12 @@ def test_evaluate_command_with_dims_reports_precision_recall(whitened_model, tmp
     assert "R@100%P" in printed and "sequences of 3" in printed
     saved = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert "auc" in saved["precision_recall"] and "3" in saved["sequences"]
+    assert (tmp_path / "eval" / "soft_assignment.png").read_bytes()[:4] == b"\x89PNG"  # NetVLAD's clusters shown
+
+
+def test_a_pooling_without_soft_assignment_has_no_map(tmp_path):
+    from netvlad_tf.evaluation.plots import plot_soft_assignment
+
+    mac = build_netvlad_model(TINY_BACKBONE, weights=None, pooling="mac")
+    with pytest.raises(ValueError, match="does not pool by NetVLAD"):
+        plot_soft_assignment(mac, read_csv_dataset(nordland_csv("test")).query_paths[:1], tmp_path / "map.png")
