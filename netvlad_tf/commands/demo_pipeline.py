@@ -14,8 +14,8 @@ from netvlad_tf.data.images import image_batches
 from netvlad_tf.data.sampling import evenly_spaced
 from netvlad_tf.evaluation.evaluate import evaluate
 from netvlad_tf.evaluation.output import write_evaluation
-from netvlad_tf.evaluation.plots import plot_recall_curves
-from netvlad_tf.evaluation.report import format_recall_table
+from netvlad_tf.evaluation.plots import plot_precision_recall, plot_recall_curves
+from netvlad_tf.evaluation.report import format_precision_recall_table, format_recall_table
 from netvlad_tf.export import export_tflite, verify_tflite
 from netvlad_tf.initialization.clustering import initialize_clusters_from_images
 from netvlad_tf.initialization.learned_whitening import with_learned_whitening
@@ -25,6 +25,9 @@ from netvlad_tf.sample_data import nordland_csv
 from netvlad_tf.training import train
 
 DEMO_NS = (1, 5, 10)
+# Nordland is a train route driven twice: sequences of consecutive frames (summer and winter in
+# their row order) are where it gains.
+DEMO_SEQUENCE_LENGTHS = (3, 5, 10)
 METHODS = ("netvlad", "netvlad_whitened", "netvlad_untrained", "mac", "pixels")
 # Nordland images are 64×32; a stride-16 backbone needs them upsampled to give a map.
 IMAGE_SIZES = {"efficientnet_lite0": (128, 256), "vgg16": (64, 128)}
@@ -55,7 +58,11 @@ def run_demo(
     MAC pooling and raw pixels
     on another stretch (Recall@1/5/10, positives within 25 m).
 
-    Writes `model.keras` (the trained model, no whitening), its TFLite export
+    Every method is also measured on sequences of 3, 5 and 10 frames and by the precision–recall
+    of accepting its best match (area, recall at 100 % precision, the threshold for 99 %).
+
+    Writes `model.keras` (the trained model, no whitening), `model_whitened.keras` (with the
+    whitening: cut it with `--dims`), its TFLite export
     `model_int8.tflite` (full int8, calibrated on the bundled training images at the
     demo's resolution, checked against the Keras model), `results.json`,
     `recall_curves.png`, `netvlad_evaluation/gallery.png` and the training run (`training/`,
@@ -86,7 +93,7 @@ def run_demo(
 
     def measure(model, pooling=None):
         return evaluate(model, test_data, ns=DEMO_NS, pooling=pooling, image_size=image_size,
-                        batch_size=16, verbose=False)
+                        batch_size=16, sequence_lengths=DEMO_SEQUENCE_LENGTHS, verbose=False)
 
     model = build_netvlad_model(backbone=backbone, weights=weights, num_clusters=settings["num_clusters"])
     cluster_count = min(settings["cluster_images"], train_data.num_database)
@@ -115,6 +122,7 @@ def run_demo(
                                           image_size, batch_size=16, verbose=verbose)
         results["netvlad_whitened"] = measure(whitened)
         model.save(staging / "model.keras")
+        whitened.save(staging / "model_whitened.keras")
         _say(verbose, "5/5 exporting the trained model to TFLite (full int8, the phone default)")
         calibration_paths = evenly_spaced(train_data.database_paths, 64)
         calibration = list(np.concatenate(list(image_batches(calibration_paths, image_size, batch_size=16))))
@@ -124,6 +132,9 @@ def run_demo(
         recalls = {name: results[name].recall for name in METHODS}
         summary = {
             "recall": {name: {str(n): value for n, value in curve.items()} for name, curve in recalls.items()},
+            "sequence_recall": {name: {str(length): {str(n): value for n, value in ranking.recall.items()}
+                                       for length, ranking in results[name].sequences.items()} for name in METHODS},
+            "precision_recall": {name: results[name].precision_recall.summary() for name in METHODS},
             "num_queries": int(len(results["netvlad"].query_indices)),
             "num_database": test_data.num_database,
             "positive_radius_m": 25.0,
@@ -134,12 +145,20 @@ def run_demo(
         }
         (staging / "results.json").write_text(json.dumps(summary, indent=2))
         plot_recall_curves(recalls, staging / "recall_curves.png", title="Nordland summer → winter")
-        write_evaluation(results["netvlad"], test_data, staging / "netvlad_evaluation", "netvlad")
+        plot_precision_recall({name: results[name].precision_recall for name in METHODS},
+                              staging / "precision_recall.png", title="Nordland summer → winter: best match accepted")
+        write_evaluation(results["netvlad"], test_data, staging / "netvlad_evaluation", "netvlad", model=model,
+                         image_size=image_size)
     if verbose:
         print(format_recall_table(recalls))
+        print()
+        print(format_recall_table({f"{name}, sequences of {length}": ranking.recall for name in ("netvlad_whitened", "pixels")
+                                   for length, ranking in results[name].sequences.items()}))
+        print()
+        print(format_precision_recall_table({name: results[name].precision_recall for name in METHODS}))
         print(tflite_report.line())
-        print(f"Wrote {output_dir}: model.keras, model_int8.tflite, results.json, "
-              "recall_curves.png, netvlad_evaluation/gallery.png, training/")
+        print(f"Wrote {output_dir}: model.keras, model_whitened.keras, model_int8.tflite, results.json, "
+              "recall_curves.png, precision_recall.png, netvlad_evaluation/ (gallery, soft assignment), training/")
     return summary
 
 
