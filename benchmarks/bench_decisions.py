@@ -62,7 +62,7 @@ def main() -> None:
     print("\n2. Compact descriptors (first D whitened dimensions, L2 again)")
     print(f"{'D':>6}{'R@1':>7}{'R@5':>7}{'R@10':>7}{'AUC':>7}{'.keras MB':>11}{'.tflite MB':>12}")
     with tempfile.TemporaryDirectory() as work:
-        for dims in [*args.dims, model.descriptor_dim]:
+        for dims in sorted({*args.dims, model.whitening_dim}):
             if dims > model.whitening_dim:
                 continue
             compact = model.with_dims(dims)

@@ -39,12 +39,7 @@ def plot_recall_curves(recalls: dict[str, dict[int, float]], path, title: str = 
     axes.set_ylim(0, 100)
     axes.grid(alpha=0.3)
     axes.legend()
-    if title:
-        axes.set_title(title)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-    return Path(path)
+    return _saved(figure, path, title)
 
 
 def plot_retrieval_gallery(
@@ -95,12 +90,7 @@ def plot_retrieval_gallery(
             for spine in axis.spines.values():
                 spine.set_edgecolor(colour)
                 spine.set_linewidth(3)
-    if title:
-        figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-    return Path(path)
+    return _saved(figure, path, title)
 
 
 def plot_precision_recall(curves: dict[str, PrecisionRecall], path, title: str = "") -> Path:
@@ -134,12 +124,7 @@ def plot_precision_recall(curves: dict[str, PrecisionRecall], path, title: str =
     axes.set_ylim(0, 101)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
-    if title:
-        axes.set_title(title)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-    return Path(path)
+    return _saved(figure, path, title)
 
 
 def plot_soft_assignment(model, image_paths: list[str], path, image_size: tuple[int, int] | None = None,
@@ -186,7 +171,7 @@ def plot_soft_assignment(model, image_paths: list[str], path, image_size: tuple[
         assignment = np.asarray(pooling.soft_assignment(model.backbone(image[None], training=False)))[0]
         colours = palette(assignment.argmax(-1))[..., :3]
         strength = assignment.max(-1, keepdims=True)  # 1: one cluster; 1/K: evenly split
-        cells = colours * strength + (1 - strength)
+        cells = np.clip(colours * strength + (1 - strength), 0.0, 1.0)
         axes[row, 0].imshow(image.astype("uint8"))
         axes[row, 1].imshow(image.astype("uint8"))
         axes[row, 1].imshow(cells, alpha=0.55, interpolation="nearest",
@@ -195,6 +180,11 @@ def plot_soft_assignment(model, image_paths: list[str], path, image_size: tuple[
             axis.set_xticks([])
             axis.set_yticks([])
     axes[0, 1].set_title(f"soft assignment ({num_clusters} clusters)", fontsize=8)
+    return _saved(figure, path, title)
+
+
+def _saved(figure, path, title: str) -> Path:
+    """Titles (above every panel), lays out, writes and closes `figure`; returns `path`."""
     if title:
         figure.suptitle(title, fontsize=10)
     figure.tight_layout()
