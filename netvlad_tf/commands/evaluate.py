@@ -53,7 +53,9 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_list("sequence_speeds", ["1"], "Relative speeds of the database traversal searched by sequence "
                       "matching (e.g. 0.8,1,1.25).", flag_values=fv)
     define_dims_flag(fv)
-    flags.DEFINE_boolean("save_only_wrong", False, "The gallery shows only queries whose best match is wrong.",
+    flags.DEFINE_boolean("query_galleries", False, "Also write one gallery per query: queries/<row>.png.",
+                         flag_values=fv)
+    flags.DEFINE_boolean("save_only_wrong", False, "The galleries show only queries whose best match is wrong.",
                          flag_values=fv)
     flags.DEFINE_boolean("overwrite", False, "Replace --output if it exists.", flag_values=fv)
 
@@ -89,7 +91,8 @@ def run(fv: flags.FlagValues) -> int:
         sequence_lengths=sequence_lengths, sequence_speeds=speeds,
     )
     output = write_evaluation(result, dataset, fv.output, label, fv.overwrite, only_wrong=fv.save_only_wrong,
-                              model=model, image_size=image_size, max_side=max_side)
+                              model=model, image_size=image_size, max_side=max_side,
+                              query_galleries=fv.query_galleries)
     sequences = {sequence_label(label, length): ranking for length, ranking in result.sequences.items()}
     print(format_recall_table({label: result.recall, **result.recall_by_condition,
                                **{name: ranking.recall for name, ranking in sequences.items()}}))

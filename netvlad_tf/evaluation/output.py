@@ -25,7 +25,8 @@ ASSIGNMENT_QUERIES = 4
 
 def write_evaluation(result: EvaluationResult, dataset: GeoDataset, output_dir, label: str,
                      overwrite: bool = False, only_wrong: bool = False, model=None,
-                     image_size: tuple[int, int] | None = None, max_side: int | None = None) -> Path:
+                     image_size: tuple[int, int] | None = None, max_side: int | None = None,
+                     query_galleries: bool = False) -> Path:
     """Writes `results.json`, `recall_curve.png`, `precision_recall.png` (single images and each
     sequence length) and `gallery.png` (evenly spaced queries beside their top-5: green correct,
     red wrong) into a new `output_dir`, atomically.
@@ -36,8 +37,9 @@ def write_evaluation(result: EvaluationResult, dataset: GeoDataset, output_dir, 
         output_dir: the folder to create.
         label: the method's name in the plot and the table.
         overwrite: replace an existing `output_dir`.
-        only_wrong: the gallery shows only queries whose best match is wrong (the failures
+        only_wrong: the galleries show only queries whose best match is wrong (the failures
             to look at); a note says so when there are none.
+        query_galleries: also write one gallery per query, `queries/<query row>.png`.
         model, image_size, max_side: the evaluated model and its image policy; with NetVLAD
             pooling, `soft_assignment.png` shows its clusters over the gallery's first queries.
 
@@ -72,6 +74,14 @@ def write_evaluation(result: EvaluationResult, dataset: GeoDataset, output_dir, 
                 staging / "gallery.png",
                 title=f"{dataset.name}: {label}, top {GALLERY_RETRIEVALS}" + (", wrong best matches" if only_wrong else ""),
             )
+            if query_galleries:
+                (staging / "queries").mkdir()
+                for row in rows:
+                    query = result.query_indices[row]
+                    retrieved = [i for i in result.ranked[row, :GALLERY_RETRIEVALS] if i >= 0]
+                    plot_retrieval_gallery([dataset.query_paths[query]], [[dataset.database_paths[i] for i in retrieved]],
+                                           [[i in result.positives[row] for i in retrieved]],
+                                           staging / "queries" / f"{query:06d}.png", title=Path(dataset.query_paths[query]).name)
         else:
             (staging / "gallery.txt").write_text("Every query's best match is correct: no wrong match to show.\n")
     return output_dir

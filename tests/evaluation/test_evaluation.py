@@ -94,10 +94,13 @@ def test_queries_without_positive_stay_in_precision_recall(nordland_small):
 
 def test_only_wrong_gallery_and_sequences_in_the_output(nordland_small, tmp_path):
     result = evaluate(None, nordland_small, pooling="pixels", sequence_lengths=[3], verbose=False)
-    out = write_evaluation(result, nordland_small, tmp_path / "eval", "pixels", only_wrong=True)
+    out = write_evaluation(result, nordland_small, tmp_path / "eval", "pixels", only_wrong=True, query_galleries=True)
     saved = json.loads((out / "results.json").read_text())
     assert set(saved["sequences"]["3"]) == {"recall", "recall_by_condition", "precision_recall"}
     assert (out / "gallery.png").is_file()
+    wrong = {f"{result.query_indices[row]:06d}.png" for row in range(len(result.query_indices))
+             if result.ranked[row, 0] not in result.positives[row]}
+    assert 0 < len(wrong) < 60 and {path.name for path in (out / "queries").iterdir()} == wrong
 
 
 def test_queries_without_positives_are_dropped_and_counted(nordland_small):
