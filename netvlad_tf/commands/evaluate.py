@@ -18,6 +18,7 @@ from netvlad_tf.data.loading import open_dataset
 from netvlad_tf.evaluation.evaluate import PIXELS, evaluate
 from netvlad_tf.evaluation.output import sequence_label, write_evaluation
 from netvlad_tf.evaluation.report import format_precision_recall_table, format_recall_table
+from netvlad_tf.models.model_files import load_model_file
 from netvlad_tf.retrieval import INDEX_KINDS
 
 # Poolings the paper compares NetVLAD with, put on the model's backbone.
@@ -74,10 +75,10 @@ def run(fv: flags.FlagValues) -> int:
     dataset = open_dataset(fv.dataset, fv.image_root, fv.query_root, fv.split)
     if fv.model is None:
         model = None
-    elif fv.pooling == AS_IS:
+    elif fv.dims is not None:
         model = load_compact_model(fv.model, fv.dims)
-    else:
-        model = load_compact_model(fv.model, None)
+    else:  # a baseline pooling needs the netvlad_tf model's backbone; the model as it is may be any
+        model = load_model_file(fv.model, place_model=fv.pooling != AS_IS)
     if fv.pooling in BASELINE_POOLINGS:
         model = model.with_pooling(fv.pooling)
     label = fv.pooling

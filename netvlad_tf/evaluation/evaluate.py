@@ -159,7 +159,8 @@ def evaluate(
             are the same.
         sequence_lengths: also rank by sequences of each of these lengths L > 1
             (`sequence_similarities`, each split in its capture order, `GeoDataset.stream_order`).
-            Exact: it scores every query against every database image (`Q·N` floats).
+            Exact: it scores every query against every database image (about 50 bytes per
+            query–database pair while scoring).
         sequence_speeds: relative speeds of the database traversal searched by sequences.
 
     Example:
