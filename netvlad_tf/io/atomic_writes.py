@@ -4,9 +4,10 @@ replaced unless asked.
 Every file and folder the package itself writes (models, exports, indices, descriptor shards,
 results, plots) is written under a hidden staging name beside its target (same file system,
 so the final rename is atomic) and renamed onto the target only when complete. The exceptions
-are Keras' own training callbacks inside a run folder: `ModelCheckpoint` (`best.keras`,
-`last.keras`), `TensorBoard` (`logs/`) and `BackupAndRestore` (`backup/`) write in place, as
-Keras writes them; a run killed mid-save is resumed from `backup/`.
+are Keras' own training callbacks inside a run folder: `ModelCheckpoint` (`best.keras`),
+`TensorBoard` (`logs/`) and `BackupAndRestore` (`backup/`) write in place, as Keras writes them
+(`last.keras` is written by `train` itself, atomically); a run killed mid-save is resumed from
+`backup/`.
 
 - an existing target is refused unless `overwrite`, both before the work starts and again at
   the rename (a no-replace rename, so of two runs writing one target exactly one succeeds and

@@ -109,7 +109,7 @@ class FrozenFeatureStore:
         reused: a resumed run, whose weights `BackupAndRestore` brings back only once `fit`
         starts, so the stored features (not the model's weights at this point) are the ones
         of the run. One holding anything else is an error. The
-        arrays are written under `<directory>.partial` and renamed when complete, so an
+        arrays are written in a hidden staging folder beside it (`atomic_directory`) and renamed when complete, so an
         interrupted build leaves nothing at `directory`.
 
         Args:
