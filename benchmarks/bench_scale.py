@@ -9,7 +9,10 @@ Each measurement runs in a fresh process (its peak memory is the process's own):
 3. the cost of a resume: a run killed after half its shards plus the rerun, against one
    uninterrupted run, and a rerun of a finished folder;
 4. index build time from 100 000 random 256-D descriptors vs shard count: IVF-SQ8 added shard
-   by shard, and merged from per-shard parts into on-disk inverted lists.
+   by shard, and merged from per-shard parts into on-disk inverted lists;
+5. upkeep of a growing database, 100 000 random 256-D descriptors in 100 shards: checking every
+   shard on resume against reading the folder, and adding 10 % appended rows to an index
+   against rebuilding it.
 """
 
 from __future__ import annotations
@@ -126,10 +129,9 @@ def resume_cost(root: Path, model_path: Path, count: int) -> None:
 
 
 def bench_index(root: Path) -> None:
-    sys.path.insert(0, str(HERE.parent / "tests"))
-    from descriptor_folders import random_descriptor_folder
-
+    sys.path.insert(0, str(HERE.parent))
     from netvlad_tf.database.index_build import build_index_from_shards
+    from tests.support.descriptor_folders import random_descriptor_folder
 
     print("\n4. IVF-SQ8 (1024 lists) from 100 000 random 256-D descriptors, by shard count")
     print(f"  {'shards':>6} {'add in RAM s':>13} {'ratio':>6} {'parts + on-disk merge s':>24} {'ratio':>6}")
@@ -149,6 +151,57 @@ def bench_index(root: Path) -> None:
         print(f"  {shards:>6} {added:>13.1f} {added / baseline:>6.2f} {merged:>24.1f} {merged / baseline:>6.2f}")
 
 
+def bench_upkeep(root: Path) -> None:
+    sys.path.insert(0, str(HERE.parent))
+    import numpy as np
+
+    from netvlad_tf import read_descriptors
+    from netvlad_tf.database.index_build import add_shards, build_index_from_shards
+    from netvlad_tf.database.shards import SHARDS_FOLDER, read_manifest, read_shard, shard_name, shards_to_embed, write_manifest
+    from netvlad_tf.retrieval import create_index
+    from tests.support.descriptor_folders import random_descriptor_folder
+
+    print("\n5. upkeep: 100 000 random 256-D descriptors in 100 shards of 1000")
+    folder = root / "upkeep"
+    random_descriptor_folder(folder, 100_000, 256, 1000)
+    manifest = read_manifest(folder)
+    start = time.perf_counter()
+    read_descriptors(folder)
+    read_all = time.perf_counter() - start
+    start = time.perf_counter()
+    pending, damaged = shards_to_embed(folder, manifest)
+    checked = time.perf_counter() - start
+    assert not pending and not damaged
+    print(f"  read every descriptor (baseline)   {read_all:6.2f} s   1.00")
+    print(f"  check every shard on resume        {checked:6.2f} s   {checked / read_all:4.2f}")
+    first = root / "upkeep_first"  # the same rows before the last 10 % were appended
+    first.mkdir()
+    (first / "shards").symlink_to(folder / "shards", target_is_directory=True)
+    (first / "rows.parquet").symlink_to(folder / "rows.parquet")
+    write_manifest(first, {**manifest, "num_rows": 90_000})
+    table = read_descriptors(folder)
+    queries = table.descriptors[::500] + 0.05 * np.random.default_rng(1).normal(size=(200, 256)).astype(np.float32)
+    exact = create_index("flat", 256)
+    exact.add(table.descriptors)
+    truth = exact.search(queries, 10)[1]
+    print("  recall: share of the exact top 10 found in the top 10")
+    for kind, options in (("flat", {}), ("ivfsq8", {"num_lists": 1024})):
+        start = time.perf_counter()
+        rebuilt = build_index_from_shards(folder, kind, verbose=False, **options)
+        rebuild = time.perf_counter() - start
+        grown = build_index_from_shards(first, kind, verbose=False, **options)
+        start = time.perf_counter()
+        add_shards(grown, [read_shard(folder / SHARDS_FOLDER / shard_name(shard), 256) for shard in range(90, 100)])
+        update = time.perf_counter() - start
+
+        def recall(index):
+            found = index.search(queries, 10)[1]
+            return 100 * np.mean([len(set(row) & set(best)) / 10 for row, best in zip(found, truth)])
+
+        print(f"  {kind:<7} rebuild {rebuild:6.2f} s (baseline), recall {recall(rebuilt):5.1f} %   "
+              f"--update {update:6.2f} s  {update / rebuild:4.2f}, recall {recall(grown):5.1f} %")
+
+
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         IMAGE_SIZE[:] = [int(side) for side in sys.argv[7].split(",")]
@@ -158,7 +211,7 @@ def main():
     parser.add_argument("--images", type=int, default=348, help="N (the bundled query-side database: 348).")
     parser.add_argument("--skip_ray", action="store_true", help="Without Ray installed.")
     parser.add_argument("--image_size", default="64,128", help="HEIGHT,WIDTH of every image.")
-    parser.add_argument("--sections", default="1234", help="Which sections to run, e.g. 1 or 34.")
+    parser.add_argument("--sections", default="12345", help="Which sections to run, e.g. 1 or 34.")
     args = parser.parse_args()
     IMAGE_SIZE[:] = [int(side) for side in args.image_size.split(",")]
     sys.path.insert(0, str(HERE))
@@ -169,6 +222,8 @@ def main():
         bench_embedding(Path(folder), args.images, args.skip_ray, args.sections)
         if "4" in args.sections:
             bench_index(Path(folder))
+        if "5" in args.sections:
+            bench_upkeep(Path(folder))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from netvlad_tf.commands.shared_flags import (
 from netvlad_tf.data.loading import open_dataset
 from netvlad_tf.database.embed import DEFAULT_SHARD_SIZE, dataset_rows, embed_database
 from netvlad_tf.database.hloc_features import write_hloc_features
+from netvlad_tf.database.shard_writer import DEFAULT_MAX_UNREADABLE, ON_UNREADABLE
+from netvlad_tf.database.shards import MISSING_FILE, read_manifest
 from netvlad_tf.io.atomic_writes import refuse_existing
 
 SUMMARY = "Embed a dataset's images into Parquet descriptor shards (resumable; Ray Data with --num_workers; hloc's .h5)."
@@ -47,6 +49,14 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("hloc_image_root", None, "With --hloc_features: names are image paths relative to this "
                         "folder (hloc's image_dir); default: --image_root, else the deepest folder holding every "
                         "image.", flag_values=fv)
+    flags.DEFINE_enum("on_unreadable", "skip", list(ON_UNREADABLE), "An image that cannot be read (missing, "
+                      "truncated): skip it (its row is kept, marked missing, and listed in missing.csv) or stop.",
+                      flag_values=fv)
+    flags.DEFINE_float("max_unreadable", DEFAULT_MAX_UNREADABLE, "With --on_unreadable=skip: stop when more than "
+                       "this share of one shard's images cannot be read (a lost mount, not bad files).",
+                       lower_bound=0, upper_bound=1, flag_values=fv)
+    flags.DEFINE_boolean("retry_missing", False, "Read the folder's missing rows again (after fixing their files) "
+                         "and embed those that now read.", flag_values=fv)
     flags.DEFINE_boolean("overwrite", False, "Remove what --output holds and start afresh.", flag_values=fv)
 
 
@@ -57,13 +67,19 @@ def run(fv: flags.FlagValues) -> int:
         raise ValueError(f"--num_workers must be 0 or more, got {fv.num_workers}.")
     if fv.hloc_features:
         refuse_existing(fv.hloc_features, fv.overwrite)  # before the hours of embedding
-    dataset = open_dataset(fv.dataset, fv.image_root, fv.query_root, fv.split, require_queries=False)
+    dataset = open_dataset(fv.dataset, fv.image_root, fv.query_root, fv.split, require_queries=False,
+                           check_files=fv.on_unreadable == "stop")
     image_paths, coordinates = dataset_rows(dataset, fv.images)
     image_size, max_side = image_policy(fv)
     folder = embed_database(fv.model, image_paths, coordinates, fv.output, image_size, max_side,
                             fv.batch_size, fv.shard_size, fv.num_workers, fv.ray_address,
-                            fv.cpus_per_worker, fv.gpus_per_worker, fv.overwrite, dims=fv.dims)
-    print(f"Embedded {len(image_paths)} images into {folder}")
+                            fv.cpus_per_worker, fv.gpus_per_worker, fv.overwrite, dims=fv.dims,
+                            on_unreadable=fv.on_unreadable, max_unreadable=fv.max_unreadable,
+                            retry_missing=fv.retry_missing)
+    missing = read_manifest(folder)["num_missing"]
+    print(f"Embedded {len(image_paths) - missing} of {len(image_paths)} images into {folder}"
+          + (f"; {missing} could not be read, listed in {folder / MISSING_FILE} (fix them, then rerun "
+             "with --retry_missing)" if missing else ""))
     if fv.hloc_features:
         write_hloc_features(folder, fv.hloc_features, fv.hloc_image_root or fv.image_root, fv.overwrite)
         print(f"Wrote hloc's global features to {fv.hloc_features}")

@@ -34,7 +34,9 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("dataset", None, "CSV of geotagged images; its database rows are indexed.", flag_values=fv)
     flags.DEFINE_string("descriptors", None, "A descriptor folder made by `netvlad-tf embed` (instead of "
                         "--model and --dataset).", flag_values=fv)
-    flags.DEFINE_string("output", None, "New index folder (required).", flag_values=fv)
+    flags.DEFINE_string("output", None, "New index folder (required unless --update).", flag_values=fv)
+    flags.DEFINE_string("update", None, "With --descriptors: an index built from that folder, to which the rows "
+                        "appended since are added (instead of --output; no rebuild).", flag_values=fv)
     flags.DEFINE_enum("index", "flat", sorted(INDEX_KINDS), "Search backend (ivfpq/hnsw for millions of images; "
                       "ivfsq8 for 4096-D descriptors).", flag_values=fv)
     flags.DEFINE_integer("num_lists", None, "IVF kinds: inverted lists (default 4·√N).", flag_values=fv)
@@ -51,6 +53,8 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 def run(fv: flags.FlagValues) -> int:
     """Runs the command on parsed flags; returns the exit status (errors are raised)."""
+    if fv.update is not None:
+        return _update(fv)
     require_flags(fv, "output")
     output = Path(fv.output)
     refuse_existing(output, fv.overwrite)
@@ -80,4 +84,22 @@ def run(fv: flags.FlagValues) -> int:
         places = PlaceIndex.build(model, dataset, fv.index, image_size, max_side, fv.batch_size, **parameters)
         places.save(output, fv.overwrite)
     print(f"Indexed {places.index.size} images into {output}")
+    return 0
+
+
+def _update(fv: flags.FlagValues) -> int:
+    """`--update`: adds a descriptor folder's appended rows to the index built from it."""
+    require_flags(fv, "descriptors")
+    given = [name for name in ("output", "model", "dataset", "dims", "num_lists") if fv[name].value is not None]
+    given += [name for name in ("on_disk", "num_workers") if fv[name].value]
+    if given:
+        raise ValueError(f"--update adds to an existing index as it was built; drop --{', --'.join(given)}.")
+    places = PlaceIndex.load(fv.update)
+    before = places.index.size
+    added = places.add_appended(fv.descriptors)
+    places.save(fv.update, overwrite=True)
+    print(f"Added {added} images to {fv.update} ({before} before, {places.index.size} now)")
+    advice = places.index.retrain_advice()
+    if advice:
+        print(advice)
     return 0

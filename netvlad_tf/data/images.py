@@ -243,20 +243,28 @@ def image_dataset(paths: Sequence, image_size=None, max_side: int | None = DEFAU
 
 def unreadable_images(paths: Sequence[str]) -> list[str]:
     """The paths among `paths` that are missing or do not decode as an image."""
-    return [str(path) for path in paths if not _readable(path)]
+    return [str(path) for path in paths if image_problem(path) is not None]
 
 
-def _readable(path) -> bool:
+def image_problem(path) -> str | None:
+    """Why `path` cannot be read under the image policy (missing, damaged, another format, too
+    large), as a one-line message naming it; None when it decodes.
+
+    Example:
+    >>> image_problem("gone.jpg")
+    'Image gone.jpg does not exist.'
+    """
     try:
         _, _, ratios = image_plan([path], max_side=None)
         _decode_file(path, int(ratios[0]))
-    except (ValueError, FileNotFoundError):
-        return False
-    return True
+    except (ValueError, FileNotFoundError) as error:
+        return str(error)
+    return None
 
 
 def indexed_image_batches(paths: Sequence, image_size=None, max_side: int | None = DEFAULT_MAX_SIDE,
-                          batch_size: int = 8) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                          batch_size: int = 8, unreadable: dict[int, str] | None = None,
+                          ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yields `(indices, images)` NumPy batches of `paths` under the image policy: images of
     one shape per batch, `indices` their positions in `paths`.
 
@@ -265,12 +273,65 @@ def indexed_image_batches(paths: Sequence, image_size=None, max_side: int | None
         image_size: `(H, W)` to resize every image to; None keeps native sizes.
         max_side: without `image_size`, the longest side allowed (downscaling only; None: uncapped).
         batch_size: images per batch.
+        unreadable: None stops at the first image that cannot be read; a dict skips such
+            images instead, recording each one's position with the reason (`image_problem`).
+            A file whose header reads but whose pixels do not is found when its batch fails:
+            the images not yet yielded are then checked one by one and the rest read again.
 
     Raises:
-        ValueError: an image that is missing, damaged or too large, named; or a batch that
-            failed for another reason (e.g. memory), saying so without blaming an image.
+        ValueError: an image that is missing, damaged or too large, named (without
+            `unreadable`); or a batch that failed for another reason (e.g. memory), saying so
+            without blaming an image.
+
+    Example:
+    >>> from netvlad_tf.sample_data import NORDLAND_DIR
+    >>> paths = sorted(str(p) for p in (NORDLAND_DIR / "images/summer").glob("*.png"))[:2] + ["gone.png"]
+    >>> skipped = {}
+    >>> [indices.tolist() for indices, _ in indexed_image_batches(paths, (32, 48), unreadable=skipped)]
+    [[0, 1]]
+    >>> skipped
+    {2: 'Image gone.png does not exist.'}
     """
     paths = [str(path) for path in paths]
+    if unreadable is None:
+        for indices, images, error in _batches_until_error(paths, image_size, max_side, batch_size):
+            if error is None:
+                yield indices, images
+                continue
+            problem = next(filter(None, map(image_problem, paths)), None)
+            raise ValueError(problem or f"Reading a batch of images failed: {short_tf_message(error)}") from None
+        return
+    pending = []
+    for position, path in enumerate(paths):
+        try:
+            image_plan([path], image_size, max_side)
+            pending.append(position)
+        except (ValueError, FileNotFoundError) as error:
+            unreadable[position] = str(error)
+    while pending:
+        yielded: set[int] = set()
+        for indices, images, error in _batches_until_error([paths[i] for i in pending], image_size,
+                                                           max_side, batch_size):
+            if error is None:
+                positions = np.asarray(pending, np.int64)[indices]
+                yielded.update(positions.tolist())
+                yield positions, images
+                continue
+            left = [position for position in pending if position not in yielded]
+            problems = {position: image_problem(paths[position]) for position in left}
+            bad = {position: problem for position, problem in problems.items() if problem}
+            if not bad:
+                raise ValueError(f"Reading a batch of images failed: {short_tf_message(error)}") from None
+            unreadable.update(bad)
+            pending = [position for position in left if position not in bad]
+            break
+        else:
+            return
+
+
+def _batches_until_error(paths: list[str], image_size, max_side, batch_size):
+    """`(indices, images, None)` per batch of `image_dataset`, then `(None, None, error)` once
+    if a batch fails to decode; memory exhaustion is a `ValueError` saying what to lower."""
     iterator = iter(image_dataset(paths, image_size, max_side, batch_size))
     while True:
         try:
@@ -278,15 +339,12 @@ def indexed_image_batches(paths: Sequence, image_size=None, max_side: int | None
         except StopIteration:
             return
         except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
-            bad = next((path for path in paths if not _readable(path)), None)
-            if bad is not None:
-                raise ValueError(f"Cannot read image {bad}: not a valid JPEG, PNG, GIF or BMP image "
-                                 f"({short_tf_message(error)}).") from None
-            raise ValueError(f"Reading a batch of images failed: {short_tf_message(error)}") from None
+            yield None, None, error
+            return
         except tf.errors.ResourceExhaustedError as error:
             raise ValueError(f"Out of memory reading a batch of {batch_size} images; lower the batch "
                              f"size or --max_side ({short_tf_message(error)}).") from None
-        yield indices.numpy(), images.numpy()
+        yield indices.numpy(), images.numpy(), None
 
 
 def image_batches(paths: Sequence, image_size=None, max_side: int | None = DEFAULT_MAX_SIDE,

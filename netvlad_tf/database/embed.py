@@ -1,11 +1,17 @@
 """Streaming, resumable embedding of an image database into a descriptor folder (`shards.py`).
 
 Descriptors are written a shard at a time, so memory stays that of one shard however large the
-database; rerunning the same call after a kill embeds only the shards that are missing.
+database; rerunning the same call after a kill embeds only the shards that are missing or
+damaged, a plan with rows appended embeds only the new rows, and images that cannot be read
+are recorded (and may be retried) instead of stopping the run.
 """
 
 from __future__ import annotations
 
+import bisect
+import csv
+import datetime
+import io
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,25 +21,30 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE
-from netvlad_tf.database.shard_writer import ShardWriter
+from netvlad_tf.database.shard_writer import DEFAULT_MAX_UNREADABLE, ShardWriter
 from netvlad_tf.database.shards import (
     FORMAT,
     FORMAT_VERSION,
     IDENTITY_KEYS,
+    MISSING_FILE,
     MODEL_FILE,
     ROWS_FILE,
     SHARDS_FOLDER,
     DescriptorFolderError,
+    MissingRow,
     file_sha256,
-    missing_shards,
+    missing_rows,
     read_manifest,
     rows_checksum,
     rows_in_shards,
     rows_table,
+    segments,
     shard_name,
+    shards_to_embed,
     write_manifest,
 )
-from netvlad_tf.io.atomic_writes import atomic_file
+from netvlad_tf.io.atomic_writes import atomic_file, write_bytes_atomically
+from netvlad_tf.io.progress import Progress
 from netvlad_tf.models.model import PlaceRecognitionModel
 from netvlad_tf.models.model_files import load_model_file
 
@@ -57,14 +68,22 @@ def embed_database(
     verbose: bool = True,
     on_shard_start: Callable[[int], None] | None = None,
     dims: int | None = None,
+    on_unreadable: str = "skip",
+    max_unreadable: float = DEFAULT_MAX_UNREADABLE,
+    retry_missing: bool = False,
 ) -> Path:
     """Embeds images into a descriptor folder of Parquet shards, resuming an unfinished one.
 
     The folder (`netvlad_tf.database.shards`) is written shard by shard; a run that is killed
-    keeps every finished shard, and the same call again embeds only the missing ones (with
-    another model or other settings it stops with one line saying which differs). Retrieval
-    needs the database's descriptors (paper Sec. 5.1); at city scale they outgrow RAM, so they
-    are streamed to disk instead of gathered.
+    keeps every finished shard, and the same call again embeds only the missing ones and those
+    that fail a cheap check (footer, row count and ids: a truncated shard is named and embedded
+    again). With another model or other settings it stops with one line saying which differs;
+    a plan whose first rows are the folder's (the same list with images appended) is an
+    append: only the new rows are embedded, as new shards, and the manifest records it.
+    An image that cannot be read is skipped: its row stays in the plan, marked missing with the
+    reason, and is listed in `missing.csv`; readers leave such rows out. Retrieval needs the
+    database's descriptors (paper Sec. 5.1); at city scale they outgrow RAM, so they are
+    streamed to disk instead of gathered.
 
     Args:
         model: the `.keras` model file (copied into the folder), or a Keras model (saved
@@ -88,13 +107,20 @@ def embed_database(
             it runs: in this process or in the Ray actor).
         dims: keep the first `dims` PCA-whitened dimensions (`PlaceRecognitionModel.with_dims`);
             the folder holds that compact model, and a resume must ask for the same `dims`.
+        on_unreadable: `"skip"` (record the row as missing and go on) or `"stop"`.
+        max_unreadable: with `"skip"`, the largest share of one shard's images that may be
+            unreadable before the run stops (a lost mount, not a few bad files).
+        retry_missing: read the folder's missing rows again (their files were fixed) and
+            embed those that now read.
 
     Returns:
         The folder, complete.
 
     Raises:
         DescriptorFolderError: `output` holds another plan, model or settings (resume refused).
-        ValueError: an unreadable image (named) or bad arguments.
+        UnreadableImagesError: more than `max_unreadable` of a shard's images cannot be read.
+        FileNotFoundError, ValueError: with `on_unreadable="stop"`, a missing or unreadable
+            image (named); ValueError: bad arguments.
 
     Example:
     >>> import tempfile, pathlib
@@ -117,22 +143,66 @@ def embed_database(
     if len(image_paths) == 0:
         raise ValueError("No images to embed.")
     loaded, manifest = _prepare_folder(output, model, list(image_paths), coordinates, image_size,
-                                       max_side, shard_size, overwrite, dims)
-    pending = missing_shards(output, manifest)
+                                       max_side, shard_size, overwrite, dims, verbose)
+    pending, damaged = shards_to_embed(output, manifest)
+    for shard, problem in damaged.items():
+        _say(verbose, f"{output / SHARDS_FOLDER / shard_name(shard)} {problem}: embedding it again.")
+    writer_options = {"on_unreadable": on_unreadable, "max_unreadable": max_unreadable}
+    writer = None
     if pending and num_workers:
         from netvlad_tf.database.ray_embed import embed_shards_on_ray
 
         embed_shards_on_ray(output, pending, manifest, num_workers, ray_address, cpus_per_worker,
-                            gpus_per_worker, batch_size, verbose, on_shard_start)
+                            gpus_per_worker, batch_size, verbose, on_shard_start, writer_options)
     elif pending:
-        writer = ShardWriter(output, manifest, batch_size, loaded)
+        writer = ShardWriter(output, manifest, batch_size, loaded, **writer_options)
         embed_shards_here(writer, pending, verbose, on_shard_start)
-    left = missing_shards(output, manifest)
+    left, _ = shards_to_embed(output, manifest)
     if left:
         raise DescriptorFolderError(f"{output}: {len(left)} shards were not written (first: "
                                     f"{shard_name(left[0])}); rerun the same command to finish them.")
-    write_manifest(output, {**manifest, "complete": True})
+    missing = missing_rows(output)
+    if retry_missing and missing:
+        write_manifest(output, {**manifest, "complete": False})
+        writer = writer or ShardWriter(output, manifest, batch_size, loaded, **writer_options)
+        _retry_missing_rows(writer, missing, verbose)
+        missing = missing_rows(output)
+    _write_missing_list(output, missing)
+    write_manifest(output, {**manifest, "complete": True, "num_missing": len(missing)})
     return output
+
+
+def _retry_missing_rows(writer: ShardWriter, missing: list[MissingRow], verbose: bool) -> None:
+    """Re-reads the missing rows, shard by shard, with a progress line over them."""
+    starts = [rows.start for rows in writer.ranges]
+    by_shard: dict[int, int] = {}
+    for row in missing:
+        shard = bisect.bisect_right(starts, row.row_id) - 1
+        by_shard[shard] = by_shard.get(shard, 0) + 1
+    progress = Progress(len(missing), "image", verbose, "retrying missing")
+    done = 0
+    for shard, count in sorted(by_shard.items()):
+        writer.retry_missing(shard)
+        done += count
+        progress.update(done)
+
+
+def _write_missing_list(output: Path, missing: list[MissingRow]) -> None:
+    """`missing.csv` (`row_id,image_path,reason`) when rows are missing; none otherwise."""
+    path = output / MISSING_FILE
+    if not missing:
+        path.unlink(missing_ok=True)
+        return
+    text = io.StringIO()
+    table = csv.writer(text, lineterminator="\n")
+    table.writerow(["row_id", "image_path", "reason"])
+    table.writerows([row.row_id, row.image_path, row.reason] for row in missing)
+    write_bytes_atomically(path, text.getvalue().encode(), overwrite=True)
+
+
+def _say(verbose: bool, message: str) -> None:
+    if verbose:
+        print(message, flush=True)
 
 
 def embed_shards_here(writer: ShardWriter, shards: Sequence[int], verbose: bool = True,
@@ -145,7 +215,7 @@ def embed_shards_here(writer: ShardWriter, shards: Sequence[int], verbose: bool 
         verbose: show a progress bar over the rows.
         on_shard_start: called with each shard number first.
     """
-    progress = keras.utils.Progbar(rows_in_shards(shards, writer.manifest), unit_name="image", verbose=1 if verbose else 0)
+    progress = Progress(rows_in_shards(shards, writer.manifest), "image", verbose, "embedding")
     done = 0
     for shard in shards:
         if on_shard_start is not None:
@@ -154,11 +224,12 @@ def embed_shards_here(writer: ShardWriter, shards: Sequence[int], verbose: bool 
         progress.update(done)
 
 
-def _prepare_folder(output: Path, model, image_paths: list[str], coordinates, image_size,
-                    max_side, shard_size: int, overwrite: bool, dims: int | None) -> tuple[keras.Model, dict]:
-    """Creates the folder (model copy, plan, manifest) or checks that it can be resumed;
-    returns the model and the manifest. With `dims` the folder's model is the compact one and
-    the manifest keeps the source file's checksum (its `descriptor_dim` is `dims`)."""
+def _prepare_folder(output: Path, model, image_paths: list[str], coordinates, image_size, max_side,
+                    shard_size: int, overwrite: bool, dims: int | None, verbose: bool) -> tuple[keras.Model, dict]:
+    """Creates the folder (model copy, plan, manifest) or checks that it can be resumed or
+    appended to; returns the model and the manifest. With `dims` the folder's model is the
+    compact one and the manifest keeps the source file's checksum (its `descriptor_dim` is
+    `dims`)."""
     in_memory = isinstance(model, keras.Model)
     loaded = model if in_memory else load_model_file(model, place_model=dims is not None)
     if dims is not None:
@@ -183,6 +254,8 @@ def _prepare_folder(output: Path, model, image_paths: list[str], coordinates, im
     existing = read_manifest(output) if output.is_dir() and not in_memory else None
     if existing is not None:
         different = [key for key in IDENTITY_KEYS if existing[key] != identity[key]]
+        if different and _appends(existing, identity, rows, different):
+            return loaded, _append_rows(output, existing, identity, rows, verbose)
         if different:
             raise DescriptorFolderError(
                 f"{output} was embedded with another {', '.join(different)} ({existing[different[0]]!r} "
@@ -203,10 +276,36 @@ def _prepare_folder(output: Path, model, image_paths: list[str], coordinates, im
         identity["model_sha256"] = file_sha256(output / MODEL_FILE)
     with atomic_file(output / ROWS_FILE, overwrite=True) as staging:
         pq.write_table(rows, staging)
-    manifest = {"format": FORMAT, "version": FORMAT_VERSION, "model_name": loaded.name,
-                **identity, "complete": False}
+    manifest = {"format": FORMAT, "version": FORMAT_VERSION, "model_name": loaded.name, **identity,
+                "segments": [_segment(0, rows.num_rows)], "complete": False}
     write_manifest(output, manifest)
     return loaded, manifest
+
+
+def _appends(existing: dict, identity: dict, rows, different: list[str]) -> bool:
+    """Whether the new plan is the folder's with rows appended (all else equal)."""
+    return (set(different) <= {"num_rows", "rows_sha256"} and rows.num_rows > existing["num_rows"]
+            and rows_checksum(rows.slice(0, existing["num_rows"])) == existing["rows_sha256"])
+
+
+def _append_rows(output: Path, existing: dict, identity: dict, rows, verbose: bool) -> dict:
+    """Makes the appended plan the folder's: the new rows become a segment of their own (new
+    shards); the plan is written before the manifest, so a kill in between leaves a folder
+    that the same call appends to again."""
+    with atomic_file(output / ROWS_FILE, overwrite=True) as staging:
+        pq.write_table(rows, staging)
+    added = rows.num_rows - existing["num_rows"]
+    manifest = {**existing, "num_rows": identity["num_rows"], "rows_sha256": identity["rows_sha256"],
+                "segments": segments(existing) + [_segment(existing["num_rows"], added)], "complete": False}
+    write_manifest(output, manifest)
+    _say(verbose, f"Appending {added} images to {output} (its {existing['num_rows']} rows are kept).")
+    return manifest
+
+
+def _segment(first_row: int, num_rows: int) -> dict:
+    """A manifest segment: rows `[first_row, first_row + num_rows)`, added now."""
+    return {"first_row": first_row, "num_rows": num_rows,
+            "added": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
 def dataset_rows(dataset, part: str = "database") -> tuple[list[str], np.ndarray]:

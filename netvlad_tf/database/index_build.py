@@ -10,18 +10,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import keras
 import numpy as np
 
-from netvlad_tf.data.sampling import evenly_spaced
 from netvlad_tf.database.shards import (
     SHARDS_FOLDER,
     complete_manifest,
     iter_shards,
-    num_shards,
     read_shard,
+    shard_missing_rows,
     shard_name,
+    shard_ranges,
 )
+from netvlad_tf.io.progress import Progress
 from netvlad_tf.retrieval import DescriptorIndex, create_index
 from netvlad_tf.retrieval.faiss_backends import ON_DISK_LISTS_FILE, write_ivf_part
 
@@ -36,7 +36,8 @@ def build_index_from_shards(
     verbose: bool = True,
     **parameters,
 ) -> DescriptorIndex:
-    """A search index over every descriptor of a finished descriptor folder, row i being id i.
+    """A search index over every descriptor of a finished descriptor folder: id i is the i-th
+    embedded row (rows whose image could not be read are left out, so ids are consecutive).
 
     Args:
         directory: the descriptor folder (`netvlad-tf embed`).
@@ -62,7 +63,7 @@ def build_index_from_shards(
     """
     directory = Path(directory)
     manifest = complete_manifest(directory)
-    total = manifest["num_rows"]
+    total = manifest["num_rows"] - manifest.get("num_missing", 0)
     index = create_index(kind, manifest["descriptor_dim"], model_name=manifest["model_name"], **parameters)
     in_parts = hasattr(index, "merge_parts") and (on_disk or num_workers > 0)
     if (on_disk or num_workers) and not hasattr(index, "merge_parts"):
@@ -71,25 +72,25 @@ def build_index_from_shards(
         raise ValueError("An index built in parts needs a work_dir for them.")
     if hasattr(index, "training_sample_size"):
         index.train(training_sample(directory, index.training_sample_size(total)), database_size=total)
-    progress = keras.utils.Progbar(num_shards(total, manifest["shard_size"]), unit_name="shard",
-                                   verbose=1 if verbose else 0)
+    ranges = shard_ranges(manifest)
+    progress = Progress(len(ranges), "shard", verbose, "indexing")
     if not in_parts:
-        for done, shard in enumerate(iter_shards(directory), 1):
-            index.add(shard.descriptors)
-            progress.update(done)
+        add_shards(index, iter_shards(directory), progress)
         return index
     parts_dir = Path(work_dir) / "parts"
     parts_dir.mkdir(parents=True, exist_ok=True)
-    shard_files = [directory / SHARDS_FOLDER / shard_name(i)
-                   for i in range(num_shards(total, manifest["shard_size"]))]
+    shard_files = [directory / SHARDS_FOLDER / shard_name(i) for i in range(len(ranges))]
     part_files = [parts_dir / f"{path.stem}.index" for path in shard_files]
+    # Each shard's first id: the embedded rows before it.
+    embedded = [len(rows) - len(shard_missing_rows(path)) for rows, path in zip(ranges, shard_files)]
+    first_ids = np.concatenate([[0], np.cumsum(embedded)[:-1]]).astype(np.int64)
     state = index.trained_state()
     if num_workers:
-        _write_parts_on_ray(state, shard_files, part_files, manifest["descriptor_dim"], num_workers,
+        _write_parts_on_ray(state, shard_files, first_ids, part_files, manifest["descriptor_dim"], num_workers,
                             ray_address, progress)
     else:
-        for done, (shard_file, part_file) in enumerate(zip(shard_files, part_files), 1):
-            write_part_from_shard(state, shard_file, manifest["descriptor_dim"], part_file)
+        for done, (shard_file, first_id, part_file) in enumerate(zip(shard_files, first_ids, part_files), 1):
+            write_part_from_shard(state, shard_file, int(first_id), manifest["descriptor_dim"], part_file)
             progress.update(done)
     index.merge_parts(part_files, Path(work_dir) / ON_DISK_LISTS_FILE if on_disk else None)
     for part_file in part_files:
@@ -97,46 +98,74 @@ def build_index_from_shards(
     return index
 
 
+def add_shards(index: DescriptorIndex, shards, progress: Progress | None = None) -> int:
+    """Adds the embedded rows of `shards` (`DescriptorShard`s, in row order) to `index`, their
+    ids continuing from its size; returns how many were added.
+
+    Args:
+        index: a trained (or untrained flat/HNSW/NumPy) index.
+        shards: the shards to add.
+        progress: advanced by one per shard.
+    """
+    added = 0
+    for done, shard in enumerate(shards, 1):
+        if len(shard.descriptors):
+            index.add(shard.descriptors)
+        added += len(shard.descriptors)
+        if progress is not None:
+            progress.update(done)
+    return added
+
+
 def training_sample(directory, count: int) -> np.ndarray:
-    """`count` descriptors spread evenly over a folder's rows (a database is often ordered
-    along a route; its first rows would show the index one neighbourhood only).
+    """`count` descriptors spread evenly over a folder's embedded rows, row `⌊i·M/count⌋` for
+    i < count (a database is often ordered along a route; its first rows would show the index
+    one neighbourhood only). Exactly `count` (at most M), so IVF training gets the 39 rows per
+    list it asks for.
 
     Args:
         directory: a finished descriptor folder.
         count: how many rows (at most all).
     """
     manifest = complete_manifest(directory)
-    rows = np.array(evenly_spaced(range(manifest["num_rows"]), count), np.int64)
-    sample = np.zeros((len(rows), manifest["descriptor_dim"]), np.float32)
+    embedded = manifest["num_rows"] - manifest.get("num_missing", 0)
+    count = min(count, embedded)
+    positions = np.arange(count, dtype=np.int64) * embedded // count
+    sample = np.zeros((len(positions), manifest["descriptor_dim"]), np.float32)
+    start = 0
     for shard in iter_shards(directory):
-        start, stop = shard.row_ids[0], shard.row_ids[-1] + 1
-        chosen = np.flatnonzero((rows >= start) & (rows < stop))
-        sample[chosen] = shard.descriptors[rows[chosen] - start]
+        stop = start + len(shard.descriptors)
+        chosen = np.flatnonzero((positions >= start) & (positions < stop))
+        sample[chosen] = shard.descriptors[positions[chosen] - start]
+        start = stop
     return sample
 
 
-def write_part_from_shard(trained_state: bytes, shard_file, dim: int, part_file) -> None:
-    """Reads one shard and writes its IVF part (`write_ivf_part`) under its global row ids.
+def write_part_from_shard(trained_state: bytes, shard_file, first_id: int, dim: int, part_file) -> None:
+    """Reads one shard and writes its IVF part (`write_ivf_part`), its embedded rows under the
+    ids `first_id`, `first_id + 1`, ….
 
     Args:
         trained_state: the trained empty index, serialised.
         shard_file: the shard.
+        first_id: the id of its first embedded row (the embedded rows before this shard).
         dim: its descriptor length.
         part_file: the part to write.
     """
     shard = read_shard(shard_file, dim)
-    write_ivf_part(trained_state, shard.descriptors, shard.row_ids, part_file)
+    ids = np.arange(first_id, first_id + len(shard.descriptors), dtype=np.int64)
+    write_ivf_part(trained_state, shard.descriptors, ids, part_file)
 
 
-def _write_parts_on_ray(state: bytes, shard_files, part_files, dim: int, num_workers: int,
+def _write_parts_on_ray(state: bytes, shard_files, first_ids, part_files, dim: int, num_workers: int,
                         ray_address: str | None, progress) -> None:
     from netvlad_tf.database.ray_embed import ray_session
 
     with ray_session(ray_address, num_workers) as ray:
         task = ray.remote(num_cpus=1, max_retries=3)(write_part_from_shard)
         state_ref = ray.put(state)
-        pending = [task.remote(state_ref, str(shard), dim, str(part))
-                   for shard, part in zip(shard_files, part_files)]
+        pending = [task.remote(state_ref, str(shard), int(first_id), dim, str(part))
+                   for shard, first_id, part in zip(shard_files, first_ids, part_files)]
         done = 0
         while pending:
             finished, pending = ray.wait(pending, num_returns=1)

@@ -13,11 +13,21 @@ import numpy as np
 from netvlad_tf.data.geo_dataset import GeoDataset
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE
 from netvlad_tf.database.embed import dataset_rows, embed_database
-from netvlad_tf.database.index_build import build_index_from_shards
+from netvlad_tf.database.index_build import add_shards, build_index_from_shards
 from netvlad_tf.database.shards import MODEL_FILE as DESCRIPTOR_MODEL_FILE
-from netvlad_tf.database.shards import complete_manifest, read_plan
+from netvlad_tf.database.shards import (
+    SHARDS_FOLDER,
+    complete_manifest,
+    missing_rows,
+    read_plan,
+    read_shard,
+    rows_prefix_checksum,
+    shard_name,
+    shard_ranges,
+)
 from netvlad_tf.inference.embedding import embed_images
 from netvlad_tf.io.atomic_writes import atomic_directory
+from netvlad_tf.io.progress import Progress
 from netvlad_tf.models.model import PlaceRecognitionModel
 from netvlad_tf.models.model_files import load_model_file
 from netvlad_tf.retrieval import DescriptorIndex, load_index
@@ -25,6 +35,8 @@ from netvlad_tf.retrieval import DescriptorIndex, load_index
 PLACES_FILE = "places.json"
 MODEL_FILE = "model.keras"
 INDEX_FOLDER = "index"
+# What a place index records of the descriptor folder it was built from, to add its appended rows.
+SOURCE_KEYS = ("model_sha256", "descriptor_dim", "num_rows", "rows_sha256", "num_missing")
 
 
 @dataclass
@@ -61,6 +73,8 @@ class PlaceIndex:
     coordinates: np.ndarray
     image_size: tuple[int, int] | None
     max_side: int | None = DEFAULT_MAX_SIDE
+    # The descriptor folder's identity (`SOURCE_KEYS`) when built from one: what `add_appended` checks.
+    source: dict | None = None
 
     @classmethod
     def build(cls, model, dataset: GeoDataset, index_kind: str = "flat", image_size=None,
@@ -107,17 +121,67 @@ class PlaceIndex:
             **parameters: the index kind's options (e.g. `num_lists`).
 
         Returns:
-            The `PlaceIndex` (save it with `save`).
+            The `PlaceIndex` (save it with `save`); rows whose image could not be read are
+            not in it.
         """
         directory = Path(directory)
         manifest = complete_manifest(directory)
         index = build_index_from_shards(directory, index_kind, work_dir, on_disk, num_workers,
                                         ray_address, verbose, **parameters)
         image_paths, coordinates = read_plan(directory)
+        left_out = {row.row_id for row in missing_rows(directory)}
+        kept = [row for row in range(manifest["num_rows"]) if row not in left_out]
         image_size = tuple(manifest["image_size"]) if manifest["image_size"] else None
         if model is None:
             model = load_model_file(directory / DESCRIPTOR_MODEL_FILE, place_model=False)
-        return cls(model, index, image_paths, coordinates, image_size, manifest["max_side"])
+        return cls(model, index, [image_paths[row] for row in kept], coordinates[kept], image_size,
+                   manifest["max_side"], _source(manifest))
+
+    def add_appended(self, directory, verbose: bool = True) -> int:
+        """Adds the rows appended to the descriptor folder this index was built from (`embed`
+        with the same list and images appended) without rebuilding: the new shards go into
+        the index as they are (an IVF index into its trained lists), so exact kinds search
+        exactly as a rebuilt index would.
+
+        Args:
+            directory: the descriptor folder, finished, holding this index's rows first.
+            verbose: show a progress line over the new shards.
+
+        Returns:
+            How many images were added.
+
+        Raises:
+            ValueError: the index was not built from a descriptor folder, or `directory` is
+                another folder (model, dimension or first rows differ), or the index cannot
+                grow (IVF lists on disk).
+        """
+        directory = Path(directory)
+        manifest = complete_manifest(directory)
+        if self.source is None:
+            raise ValueError("This place index was not built from a descriptor folder (`netvlad-tf index "
+                             "--descriptors`), so rows cannot be added to it; rebuild it.")
+        different = [key for key in ("model_sha256", "descriptor_dim") if manifest[key] != self.source[key]]
+        if different:
+            raise ValueError(f"{directory} was embedded with another {different[0]} than this index's folder; "
+                             "rebuild the index from it instead.")
+        indexed = self.source["num_rows"]
+        if manifest["num_rows"] < indexed or rows_prefix_checksum(directory, indexed) != self.source["rows_sha256"]:
+            raise ValueError(f"The first {indexed} rows of {directory} are not the ones this index holds; "
+                             "rebuild the index from it instead.")
+        if sum(row.row_id < indexed for row in missing_rows(directory)) != self.source["num_missing"]:
+            raise ValueError(f"Missing rows of {directory} were embedded (--retry_missing) since this index was "
+                             "built; rebuild the index from it instead.")
+        if not self.index.can_add:
+            raise ValueError(f"A {self.index.backend} index with its inverted lists on disk cannot grow; "
+                             "rebuild it from the descriptor folder.")
+        new_shards = [shard for shard, rows in enumerate(shard_ranges(manifest)) if rows.start >= indexed]
+        shards = [read_shard(directory / SHARDS_FOLDER / shard_name(shard), manifest["descriptor_dim"])
+                  for shard in new_shards]
+        added = add_shards(self.index, shards, Progress(len(new_shards), "shard", verbose, "indexing"))
+        self.image_paths = self.image_paths + [path for shard in shards for path in shard.image_paths]
+        self.coordinates = np.concatenate([self.coordinates] + [shard.coordinates for shard in shards])
+        self.source = _source(manifest)
+        return added
 
     def save(self, directory, overwrite: bool = False) -> None:
         """Writes the model, the index and the places into `directory`, atomically."""
@@ -132,6 +196,7 @@ class PlaceIndex:
                                 for pair in self.coordinates.tolist()],
                 "image_size": list(self.image_size) if self.image_size else None,
                 "max_side": self.max_side,
+                "descriptor_folder": self.source,
             }
             (staging / PLACES_FILE).write_text(json.dumps(places, allow_nan=False))
 
@@ -148,7 +213,7 @@ class PlaceIndex:
             raise ValueError(f"{directory}: {PLACES_FILE} lists {len(places['image_paths'])} places but "
                              f"{INDEX_FOLDER}/ holds {index.size} descriptors.")
         return cls(model, index, places["image_paths"], places["coordinates"], places["image_size"],
-                   places["max_side"])
+                   places["max_side"], places["descriptor_folder"])
 
     def query(self, photo_paths: Sequence[str], top_k: int = 5) -> list[list[PlaceMatch]]:
         """The `top_k` database images nearest to each photo, with their coordinates."""
@@ -164,6 +229,12 @@ class PlaceIndex:
             ]
             for row_indices, row_distances in zip(indices, distances)
         ]
+
+
+def _source(manifest: dict) -> dict:
+    """What a place index records of the finished descriptor folder it holds."""
+    return {**{key: manifest[key] for key in SOURCE_KEYS if key != "num_missing"},
+            "num_missing": manifest.get("num_missing", 0)}
 
 
 def _known(pair: np.ndarray) -> tuple[float | None, float | None]:
@@ -199,5 +270,8 @@ def _read_places(path: Path) -> dict:
     max_side = places.get("max_side", DEFAULT_MAX_SIDE)
     if max_side is not None and (not isinstance(max_side, int) or max_side < 1):
         raise ValueError(f"{path}: 'max_side' must be null or a positive number of pixels, got {max_side!r}.")
-    return {"image_paths": paths, "coordinates": coordinates,
-            "image_size": tuple(size) if size else None, "max_side": max_side}
+    source = places.get("descriptor_folder")
+    if source is not None and (not isinstance(source, dict) or any(key not in source for key in SOURCE_KEYS)):
+        raise ValueError(f"{path}: 'descriptor_folder' must be null or an object with {', '.join(SOURCE_KEYS)}.")
+    return {"image_paths": paths, "coordinates": coordinates, "image_size": tuple(size) if size else None,
+            "max_side": max_side, "descriptor_folder": source}

@@ -14,9 +14,8 @@ import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import keras
-
 from netvlad_tf.database.shards import rows_in_shards
+from netvlad_tf.io.progress import Progress
 
 # Driver-side work (the input blocks, the scheduler) needs CPUs of its own besides the actors;
 # without them two 1-CPU actors on a 2-core machine starve the read task and Ray waits forever.
@@ -67,17 +66,18 @@ class ShardActor:
         batch_size: images per forward pass.
         threads: TensorFlow's intra-op threads in this actor (its CPU share).
         on_shard_start: called with each shard number before it is embedded.
+        writer_options: `ShardWriter`'s `on_unreadable` and `max_unreadable`.
     """
 
     def __init__(self, directory: str, manifest: dict, batch_size: int, threads: int,
-                 on_shard_start: Callable[[int], None] | None = None):
+                 on_shard_start: Callable[[int], None] | None = None, writer_options: dict | None = None):
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
         from netvlad_tf.database.shard_writer import ShardWriter
 
-        self.writer = ShardWriter(directory, manifest, batch_size)
+        self.writer = ShardWriter(directory, manifest, batch_size, **(writer_options or {}))
         self.on_shard_start = on_shard_start
 
     def __call__(self, batch: dict) -> dict:
@@ -93,7 +93,8 @@ class ShardActor:
 def embed_shards_on_ray(directory: Path, shards: Sequence[int], manifest: dict, num_workers: int,
                         ray_address: str | None, cpus_per_worker: float, gpus_per_worker: float,
                         batch_size: int, verbose: bool = True,
-                        on_shard_start: Callable[[int], None] | None = None) -> None:
+                        on_shard_start: Callable[[int], None] | None = None,
+                        writer_options: dict | None = None) -> None:
     """Writes the listed shards of a prepared descriptor folder with `num_workers` Ray actors.
 
     Connects to `ray_address` (or the cluster this process is connected to already); without
@@ -110,6 +111,7 @@ def embed_shards_on_ray(directory: Path, shards: Sequence[int], manifest: dict, 
         batch_size: images per forward pass.
         verbose: show a progress bar over the rows.
         on_shard_start: called in the actor with each shard number first.
+        writer_options: `ShardWriter`'s `on_unreadable` and `max_unreadable`.
     """
     with ray_session(ray_address, num_workers * cpus_per_worker) as ray:
         context = ray.data.DataContext.get_current()
@@ -120,14 +122,14 @@ def embed_shards_on_ray(directory: Path, shards: Sequence[int], manifest: dict, 
             fn_constructor_kwargs={
                 "directory": str(Path(directory).resolve()), "manifest": manifest,
                 "batch_size": batch_size, "threads": max(1, math.ceil(cpus_per_worker)),
-                "on_shard_start": on_shard_start,
+                "on_shard_start": on_shard_start, "writer_options": writer_options,
             },
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=num_workers),
             num_cpus=cpus_per_worker,
             num_gpus=gpus_per_worker or None,
         )
-        progress = keras.utils.Progbar(rows_in_shards(shards, manifest), unit_name="image", verbose=1 if verbose else 0)
+        progress = Progress(rows_in_shards(shards, manifest), "image", verbose, "embedding")
         done = 0
         for row in written.iter_rows():
             done += int(row["rows"])

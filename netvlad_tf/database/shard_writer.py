@@ -5,12 +5,31 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
+import numpy as np
 import pyarrow.parquet as pq
 
 from netvlad_tf.data.images import indexed_image_batches
-from netvlad_tf.database.shards import MODEL_FILE, ROWS_FILE, SHARDS_FOLDER, shard_name, shard_rows, write_shard
-from netvlad_tf.inference.embedding import predict_all
+from netvlad_tf.database.shards import (
+    MODEL_FILE,
+    ROWS_FILE,
+    SHARDS_FOLDER,
+    read_shard,
+    shard_name,
+    shard_ranges,
+    write_shard,
+)
+from netvlad_tf.inference.embedding import predict_batches
 from netvlad_tf.models.model_files import load_model_file
+
+# What `embed` does with an image it cannot read: skip it (the row is kept, marked missing) or stop.
+ON_UNREADABLE = ("skip", "stop")
+# By default a shard is refused when more than this share of its images cannot be read: many
+# failures at once are a lost mount or a wrong image root, not a few bad files.
+DEFAULT_MAX_UNREADABLE = 0.1
+
+
+class UnreadableImagesError(ValueError):
+    """Too many images of one shard could not be read (a lost mount rather than bad files)."""
 
 
 class ShardWriter:
@@ -22,23 +41,79 @@ class ShardWriter:
         manifest: its manifest.
         batch_size: images per forward pass.
         model: the model, when loaded already (None: read the folder's `model.keras`).
+        on_unreadable: `"skip"` marks the row of an image that cannot be read as missing (its
+            reason kept in the shard); `"stop"` stops at it, naming it.
+        max_unreadable: with `"skip"`, the largest share of a shard's images that may be
+            unreadable; above it nothing is written for that shard and the run stops.
     """
 
-    def __init__(self, directory, manifest: dict, batch_size: int, model: keras.Model | None = None):
+    def __init__(self, directory, manifest: dict, batch_size: int, model: keras.Model | None = None,
+                 on_unreadable: str = "skip", max_unreadable: float = DEFAULT_MAX_UNREADABLE):
+        if on_unreadable not in ON_UNREADABLE:
+            raise ValueError(f"on_unreadable must be one of {ON_UNREADABLE}, got {on_unreadable!r}.")
+        if not 0 <= max_unreadable <= 1:
+            raise ValueError(f"max_unreadable is a share of a shard's images, 0 to 1, got {max_unreadable}.")
         self.directory = Path(directory)
         self.manifest = manifest
         self.batch_size = batch_size
+        self.on_unreadable = on_unreadable
+        self.max_unreadable = max_unreadable
         self.model = model if model is not None else load_model_file(self.directory / MODEL_FILE, place_model=False)
         self.rows = pq.read_table(self.directory / ROWS_FILE)
+        self.ranges = shard_ranges(manifest)
         size = manifest["image_size"]
         self.image_size = tuple(size) if size else None
 
     def write(self, shard: int) -> int:
-        """Embeds and writes one shard; returns its number of rows."""
-        rows = shard_rows(shard, self.manifest["shard_size"], self.manifest["num_rows"])
+        """Embeds and writes one shard; returns its number of rows.
+
+        Raises:
+            UnreadableImagesError: more than `max_unreadable` of its images cannot be read.
+            ValueError: with `on_unreadable="stop"`, the first image that cannot be read.
+        """
+        rows = self.ranges[shard]
         plan = self.rows.slice(rows.start, len(rows))
-        paths = plan.column("image_path").to_pylist()
-        batches = indexed_image_batches(paths, self.image_size, self.manifest["max_side"], self.batch_size)
-        descriptors = predict_all(self.model, batches, len(paths), verbose=False)
-        write_shard(self.directory / SHARDS_FOLDER / shard_name(shard), plan, descriptors)
+        descriptors, missing = self._embed(plan.column("image_path").to_pylist(), shard)
+        write_shard(self._path(shard), plan, descriptors, missing)
         return len(rows)
+
+    def retry_missing(self, shard: int) -> int:
+        """Reads the missing rows of a written shard again (their files were fixed) and rewrites
+        it with those that now read; returns how many are still missing."""
+        path = self._path(shard)
+        written = read_shard(path, self.manifest["descriptor_dim"])
+        rows = self.ranges[shard]
+        plan = self.rows.slice(rows.start, len(rows))
+        descriptors = np.zeros((len(rows), self.manifest["descriptor_dim"]), np.float32)
+        descriptors[written.row_ids - rows.start] = written.descriptors
+        positions = written.missing_row_ids - rows.start
+        paths = plan.column("image_path").to_pylist()
+        retried, still_missing = self._embed([paths[i] for i in positions], shard)
+        descriptors[positions] = retried
+        missing = {int(positions[i]): reason for i, reason in still_missing.items()}
+        write_shard(path, plan, descriptors, missing)
+        return len(missing)
+
+    def _embed(self, paths: list[str], shard: int) -> tuple[np.ndarray, dict[int, str]]:
+        """Descriptors of `paths` (zero rows for those that cannot be read) and the unreadable
+        ones' positions with their reasons."""
+        descriptors = np.zeros((len(paths), self.manifest["descriptor_dim"]), np.float32)
+        if not paths:
+            return descriptors, {}
+        missing: dict[int, str] | None = None if self.on_unreadable == "stop" else {}
+        batches = indexed_image_batches(paths, self.image_size, self.manifest["max_side"], self.batch_size,
+                                        unreadable=missing)
+        for indices, (output, *_) in predict_batches(self.model, batches, len(paths), verbose=False):
+            descriptors[indices] = output
+        missing = missing or {}
+        if len(missing) > self.max_unreadable * len(paths):
+            first = missing[min(missing)]
+            raise UnreadableImagesError(
+                f"{shard_name(shard)}: {len(missing)} of {len(paths)} images cannot be read (first: {first}), "
+                f"more than --max_unreadable={self.max_unreadable:g} of a shard: is the image storage mounted? "
+                "Nothing was written for this shard; fix it and rerun the same command to go on.")
+        return descriptors, missing
+
+    def _path(self, shard: int) -> Path:
+        return self.directory / SHARDS_FOLDER / shard_name(shard)
+

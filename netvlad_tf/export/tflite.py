@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def export_tflite(
     path = Path(path)
     refuse_existing(path, overwrite)
     frozen = constant_forward(model, (1, *image_size, 3))
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], trackable_obj=model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize != "none":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -100,17 +101,23 @@ def export_tflite(
 def _selectively_quantized(converter, frozen, model: keras.Model) -> bytes:
     """int8 everywhere except the float layers: the quantisation debugger's denylist."""
     float_nodes = _float_node_names(frozen, model)
-    debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=converter,
-        debug_dataset=converter.representative_dataset,
-        debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=float_nodes),
-    )
-    return debugger.get_nondebug_quantized_model()
+    with warnings.catch_warnings():
+        # The debugger builds TensorFlow's own interpreter (deprecated for LiteRT's, which
+        # netvlad_tf runs models with) only to debug, which this conversion never does; and
+        # the converter's note on input statistics concerns int8 inputs, ours are float32.
+        warnings.filterwarnings("ignore", "\\s*Warning: tf.lite.Interpreter is deprecated", UserWarning)
+        warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected", UserWarning)
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter,
+            debug_dataset=converter.representative_dataset,
+            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=float_nodes),
+        )
+        return debugger.get_nondebug_quantized_model()
 
 
 def _float_node_names(frozen, model: keras.Model) -> list[str]:
     """Output tensor names of the ops to keep in float32, read from a float conversion."""
-    float_model = read_model(tf.lite.TFLiteConverter.from_concrete_functions([frozen]).convert())
+    float_model = read_model(tf.lite.TFLiteConverter.from_concrete_functions([frozen], trackable_obj=model).convert())
     subgraph = float_model.subgraphs[0]
     backbone = getattr(model, "backbone", None)
     backbone_name = f"/{backbone.name}" if backbone is not None else None

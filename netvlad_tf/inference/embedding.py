@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE, indexed_image_batches
+from netvlad_tf.io.progress import Progress
 from netvlad_tf.io.tf_errors import short_tf_message
 
 _COMPILED_FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -84,7 +85,7 @@ def predict_batches(model: keras.Model, batches: Iterable[tuple[np.ndarray, np.n
     >>> [indices.tolist() for indices, _ in predict_batches(model, batches, 3, verbose=False)]
     [[0, 1], [2]]
     """
-    progress = keras.utils.Progbar(num_items, unit_name="image", verbose=1 if verbose else 0)
+    progress = Progress(num_items, "image", verbose, "embedding")
     embedder = Embedder(model)
     done = 0
     for indices, inputs in batches:

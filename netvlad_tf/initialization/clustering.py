@@ -10,6 +10,7 @@ import numpy as np
 
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE, image_batches
 from netvlad_tf.data.sampling import evenly_spaced
+from netvlad_tf.io.progress import Progress
 from netvlad_tf.layers.netvlad import NetVLAD
 from netvlad_tf.layers.normalization import l2_normalize_rows
 
@@ -49,7 +50,7 @@ def sample_local_descriptors(
     (20, 512)
     """
     rng = np.random.default_rng(seed)
-    progress = keras.utils.Progbar(num_descriptors, unit_name="descriptor", verbose=int(verbose))
+    progress = Progress(num_descriptors, "descriptor", verbose, "sampling")
     sampled, count = [], 0
     for batch in image_batches:
         feature_maps = keras.ops.convert_to_numpy(backbone(batch, training=False))

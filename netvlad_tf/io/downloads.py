@@ -16,9 +16,8 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-import keras
-
 from netvlad_tf.io.atomic_writes import atomic_directory
+from netvlad_tf.io.progress import Progress
 
 MIRROR_VARIABLE = "NETVLAD_TF_MIRROR"
 PART_SUFFIX = ".part"
@@ -75,7 +74,7 @@ def download(url: str, target, expected_bytes: int | None = None, sha256: str | 
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + PART_SUFFIX)
     source = file_url(url, target.name)
-    progress = keras.utils.Progbar(expected_bytes, unit_name="byte", verbose=1 if verbose else 0)
+    progress = Progress(expected_bytes, "byte", verbose, "downloading")
     for attempt in range(1, ATTEMPTS + 1):
         try:
             total = _fetch(source, part, progress)
@@ -105,7 +104,7 @@ def _fetch(source: str, part: Path, progress) -> int | None:
         length = response.headers.get("Content-Length")
         total = done + int(length) if length is not None else None
         if total is not None:
-            progress.target = total
+            progress.total = total
         with open(part, "ab" if done else "wb") as file:
             while block := response.read(CHUNK_BYTES):
                 file.write(block)

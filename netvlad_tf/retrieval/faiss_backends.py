@@ -41,6 +41,9 @@ class _FaissIndex(DescriptorIndex):
         # An on-disk index finds its inverted lists beside its own file (not where they were
         # written), so its folder can be moved. Not IO_FLAG_MMAP: faiss 1.15 crashes searching it.
         index._index = faiss.read_index(str(directory / INDEX_FILE), faiss.IO_FLAG_ONDISK_SAME_DIR)
+        if index._index.d != index.dim:
+            raise ValueError(f"{directory / INDEX_FILE} holds {index._index.d}-D vectors, its metadata says "
+                             f"{index.dim}-D")
         index._after_load(directory)
         return index
 
@@ -95,6 +98,17 @@ class _FaissIVFIndex(_FaissIndex):
 
     def _encoding(self) -> str:
         raise NotImplementedError
+
+    @property
+    def can_add(self) -> bool:
+        return self._on_disk_lists is None
+
+    def retrain_advice(self) -> str | None:
+        advised = _default_num_lists(self.size, self.size)
+        if self.num_lists is None or 2 * self.num_lists >= advised:
+            return None
+        return (f"The index holds {self.size} vectors in {self.num_lists} inverted lists, under half the "
+                f"{advised} that 4·√N advises: rebuild it (without --update) to retrain it for its size.")
 
     def _factory_encoding(self) -> str:
         """The encoding as `faiss.index_factory` spells it, with its build options."""

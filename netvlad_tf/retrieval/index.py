@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from netvlad_tf.io.atomic_writes import atomic_directory
+from netvlad_tf.io.progress import Progress
 from netvlad_tf.io.registries import registering
 
 METRICS = ("l2", "ip")
@@ -60,6 +60,16 @@ class DescriptorIndex:
         """Appends `(N, dim)` descriptors; their indices continue from `size`."""
         self._add(self._checked(descriptors, "descriptors"))
 
+    @property
+    def can_add(self) -> bool:
+        """Whether descriptors can still be added (an IVF index with its lists on disk cannot)."""
+        return True
+
+    def retrain_advice(self) -> str | None:
+        """One line advising a rebuild when the index has outgrown its training (IVF lists
+        sized for a much smaller database), else None."""
+        return None
+
     def train(self, sample: np.ndarray, database_size: int | None = None) -> None:
         """Trains the index on `(n, dim)` sample descriptors before anything is added (the IVF
         kinds; the others need no training and ignore it). Without it the first `add` trains.
@@ -92,7 +102,7 @@ class DescriptorIndex:
         if self.size == 0:
             raise ValueError("The index is empty; add descriptors first.")
         k = min(int(k), self.size)
-        progress = keras.utils.Progbar(len(queries), unit_name="query", verbose=1 if verbose else 0)
+        progress = Progress(len(queries), "query", verbose, "searching")
         distances, indices = [], []
         for start in range(0, len(queries), batch_size):
             batch_distances, batch_indices = self._search(queries[start : start + batch_size], k)

@@ -14,6 +14,7 @@ import keras
 
 from netvlad_tf.data.geo_dataset import GeoDataset
 from netvlad_tf.io.atomic_writes import save_model_atomically, write_bytes_atomically
+from netvlad_tf.io.progress import fit_verbosity
 from netvlad_tf.models.losses import DEFAULT_MARGIN, RankingLoss
 from netvlad_tf.models.model import PlaceRecognitionModel
 from netvlad_tf.models.multi_worker_fit import in_multi_worker_mode
@@ -142,7 +143,7 @@ def train(
             store refused.
         seed: tuple order and negative sampling.
         extra_callbacks: more Keras callbacks.
-        verbose: Keras' verbosity.
+        verbose: Keras' verbosity (1: a bar on a terminal, a line per epoch in a log).
         strategy: a `tf.distribute` strategy: `tf.distribute.MirroredStrategy()` over the
             local GPUs or logical CPUs, or `multi_worker_strategy()` (from `TF_CONFIG`) in
             each of several processes or machines, every one calling `train` with the same
@@ -232,7 +233,7 @@ def train(
         steps_per_epoch=steps_per_epoch or tuple_steps_per_epoch(miner, batch_size),
         shuffle=False,  # the tuple stream shuffles the queries itself
         callbacks=callbacks,
-        verbose=verbose,
+        verbose=fit_verbosity(verbose),
     )
     if model is not caller_model:
         caller_model.set_weights(model.get_weights())

@@ -33,8 +33,17 @@ def test_flagfile(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path):
+    import re
+    import subprocess
+    import sys
+
     output = tmp_path / "demo"
-    assert main(["netvlad-tf", "demo", "--quick", f"--output={output}"]) == 0
+    with open(tmp_path / "demo.log", "w") as log:  # a log file, as under nohup or CI: not a terminal
+        subprocess.run([sys.executable, "-m", "netvlad_tf_cli", "demo", "--quick", f"--output={output}"],
+                       check=True, timeout=900, stdout=log, stderr=subprocess.STDOUT)
+    text = (tmp_path / "demo.log").read_text()
+    assert not re.search(r"[\x1b\r\x08]", text), "escape codes or carriage returns in the demo's log"
+    assert "deprecat" not in text.lower(), [line for line in text.splitlines() if "deprecat" in line.lower()]
     results = json.loads((output / "results.json").read_text())
     for method in ("netvlad", "netvlad_whitened", "netvlad_untrained", "mac", "pixels"):
         curve = [results["recall"][method][n] for n in ("1", "5", "10")]

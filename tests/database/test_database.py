@@ -14,7 +14,7 @@ from netvlad_tf import build_netvlad_model, embed_database, read_descriptors
 from netvlad_tf.data import read_csv_dataset
 from netvlad_tf.database.index_build import build_index_from_shards, training_sample, write_part_from_shard
 from netvlad_tf.database.place_index import PlaceIndex
-from netvlad_tf.database.shards import DescriptorFolderError, iter_shards, shard_rows
+from netvlad_tf.database.shards import DescriptorFolderError, iter_shards, shard_ranges
 from netvlad_tf.inference.embedding import embed_images
 from netvlad_tf.retrieval import create_index
 from netvlad_tf.sample_data import nordland_csv
@@ -43,10 +43,13 @@ def embed(model_file, database, output, **options):
                           verbose=False, **options)
 
 
-def test_shard_rows_cover_the_plan_once():
-    covered = [row for shard in range(5) for row in shard_rows(shard, 5, 23)]
+def test_shard_ranges_cover_the_plan_once():
+    covered = [row for rows in shard_ranges({"shard_size": 5, "num_rows": 23}) for row in rows]
     assert covered == list(range(23))
-    assert shard_rows(4, 5, 23) == range(20, 23)
+    appended = shard_ranges({"shard_size": 5, "num_rows": 23, "segments": [
+        {"first_row": 0, "num_rows": 12}, {"first_row": 12, "num_rows": 11}]})
+    assert [row for rows in appended for row in rows] == list(range(23))
+    assert appended[2] == range(10, 12) and appended[3] == range(12, 17), "no shard straddles an append"
 
 
 def test_shards_hold_every_row_once_equal_to_the_in_ram_embedding(model_file, database, tmp_path):
@@ -127,7 +130,7 @@ def test_a_damaged_shard_is_named(model_file, database, tmp_path):
 def test_the_training_sample_spreads_over_all_shards(model_file, database, tmp_path):
     folder = embed(model_file, database, tmp_path / "db")
     everything = read_descriptors(folder).descriptors
-    np.testing.assert_array_equal(training_sample(folder, 6), everything[[0, 4, 8, 12, 16, 20]])
+    np.testing.assert_array_equal(training_sample(folder, 6), everything[[0, 3, 7, 11, 15, 19]])  # ⌊i·23/6⌋
 
 
 @pytest.fixture(scope="module")
@@ -152,12 +155,32 @@ def test_shard_built_ivf_indices_search_like_a_one_process_build(large_folder, t
     merged.train(descriptors, database_size=600)
     parts = [tmp_path / f"part-{shard}.index" for shard in range(4)]
     for shard, part in enumerate(parts):
-        write_part_from_shard(merged.trained_state(), folder / f"shards/shard-{shard:06d}.parquet", 32, part)
+        write_part_from_shard(merged.trained_state(), folder / f"shards/shard-{shard:06d}.parquet", 150 * shard,
+                              32, part)
     merged.merge_parts(parts)
     for index in (added, on_disk, merged):
         distances, indices = index.search(queries, 10)
         np.testing.assert_array_equal(indices, expected[1])
         np.testing.assert_allclose(distances, expected[0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_indices_built_in_parts_number_the_embedded_rows_consecutively(tmp_path, on_disk):
+    missing = (5, 170, 171, 420)
+    descriptors = random_descriptor_folder(tmp_path / "db", missing_rows=missing)
+    embedded = np.delete(descriptors, missing, axis=0)
+    reference = create_index("ivfsq8", 32, num_lists=8)
+    reference.train(embedded, database_size=len(embedded))
+    reference.add(embedded)
+    (tmp_path / "work").mkdir()
+    built = build_index_from_shards(tmp_path / "db", "ivfsq8", tmp_path / "work", on_disk=on_disk,
+                                    num_workers=0, verbose=False, num_lists=8) if on_disk else \
+        build_index_from_shards(tmp_path / "db", "ivfsq8", verbose=False, num_lists=8)
+    queries = embedded[::9] + 0.01
+    np.testing.assert_array_equal(built.search(queries, 10)[1], reference.search(queries, 10)[1])
+    table = read_descriptors(tmp_path / "db")
+    np.testing.assert_array_equal(table.descriptors, embedded)
+    assert table.num_missing == 4 and 170 not in table.row_ids
 
 
 def test_an_on_disk_index_folder_can_be_moved(large_folder, tmp_path):

@@ -4,6 +4,7 @@ uninterrupted one."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -73,3 +74,45 @@ def test_a_sigkilled_run_rerun_equals_an_uninterrupted_one(tmp_path):
     assert resumed.image_paths == whole.image_paths and len(resumed.image_paths) == 348
     np.testing.assert_allclose(resumed.descriptors, whole.descriptors, atol=1e-6)
     assert not [p for p in shards.iterdir() if p.name.startswith(".")], "a staging file was left"
+
+
+def test_a_killed_append_reruns_to_the_full_plan_and_its_log_is_plain_lines(tmp_path):
+    import csv
+
+    model_path = tiny_model_file(tmp_path)
+    dataset = read_csv_dataset(nordland_csv("test"))
+
+    def plan(count: int) -> Path:
+        path = tmp_path / f"plan-{count}.csv"
+        with open(path, "w", newline="") as file:
+            table = csv.writer(file)
+            table.writerow(["split", "image_path", "easting", "northing"])
+            table.writerows(["database", image, *utm] for image, utm in
+                            zip(dataset.database_paths[:count], dataset.database_utm[:count]))
+        return path
+
+    def command(count: int, output: Path) -> list[str]:
+        return [sys.executable, "-m", "netvlad_tf.cli", "embed", f"--model={model_path}", f"--dataset={plan(count)}",
+                f"--output={output}", "--image_size=32,64", "--shard_size=20"]
+
+    subprocess.run(command(348, tmp_path / "whole"), check=True, timeout=300, capture_output=True)
+    subprocess.run(command(48, tmp_path / "db"), check=True, timeout=300, capture_output=True)
+    shards = tmp_path / "db/shards"
+    killed = subprocess.Popen(command(348, tmp_path / "db"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(list(shards.glob("shard-*.parquet"))) < 6:
+        time.sleep(0.05)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait(timeout=30)
+    assert 6 <= len(list(shards.glob("shard-*.parquet"))) < 18, "the append was to be killed mid-way"
+    with open(tmp_path / "embed.log", "w") as log:  # a log file, as under nohup: not a terminal
+        subprocess.run(command(348, tmp_path / "db"), check=True, timeout=300, stdout=log, stderr=subprocess.STDOUT)
+    text = (tmp_path / "embed.log").read_text()
+    assert not re.search(r"[\x1b\r\x08]", text), "escape codes or carriage returns in a log"
+    assert re.search(r"^embedding: \d+/\d+ images \(100%\), [\d.]+ images/s, [\d:]+ elapsed$", text, re.M)
+    assert "Embedded 348 of 348 images" in text
+    whole, appended = read_descriptors(tmp_path / "whole"), read_descriptors(tmp_path / "db")
+    assert appended.image_paths == whole.image_paths
+    np.testing.assert_allclose(appended.descriptors, whole.descriptors, atol=1e-6)
+    manifest = json.loads((tmp_path / "db/manifest.json").read_text())
+    assert [(s["first_row"], s["num_rows"]) for s in manifest["segments"]] == [(0, 48), (48, 300)]

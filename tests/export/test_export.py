@@ -134,10 +134,17 @@ def test_tflite_variants_meet_their_bars(model, images, tmp_path, quantize):
     assert report.passed, report.line()
 
 
-def test_int8_calibration_uses_the_representative_images(model, images, tmp_path):
+def test_int8_calibration_uses_the_representative_images(model, images, tmp_path, caplog):
+    import warnings
+
     real = list(images) * 4
     constant = [np.full((*IMAGE_SIZE, 3), 128.0, np.float32)] * len(real)
-    first = export_tflite(model, tmp_path / "real.tflite", "int8", IMAGE_SIZE, real)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = export_tflite(model, tmp_path / "real.tflite", "int8", IMAGE_SIZE, real)
+    deprecated = [str(w.message) for w in caught if "deprecat" in str(w.message).lower()]
+    deprecated += [r.getMessage() for r in caplog.records if "deprecat" in r.getMessage().lower()]
+    assert not deprecated, "the export path prints TensorFlow's deprecation warnings"
     second = export_tflite(model, tmp_path / "constant.tflite", "int8", IMAGE_SIZE, constant)
     assert first.read_bytes() != second.read_bytes()
     assert run_tflite(first, images).shape == (len(images), 4 * TINY_DIM)

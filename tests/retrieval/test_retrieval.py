@@ -122,6 +122,22 @@ def test_corrupt_or_missing_index(tmp_path, rng):
         load_index(tmp_path / "nothing")
 
 
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivfsq8"])
+def test_an_index_file_of_another_dimension_than_its_metadata_is_one_line(tmp_path, rng, kind):
+    index = create_index(kind, 4)
+    index.add(rng.normal(size=(300, 4)))
+    index.save(tmp_path / "index")
+    other = create_index(kind, 8)
+    other.add(rng.normal(size=(300, 8)))
+    other.save(tmp_path / "other")
+    (tmp_path / "other/index.faiss").replace(tmp_path / "index/index.faiss")
+    with pytest.raises(ValueError) as error:
+        load_index(tmp_path / "index", expected_dim=4)
+    message = str(error.value)
+    assert "\n" not in message and f"{tmp_path / 'index' / 'index.faiss'} holds 8-D vectors" in message
+    assert "metadata says 4-D" in message
+
+
 def test_search_errors(rng):
     index = NumpyIndex(4)
     with pytest.raises(ValueError, match="empty"):
