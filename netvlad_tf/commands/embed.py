@@ -9,6 +9,7 @@ from netvlad_tf.commands.shared_flags import (
     define_dataset_location_flags,
     define_dims_flag,
     define_image_size_flag,
+    define_precision_flag,
     image_policy,
     require_flags,
 )
@@ -44,6 +45,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_float("cpus_per_worker", 1, "Logical CPUs (and TensorFlow threads) per Ray actor.", flag_values=fv)
     flags.DEFINE_float("gpus_per_worker", 0, "GPUs per Ray actor (e.g. 1, or 0.5 to share one).", flag_values=fv)
     define_dims_flag(fv)
+    define_precision_flag(fv)
     flags.DEFINE_string("hloc_features", None, "Also write the descriptors as hloc's global-feature file "
                         "(e.g. global-feats-netvlad.h5) for hloc's pairs_from_retrieval.", flag_values=fv)
     flags.DEFINE_string("hloc_image_root", None, "With --hloc_features: names are image paths relative to this "
@@ -75,7 +77,7 @@ def run(fv: flags.FlagValues) -> int:
                             fv.batch_size, fv.shard_size, fv.num_workers, fv.ray_address,
                             fv.cpus_per_worker, fv.gpus_per_worker, fv.overwrite, dims=fv.dims,
                             on_unreadable=fv.on_unreadable, max_unreadable=fv.max_unreadable,
-                            retry_missing=fv.retry_missing)
+                            retry_missing=fv.retry_missing, precision=fv.precision)
     missing = read_manifest(folder)["num_missing"]
     print(f"Embedded {len(image_paths) - missing} of {len(image_paths)} images into {folder}"
           + (f"; {missing} could not be read, listed in {folder / MISSING_FILE} (fix them, then rerun "

@@ -9,6 +9,7 @@ from netvlad_tf.commands.shared_flags import (
     define_dataset_location_flags,
     define_dims_flag,
     define_image_size_flag,
+    define_precision_flag,
     image_policy,
     load_compact_model,
     parse_numbers,
@@ -54,6 +55,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_list("sequence_speeds", ["1"], "Relative speeds of the database traversal searched by sequence "
                       "matching (e.g. 0.8,1,1.25).", flag_values=fv)
     define_dims_flag(fv)
+    define_precision_flag(fv)
     flags.DEFINE_boolean("query_galleries", False, "Also write one gallery per query: queries/<row>.png.",
                          flag_values=fv)
     flags.DEFINE_boolean("save_only_wrong", False, "The galleries show only queries whose best match is wrong.",
@@ -89,7 +91,7 @@ def run(fv: flags.FlagValues) -> int:
         model, dataset, ns=ns, radius_m=fv.radius, pooling=PIXELS if fv.pooling == PIXELS else None,
         image_size=image_size,
         max_side=max_side, batch_size=fv.batch_size, index_kind=fv.index, cache_dir=fv.cache_dir,
-        sequence_lengths=sequence_lengths, sequence_speeds=speeds,
+        sequence_lengths=sequence_lengths, sequence_speeds=speeds, precision=fv.precision,
     )
     output = write_evaluation(result, dataset, fv.output, label, fv.overwrite, only_wrong=fv.save_only_wrong,
                               model=model, image_size=image_size, max_side=max_side,

@@ -11,6 +11,7 @@ from absl import flags
 from netvlad_tf.commands.shared_flags import (
     define_dims_flag,
     define_image_size_flag,
+    define_precision_flag,
     image_policy,
     load_compact_model,
     require_flags,
@@ -48,6 +49,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     define_image_size_flag(fv, None)
     flags.DEFINE_integer("batch_size", 8, "Images per forward pass.", flag_values=fv)
     define_dims_flag(fv)
+    define_precision_flag(fv, None)
     flags.DEFINE_boolean("overwrite", False, "Replace --output if it exists.", flag_values=fv)
 
 
@@ -64,8 +66,9 @@ def run(fv: flags.FlagValues) -> int:
     if fv.descriptors is not None:
         if fv.model is not None or fv.dataset is not None:
             raise ValueError("Give either --descriptors or --model with --dataset, not both.")
-        if fv.dims is not None:
-            raise ValueError("A descriptor folder's dimension is set when it is embedded: use `netvlad-tf embed --dims`.")
+        if fv.dims is not None or fv.precision is not None:
+            raise ValueError("A descriptor folder's dimension and precision are set when it is embedded: use "
+                             "`netvlad-tf embed --dims/--precision`.")
         output.parent.mkdir(parents=True, exist_ok=True)
         work_dir = Path(tempfile.mkdtemp(prefix=f".{output.name}.build-", dir=output.parent))
         try:
@@ -81,7 +84,8 @@ def run(fv: flags.FlagValues) -> int:
         dataset = open_dataset(fv.dataset, require_queries=False)
         model = load_compact_model(fv.model, fv.dims) if fv.dims else load_model_file(fv.model, place_model=False)
         image_size, max_side = image_policy(fv)
-        places = PlaceIndex.build(model, dataset, fv.index, image_size, max_side, fv.batch_size, **parameters)
+        places = PlaceIndex.build(model, dataset, fv.index, image_size, max_side, fv.batch_size,
+                                  precision=fv.precision or "float32", **parameters)
         places.save(output, fv.overwrite)
     print(f"Indexed {places.index.size} images into {output}")
     return 0
@@ -90,7 +94,7 @@ def run(fv: flags.FlagValues) -> int:
 def _update(fv: flags.FlagValues) -> int:
     """`--update`: adds a descriptor folder's appended rows to the index built from it."""
     require_flags(fv, "descriptors")
-    given = [name for name in ("output", "model", "dataset", "dims", "num_lists") if fv[name].value is not None]
+    given = [name for name in ("output", "model", "dataset", "dims", "num_lists", "precision") if fv[name].value is not None]
     given += [name for name in ("on_disk", "num_workers") if fv[name].value]
     if given:
         raise ValueError(f"--update adds to an existing index as it was built; drop --{', --'.join(given)}.")

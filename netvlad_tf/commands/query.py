@@ -9,6 +9,7 @@ from absl import flags
 
 from netvlad_tf.commands.shared_flags import require_flags
 from netvlad_tf.database.place_index import PlaceIndex
+from netvlad_tf.inference.precision import PRECISIONS
 
 SUMMARY = "Find the indexed places nearest to photos: their images, coordinates and distances."
 EXAMPLE = "netvlad-tf query --place_index=index_dir photo.jpg --top_k=5"
@@ -20,6 +21,8 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("place_index", None, "Folder made by `netvlad-tf index` (required).", flag_values=fv)
     flags.DEFINE_integer("top_k", 5, "Places to list per photo.", flag_values=fv)
     flags.DEFINE_boolean("json", False, "Print JSON instead of a table.", flag_values=fv)
+    flags.DEFINE_enum("precision", None, list(PRECISIONS), "Embed the photos in this precision (default: the one "
+                      "the index's database was embedded in).", flag_values=fv)
 
 
 def run(fv: flags.FlagValues, photos: list[str]) -> int:
@@ -30,7 +33,7 @@ def run(fv: flags.FlagValues, photos: list[str]) -> int:
     if fv.top_k < 1:
         raise ValueError("--top_k must be at least 1.")
     places = PlaceIndex.load(fv.place_index)
-    matches = places.query(photos, fv.top_k)
+    matches = places.query(photos, fv.top_k, fv.precision)
     if fv.json:
         print(json.dumps({photo: [asdict(m) for m in found] for photo, found in zip(photos, matches)}, indent=2))
         return 0

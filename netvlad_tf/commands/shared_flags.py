@@ -5,6 +5,7 @@ from __future__ import annotations
 from absl import flags
 
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE
+from netvlad_tf.inference.precision import PRECISIONS
 from netvlad_tf.layers.whitening import DEFAULT_WHITENING_METHOD, WHITENING_METHODS
 from netvlad_tf.models.model import PlaceRecognitionModel
 from netvlad_tf.models.model_files import load_model_file
@@ -70,6 +71,14 @@ def define_dims_flag(fv: flags.FlagValues) -> None:
     flags.DEFINE_integer("dims", None, "Keep the first D whitened dimensions and L2-normalise again (the authors' "
                          "cropToDim; e.g. 128–512 for loop closure and SfM); the model needs PCA whitening.",
                          lower_bound=1, flag_values=fv)
+
+
+def define_precision_flag(fv: flags.FlagValues, default: str | None = "float32") -> None:
+    """`--precision`: the number format images are embedded in (`netvlad_tf.inference.precision`)."""
+    flags.DEFINE_enum("precision", default, list(PRECISIONS), "float32; bfloat16 or float16 (the backbone in 16 bits, "
+                      "the NetVLAD head in float32); int8 (ONNX Runtime, calibrated on the database: pip install "
+                      "'netvlad_tf[int8]'); auto: the fastest this machine runs without calibration (one line says "
+                      "which).", flag_values=fv)
 
 
 def load_compact_model(path: str, dims: int | None) -> PlaceRecognitionModel:

@@ -26,6 +26,7 @@ from netvlad_tf.database.shards import (
     FORMAT,
     FORMAT_VERSION,
     IDENTITY_KEYS,
+    INT8_MODEL_FILE,
     MISSING_FILE,
     MODEL_FILE,
     ROWS_FILE,
@@ -43,6 +44,7 @@ from netvlad_tf.database.shards import (
     shards_to_embed,
     write_manifest,
 )
+from netvlad_tf.inference.precision import choose_precision, model_in_precision
 from netvlad_tf.io.atomic_writes import atomic_file, write_bytes_atomically
 from netvlad_tf.io.progress import Progress
 from netvlad_tf.models.model import PlaceRecognitionModel
@@ -71,6 +73,7 @@ def embed_database(
     on_unreadable: str = "skip",
     max_unreadable: float = DEFAULT_MAX_UNREADABLE,
     retry_missing: bool = False,
+    precision: str = "float32",
 ) -> Path:
     """Embeds images into a descriptor folder of Parquet shards, resuming an unfinished one.
 
@@ -112,6 +115,10 @@ def embed_database(
             unreadable before the run stops (a lost mount, not a few bad files).
         retry_missing: read the folder's missing rows again (their files were fixed) and
             embed those that now read.
+        precision: `"float32"`, `"bfloat16"`, `"float16"`, `"int8"` or `"auto"`
+            (`netvlad_tf.inference.precision`); the manifest records it and a resume must
+            repeat it. int8 is calibrated once on images spread over the plan and checked on
+            others first (`model_int8.onnx` in the folder).
 
     Returns:
         The folder, complete.
@@ -142,8 +149,14 @@ def embed_database(
         raise ValueError(f"shard_size and batch_size must be at least 1, got {shard_size} and {batch_size}.")
     if len(image_paths) == 0:
         raise ValueError("No images to embed.")
+    requested = precision
+    precision, reason = choose_precision(requested)
+    if requested != "float32":
+        _say(verbose, reason)
     loaded, manifest = _prepare_folder(output, model, list(image_paths), coordinates, image_size,
-                                       max_side, shard_size, overwrite, dims, verbose)
+                                       max_side, shard_size, overwrite, dims, precision, verbose)
+    runner = model_in_precision(loaded, precision, list(image_paths), image_size, max_side,
+                                output / INT8_MODEL_FILE, verbose)
     pending, damaged = shards_to_embed(output, manifest)
     for shard, problem in damaged.items():
         _say(verbose, f"{output / SHARDS_FOLDER / shard_name(shard)} {problem}: embedding it again.")
@@ -155,7 +168,7 @@ def embed_database(
         embed_shards_on_ray(output, pending, manifest, num_workers, ray_address, cpus_per_worker,
                             gpus_per_worker, batch_size, verbose, on_shard_start, writer_options)
     elif pending:
-        writer = ShardWriter(output, manifest, batch_size, loaded, **writer_options)
+        writer = ShardWriter(output, manifest, batch_size, runner, **writer_options)
         embed_shards_here(writer, pending, verbose, on_shard_start)
     left, _ = shards_to_embed(output, manifest)
     if left:
@@ -164,7 +177,7 @@ def embed_database(
     missing = missing_rows(output)
     if retry_missing and missing:
         write_manifest(output, {**manifest, "complete": False})
-        writer = writer or ShardWriter(output, manifest, batch_size, loaded, **writer_options)
+        writer = writer or ShardWriter(output, manifest, batch_size, runner, **writer_options)
         _retry_missing_rows(writer, missing, verbose)
         missing = missing_rows(output)
     _write_missing_list(output, missing)
@@ -224,14 +237,14 @@ def embed_shards_here(writer: ShardWriter, shards: Sequence[int], verbose: bool 
         progress.update(done)
 
 
-def _prepare_folder(output: Path, model, image_paths: list[str], coordinates, image_size, max_side,
-                    shard_size: int, overwrite: bool, dims: int | None, verbose: bool) -> tuple[keras.Model, dict]:
+def _prepare_folder(output: Path, model, image_paths: list[str], coordinates, image_size, max_side, shard_size: int,
+                    overwrite: bool, dims: int | None, precision: str, verbose: bool) -> tuple[keras.Model, dict]:
     """Creates the folder (model copy, plan, manifest) or checks that it can be resumed or
     appended to; returns the model and the manifest. With `dims` the folder's model is the
     compact one and the manifest keeps the source file's checksum (its `descriptor_dim` is
     `dims`)."""
     in_memory = isinstance(model, keras.Model)
-    loaded = model if in_memory else load_model_file(model, place_model=dims is not None)
+    loaded = model if in_memory else load_model_file(model, place_model=dims is not None or precision != "float32")
     if dims is not None:
         if not isinstance(loaded, PlaceRecognitionModel):
             raise ValueError(f"dims needs a netvlad_tf PlaceRecognitionModel with PCA whitening, not a Keras "
@@ -248,17 +261,19 @@ def _prepare_folder(output: Path, model, image_paths: list[str], coordinates, im
         "shard_size": int(shard_size),
         "num_rows": rows.num_rows,
         "rows_sha256": rows_checksum(rows),
+        "precision": precision,
     }
     if overwrite and output.exists():
         shutil.rmtree(output)
     existing = read_manifest(output) if output.is_dir() and not in_memory else None
     if existing is not None:
-        different = [key for key in IDENTITY_KEYS if existing[key] != identity[key]]
+        different = [key for key in (*IDENTITY_KEYS, "precision")
+                     if existing.get(key, "float32") != identity[key]]  # folders before precision: float32
         if different and _appends(existing, identity, rows, different):
             return loaded, _append_rows(output, existing, identity, rows, verbose)
         if different:
             raise DescriptorFolderError(
-                f"{output} was embedded with another {', '.join(different)} ({existing[different[0]]!r} "
+                f"{output} was embedded with another {', '.join(different)} ({existing.get(different[0], 'float32')!r} "
                 f"there, {identity[different[0]]!r} now); rerun with the same model and settings to "
                 "resume, or choose another --output (or --overwrite to start afresh)."
             )

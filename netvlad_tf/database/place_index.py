@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,7 @@ from netvlad_tf.data.geo_dataset import GeoDataset
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE
 from netvlad_tf.database.embed import dataset_rows, embed_database
 from netvlad_tf.database.index_build import add_shards, build_index_from_shards
+from netvlad_tf.database.shard_writer import folder_model
 from netvlad_tf.database.shards import MODEL_FILE as DESCRIPTOR_MODEL_FILE
 from netvlad_tf.database.shards import (
     SHARDS_FOLDER,
@@ -26,6 +27,7 @@ from netvlad_tf.database.shards import (
     shard_ranges,
 )
 from netvlad_tf.inference.embedding import embed_images
+from netvlad_tf.inference.precision import PRECISIONS, choose_precision, low_precision_model
 from netvlad_tf.io.atomic_writes import atomic_directory
 from netvlad_tf.io.progress import Progress
 from netvlad_tf.models.model import PlaceRecognitionModel
@@ -35,6 +37,7 @@ from netvlad_tf.retrieval import DescriptorIndex, load_index
 PLACES_FILE = "places.json"
 MODEL_FILE = "model.keras"
 INDEX_FOLDER = "index"
+INT8_MODEL_FILE = "model_int8.onnx"
 # What a place index records of the descriptor folder it was built from, to add its appended rows.
 SOURCE_KEYS = ("model_sha256", "descriptor_dim", "num_rows", "rows_sha256", "num_missing")
 
@@ -75,11 +78,16 @@ class PlaceIndex:
     max_side: int | None = DEFAULT_MAX_SIDE
     # The descriptor folder's identity (`SOURCE_KEYS`) when built from one: what `add_appended` checks.
     source: dict | None = None
+    # The precision the database was embedded in, and with int8 its calibrated model: queries
+    # are embedded the same way unless `query` is told otherwise.
+    precision: str = "float32"
+    int8_model: object | None = None
+    _query_models: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def build(cls, model, dataset: GeoDataset, index_kind: str = "flat", image_size=None,
               max_side: int | None = DEFAULT_MAX_SIDE, batch_size: int = 8,
-              verbose: bool = True, **parameters) -> PlaceIndex:
+              verbose: bool = True, precision: str = "float32", **parameters) -> PlaceIndex:
         """Embeds the database images of `dataset` into a new index; queries are later read
         with the same image policy (`image_size`, `max_side`).
 
@@ -91,6 +99,8 @@ class PlaceIndex:
             max_side: without `image_size`, the longest side allowed (None: uncapped).
             batch_size: images per forward pass.
             verbose: show a progress bar.
+            precision: what the database (and later the queries) are embedded in
+                (`netvlad_tf.inference.precision`; int8 is calibrated on the database).
             **parameters: the index kind's options (e.g. `num_lists`).
 
         It takes the city-scale path in small: the descriptors are streamed into a temporary
@@ -99,7 +109,7 @@ class PlaceIndex:
         with tempfile.TemporaryDirectory() as work:
             descriptors = embed_database(model, *dataset_rows(dataset, "database"),
                                          Path(work) / "descriptors", image_size, max_side, batch_size,
-                                         verbose=verbose)
+                                         verbose=verbose, precision=precision)
             return cls.from_descriptors(descriptors, index_kind, verbose=verbose, model=model, **parameters)
 
     @classmethod
@@ -134,8 +144,10 @@ class PlaceIndex:
         image_size = tuple(manifest["image_size"]) if manifest["image_size"] else None
         if model is None:
             model = load_model_file(directory / DESCRIPTOR_MODEL_FILE, place_model=False)
+        precision = manifest.get("precision", "float32")
+        int8_model = folder_model(directory, manifest) if precision == "int8" else None
         return cls(model, index, [image_paths[row] for row in kept], coordinates[kept], image_size,
-                   manifest["max_side"], _source(manifest))
+                   manifest["max_side"], _source(manifest), precision, int8_model)
 
     def add_appended(self, directory, verbose: bool = True) -> int:
         """Adds the rows appended to the descriptor folder this index was built from (`embed`
@@ -187,6 +199,8 @@ class PlaceIndex:
         """Writes the model, the index and the places into `directory`, atomically."""
         with atomic_directory(directory, overwrite) as staging:
             self.model.save(staging / MODEL_FILE)
+            if self.int8_model is not None:
+                (staging / INT8_MODEL_FILE).write_bytes(self.int8_model.onnx_bytes)
             (staging / INDEX_FOLDER).mkdir()
             self.index.save_into(staging / INDEX_FOLDER)
             places = {
@@ -197,6 +211,7 @@ class PlaceIndex:
                 "image_size": list(self.image_size) if self.image_size else None,
                 "max_side": self.max_side,
                 "descriptor_folder": self.source,
+                "precision": self.precision,
             }
             (staging / PLACES_FILE).write_text(json.dumps(places, allow_nan=False))
 
@@ -212,15 +227,33 @@ class PlaceIndex:
         if len(places["image_paths"]) != index.size:
             raise ValueError(f"{directory}: {PLACES_FILE} lists {len(places['image_paths'])} places but "
                              f"{INDEX_FOLDER}/ holds {index.size} descriptors.")
-        return cls(model, index, places["image_paths"], places["coordinates"], places["image_size"],
-                   places["max_side"], places["descriptor_folder"])
+        int8_model = None
+        if places["precision"] == "int8":
+            from netvlad_tf.inference.int8 import Int8Model
 
-    def query(self, photo_paths: Sequence[str], top_k: int = 5) -> list[list[PlaceMatch]]:
-        """The `top_k` database images nearest to each photo, with their coordinates."""
+            int8_model = Int8Model(directory / INT8_MODEL_FILE, name=f"{model.name}_int8")
+        return cls(model, index, places["image_paths"], places["coordinates"], places["image_size"],
+                   places["max_side"], places["descriptor_folder"], places["precision"], int8_model)
+
+    def query(self, photo_paths: Sequence[str], top_k: int = 5, precision: str | None = None) -> list[list[PlaceMatch]]:
+        """The `top_k` database images nearest to each photo, with their coordinates.
+
+        Args:
+            photo_paths: the photos.
+            top_k: matches per photo.
+            precision: what the photos are embedded in; None: as the database was.
+        """
         missing = [p for p in photo_paths if not Path(p).is_file()]
         if missing:
             raise FileNotFoundError(f"Photo {missing[0]!r} does not exist.")
-        descriptors = embed_images(self.model, list(photo_paths), self.image_size, self.max_side, verbose=False)
+        precision = choose_precision(precision or self.precision)[0]
+        if precision == "int8" and self.int8_model is None:
+            raise ValueError("This place index holds no int8 model; build it with --precision=int8 to query in int8.")
+        if precision not in self._query_models:
+            self._query_models[precision] = (self.int8_model if precision == "int8"
+                                             else low_precision_model(self.model, precision))
+        runner = self._query_models[precision]
+        descriptors = embed_images(runner, list(photo_paths), self.image_size, self.max_side, verbose=False)
         distances, indices = self.index.search(descriptors, top_k)
         return [
             [
@@ -273,5 +306,10 @@ def _read_places(path: Path) -> dict:
     source = places.get("descriptor_folder")
     if source is not None and (not isinstance(source, dict) or any(key not in source for key in SOURCE_KEYS)):
         raise ValueError(f"{path}: 'descriptor_folder' must be null or an object with {', '.join(SOURCE_KEYS)}.")
+    precision = places.get("precision", "float32")
+    if precision not in PRECISIONS or precision == "auto":
+        raise ValueError(f"{path}: 'precision' must be one of float32, bfloat16, float16, int8, got {precision!r}.")
+    if precision == "int8" and not (path.parent / INT8_MODEL_FILE).is_file():
+        raise ValueError(f"{path} says int8 but {path.parent / INT8_MODEL_FILE} is missing.")
     return {"image_paths": paths, "coordinates": coordinates, "image_size": tuple(size) if size else None,
-            "max_side": max_side, "descriptor_folder": source}
+            "max_side": max_side, "descriptor_folder": source, "precision": precision}

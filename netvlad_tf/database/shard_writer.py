@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 
 from netvlad_tf.data.images import indexed_image_batches
 from netvlad_tf.database.shards import (
+    INT8_MODEL_FILE,
     MODEL_FILE,
     ROWS_FILE,
     SHARDS_FOLDER,
@@ -19,6 +20,7 @@ from netvlad_tf.database.shards import (
     write_shard,
 )
 from netvlad_tf.inference.embedding import predict_batches
+from netvlad_tf.inference.precision import low_precision_model
 from netvlad_tf.models.model_files import load_model_file
 
 # What `embed` does with an image it cannot read: skip it (the row is kept, marked missing) or stop.
@@ -40,7 +42,7 @@ class ShardWriter:
         directory: the descriptor folder.
         manifest: its manifest.
         batch_size: images per forward pass.
-        model: the model, when loaded already (None: read the folder's `model.keras`).
+        model: what to embed with, when loaded already (None: `folder_model`).
         on_unreadable: `"skip"` marks the row of an image that cannot be read as missing (its
             reason kept in the shard); `"stop"` stops at it, naming it.
         max_unreadable: with `"skip"`, the largest share of a shard's images that may be
@@ -58,7 +60,7 @@ class ShardWriter:
         self.batch_size = batch_size
         self.on_unreadable = on_unreadable
         self.max_unreadable = max_unreadable
-        self.model = model if model is not None else load_model_file(self.directory / MODEL_FILE, place_model=False)
+        self.model = model if model is not None else folder_model(self.directory, manifest)
         self.rows = pq.read_table(self.directory / ROWS_FILE)
         self.ranges = shard_ranges(manifest)
         size = manifest["image_size"]
@@ -117,3 +119,15 @@ class ShardWriter:
     def _path(self, shard: int) -> Path:
         return self.directory / SHARDS_FOLDER / shard_name(shard)
 
+
+
+def folder_model(directory: Path, manifest: dict):
+    """What a descriptor folder's shards are embedded with, in its manifest's precision: its
+    `model.keras`, run in bfloat16/float16 by `low_precision_model`, or its `model_int8.onnx`."""
+    precision = manifest.get("precision", "float32")
+    if precision == "int8":
+        from netvlad_tf.inference.int8 import Int8Model
+
+        return Int8Model(directory / INT8_MODEL_FILE, name=f"{manifest['model_name']}_int8")
+    model = load_model_file(directory / MODEL_FILE, place_model=precision != "float32")
+    return low_precision_model(model, precision)

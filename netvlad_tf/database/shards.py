@@ -2,7 +2,8 @@
 
 A folder written by `netvlad-tf embed` (one process or Ray workers) holds
 
-- `model.keras`: a copy of the model that made the descriptors (the folder is self-contained);
+- `model.keras`: a copy of the model that made the descriptors (the folder is self-contained),
+  and with `precision` int8 in the manifest, `model_int8.onnx`, its calibrated int8 form;
 - `rows.parquet`: the plan, one row per image (`row_id`, `image_path`, `easting`, `northing`);
 - `shards/shard-000000.parquet`, …: consecutive rows of the plan with their `descriptor`
   (fixed-size float32 lists), each written under a staging name and renamed when complete. A
@@ -35,6 +36,8 @@ MANIFEST_FILE = "manifest.json"
 MISSING_FILE = "missing.csv"
 ROWS_FILE = "rows.parquet"
 MODEL_FILE = "model.keras"
+# With precision int8: the quantised model every shard is embedded with (calibrated once).
+INT8_MODEL_FILE = "model_int8.onnx"
 SHARDS_FOLDER = "shards"
 FORMAT = "netvlad_tf.descriptors"
 FORMAT_VERSION = 1

@@ -23,6 +23,7 @@ from netvlad_tf.evaluation.pixels import pixel_descriptors
 from netvlad_tf.evaluation.recall import DEFAULT_NS, first_per_group, recall_at_n
 from netvlad_tf.evaluation.stored_descriptors import cached_descriptors, descriptor_cache_key
 from netvlad_tf.inference.embedding import embed_images
+from netvlad_tf.inference.precision import choose_precision, model_in_precision
 from netvlad_tf.retrieval import create_index
 
 # The one baseline evaluate() computes without a model: raw thumbnails.
@@ -141,6 +142,7 @@ def evaluate(
     sequence_lengths: Sequence[int] = (),
     sequence_speeds: Sequence[float] = DEFAULT_SPEEDS,
     verbose: bool = True,
+    precision: str = "float32",
 ) -> EvaluationResult:
     """Recall@N of `model` on `dataset` (a query counts at N when one of its top-N database
     images lies within `radius_m`, the paper: 25 m), the precision–recall of accepting each
@@ -162,6 +164,9 @@ def evaluate(
             Exact: it scores every query against every database image (about 50 bytes per
             query–database pair while scoring).
         sequence_speeds: relative speeds of the database traversal searched by sequences.
+        verbose: show progress.
+        precision: what the images are embedded in (`netvlad_tf.inference.precision`; int8
+            is calibrated on the database images).
 
     Example:
     >>> from netvlad_tf.data import read_csv_dataset
@@ -187,9 +192,17 @@ def evaluate(
     query_indices = dataset.queries_with_positives(radius_m)
     if len(query_indices) == 0:
         raise ValueError(f"{dataset.name}: no query has a database image {dataset.positive_rule(radius_m)}.")
-    embed = _embedder(model, pooling, image_size, max_side, batch_size, cache_dir, verbose)
+    requested = precision
+    precision, reason = choose_precision(requested)
+    if pooling == PIXELS and precision != "float32":
+        raise ValueError("Raw pixels are compared as they are; --precision applies to a model.")
+    if verbose and requested != "float32" and pooling != PIXELS:
+        print(reason, flush=True)
+    runner = model if pooling == PIXELS else model_in_precision(
+        model, precision, dataset.database_paths, image_size, max_side, verbose=verbose)
+    embed = _embedder(model, runner, precision, pooling, image_size, max_side, batch_size, cache_dir, verbose)
     database = embed(dataset.database_paths, "database")
-    queries = embed(dataset.query_paths, "queries")
+    queries = embed(dataset.query_paths, "query")
 
     index = create_index(index_kind, database.shape[1], model_name=PIXELS if pooling else model.name)
     index.add(database)
@@ -250,17 +263,17 @@ def _ranking(ranked, distances, best_similarity, dataset, positives, query_indic
                    np.asarray(best_similarity, np.float32), best_match)
 
 
-def _embedder(model, pooling, image_size, max_side, batch_size, cache_dir, verbose):
+def _embedder(model, runner, precision, pooling, image_size, max_side, batch_size, cache_dir, verbose):
     if pooling == PIXELS:
         return lambda paths, role: pixel_descriptors(paths)
 
     def embed(paths, role):
         if verbose:
-            print(f"Embedding {len(paths)} {role} images with {model.name}", flush=True)
-        compute = lambda: embed_images(model, paths, image_size, max_side, batch_size, verbose)
+            print(f"Embedding {len(paths)} {role} images with {runner.name}", flush=True)
+        compute = lambda: embed_images(runner, paths, image_size, max_side, batch_size, verbose)
         if cache_dir is None:
             return compute()
-        key = descriptor_cache_key(model, paths, image_size, max_side)
+        key = descriptor_cache_key(model, paths, image_size, max_side, *([precision] if precision != "float32" else []))
         return cached_descriptors(Path(cache_dir) / f"{role}-{key}.npy", compute)
 
     return embed

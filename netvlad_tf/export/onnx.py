@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from pathlib import Path
 
 import keras
@@ -50,7 +51,9 @@ def export_onnx(model: keras.Model, path, overwrite: bool = False) -> Path:
     path = Path(path)
     refuse_existing(path, overwrite)
     model(np.zeros((1, 32, 32, 3), np.float32), training=False)  # Keras exports called models only
-    with atomic_file(path, overwrite) as staging:
+    with atomic_file(path, overwrite) as staging, warnings.catch_warnings():
+        # Keras' bundled tf2onnx probes `np.object`, which NumPy answers with a FutureWarning.
+        warnings.filterwarnings("ignore", "In the future `np.object`", FutureWarning)
         model.export(str(staging), format="onnx", verbose=False)
     return path
 

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from netvlad_tf.backbones.preprocessing import PixelNormalization
+from netvlad_tf.backbones.float_layers import float_layer_names
 from netvlad_tf.export.constant_graph import constant_forward
 from netvlad_tf.export.flatbuffers import read_model, tensor_name
 from netvlad_tf.export.hybrid_weights import int8_weights_for_float_matmuls
@@ -25,17 +25,6 @@ PARITY_BARS = {
     "float16": ("cos ≥ 0.999", lambda diff, cos: cos >= 0.999),
     "dynamic": ("cos ≥ 0.98", lambda diff, cos: cos >= 0.98),
     "int8": ("cos ≥ 0.98", lambda diff, cos: cos >= 0.98),
-}
-# Full int8 keeps these backbone layers in float32 (name prefixes), beside the whole pooling and
-# whitening head. Measured on the trained demo model at 240×320, with the head in float: the
-# whole Lite0 backbone in int8 gives cosine 0.89 to the Keras descriptor; with its preprocessing,
-# stem and blocks 0–1 in float, 0.995 (up to block 0 only: 0.979). Other backbones keep their
-# preprocessing in float.
-# Early layers kept in float besides every `PixelNormalization` (chosen by type, whatever its
-# name, so converted models keep their preprocessing in float too): Lite0's stem and first two
-# blocks, whose activations 8 bits do not resolve.
-INT8_FLOAT_EARLY_LAYERS = {
-    "efficientnet_lite0": ("stem_", "block0_", "block1_"),
 }
 
 
@@ -59,7 +48,7 @@ def export_tflite(
             normalisations, softmax and sums of squares of small numbers do not survive 8-bit
             activations (cosine ≈ 0 to the Keras descriptor) — and so do the backbone's
             pixel normalisation (every `PixelNormalization` layer, by type) and the early layers
-            listed in `INT8_FLOAT_EARLY_LAYERS`. The whitening's weights are still
+            of `netvlad_tf.backbones.float_layers`. The whitening's weights are still
             stored in int8 (one scale per output dimension) and run as a hybrid op with float
             activations: the whitening matrix is most of the model's size.
         representative_images: `(H, W, 3)` images at the deployment resolution that calibrate
@@ -121,10 +110,7 @@ def _float_node_names(frozen, model: keras.Model) -> list[str]:
     subgraph = float_model.subgraphs[0]
     backbone = getattr(model, "backbone", None)
     backbone_name = f"/{backbone.name}" if backbone is not None else None
-    prefixes = next((layers for name, layers in INT8_FLOAT_EARLY_LAYERS.items()
-                     if backbone is not None and backbone.name.startswith(name)), ())
-    if backbone is not None:
-        prefixes += tuple(layer.name for layer in backbone.layers if isinstance(layer, PixelNormalization))
+    prefixes = float_layer_names(backbone) if backbone is not None else ()
     float_nodes = []
     for op in subgraph.operators:
         if op.outputs is None or len(op.outputs) == 0:

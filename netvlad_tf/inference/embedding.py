@@ -105,7 +105,8 @@ class Embedder:
     the whole batch and concatenates their outputs, so each row would come back once per replica.
 
     Args:
-        model: maps a batch to one output or a list of outputs.
+        model: maps a batch to one output or a list of outputs: a Keras model, or a runtime
+            that is compiled already (`netvlad_tf.inference.int8.Int8Model`), called as it is.
 
     Example:
     >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, use_bias=False)])
@@ -115,7 +116,10 @@ class Embedder:
 
     def __init__(self, model: keras.Model):
         self.model = model
-        self._forward = None if model.run_eagerly else _compiled_forward(model)
+        if not isinstance(model, keras.Model):  # a compiled runtime already (int8 on ONNX Runtime)
+            self._forward = model
+        else:
+            self._forward = None if model.run_eagerly else _compiled_forward(model)
 
     def __call__(self, inputs) -> list[np.ndarray]:
         """The model's outputs for one batch, a list of float32 arrays (one per output).

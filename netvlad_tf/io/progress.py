@@ -115,7 +115,7 @@ class Progress:
         'embedding: 120/400 images (30%), 2.00 images/s, 2:20 left'
         """
         rate = done / elapsed if elapsed > 0 else 0.0
-        plural = self.unit + "s"
+        plural = self.unit[:-1] + "ies" if self.unit.endswith("y") else self.unit + "s"
         if self._total is None:
             return f"{self.label}: {done} {plural}, {rate:.2f} {plural}/s, {format_duration(elapsed)} elapsed"
         share = f"{100 * done / self._total:.0f}%" if self._total else "100%"

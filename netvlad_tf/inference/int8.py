@@ -1,0 +1,164 @@
+"""int8 inference on ONNX Runtime (`pip install 'netvlad_tf[int8]'`): the model exported to ONNX,
+its backbone convolutions statically quantised (QDQ, per-channel int8 weights, uint8
+activations) with ranges calibrated on images of the database being embedded.
+
+The runtime was chosen by measurement (`benchmarks/bench_precision.py`): on a CPU with VNNI,
+ONNX Runtime's int8 kernels ran VGG16 + NetVLAD at 240×320 3.65× its own float32; on an
+AVX2-only CPU (no VNNI) ONNX Runtime and OpenVINO 2026.4 both ran the quantised model at the
+speed of their float32 (1.52 and 1.55 images/s against 1.60 and 1.58), so int8 pays only where
+the CPU has int8 dot-product units. The pooling and whitening head stays float32 (as in the
+int8 TFLite), and so do the layers of `netvlad_tf.backbones.float_layers`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from netvlad_tf.backbones.float_layers import float_layer_names
+from netvlad_tf.data.images import DEFAULT_MAX_SIDE, image_problem, indexed_image_batches
+from netvlad_tf.data.sampling import evenly_spaced
+from netvlad_tf.io.atomic_writes import atomic_file
+
+INT8_EXTRA_HINT = "--precision=int8 runs on ONNX Runtime: pip install 'netvlad_tf[int8]'."
+# Images the activation ranges are calibrated on, and images held back for the parity check.
+CALIBRATION_IMAGES = 32
+PARITY_IMAGES = 8
+# The least cosine between an int8 and a float32 descriptor of a held-back image. Recall moves
+# when near neighbours swap; on unit vectors a cosine c moves a descriptor by √(2 − 2c), 0.14 at
+# 0.99, a tenth of the distance between unrelated images (√2), and the measured int8 models
+# reach 0.9998 (random VGG16 weights at 240×320): a model under 0.99 is miscalibrated.
+INT8_MIN_COSINE = 0.99
+
+
+def _require_onnx_runtime():
+    try:
+        import onnxruntime
+        import onnxruntime.quantization  # noqa: F401
+        import tf2onnx  # noqa: F401
+    except ImportError as error:
+        raise ValueError(f"{INT8_EXTRA_HINT} ({error})") from None
+    return onnxruntime
+
+
+class Int8Model:
+    """A quantised `.onnx` model run by ONNX Runtime, called like the Keras model it came from:
+    `(B, H, W, 3)` RGB images in 0–255 → `(B, dim)` descriptors (NumPy float32).
+
+    Args:
+        path: the quantised model (`quantize_int8`).
+        name: what to call it in messages.
+    """
+
+    run_eagerly = False
+
+    def __init__(self, path, name: str | None = None):
+        onnxruntime = _require_onnx_runtime()
+        self.name = name or Path(path).stem
+        self.onnx_bytes = Path(path).read_bytes()  # kept to save it elsewhere (a place index)
+        self._session = onnxruntime.InferenceSession(self.onnx_bytes, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+
+    def __call__(self, inputs, training: bool = False) -> np.ndarray:
+        return self._session.run(None, {self._input: np.asarray(inputs, np.float32)})[0]
+
+
+def quantize_int8(model: keras.Model, calibration_paths: Sequence[str], path, image_size=None,
+                  max_side: int | None = DEFAULT_MAX_SIDE, overwrite: bool = False) -> Path:
+    """Writes `model` as an int8 ONNX model calibrated on `calibration_paths` (read by the image
+    policy, one at a time), its head and float layers kept float32.
+
+    Args:
+        model: a `PlaceRecognitionModel` (its `backbone` names the layers to quantise).
+        calibration_paths: images like those it will embed (e.g. spread over the database).
+        path: the `.onnx` file to write (atomically).
+        image_size, max_side: the image policy of the images it will embed.
+        overwrite: replace an existing file.
+
+    Returns:
+        `path`.
+    """
+    _require_onnx_runtime()
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from netvlad_tf.export.onnx import export_onnx
+
+    backbone = getattr(model, "backbone", None)
+    if backbone is None:
+        raise ValueError(f"--precision=int8 needs a netvlad_tf PlaceRecognitionModel, not a Keras {type(model).__name__}.")
+
+    class Images(CalibrationDataReader):
+        def __init__(self):
+            self.batches = indexed_image_batches(list(calibration_paths), image_size, max_side, batch_size=1)
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {"images": batch[1]}
+
+    with tempfile.TemporaryDirectory() as work:
+        float_path, prepared = Path(work) / "float.onnx", Path(work) / "prepared.onnx"
+        export_onnx(model, float_path)
+        quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
+        with atomic_file(path, overwrite) as staging:
+            quantize_static(str(prepared), str(staging), Images(), quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            op_types_to_quantize=["Conv"], nodes_to_exclude=_float_nodes(prepared, backbone))
+    return Path(path)
+
+
+def _float_nodes(onnx_path: Path, backbone: keras.Model) -> list[str]:
+    """The ONNX nodes that stay float32: outside the backbone (the head), or in its float layers."""
+    import onnx
+
+    prefixes = float_layer_names(backbone)
+    nodes = onnx.load(str(onnx_path)).graph.node
+    return [node.name for node in nodes
+            if f"/{backbone.name}" not in node.name or any(f"/{prefix}" in node.name for prefix in prefixes)]
+
+
+def calibrated_int8_model(model: keras.Model, paths: Sequence[str], path, image_size=None,
+                          max_side: int | None = DEFAULT_MAX_SIDE, verbose: bool = True) -> Int8Model:
+    """Quantises `model` to int8 calibrated on images spread evenly over `paths` and checks it on
+    others held back: the int8 model, or a one-line refusal when its descriptors stray.
+
+    Args:
+        model: the float32 `PlaceRecognitionModel`.
+        paths: the images to be embedded (the database); unreadable ones are passed over.
+        path: where the int8 `.onnx` is kept (reused when it exists: a resumed run keeps its
+            calibration; removed when it fails the check).
+        image_size, max_side: the image policy.
+        verbose: print the parity line.
+
+    Raises:
+        ValueError: the int8 descriptors' cosine to float32 falls under `INT8_MIN_COSINE` on a
+            held-back image, or ONNX Runtime is not installed.
+    """
+    from netvlad_tf.inference.embedding import embed_images
+
+    path = Path(path)
+    spread = evenly_spaced(list(paths), 4 * (CALIBRATION_IMAGES + PARITY_IMAGES))
+    readable = [p for p in spread if image_problem(p) is None][: CALIBRATION_IMAGES + PARITY_IMAGES]
+    if len(readable) < 2:
+        raise ValueError("int8 calibration needs readable images; found fewer than 2 among the database's.")
+    held_back = readable[1::(CALIBRATION_IMAGES + PARITY_IMAGES) // PARITY_IMAGES][:PARITY_IMAGES]
+    calibration = [p for p in readable if p not in held_back]
+    if not path.is_file():
+        quantize_int8(model, calibration, path, image_size, max_side)
+    int8 = Int8Model(path, name=f"{model.name}_int8")
+    reference = embed_images(model, held_back, image_size, max_side, batch_size=1, verbose=False)
+    low = embed_images(int8, held_back, image_size, max_side, batch_size=1, verbose=False)
+    cosine = float(np.min(np.sum(reference * low, axis=1)))
+    if cosine < INT8_MIN_COSINE:
+        path.unlink()
+        raise ValueError(f"The int8 model's descriptors stray from float32 (least cosine {cosine:.4f} over "
+                         f"{len(held_back)} held-back images, under {INT8_MIN_COSINE}); use --precision=float32 "
+                         "or bfloat16.")
+    if verbose:
+        print(f"int8 parity: least cosine to float32 {cosine:.5f} over {len(held_back)} held-back images "
+              f"(bar {INT8_MIN_COSINE})", flush=True)
+    return int8

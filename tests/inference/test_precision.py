@@ -1,0 +1,139 @@
+"""Low-precision inference: bfloat16/float16 backbones and int8 on ONNX Runtime give descriptors
+close to float32 (the float32 model's own output is the reference), `auto` chooses by the
+machine, and a descriptor folder or place index keeps one precision."""
+
+import json
+
+import numpy as np
+import pytest
+
+from netvlad_tf import build_netvlad_model, embed_database, read_descriptors
+from netvlad_tf.backbones import float_layers
+from netvlad_tf.data import read_csv_dataset
+from netvlad_tf.database.place_index import PlaceIndex
+from netvlad_tf.database.shards import DescriptorFolderError
+from netvlad_tf.inference import hardware, int8, precision
+from netvlad_tf.inference.embedding import embed_images
+from netvlad_tf.inference.precision import choose_precision, low_precision_model
+from netvlad_tf.initialization.clustering import initialize_clusters_from_images
+from netvlad_tf.sample_data import nordland_csv
+
+# The bounds a low-precision descriptor must keep to its float32 one (cosine over the bundled
+# queries): median ≥ 0.999, as the issue asks, and a least value of 0.995, tighter than its 0.99.
+MEDIAN_BOUND, LEAST_BOUND = 0.999, 0.995
+
+
+@pytest.fixture(scope="module")
+def lite0_netvlad(tmp_path_factory):
+    """EfficientNet-Lite0 with its bundled ImageNet weights and NetVLAD clusters from k-means on
+    the bundled images: real activations, as a deployed model has."""
+    dataset = read_csv_dataset(nordland_csv("test"))
+    model = build_netvlad_model("efficientnet_lite0", num_clusters=16)
+    initialize_clusters_from_images(model, dataset.database_paths, 40, verbose=False)
+    path = tmp_path_factory.mktemp("model") / "lite0.keras"
+    model.save(path)
+    return model, path, dataset
+
+
+def cosines(reference, other):
+    return np.sum(reference * other, axis=1)
+
+
+@pytest.fixture(scope="module")
+def float32_queries(lite0_netvlad):
+    model, _, dataset = lite0_netvlad
+    return embed_images(model, dataset.query_paths[::12], verbose=False)
+
+
+@pytest.mark.parametrize("name, median", [("bfloat16", MEDIAN_BOUND), ("float16", 0.9999)])
+def test_a_low_precision_backbone_keeps_descriptors_close(lite0_netvlad, float32_queries, name, median):
+    model, _, dataset = lite0_netvlad
+    low = low_precision_model(model, name)
+    assert low.backbone.get_layer("block5_project_conv").compute_dtype == name
+    assert low.pooling.compute_dtype == "float32" and low.backbone.get_layer("stem_conv").compute_dtype == "float32"
+    assert all(weight.dtype == "float32" for weight in low.weights)
+    found = cosines(float32_queries, embed_images(low, dataset.query_paths[::12], verbose=False))
+    assert np.median(found) >= median and found.min() >= LEAST_BOUND, (np.median(found), found.min())
+
+
+def test_the_bound_catches_early_layers_in_bfloat16(lite0_netvlad, float32_queries, monkeypatch):
+    """The purpose-made mistake: without the float32 early layers, bfloat16 falls under the bound."""
+    model, _, dataset = lite0_netvlad
+    monkeypatch.setattr(float_layers, "FLOAT_EARLY_LAYERS", {})
+    found = cosines(float32_queries, embed_images(low_precision_model(model, "bfloat16"), dataset.query_paths[::12],
+                                                  verbose=False))
+    assert np.median(found) < MEDIAN_BOUND
+
+
+def test_auto_chooses_by_the_machine(monkeypatch):
+    monkeypatch.setattr(precision, "gpu_names", lambda: [])
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    monkeypatch.setattr(precision, "describe_cpu", lambda: "x86_64: AVX2 only (no VNNI, no BF16)")
+    chosen, reason = choose_precision("auto")
+    assert chosen == "float32" and "no bfloat16 unit" in reason and "emulated" in reason
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16", "avx512_vnni"}))
+    assert choose_precision("auto")[0] == "bfloat16"
+    monkeypatch.setattr(precision, "gpu_names", lambda: ["/physical_device:GPU:0"])
+    assert choose_precision("auto")[0] == "float16"
+    with pytest.raises(ValueError, match="Unknown precision 'fp8'"):
+        choose_precision("fp8")
+    assert hardware.describe_cpu(frozenset({"avx2", "avx512_vnni", "avx512_bf16"})).endswith("avx512_vnni avx512_bf16 avx2")
+
+
+@pytest.mark.slow  # two quantisations of Lite0
+def test_int8_embeds_a_folder_close_to_float32_and_keeps_its_precision(lite0_netvlad, tmp_path, capsys):
+    _, path, dataset = lite0_netvlad
+    paths, coordinates = dataset.database_paths[:80], dataset.database_utm[:80]
+    reference = read_descriptors(embed_database(path, paths, coordinates, tmp_path / "float32", verbose=False))
+    folder = embed_database(path, paths, coordinates, tmp_path / "int8", shard_size=40, precision="int8")
+    assert "int8 parity: least cosine to float32" in capsys.readouterr().out
+    assert json.loads((folder / "manifest.json").read_text())["precision"] == "int8"
+    found = cosines(reference.descriptors, read_descriptors(folder).descriptors)
+    assert found.min() >= int8.INT8_MIN_COSINE, found.min()
+    with pytest.raises(DescriptorFolderError, match=r"another precision \('int8' there, 'bfloat16' now\)"):
+        embed_database(path, paths, coordinates, folder, shard_size=40, precision="bfloat16", verbose=False)
+    with pytest.raises(DescriptorFolderError, match=r"another precision \('float32' there, 'int8' now\)"):
+        embed_database(path, paths, coordinates, tmp_path / "float32", precision="int8", verbose=False)
+
+
+def test_int8_that_strays_is_refused_in_one_line(lite0_netvlad, tmp_path, monkeypatch):
+    """The purpose-made mistake: the head quantised too (nothing kept float32)."""
+    model, _, dataset = lite0_netvlad
+    monkeypatch.setattr(int8, "_float_nodes", lambda onnx_path, backbone: [])
+    with pytest.raises(ValueError, match=r"stray from float32 \(least cosine 0\.\d+ over 8 held-back images"):
+        int8.calibrated_int8_model(model, dataset.database_paths, tmp_path / "int8.onnx", verbose=False)
+    assert not (tmp_path / "int8.onnx").exists()
+
+
+@pytest.mark.slow  # a quantisation of Lite0
+def test_a_place_index_queries_in_its_database_precision(lite0_netvlad, tmp_path):
+    model, _, dataset = lite0_netvlad
+    small = dataset.select(np.arange(dataset.num_database) < 60, np.zeros(dataset.num_queries, bool))
+    built = PlaceIndex.build(model, small, precision="int8", verbose=False)
+    built.save(tmp_path / "index")
+    loaded = PlaceIndex.load(tmp_path / "index")
+    assert loaded.precision == "int8" and (tmp_path / "index/model_int8.onnx").is_file()
+    photo = dataset.database_paths[30]
+    assert loaded.query([photo], top_k=1)[0][0].image_path == photo
+    assert loaded.query([photo], top_k=1, precision="float32")[0][0].image_path == photo
+    float_index = PlaceIndex.build(model, small, verbose=False)
+    with pytest.raises(ValueError, match="holds no int8 model"):
+        float_index.query([photo], precision="int8")
+
+
+def test_the_command_line_says_what_auto_chose(lite0_netvlad, tmp_path, capsys, monkeypatch):
+    from netvlad_tf.cli import main
+
+    _, path, _ = lite0_netvlad
+    monkeypatch.setattr(precision, "gpu_names", lambda: [])
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))
+    common = [f"--model={path}", f"--dataset={nordland_csv('test')}", "--image_size=32,64", "--split=test"]
+    assert main(["netvlad-tf", "embed", *common, f"--output={tmp_path / 'db'}", "--precision=auto"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line for line in lines if line.startswith("precision auto")] == [
+        next(line for line in lines if line.startswith("precision auto → float32: this CPU has no bfloat16 unit"))]
+    manifest = json.loads((tmp_path / "db/manifest.json").read_text())
+    assert manifest["precision"] == "float32"
+    assert main(["netvlad-tf", "index", f"--descriptors={tmp_path / 'db'}", f"--output={tmp_path / 'i'}",
+                 "--precision=int8"]) == 1
+    assert "set when it is embedded" in capsys.readouterr().err
