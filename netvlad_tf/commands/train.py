@@ -19,6 +19,7 @@ from netvlad_tf.commands.shared_flags import (
 )
 from netvlad_tf.data.loading import open_dataset
 from netvlad_tf.data.unreadable import drop_unreadable_images
+from netvlad_tf.inference.hardware import gpu_names
 from netvlad_tf.initialization.clustering import DEFAULT_NUM_DESCRIPTORS, initialize_clusters_from_images
 from netvlad_tf.initialization.learned_whitening import with_learned_whitening
 from netvlad_tf.io.atomic_writes import save_model_atomically
@@ -86,7 +87,8 @@ def define_flags(fv: flags.FlagValues) -> None:
     define_whitening_flag(fv)
     flags.DEFINE_boolean("skip_corrupt_images", False, "Scan the images first and skip unreadable ones "
                          "(with a count and a warning) instead of stopping at the first.", flag_values=fv)
-    flags.DEFINE_boolean("mixed_precision", False, "Compute in bfloat16 (weights stay float32).", flag_values=fv)
+    flags.DEFINE_boolean("mixed_precision", False, "Compute in float16 with loss scaling on a GPU, bfloat16 on a CPU "
+                         "(weights stay float32).", flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Random seed.", flag_values=fv)
 
 
@@ -111,8 +113,8 @@ def run(fv: flags.FlagValues) -> int:
     if image_size is None:
         raise ValueError("Training batches tuples of images: set --image_size HEIGHT,WIDTH.")
     keras.utils.set_random_seed(fv.seed)
-    if fv.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    if fv.mixed_precision:  # float16 with loss scaling on a GPU, bfloat16 on a CPU
+        keras.mixed_precision.set_global_policy("mixed_float16" if gpu_names() else "mixed_bfloat16")
     train_dataset = open_dataset(fv.dataset, fv.image_root, fv.query_root, "train")
     val_dataset = open_dataset(fv.val_dataset, fv.image_root, fv.query_root, "val") if fv.val_dataset else None
     if fv.skip_corrupt_images:

@@ -229,9 +229,9 @@ class PlaceIndex:
                              f"{INDEX_FOLDER}/ holds {index.size} descriptors.")
         int8_model = None
         if places["precision"] == "int8":
-            from netvlad_tf.inference.int8 import Int8Model
+            from netvlad_tf.inference.int8 import OnnxRuntimeModel
 
-            int8_model = Int8Model(directory / INT8_MODEL_FILE, name=f"{model.name}_int8")
+            int8_model = OnnxRuntimeModel(directory / INT8_MODEL_FILE, name=f"{model.name}_int8")
         return cls(model, index, places["image_paths"], places["coordinates"], places["image_size"],
                    places["max_side"], places["descriptor_folder"], places["precision"], int8_model)
 

@@ -126,8 +126,8 @@ def folder_model(directory: Path, manifest: dict):
     `model.keras`, run in bfloat16/float16 by `low_precision_model`, or its `model_int8.onnx`."""
     precision = manifest.get("precision", "float32")
     if precision == "int8":
-        from netvlad_tf.inference.int8 import Int8Model
+        from netvlad_tf.inference.int8 import OnnxRuntimeModel
 
-        return Int8Model(directory / INT8_MODEL_FILE, name=f"{manifest['model_name']}_int8")
+        return OnnxRuntimeModel(directory / INT8_MODEL_FILE, name=f"{manifest['model_name']}_int8")
     model = load_model_file(directory / MODEL_FILE, place_model=precision != "float32")
     return low_precision_model(model, precision)

@@ -4,25 +4,15 @@
 from __future__ import annotations
 
 import functools
-import warnings
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from netvlad_tf.export.parity import ParityReport, measure_parity
-from netvlad_tf.io.atomic_writes import atomic_file, refuse_existing
+from netvlad_tf.inference.onnx_files import require_onnx_packages, write_onnx
 
 ONNX_MAX_ABS_DIFF = 1e-4
-ONNX_EXTRA_HINT = "ONNX export needs tf2onnx and onnxruntime: pip install 'netvlad_tf[onnx]'."
-
-
-def _require_onnx_packages() -> None:
-    try:
-        import onnxruntime  # noqa: F401
-        import tf2onnx  # noqa: F401
-    except ImportError as error:
-        raise ValueError(f"{ONNX_EXTRA_HINT} ({error})") from None
 
 
 def export_onnx(model: keras.Model, path, overwrite: bool = False) -> Path:
@@ -47,21 +37,13 @@ def export_onnx(model: keras.Model, path, overwrite: bool = False) -> Path:
         export_onnx(keras.models.load_model("model.keras"), "netvlad.onnx")
         # onnxruntime.InferenceSession("netvlad.onnx").run(None, {"images": images})
     """
-    _require_onnx_packages()
-    path = Path(path)
-    refuse_existing(path, overwrite)
-    model(np.zeros((1, 32, 32, 3), np.float32), training=False)  # Keras exports called models only
-    with atomic_file(path, overwrite) as staging, warnings.catch_warnings():
-        # Keras' bundled tf2onnx probes `np.object`, which NumPy answers with a FutureWarning.
-        warnings.filterwarnings("ignore", "In the future `np.object`", FutureWarning)
-        model.export(str(staging), format="onnx", verbose=False)
-    return path
+    return write_onnx(model, path, overwrite)
 
 
 def run_onnx(path, images: np.ndarray) -> np.ndarray:
     """Descriptors of `(B, H, W, 3)` images from an `.onnx` model with onnxruntime (CPU); the
     session of a file is made once and reused while the file is unchanged."""
-    _require_onnx_packages()
+    require_onnx_packages()
     path = Path(path)
     session = _session(str(path.resolve()), path.stat().st_mtime_ns)
     return session.run(None, {session.get_inputs()[0].name: images.astype(np.float32)})[0]

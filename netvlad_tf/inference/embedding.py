@@ -106,7 +106,7 @@ class Embedder:
 
     Args:
         model: maps a batch to one output or a list of outputs: a Keras model, or a runtime
-            that is compiled already (`netvlad_tf.inference.int8.Int8Model`), called as it is.
+            that is compiled already (`netvlad_tf.inference.int8.OnnxRuntimeModel`), called as it is.
 
     Example:
     >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, use_bias=False)])

@@ -22,6 +22,7 @@ import numpy as np
 from netvlad_tf.backbones.float_layers import float_layer_names
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE, image_problem, indexed_image_batches
 from netvlad_tf.data.sampling import evenly_spaced
+from netvlad_tf.inference.onnx_files import require_onnx_packages, write_onnx
 from netvlad_tf.io.atomic_writes import atomic_file
 
 INT8_EXTRA_HINT = "--precision=int8 runs on ONNX Runtime: pip install 'netvlad_tf[int8]'."
@@ -35,19 +36,10 @@ PARITY_IMAGES = 8
 INT8_MIN_COSINE = 0.99
 
 
-def _require_onnx_runtime():
-    try:
-        import onnxruntime
-        import onnxruntime.quantization  # noqa: F401
-        import tf2onnx  # noqa: F401
-    except ImportError as error:
-        raise ValueError(f"{INT8_EXTRA_HINT} ({error})") from None
-    return onnxruntime
-
-
-class Int8Model:
-    """A quantised `.onnx` model run by ONNX Runtime, called like the Keras model it came from:
-    `(B, H, W, 3)` RGB images in 0–255 → `(B, dim)` descriptors (NumPy float32).
+class OnnxRuntimeModel:
+    """An `.onnx` model (here: quantised by `quantize_int8`) run by ONNX Runtime on the CPU,
+    called like the Keras model it came from: `(B, H, W, 3)` RGB images in 0–255 → `(B, dim)`
+    descriptors (NumPy float32).
 
     Args:
         path: the quantised model (`quantize_int8`).
@@ -57,7 +49,9 @@ class Int8Model:
     run_eagerly = False
 
     def __init__(self, path, name: str | None = None):
-        onnxruntime = _require_onnx_runtime()
+        require_onnx_packages(INT8_EXTRA_HINT)
+        import onnxruntime
+
         self.name = name or Path(path).stem
         self.onnx_bytes = Path(path).read_bytes()  # kept to save it elsewhere (a place index)
         self._session = onnxruntime.InferenceSession(self.onnx_bytes, providers=["CPUExecutionProvider"])
@@ -82,11 +76,9 @@ def quantize_int8(model: keras.Model, calibration_paths: Sequence[str], path, im
     Returns:
         `path`.
     """
-    _require_onnx_runtime()
+    require_onnx_packages(INT8_EXTRA_HINT)
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from netvlad_tf.export.onnx import export_onnx
 
     backbone = getattr(model, "backbone", None)
     if backbone is None:
@@ -102,7 +94,7 @@ def quantize_int8(model: keras.Model, calibration_paths: Sequence[str], path, im
 
     with tempfile.TemporaryDirectory() as work:
         float_path, prepared = Path(work) / "float.onnx", Path(work) / "prepared.onnx"
-        export_onnx(model, float_path)
+        write_onnx(model, float_path)
         quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
         with atomic_file(path, overwrite) as staging:
             quantize_static(str(prepared), str(staging), Images(), quant_format=QuantFormat.QDQ,
@@ -122,7 +114,7 @@ def _float_nodes(onnx_path: Path, backbone: keras.Model) -> list[str]:
 
 
 def calibrated_int8_model(model: keras.Model, paths: Sequence[str], path, image_size=None,
-                          max_side: int | None = DEFAULT_MAX_SIDE, verbose: bool = True) -> Int8Model:
+                          max_side: int | None = DEFAULT_MAX_SIDE, verbose: bool = True) -> OnnxRuntimeModel:
     """Quantises `model` to int8 calibrated on images spread evenly over `paths` and checks it on
     others held back: the int8 model, or a one-line refusal when its descriptors stray.
 
@@ -149,7 +141,7 @@ def calibrated_int8_model(model: keras.Model, paths: Sequence[str], path, image_
     calibration = [p for p in readable if p not in held_back]
     if not path.is_file():
         quantize_int8(model, calibration, path, image_size, max_side)
-    int8 = Int8Model(path, name=f"{model.name}_int8")
+    int8 = OnnxRuntimeModel(path, name=f"{model.name}_int8")
     reference = embed_images(model, held_back, image_size, max_side, batch_size=1, verbose=False)
     low = embed_images(int8, held_back, image_size, max_side, batch_size=1, verbose=False)
     cosine = float(np.min(np.sum(reference * low, axis=1)))

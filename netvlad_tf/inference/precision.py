@@ -119,7 +119,7 @@ def model_in_precision(model: keras.Model, precision: str, database_paths=(), im
         verbose: int8: print the parity line.
 
     Returns:
-        A Keras model, or an `Int8Model`; either goes wherever a model is embedded with.
+        A Keras model, or an `OnnxRuntimeModel`; either goes wherever a model is embedded with.
     """
     if precision != "int8":
         return low_precision_model(model, precision)

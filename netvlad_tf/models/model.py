@@ -134,7 +134,10 @@ class PlaceRecognitionModel(MultiWorkerFit, keras.Model):
             # Under tf.distribute this is the replica's share of the global batch's loss (its
             # normaliser counts the whole batch): Keras sums the shares' gradients.
             loss = self._ranking_loss(tuples, training=True)
-        gradients = tape.gradient(loss, self.trainable_variables)
+            # Under a float16 policy Keras' LossScaleOptimizer unscales the gradients it
+            # applies, so they must come from the scaled loss (other optimizers: unchanged).
+            scaled_loss = self.optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled_loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
         self.ranking_loss_tracker.update_state(_global_sum(loss))
         return self.multi_worker_logs({"loss": self.ranking_loss_tracker.result()})
