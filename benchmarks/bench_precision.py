@@ -9,7 +9,8 @@ Prints the CPU's capability first, then:
    torch is installed (what a user would pick instead). Random weights and images: speed does
    not depend on the values.
 2. with `--model` (e.g. the demo's `demo_output/model_whitened.keras`): Recall@1/5/10 on the
-   bundled test stretch and the descriptors' cosine to float32 (median, least) per precision.
+   bundled test stretch at `--image_size` (the demo's 128×256) and the query descriptors'
+   cosine to float32 (median, least) per precision.
 
 Options: `--images N` per timing (default 4), `--sections 12`, `--skip int8,float16`.
 """
@@ -103,9 +104,9 @@ def _torch_rows(backbone: str, images: np.ndarray) -> dict[str, float]:
     return rows
 
 
-def fidelity_section(model_path: str, skip: set[str]) -> None:
+def fidelity_section(model_path: str, skip: set[str], image_size: tuple[int, int]) -> None:
     from netvlad_tf.data import read_csv_dataset
-    from netvlad_tf.evaluation import evaluate
+    from netvlad_tf.evaluation.evaluate import evaluate
     from netvlad_tf.inference.embedding import embed_images
     from netvlad_tf.inference.precision import model_in_precision
     from netvlad_tf.models.model_files import load_model_file
@@ -113,15 +114,16 @@ def fidelity_section(model_path: str, skip: set[str]) -> None:
 
     model = load_model_file(model_path)
     dataset = read_csv_dataset(nordland_csv("test"))
-    print(f"\n2. {model.name} on {dataset.name} ({dataset.num_queries} queries): recall and cosine to float32")
-    reference = embed_images(model, dataset.query_paths, verbose=False)
+    print(f"\n2. {model.name} on {dataset.name} ({dataset.num_queries} queries) at {image_size[0]}×{image_size[1]}: "
+          "recall and cosine to float32")
+    reference = embed_images(model, dataset.query_paths, image_size, verbose=False)
     print(f"  {'precision':<10} {'R@1':>6} {'R@5':>6} {'R@10':>6}   {'cos median':>10} {'cos least':>10}")
     for name in PRECISIONS:
         if name in skip:
             continue
-        result = evaluate(model, dataset, ns=(1, 5, 10), verbose=False, precision=name)
-        runner = model_in_precision(model, name, dataset.database_paths, verbose=False)
-        found = np.sum(reference * embed_images(runner, dataset.query_paths, verbose=False), axis=1)
+        result = evaluate(model, dataset, ns=(1, 5, 10), image_size=image_size, verbose=False, precision=name)
+        runner = model_in_precision(model, name, dataset.database_paths, image_size, verbose=False)
+        found = np.sum(reference * embed_images(runner, dataset.query_paths, image_size, verbose=False), axis=1)
         recall = [100 * result.recall[n] for n in (1, 5, 10)]
         print(f"  {name:<10} {recall[0]:6.1f} {recall[1]:6.1f} {recall[2]:6.1f}   {np.median(found):10.5f} "
               f"{found.min():10.5f}")
@@ -133,6 +135,7 @@ def main() -> None:
     parser.add_argument("--sections", default="12", help="Which sections to run.")
     parser.add_argument("--model", help="A trained .keras model for section 2 (e.g. the demo's).")
     parser.add_argument("--skip", default="", help="Precisions to leave out, e.g. float16,int8.")
+    parser.add_argument("--image_size", default="128,256", help="Section 2's HEIGHT,WIDTH (the demo's: 128,256).")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     from cpu_info import int8_capability
@@ -142,7 +145,7 @@ def main() -> None:
     if "1" in args.sections:
         speed_section(args.images, skip)
     if "2" in args.sections and args.model:
-        fidelity_section(args.model, skip)
+        fidelity_section(args.model, skip, tuple(int(side) for side in args.image_size.split(",")))
 
 
 if __name__ == "__main__":
