@@ -188,6 +188,7 @@ def test_an_ivf_index_grows_in_its_trained_lists_and_says_when_to_retrain():
     assert "2400 vectors in 8 inverted lists" in grown.retrain_advice()
 
 
+@pytest.mark.slow  # eight commands end to end; the API tests above cover each behaviour
 def test_the_command_line_skips_retries_appends_and_updates(model_file, reference, images, tmp_path, capsys):
     from netvlad_tf.cli import main
 

@@ -96,6 +96,7 @@ def test_int8_embeds_a_folder_close_to_float32_and_keeps_its_precision(lite0_net
         embed_database(path, paths, coordinates, tmp_path / "float32", precision="int8", verbose=False)
 
 
+@pytest.mark.slow  # a quantisation of Lite0
 def test_int8_that_strays_is_refused_in_one_line(lite0_netvlad, tmp_path, monkeypatch):
     """The purpose-made mistake: the head quantised too (nothing kept float32)."""
     model, _, dataset = lite0_netvlad
