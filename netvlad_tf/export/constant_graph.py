@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
-from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+from netvlad_tf.models.keras_compat import convert_variables_to_constants_v2
 
 
 def constant_forward(model: keras.Model, input_shape=(None, None, None, 3)):

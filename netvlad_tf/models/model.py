@@ -18,8 +18,8 @@ from netvlad_tf.layers.normalization import L2Normalization
 from netvlad_tf.layers.pooling import get_pooling
 from netvlad_tf.layers.whitening import PCAWhitening
 from netvlad_tf.models.frozen_trunk import FrozenSplit, split_frozen_trunk
+from netvlad_tf.models.keras_compat import MultiWorkerFit
 from netvlad_tf.models.losses import RankingLoss
-from netvlad_tf.models.multi_worker_fit import MultiWorkerFit
 from netvlad_tf.models.preset_folders import (
     PRESET_MODEL_FILE,
     read_preset_metadata,

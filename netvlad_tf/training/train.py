@@ -15,9 +15,9 @@ import keras
 from netvlad_tf.data.geo_dataset import GeoDataset
 from netvlad_tf.io.atomic_writes import save_model_atomically, write_bytes_atomically
 from netvlad_tf.io.progress import fit_verbosity
+from netvlad_tf.models.keras_compat import in_multi_worker_mode
 from netvlad_tf.models.losses import DEFAULT_MARGIN, RankingLoss
 from netvlad_tf.models.model import PlaceRecognitionModel
-from netvlad_tf.models.multi_worker_fit import in_multi_worker_mode
 from netvlad_tf.training.callbacks import CacheRefresh, EpochHistory, RecallEvaluation
 from netvlad_tf.training.frozen_features import FrozenFeatureStore, PoolFeatureStore
 from netvlad_tf.training.mining import FULL_MINING_LIMIT, HardNegativeMiner

@@ -42,7 +42,8 @@ def tuple_dataset(
         placeholder_first_iterator: the first iterator opened on the dataset yields
             placeholder batches (zero images, every mask 0) and mines nothing. Under a
             `tf.distribute` strategy Keras 3's `fit` opens one iterator to build the model
-            symbolically and drops it (`_maybe_symbolic_build`, then `reset()`); with this the
+            symbolically and drops it (`_maybe_symbolic_build`, then `reset()`; listed in
+            `netvlad_tf.models.keras_compat`); with this the
             mining, and so the tuples of every step, are those of one device (`train` sets it
             when given a strategy).
 
