@@ -16,6 +16,7 @@ from netvlad_tf.backbones import (
     vgg16_conv5_3,
 )
 from netvlad_tf.database import embed_database, read_descriptors
+from netvlad_tf.database.place_index import PlaceIndex, PlaceMatch
 from netvlad_tf.decisions.loop_detector import LoopClosure, LoopDetector
 from netvlad_tf.decisions.precision_recall import PrecisionRecall, best_match_precision_recall
 from netvlad_tf.decisions.sequences import sequence_similarities
@@ -28,8 +29,8 @@ from netvlad_tf.layers.whitening import PCAWhitening, fit_pca_whitening
 from netvlad_tf.models.losses import RankingLoss, ranking_loss_terms, reduce_ranking_loss
 from netvlad_tf.models.model import PlaceRecognitionModel, build_netvlad_model
 from netvlad_tf.models.presets import PRESETS
-
-__version__ = "0.1.0"
+from netvlad_tf.training.train import train
+from netvlad_tf.version import __version__  # noqa: F401  (netvlad_tf.__version__)
 
 __all__ = [
     "AveragePooling",
@@ -43,6 +44,8 @@ __all__ = [
     "NetVLAD",
     "PRESETS",
     "PCAWhitening",
+    "PlaceIndex",
+    "PlaceMatch",
     "PlaceRecognitionModel",
     "PrecisionRecall",
     "RankingLoss",
@@ -63,5 +66,6 @@ __all__ = [
     "register_backbone",
     "sample_local_descriptors",
     "sequence_similarities",
+    "train",
     "vgg16_conv5_3",
 ]

@@ -28,6 +28,7 @@ from netvlad_tf.models.preset_folders import (
 )
 from netvlad_tf.models.presets import CONVERTERS, PRESETS
 from netvlad_tf.models.tuple_batch import FEATURE_KEYS, IMAGE_KEYS, tuple_batch
+from netvlad_tf.version import __version__
 
 WHITENING_LAYER = "whitening"
 # `trainable_from` value that leaves each backbone's own freezing policy in place.
@@ -367,8 +368,6 @@ class PlaceRecognitionModel(MultiWorkerFit, keras.Model):
         >>> PlaceRecognitionModel.from_preset(str(folder)).descriptor_dim
         512
         """
-        from netvlad_tf import __version__
-
         metadata = {
             "netvlad_tf_version": __version__,
             "input": {"color": "RGB", "range": [0, 255], "dtype": "float32",
