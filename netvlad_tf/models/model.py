@@ -70,10 +70,10 @@ class PlaceRecognitionModel(MultiWorkerFit, keras.Model):
                     f"dimension), got {whitening_dim!r}."
                 )
             whitening_dim = int(whitening_dim)
-            whitened = keras.layers.Dense(whitening_dim, trainable=False, name=WHITENING_LAYER)(
+            whitened = keras.layers.Dense(whitening_dim, trainable=False, name=WHITENING_LAYER, dtype="float32")(
                 descriptors
             )
-            descriptors = L2Normalization(name="whitening_l2")(whitened)
+            descriptors = L2Normalization(name="whitening_l2", dtype="float32")(whitened)
         super().__init__(inputs=images, outputs=descriptors, **kwargs)
         self.backbone = backbone
         self.pooling = pooling
@@ -459,6 +459,9 @@ def build_netvlad_model(
     if trainable_from != BACKBONE_DEFAULT:
         options["trainable_from"] = trainable_from
     backbone_model = get_backbone(backbone, weights=weights, **options)
+    # The head computes in float32 under any global mixed-precision policy (`train
+    # --mixed_precision`): its softmax, residual sums and normalisations need float32, and cost
+    # nothing beside the backbone (see netvlad_tf.inference.precision).
     if pooling == "netvlad":
         pooling_layer = get_pooling(
             "netvlad",
@@ -466,9 +469,10 @@ def build_netvlad_model(
             output_layout=output_layout,
             normalize_input=normalize_input,
             name="netvlad",
+            dtype="float32",
         )
     else:
-        pooling_layer = get_pooling(pooling, name=pooling)
+        pooling_layer = get_pooling(pooling, name=pooling, dtype="float32")
     return PlaceRecognitionModel(
         backbone_model,
         pooling_layer,

@@ -112,6 +112,7 @@ def test_a_mixed_float16_step_follows_the_float32_step(rng):
     reference.compile(optimizer=keras.optimizers.SGD(0.5), loss=RankingLoss())
     mixed.compile(optimizer=keras.optimizers.SGD(0.5), loss=RankingLoss())
     assert isinstance(mixed.optimizer, keras.optimizers.LossScaleOptimizer)  # what Keras does for float16
+    assert mixed.backbone.layers[-1].compute_dtype == "float16" and mixed.pooling.compute_dtype == "float32"
     # Its first scale (2^15) overflows float16 here and the step would be skipped, as it should;
     # a scale that fits shows the step itself.
     mixed.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.5), initial_scale=2.0**6),
