@@ -155,11 +155,15 @@ def embed_database(
         _say(verbose, reason)
     loaded, manifest = _prepare_folder(output, model, list(image_paths), coordinates, image_size,
                                        max_side, shard_size, overwrite, dims, precision, verbose)
-    runner = model_in_precision(loaded, precision, list(image_paths), image_size, max_side,
-                                output / INT8_MODEL_FILE, verbose)
     pending, damaged = shards_to_embed(output, manifest)
     for shard, problem in damaged.items():
         _say(verbose, f"{output / SHARDS_FOLDER / shard_name(shard)} {problem}: embedding it again.")
+    # Only a run with something to embed prepares the precision (int8: calibrates once, before
+    # any Ray actor reads model_int8.onnx); a rerun of a finished folder checks and returns.
+    runner = loaded
+    if pending or retry_missing:
+        runner = model_in_precision(loaded, precision, list(image_paths), image_size, max_side,
+                                    output / INT8_MODEL_FILE, verbose)
     writer_options = {"on_unreadable": on_unreadable, "max_unreadable": max_unreadable}
     writer = None
     if pending and num_workers:
