@@ -15,8 +15,8 @@ from netvlad_tf.data.images import DEFAULT_MAX_SIDE
 from netvlad_tf.database.embed import dataset_rows, embed_database
 from netvlad_tf.database.index_build import add_shards, build_index_from_shards
 from netvlad_tf.database.shard_writer import folder_model
-from netvlad_tf.database.shards import MODEL_FILE as DESCRIPTOR_MODEL_FILE
 from netvlad_tf.database.shards import (
+    INT8_MODEL_FILE,
     SHARDS_FOLDER,
     complete_manifest,
     missing_rows,
@@ -26,6 +26,7 @@ from netvlad_tf.database.shards import (
     shard_name,
     shard_ranges,
 )
+from netvlad_tf.database.shards import MODEL_FILE as DESCRIPTOR_MODEL_FILE
 from netvlad_tf.inference.embedding import embed_images
 from netvlad_tf.inference.precision import PRECISIONS, choose_precision, low_precision_model
 from netvlad_tf.io.atomic_writes import atomic_directory
@@ -37,7 +38,6 @@ from netvlad_tf.retrieval import DescriptorIndex, load_index
 PLACES_FILE = "places.json"
 MODEL_FILE = "model.keras"
 INDEX_FOLDER = "index"
-INT8_MODEL_FILE = "model_int8.onnx"
 # What a place index records of the descriptor folder it was built from, to add its appended rows.
 SOURCE_KEYS = ("model_sha256", "descriptor_dim", "num_rows", "rows_sha256", "num_missing")
 
@@ -187,11 +187,19 @@ class PlaceIndex:
             raise ValueError(f"A {self.index.backend} index with its inverted lists on disk cannot grow; "
                              "rebuild it from the descriptor folder.")
         new_shards = [shard for shard, rows in enumerate(shard_ranges(manifest)) if rows.start >= indexed]
-        shards = [read_shard(directory / SHARDS_FOLDER / shard_name(shard), manifest["descriptor_dim"])
-                  for shard in new_shards]
-        added = add_shards(self.index, shards, Progress(len(new_shards), "shard", verbose, "indexing"))
-        self.image_paths = self.image_paths + [path for shard in shards for path in shard.image_paths]
-        self.coordinates = np.concatenate([self.coordinates] + [shard.coordinates for shard in shards])
+        new_paths: list[str] = []
+        new_coordinates = [self.coordinates]
+
+        def shards():  # one shard in memory at a time; its places kept as it is added
+            for shard in new_shards:
+                rows = read_shard(directory / SHARDS_FOLDER / shard_name(shard), manifest["descriptor_dim"])
+                new_paths.extend(rows.image_paths)
+                new_coordinates.append(rows.coordinates)
+                yield rows
+
+        added = add_shards(self.index, shards(), Progress(len(new_shards), "shard", verbose, "indexing"))
+        self.image_paths = self.image_paths + new_paths
+        self.coordinates = np.concatenate(new_coordinates)
         self.source = _source(manifest)
         return added
 
