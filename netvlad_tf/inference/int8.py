@@ -12,6 +12,7 @@ int8 TFLite), and so do the layers of `netvlad_tf.backbones.float_layers`.
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -134,7 +135,9 @@ def calibrated_int8_model(model: keras.Model, paths: Sequence[str], path, image_
 
     path = Path(path)
     spread = evenly_spaced(list(paths), 4 * (CALIBRATION_IMAGES + PARITY_IMAGES))
-    readable = [p for p in spread if image_problem(p) is None][: CALIBRATION_IMAGES + PARITY_IMAGES]
+    # Decoded until enough are found, not all the candidates.
+    readable = list(itertools.islice((p for p in spread if image_problem(p) is None),
+                                     CALIBRATION_IMAGES + PARITY_IMAGES))
     if len(readable) < 2:
         raise ValueError("int8 calibration needs readable images; found fewer than 2 among the database's.")
     held_back = readable[1::(CALIBRATION_IMAGES + PARITY_IMAGES) // PARITY_IMAGES][:PARITY_IMAGES]
