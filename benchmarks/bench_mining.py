@@ -108,7 +108,7 @@ def measure_refresh(num_database: int, pool: int | None) -> dict:
         store = FrozenFeatureStore(folder)
         model = small_model()
         miner = HardNegativeMiner(dataset, num_sampled_negatives=1000, mining_pool=pool, seed=0)
-        refresh = CacheRefresh(miner, (16, 16), refresh_every=REFRESH_EVERY, verbose=False, frozen_features=store)
+        refresh = CacheRefresh(miner, store, refresh_every=REFRESH_EVERY, verbose=False)
         refresh.set_model(model)
         refresh._descriptors("queries", np.arange(8))  # traces the head once, outside the timing
         before = anonymous_rss_bytes()

@@ -169,7 +169,7 @@ def measure_frozen_store(model, dataset, exact_miner) -> dict:
             build_s = time.perf_counter() - start
             miner = HardNegativeMiner(dataset, cache_precision="float32", num_sampled_negatives=1000, seed=0)
             start = time.perf_counter()
-            refresh = CacheRefresh(miner, (64, 128), verbose=False, frozen_features=store)
+            refresh = CacheRefresh(miner, store, verbose=False)
             refresh.set_model(model)
             refresh.refresh()
             refresh_s = time.perf_counter() - start

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import keras
 
-from netvlad_tf.io.registries import registering
+from netvlad_tf.common.registries import registering
 
 BackboneBuilder = Callable[..., keras.Model]
 BACKBONES: dict[str, BackboneBuilder] = {}

@@ -27,8 +27,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
+from netvlad_tf.common.tf_errors import short_tf_message
 from netvlad_tf.io.image_header import read_image_header
-from netvlad_tf.io.tf_errors import short_tf_message
 
 DEFAULT_MAX_SIDE = 640
 # The most pixels decoded at full size (8192×6144, a 50 MP phone photo: 150 MB of pixels).

@@ -9,9 +9,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from netvlad_tf.common.tf_errors import short_tf_message
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE, indexed_image_batches
 from netvlad_tf.io.progress import Progress
-from netvlad_tf.io.tf_errors import short_tf_message
 
 _COMPILED_FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 

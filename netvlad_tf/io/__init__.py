@@ -1,2 +1,2 @@
 """The bottom layer: file formats and writing files (atomic writes, image headers, MATLAB `.mat`
-and torch checkpoint readers, TensorFlow error text). Imports nothing else of the package."""
+and torch checkpoint readers, progress output). Imports nothing else of the package."""

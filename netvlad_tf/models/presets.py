@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from netvlad_tf.io.registries import registering
+from netvlad_tf.common.registries import registering
 
 # source name ("matconvnet", "pytorch", "tf_checkpoint") → `convert(path, output=None,
 # overwrite=False) -> PlaceRecognitionModel`.

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from netvlad_tf.common.registries import registering
 from netvlad_tf.io.atomic_writes import atomic_directory
 from netvlad_tf.io.progress import Progress
-from netvlad_tf.io.registries import registering
 
 METRICS = ("l2", "ip")
 METADATA_FILE = "index.json"

@@ -12,15 +12,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import keras
-import numpy as np
 
+from netvlad_tf.common.deprecation import renamed_argument
 from netvlad_tf.data.geo_dataset import EVAL_POSITIVE_RADIUS_M, GeoDataset
 from netvlad_tf.evaluation.evaluate import evaluate
 from netvlad_tf.evaluation.recall import DEFAULT_NS
-from netvlad_tf.inference.embedding import embed_images
 from netvlad_tf.io.atomic_writes import write_bytes_atomically
-from netvlad_tf.training.frozen_features import PARTS, PoolFeatureStore
 from netvlad_tf.training.mining import HardNegativeMiner
+from netvlad_tf.training.tuple_sources import as_tuple_source
 
 
 class CacheRefresh(keras.callbacks.Callback):
@@ -30,26 +29,33 @@ class CacheRefresh(keras.callbacks.Callback):
 
     Args:
         miner: the `HardNegativeMiner` feeding the tuple dataset.
-        image_size: size the images are resized to, as in the tuples.
+        source: what the tuples are made of, the same as `tuple_dataset`'s: an image size
+            `(H, W)` (the images, resized; the whole model runs at a refresh) or a
+            `TupleSource` (`FrozenFeatureStore` of the miner's dataset, or with a mining pool a
+            `PoolFeatureStore`: a refresh then runs only the model's trainable head).
         refresh_every: training queries between refreshes (the paper: 1000).
-        batch_size: images per forward pass while caching.
-        frozen_features: a `FrozenFeatureStore` of the miner's dataset (refreshes then run
-            only the model's trainable head over it) or, with a mining pool, a
-            `PoolFeatureStore` (each refresh runs the frozen trunk over its plan's images into
-            it, then the head).
+        batch_size: images per forward pass while caching from images.
+        verbose: show progress.
+        frozen_features: deprecated spelling of `source` (a feature store).
+
+    Example:
+    >>> from netvlad_tf.data import read_csv_dataset
+    >>> from netvlad_tf.sample_data import nordland_csv
+    >>> miner = HardNegativeMiner(read_csv_dataset(nordland_csv("test")))
+    >>> CacheRefresh(miner, (32, 64), refresh_every=1000).interval()
+    1000
     """
 
-    def __init__(self, miner: HardNegativeMiner, image_size, refresh_every: int = 1000,
+    def __init__(self, miner: HardNegativeMiner, source=None, refresh_every: int = 1000,
                  batch_size: int = 8, verbose: bool = True, frozen_features=None):
         super().__init__()
         if refresh_every < 1:
             raise ValueError(f"refresh_every must be >= 1, got {refresh_every}.")
+        source = renamed_argument("CacheRefresh", "frozen_features", frozen_features, "source", source)
         self.miner = miner
-        self.image_size = image_size
+        self.source = as_tuple_source(source, miner.dataset, batch_size)
         self.refresh_every = refresh_every
-        self.batch_size = batch_size
         self.verbose = verbose
-        self.frozen_features = frozen_features
         self.refreshes = 0
         self._initial_learning_rate = None
         self._visited_at_refresh = 0
@@ -79,21 +85,7 @@ class CacheRefresh(keras.callbacks.Callback):
         Under a `tf.distribute` strategy Keras reads the first batch before any callback runs,
         so call it once before `fit` there (`train` always does); `fit` then does not refresh
         again unless the weights changed in between (a restored backup)."""
-        plan = self.miner.plan_refresh(self.interval())
-        if self.verbose:
-            pool = "" if self.miner.mining_pool is None else f", a pool of {self.miner.mining_pool} and the queries' own"
-            print(f"\nRefreshing the descriptor cache (refresh {self.refreshes + 1}: {len(plan.database_ids)} "
-                  f"database images{pool}, {len(plan.query_ids)} queries)", flush=True)
-        if isinstance(self.frozen_features, PoolFeatureStore):
-            features = self.frozen_features.compute(plan)
-            head = self.model.frozen_split().head
-            database, queries = (features.descriptors(head, part, verbose=self.verbose) for part in PARTS)
-            with self.miner.lock:  # the tuples read the features of the plan they are mined with
-                self.frozen_features.activate(features)
-                self.miner.refresh(database, queries)
-        else:
-            self.miner.refresh(self._descriptors("database", plan.database_ids),
-                               self._descriptors("queries", plan.query_ids))
+        self.miner.refresh_from(self.source, self.model, self.interval(), verbose=self.verbose)
         self._visited_at_refresh = self.miner.queries_visited
         self._step_at_refresh = self._optimizer_step()
         self.refreshes += 1
@@ -101,16 +93,6 @@ class CacheRefresh(keras.callbacks.Callback):
     def _optimizer_step(self) -> int | None:
         optimizer = getattr(self.model, "optimizer", None)
         return None if optimizer is None else int(keras.ops.convert_to_numpy(optimizer.iterations))
-
-    def _descriptors(self, part: str, ids: np.ndarray) -> np.ndarray:
-        """The model's current descriptors of the miner's `"database"` or `"queries"` images at
-        `ids`: over the stored trunk features when there are some, else over the images."""
-        if self.frozen_features is not None:
-            return self.frozen_features.descriptors(self.model.frozen_split().head, part, verbose=self.verbose,
-                                                    rows=ids)
-        paths = self.miner.dataset.database_paths if part == "database" else self.miner.dataset.query_paths
-        return embed_images(self.model, [paths[i] for i in ids], self.image_size, batch_size=self.batch_size,
-                            verbose=self.verbose)
 
 
 class RecallEvaluation(keras.callbacks.Callback):

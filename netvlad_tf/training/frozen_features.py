@@ -16,28 +16,31 @@ import re
 import shutil
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from netvlad_tf.data.geo_dataset import GeoDataset
 from netvlad_tf.data.images import indexed_image_batches
 from netvlad_tf.inference.embedding import array_batches, predict_all, predict_batches
 from netvlad_tf.io.atomic_writes import atomic_directory
-from netvlad_tf.training.mining import RefreshPlan
+from netvlad_tf.models.tuple_batch import FEATURE_KEYS
+from netvlad_tf.training.refresh_plan import PARTS, RefreshPlan
+from netvlad_tf.training.tuple_sources import TupleSource
 
 FEATURE_PRECISIONS = ("float16", "float32")
 # Without a budget, the store may take at most this fraction of the free disk space.
 DEFAULT_BUDGET_FRACTION = 0.5
 METADATA_FILE = "metadata.json"
-PARTS = ("database", "queries")
+# Stored feature maps per forward pass of the head at a refresh.
+HEAD_BATCH_SIZE = 32
 # A pool store's features of one refresh, numbered.
 REFRESH_FOLDER = "refresh-{:06d}"
 # A refresh, or the staging folder a killed write of one leaves (`atomic_directory`).
 REFRESH_FOLDER_PATTERN = re.compile(r"\.?refresh-\d{6}(\..*)?")
 
 
-class FrozenFeatureStore:
-    """Trunk features of a dataset's database and query images at one image size.
+class FrozenFeatureStore(TupleSource):
+    """Trunk features of a dataset's database and query images at one image size: a
+    `TupleSource` whose tuples hold features and whose refreshes run only the model's head.
 
     Build it with `FrozenFeatureStore.build`; `database` and `queries` are read-only
     memory-mapped arrays `(N, h, w, C)` in the order of the dataset's paths.
@@ -57,12 +60,16 @@ class FrozenFeatureStore:
     ((6, 2, 4, 512), 8192)
     """
 
+    keys = FEATURE_KEYS
+
     def __init__(self, directory):
         directory = Path(directory)
         self.directory = directory
         self.metadata = json.loads((directory / METADATA_FILE).read_text())
         self.database = np.load(directory / "database.npy", mmap_mode="r")
         self.queries = np.load(directory / "queries.npy", mmap_mode="r")
+        self.input_shape = self.feature_shape
+        self.dataset_size = (len(self.database), len(self.queries))
 
     def __repr__(self) -> str:
         return (f"FrozenFeatureStore({str(self.directory)!r}, {len(self.database)} database + "
@@ -78,18 +85,17 @@ class FrozenFeatureStore:
         """Bytes stored per image."""
         return int(np.prod(self.feature_shape)) * self.database.dtype.itemsize
 
-    @property
-    def dataset_size(self) -> tuple[int, int]:
-        """`(database images, query images)` of the dataset stored."""
-        return len(self.database), len(self.queries)
-
-    def query_features(self, index: int) -> np.ndarray:
+    def query_input(self, index: int) -> np.ndarray:
         """The stored features `(h, w, C)` of query image `index` of the dataset."""
         return self.queries[index]
 
-    def database_features(self, index: int) -> np.ndarray:
+    def database_input(self, index: int) -> np.ndarray:
         """The stored features `(h, w, C)` of database image `index` of the dataset."""
         return self.database[index]
+
+    def prepare(self, plan: RefreshPlan, verbose: bool = False) -> RefreshPlan:
+        """The plan itself: every image's features are stored already."""
+        return plan
 
     @classmethod
     def build(
@@ -159,26 +165,17 @@ class FrozenFeatureStore:
             (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
         return cls(directory)
 
-    def descriptors(self, head: keras.Model, part: str, batch_size: int = 32, verbose: bool = True,
-                    rows: np.ndarray | None = None) -> np.ndarray:
-        """The head's descriptors `(N, dim)` float32 of the stored `"database"` or `"queries"`.
-
-        Args:
-            head: the model's trainable head (`model.frozen_split().head`).
-            part: `"database"` or `"queries"`.
-            batch_size: stored feature maps per forward pass.
-            verbose: show a progress bar.
-            rows: only these images of the part (a mining pool), in this order; None: all.
-        """
-        if part not in PARTS:
-            raise ValueError(f"part must be one of {PARTS}, got {part!r}.")
-        return _head_descriptors(head, getattr(self, part), batch_size, verbose, rows)
+    def descriptors(self, model, prepared: RefreshPlan, part: str, verbose: bool = False) -> np.ndarray:
+        """The descriptors `(N, dim)` float32 of `model`'s head over the stored features of the
+        plan's `"database"` or `"queries"` images, in the plan's order."""
+        return _head_descriptors(model, getattr(self, part), verbose, prepared.ids(part))
 
 
-class PoolFeatureStore:
-    """The frozen trunk's features of the current refresh's images only (with a mining pool).
+class PoolFeatureStore(TupleSource):
+    """The frozen trunk's features of the current refresh's images only (with a mining pool):
+    a `TupleSource` whose disk follows the pool, not the database.
 
-    At each cache refresh `compute(plan)` runs the trunk over the plan's images (the pool, the
+    At each cache refresh `prepare(plan)` runs the trunk over the plan's images (the pool, the
     upcoming queries and their positives and remembered negatives) into a new folder; the head
     over those features gives the refresh's descriptors, and `activate` makes them the features
     the tuples read, deleting the refresh's before. The refresh needs those trunk outputs
@@ -194,7 +191,6 @@ class PoolFeatureStore:
             folder holding anything else is refused.
         precision: `"float16"` or `"float32"`, as in `FrozenFeatureStore.build`.
         batch_size: images per forward pass.
-        verbose: show progress.
         budget_gb: the most disk the store may take; None: half the free space.
 
     Example:
@@ -205,16 +201,17 @@ class PoolFeatureStore:
     >>> from netvlad_tf.training.mining import HardNegativeMiner
     >>> dataset = read_csv_dataset(nordland_csv("test"))
     >>> model = build_netvlad_model(weights=None, num_clusters=4)
-    >>> store = PoolFeatureStore(model, dataset, (32, 64), tempfile.mkdtemp() + "/pool", verbose=False)
+    >>> store = PoolFeatureStore(model, dataset, (32, 64), tempfile.mkdtemp() + "/pool")
     >>> plan = HardNegativeMiner(dataset, mining_pool=5).plan_refresh(2)
-    >>> store.activate(store.compute(plan))
-    >>> store.database_features(int(plan.database_ids[0])).shape
+    >>> store.activate(store.prepare(plan))
+    >>> store.database_input(int(plan.database_ids[0])).shape
     (2, 4, 512)
     """
 
+    keys = FEATURE_KEYS
+
     def __init__(self, model, dataset: GeoDataset, image_size: tuple[int, int], directory,
-                 precision: str = "float16", batch_size: int = 8, verbose: bool = True,
-                 budget_gb: float | None = None):
+                 precision: str = "float16", batch_size: int = 8, budget_gb: float | None = None):
         split = _checked_split(model, image_size, precision)
         self.directory = Path(directory)
         if self.directory.exists():
@@ -229,10 +226,10 @@ class PoolFeatureStore:
         self.image_size = tuple(image_size)
         self.precision = precision
         self.batch_size = batch_size
-        self.verbose = verbose
         self.budget_gb = budget_gb
         self._trunk = split.trunk
-        self.feature_shape = _trunk_output_shape(self._trunk, image_size)
+        self.feature_shape = self.input_shape = _trunk_output_shape(self._trunk, image_size)
+        self.dataset_size = (dataset.num_database, dataset.num_queries)
         self._active: PlanFeatures | None = None
         self._refreshes = 0
 
@@ -244,12 +241,7 @@ class PoolFeatureStore:
         """Bytes stored per image."""
         return int(np.prod(self.feature_shape)) * np.dtype(self.precision).itemsize
 
-    @property
-    def dataset_size(self) -> tuple[int, int]:
-        """`(database images, query images)` of the dataset the plans index."""
-        return self.dataset.num_database, self.dataset.num_queries
-
-    def compute(self, plan: RefreshPlan) -> PlanFeatures:
+    def prepare(self, plan: RefreshPlan, verbose: bool = False) -> PlanFeatures:
         """Runs the trunk over `plan`'s images into a new folder (not yet the active one).
 
         Raises:
@@ -260,29 +252,36 @@ class PoolFeatureStore:
         _require_disk_space(self.directory, active_bytes + needed, self.budget_gb)
         self._refreshes += 1
         target = self.directory / REFRESH_FOLDER.format(self._refreshes)
-        if self.verbose:
+        if verbose:
             print(f"Frozen layers' output of {plan.num_images} images: {needed / 1e9:.2f} GB into {target}", flush=True)
         with atomic_directory(target) as staging:
             for part, ids, paths in (("database", plan.database_ids, self.dataset.database_paths),
                                      ("queries", plan.query_ids, self.dataset.query_paths)):
                 _write_features(self._trunk, [paths[i] for i in ids], self.image_size, staging / f"{part}.npy",
-                                self.precision, self.batch_size, self.verbose)
+                                self.precision, self.batch_size, verbose)
         return PlanFeatures(plan, target)
 
-    def activate(self, features: PlanFeatures) -> None:
-        """Makes `features` the ones the tuples read and deletes the refresh's before (call it
-        under the miner's lock, with the miner's refresh to the same plan)."""
+    def descriptors(self, model, prepared: PlanFeatures, part: str, verbose: bool = False) -> np.ndarray:
+        """The descriptors `(N, dim)` float32 of `model`'s head over the prepared features of the
+        plan's `"database"` or `"queries"` images, in the plan's order."""
+        prepared.plan.ids(part)  # a known part
+        return _head_descriptors(model, getattr(prepared, part), verbose)
+
+    def activate(self, prepared: PlanFeatures) -> None:
+        """Makes the prepared features the ones the tuples read and deletes the refresh's before
+        (the miner calls it under its lock, with its cache swap to the same plan)."""
+        features = prepared
         previous, self._active = self._active, features
         if previous is not None:
             shutil.rmtree(previous.directory)
 
-    def query_features(self, index: int) -> np.ndarray:
+    def query_input(self, index: int) -> np.ndarray:
         """A copy of the features `(h, w, C)` of query image `index` of the dataset (a planned
         one); a copy, as the next refresh deletes these files."""
         active = self._active_features()
         return np.array(active.queries[active.plan.query_rows([index])[0]])
 
-    def database_features(self, index: int) -> np.ndarray:
+    def database_input(self, index: int) -> np.ndarray:
         """A copy of the features `(h, w, C)` of database image `index` of the dataset (a
         planned one)."""
         active = self._active_features()
@@ -308,12 +307,6 @@ class PlanFeatures:
         self.database = np.load(directory / "database.npy", mmap_mode="r")
         self.queries = np.load(directory / "queries.npy", mmap_mode="r")
 
-    def descriptors(self, head: keras.Model, part: str, batch_size: int = 32, verbose: bool = True) -> np.ndarray:
-        """The head's descriptors `(N, dim)` float32 of the plan's `"database"` or `"queries"` images."""
-        if part not in PARTS:
-            raise ValueError(f"part must be one of {PARTS}, got {part!r}.")
-        return _head_descriptors(head, getattr(self, part), batch_size, verbose)
-
 
 def _checked_split(model, image_size, precision: str):
     """The model's frozen split, once `image_size` and `precision` are known to be usable."""
@@ -334,9 +327,10 @@ def _trunk_output_shape(trunk, image_size) -> tuple[int, ...]:
     return tuple(trunk(np.zeros((1, *image_size, 3), np.float32), training=False).shape[1:])
 
 
-def _head_descriptors(head, features: np.ndarray, batch_size: int, verbose: bool, rows=None) -> np.ndarray:
+def _head_descriptors(model, features: np.ndarray, verbose: bool, rows=None) -> np.ndarray:
+    """The model's trainable head over stored `features` (at `rows`; None: all)."""
     count = len(features) if rows is None else len(rows)
-    return predict_all(head, array_batches(features, batch_size, rows), count, verbose)
+    return predict_all(model.frozen_split().head, array_batches(features, HEAD_BATCH_SIZE, rows), count, verbose)
 
 
 def _require_disk_space(directory: Path, needed: int, budget_gb: float | None) -> None:

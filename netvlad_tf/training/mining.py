@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import faiss
 import numpy as np
 
 from netvlad_tf.data.geo_dataset import NEGATIVE_RADIUS_M, TRAIN_POSITIVE_RADIUS_M, GeoDataset
 from netvlad_tf.models.losses import DEFAULT_MARGIN
+from netvlad_tf.training.refresh_plan import PARTS, RefreshPlan, contains
+from netvlad_tf.training.tuple_sources import TupleSource
 
+T = TypeVar("T")
 CACHE_PRECISIONS = ("int8", "float32")
 # Descriptors used to fit the 8-bit quantiser's per-dimension range.
 QUANTIZER_TRAINING_SAMPLES = 2000
@@ -84,36 +88,6 @@ class MinedTuple:
     negatives: np.ndarray
 
 
-@dataclass(frozen=True)
-class RefreshPlan:
-    """The images whose descriptors the next cache refresh computes, sorted dataset indices.
-
-    Attributes:
-        database_ids: database images (all of them, or a mining pool).
-        query_ids: query images (all of them, or the queries due before the next refresh).
-    """
-
-    database_ids: np.ndarray
-    query_ids: np.ndarray
-
-    @property
-    def num_images(self) -> int:
-        """Images the refresh embeds."""
-        return len(self.database_ids) + len(self.query_ids)
-
-    def database_rows(self, ids) -> np.ndarray:
-        """Rows of the database images `ids` in this plan's order.
-
-        Raises:
-            ValueError: one of `ids` is not planned.
-        """
-        return _rows(self.database_ids, ids, "database image")
-
-    def query_rows(self, ids) -> np.ndarray:
-        """Rows of the query images `ids` in this plan's order (ValueError: one is not planned)."""
-        return _rows(self.query_ids, ids, "query")
-
-
 class HardNegativeMiner:
     """Chooses training tuples from cached descriptors, as the paper does.
 
@@ -125,11 +99,16 @@ class HardNegativeMiner:
     query without a violating negative yields no tuple.
 
     The miner also owns the order of the training queries (a new random permutation on each
-    pass, `next_query`). With `mining_pool=N` a refresh caches descriptors only of N random
-    database images, plus the potential positives and remembered negatives of the queries
-    due before the next refresh, and of those queries ("partial mining" of
+    pass, `next_query`) and plans each refresh (`plan_refresh`): the images whose descriptors
+    it caches. The paper's full mining plans every image. With `mining_pool=N` a plan holds
+    only N random database images, plus the potential positives and remembered negatives of
+    the queries due before the next refresh, and those queries ("partial mining" of
     deep-visual-geo-localization-benchmark): memory and refresh time follow N and the
     refresh interval, not the database. Negatives are then sampled from the pool.
+
+    A refresh (`refresh_from`, or `refresh` with descriptors computed elsewhere) swaps the
+    cache under the miner's lock; the tuple stream takes, mines and reads each tuple under the
+    same lock (`next_tuple`), so every tuple is read under the plan it was mined with.
 
     Queries without any potential positive cannot train and are dropped (`num_dropped`).
 
@@ -181,29 +160,32 @@ class HardNegativeMiner:
         self._rng = np.random.default_rng(seed)
         self._order_rng = np.random.default_rng(seed)
         self._upcoming: deque[int] = deque()  # the order of the training queries
-        self._window: deque[int] = deque()  # with a pool: the cached plan's queries not yet visited
+        self._window: deque[int] = deque()  # the cached plan's queries not yet visited, in order
         self._planned_window: list[int] = []  # the next plan's queries, in visiting order
-        # Held by a refresh while it swaps the cache, and by the tuple stream while it takes,
-        # mines and reads a tuple: every tuple is read under the plan it was mined with.
-        self.lock = threading.RLock()
-        self.plan = (None if self.mining_pool else
-                     RefreshPlan(np.arange(dataset.num_database), np.arange(dataset.num_queries)))
-        self._cached_plan = self.plan
+        self._window_was_planned = False  # by plan_refresh (else a visit beyond it is no revisit)
+        self._lock = threading.RLock()  # held while the cache is swapped and while a tuple is mined and read
+        # Full mining: every image (what a refresh without plan_refresh() caches too).
+        self.plan = RefreshPlan(np.arange(dataset.num_database), np.arange(dataset.num_queries))
+        self._cached_plan: RefreshPlan | None = None
+        self._cached_training_queries = np.zeros(0, dtype=np.int64)
 
     def next_query(self) -> int:
         """The next training query: the training queries in a new random order on each pass.
 
-        With a pool only the queries of the cached plan are handed out; should the refresh
-        come later than planned, they are visited again (`revisited_queries`)."""
-        if self.mining_pool is None:
-            self._extend_upcoming(1)
-            return self._upcoming.popleft()
-        if self._cached_plan is None:
-            raise RuntimeError("With a mining pool, plan_refresh() and refresh() come before the first query.")
-        with self.lock:
+        Only queries of the cached plan are handed out, in the order `plan_refresh` planned;
+        should the refresh come later than planned, the plan's training queries are visited
+        again in a new random order (`revisited_queries`; with full mining, just another pass)."""
+        with self._lock:
+            if self._cached_plan is None:
+                raise RuntimeError(
+                    "The descriptor cache is empty; refresh it first. With model.fit under a tf.distribute "
+                    "strategy, Keras reads the first batch before the callbacks start: call "
+                    "CacheRefresh.set_model(model) and CacheRefresh.refresh() before fit."
+                )
             if not self._window:
-                self._window.extend(int(q) for q in self._order_rng.permutation(self._cached_plan.query_ids))
-                self.revisited_queries += len(self._window)
+                self._window.extend(int(q) for q in self._order_rng.permutation(self._cached_training_queries))
+                if self._window_was_planned:
+                    self.revisited_queries += len(self._window)
             return self._window.popleft()
 
     def plan_refresh(self, queries_until_next: int) -> RefreshPlan:
@@ -211,36 +193,38 @@ class HardNegativeMiner:
 
         Args:
             queries_until_next: training queries visited before the refresh after this one.
-                A pool covers a tenth more (at least 16), for a refresh that comes a little
+                The plan covers a tenth more (at least 16), for a refresh that comes a little
                 late; one later still visits the planned queries again.
 
         Returns:
-            Every image without a pool; with one, the pool and the upcoming queries.
+            Every image with full mining; with a pool, the pool and what the upcoming queries need.
         """
-        if self.mining_pool is None:
-            return self.plan
-        with self.lock:  # the queries not visited under the cached plan come first
+        with self._lock:  # the queries not visited under the cached plan come first
             self._planned_window = list(self._window)
         window = queries_until_next + max(16, queries_until_next // 10)
-        self._extend_upcoming(window)
+        while len(self._upcoming) < window:
+            self._upcoming.extend(int(q) for q in self._order_rng.permutation(self.training_queries))
         while len(self._planned_window) < window:
             self._planned_window.append(self._upcoming.popleft())
-        query_ids = np.unique(self._planned_window)
-        needed = [self.potential_positives[q] for q in query_ids]
-        needed += [self.remembered_negatives[q] for q in query_ids if q in self.remembered_negatives]
-        pool = self._rng.choice(self.dataset.num_database, size=self.mining_pool, replace=False)
-        self.plan = RefreshPlan(np.unique(np.concatenate([pool, *needed]).astype(np.int64)), query_ids)
+        if self.mining_pool is not None:
+            query_ids = np.unique(self._planned_window)
+            needed = [self.potential_positives[q] for q in query_ids]
+            needed += [self.remembered_negatives[q] for q in query_ids if q in self.remembered_negatives]
+            pool = self._rng.choice(self.dataset.num_database, size=self.mining_pool, replace=False)
+            self.plan = RefreshPlan(np.unique(np.concatenate([pool, *needed]).astype(np.int64)), query_ids)
         return self.plan
 
-    def refresh(self, database_descriptors: np.ndarray, query_descriptors: np.ndarray) -> None:
+    def refresh(self, database_descriptors: np.ndarray, query_descriptors: np.ndarray,
+                on_swap: Callable[[], None] | None = None) -> None:
         """Replaces the cached descriptors with those of the `plan`'s images (the paper refreshes
-        them every 1000 training queries; `netvlad_tf.training.CacheRefresh` plans and computes
-        them).
+        them every 1000 training queries; `refresh_from` plans and computes them).
 
         Args:
-            database_descriptors: `(len(plan.database_ids), dim)`, rows in that order (without
-                a pool: every database image in the dataset's order).
+            database_descriptors: `(len(plan.database_ids), dim)`, rows in that order (with
+                full mining: every database image in the dataset's order).
             query_descriptors: `(len(plan.query_ids), dim)`, rows in that order.
+            on_swap: called under the miner's lock together with the swap (a tuple source
+                making the plan's inputs the readable ones).
 
         Example:
         >>> dataset = GeoDataset("pair", ["d0", "d1"], [[0, 0], [100, 0]], ["q"], [[0, 0]])
@@ -249,27 +233,61 @@ class HardNegativeMiner:
         >>> miner.mine(0).negatives.tolist()
         [1]
         """
-        if self.plan is None:
-            raise RuntimeError("A mining pool is chosen by plan_refresh() before each refresh.")
         for role, descriptors, expected in (("database", database_descriptors, len(self.plan.database_ids)),
                                             ("query", query_descriptors, len(self.plan.query_ids))):
             if np.ndim(descriptors) != 2 or len(descriptors) != expected:
                 raise ValueError(f"The refresh of {self.dataset.name} plans {expected} {role} images; got "
                                  f"{role} descriptors of shape {np.shape(descriptors)}.")
-        with self.lock:
+        with self._lock:
+            if on_swap is not None:
+                on_swap()
             self.database_cache.store(database_descriptors)
             self.query_cache.store(query_descriptors)
             self._cached_plan = self.plan
+            self._cached_training_queries = np.intersect1d(self.plan.query_ids, self.training_queries)
             self._window = deque(self._planned_window)
+            self._window_was_planned, self._planned_window = bool(self._planned_window), []
+
+    def refresh_from(self, source: TupleSource, model, queries_until_next: int, verbose: bool = False) -> RefreshPlan:
+        """One cache refresh: plans it, has `source` compute `model`'s descriptors of the plan's
+        images (outside the lock: training steps on the previous plan go on), then swaps the
+        cache and the source's readable inputs together.
+
+        Args:
+            source: what the tuples are made of (`ImageSource`, `FrozenFeatureStore`,
+                `PoolFeatureStore`); it computes the descriptors.
+            model: the `PlaceRecognitionModel` being trained.
+            queries_until_next: training queries before the next refresh (`plan_refresh`).
+            verbose: show progress.
+
+        Returns:
+            The plan now cached.
+        """
+        plan = self.plan_refresh(queries_until_next)
+        if verbose:
+            pool = "" if self.mining_pool is None else f", a pool of {self.mining_pool} and the queries' own"
+            print(f"\nRefreshing the descriptor cache ({len(plan.database_ids)} database images{pool}, "
+                  f"{len(plan.query_ids)} queries)", flush=True)
+        prepared = source.prepare(plan, verbose=verbose)
+        database, queries = (source.descriptors(model, prepared, part, verbose=verbose) for part in PARTS)
+        self.refresh(database, queries, on_swap=lambda: source.activate(prepared))
+        return plan
+
+    def next_tuple(self, read: Callable[[MinedTuple], T]) -> T | None:
+        """Takes the next query, mines it and returns `read(tuple)`, all under the lock (so under
+        one cached plan); None when no negative violates the margin."""
+        with self._lock:
+            mined = self.mine(self.next_query())
+            return None if mined is None else read(mined)
 
     def mine(self, query: int) -> MinedTuple | None:
         """The tuple of `query` under the current cache, or None when no negative violates."""
-        with self.lock:
+        with self._lock:
             return self._mine(query)
 
     def _mine(self, query: int) -> MinedTuple | None:
         cached = self._cached_plan
-        if cached is None or not _contains(cached.query_ids, query):
+        if cached is None or not contains(cached.query_ids, query):
             raise ValueError(f"Query {query} of {self.dataset.name} has no cached descriptor: the mining "
                              "pool's plan does not hold it (take queries from next_query()).")
         self.queries_visited += 1
@@ -281,7 +299,7 @@ class HardNegativeMiner:
         remembered = self.remembered_negatives.get(query, np.zeros(0, dtype=np.int64))
         # Remembered while an earlier pool was cached: only those of this pool have descriptors.
         candidates = np.union1d(self._sample_definite_negatives(query),
-                                remembered[_contains(cached.database_ids, remembered)])
+                                remembered[contains(cached.database_ids, remembered)])
         negative_distances = _squared_distances(
             query_descriptor, self.database_cache.get(cached.database_rows(candidates)))
         order = np.argsort(negative_distances, kind="stable")
@@ -297,30 +315,10 @@ class HardNegativeMiner:
         pool = cached.database_ids
         allowed = np.ones(len(pool), dtype=bool)
         near = self.not_negatives[query]
-        allowed[cached.database_rows(near[_contains(pool, near)])] = False
+        allowed[cached.database_rows(near[contains(pool, near)])] = False
         definite = pool[allowed]
         take = min(self.num_sampled_negatives, len(definite))
         return self._rng.choice(definite, size=take, replace=False)
-
-    def _extend_upcoming(self, count: int) -> None:
-        while len(self._upcoming) < count:
-            self._upcoming.extend(int(q) for q in self._order_rng.permutation(self.training_queries))
-
-
-def _contains(sorted_ids: np.ndarray, ids) -> np.ndarray | bool:
-    """Whether each of `ids` is in `sorted_ids`."""
-    ids = np.asarray(ids, dtype=np.int64)
-    positions = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
-    return sorted_ids[positions] == ids
-
-
-def _rows(sorted_ids: np.ndarray, ids, role: str) -> np.ndarray:
-    """Rows of `ids` in `sorted_ids`; an id that is not there is an error."""
-    ids = np.asarray(ids, dtype=np.int64)
-    found = _contains(sorted_ids, ids) if len(sorted_ids) else np.zeros(ids.shape, bool)
-    if not np.all(found):
-        raise ValueError(f"{role.capitalize()} {int(ids[~found][0])} is not in the refresh plan.")
-    return np.searchsorted(sorted_ids, ids)
 
 
 def _squared_distances(vector: np.ndarray, matrix: np.ndarray) -> np.ndarray:

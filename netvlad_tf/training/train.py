@@ -23,6 +23,7 @@ from netvlad_tf.training.frozen_features import FrozenFeatureStore, PoolFeatureS
 from netvlad_tf.training.mining import FULL_MINING_LIMIT, HardNegativeMiner
 from netvlad_tf.training.multi_worker import chief_weights
 from netvlad_tf.training.overlap import ValidationOverlapWarning, validation_overlap
+from netvlad_tf.training.tuple_sources import ImageSource
 from netvlad_tf.training.tuples import tuple_dataset, tuple_steps_per_epoch
 
 BEST_MODEL_FILE = "best.keras"
@@ -190,13 +191,13 @@ def train(
             optimizer=keras.optimizers.SGD(learning_rate, momentum=momentum, weight_decay=weight_decay),
             loss=RankingLoss(margin=margin, normalization=normalization),
         )
-    store = None
+    store = None  # a feature store, deleted when the run finishes
     if frozen_features and model.frozen_split() is not None and miner.mining_pool is not None:
         if verbose:
             print(f"Frozen layers (up to {model.frozen_split().cut_layer}): their output is stored for "
                   "each refresh's images", flush=True)
         store = PoolFeatureStore(model, train_dataset, image_size, files_dir / POOL_FEATURES_DIR,
-                                 frozen_feature_precision, verbose=bool(verbose), budget_gb=frozen_feature_budget_gb)
+                                 frozen_feature_precision, budget_gb=frozen_feature_budget_gb)
     elif frozen_features and model.frozen_split() is not None:
         if verbose:
             print(f"Frozen layers (up to {model.frozen_split().cut_layer}): their output is stored "
@@ -204,7 +205,8 @@ def train(
         store = FrozenFeatureStore.build(model, train_dataset, image_size, files_dir / FROZEN_FEATURES_DIR,
                                          frozen_feature_precision, verbose=bool(verbose),
                                          budget_gb=frozen_feature_budget_gb)
-    cache_refresh = CacheRefresh(miner, image_size, refresh_every, verbose=bool(verbose), frozen_features=store)
+    source = store or ImageSource(train_dataset, image_size)
+    cache_refresh = CacheRefresh(miner, source, refresh_every, verbose=bool(verbose))
     # Filled before `fit`: under a tf.distribute strategy Keras mines the first batch before the
     # callbacks start.
     cache_refresh.set_model(model)
@@ -227,8 +229,7 @@ def train(
     callbacks += [keras.callbacks.TensorBoard(str(files_dir / "logs")), epoch_history]
     callbacks += extra_callbacks or []
     model.fit(
-        tuple_dataset(miner, image_size, batch_size, frozen_features=store,
-                      placeholder_first_iterator=strategy is not None),
+        tuple_dataset(miner, source, batch_size, placeholder_first_iterator=strategy is not None),
         epochs=epochs,
         steps_per_epoch=steps_per_epoch or tuple_steps_per_epoch(miner, batch_size),
         shuffle=False,  # the tuple stream shuffles the queries itself

@@ -5,40 +5,40 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from netvlad_tf.data.images import load_image
-from netvlad_tf.models.tuple_batch import FEATURE_KEYS, IMAGE_KEYS
-from netvlad_tf.training.frozen_features import FrozenFeatureStore, PoolFeatureStore
+from netvlad_tf.common.deprecation import renamed_argument
 from netvlad_tf.training.mining import HardNegativeMiner, MinedTuple
+from netvlad_tf.training.tuple_sources import TupleSource, as_tuple_source
 
 
 def tuple_dataset(
     miner: HardNegativeMiner,
-    image_size: tuple[int, int],
+    source: TupleSource | tuple[int, int] | None = None,
     batch_size: int = 4,
-    frozen_features: FrozenFeatureStore | PoolFeatureStore | None = None,
     placeholder_first_iterator: bool = False,
+    frozen_features: TupleSource | None = None,
 ) -> tf.data.Dataset:
     """An endless stream of tuples: the training queries in the miner's order
     (`HardNegativeMiner.next_query`), mined with its current cache; queries without a
     violating negative are skipped.
     Give `model.fit` `steps_per_epoch=tuple_steps_per_epoch(miner, batch_size)`.
 
-    Each element is a dict: `query` `(B, H, W, 3)`, `positives` `(B, 1, H, W, 3)`,
-    `negatives` `(B, N, H, W, 3)` (zero-padded), `positive_mask` `(B, 1)`,
-    `negative_mask` `(B, N)`. The stream itself reads nothing ahead; `fit` takes the next batch
-    while a step runs, so a batch is mined with the cache of the step before it.
+    From images (`source` an image size), each element is a dict: `query` `(B, H, W, 3)`,
+    `positives` `(B, 1, H, W, 3)`, `negatives` `(B, N, H, W, 3)` (zero-padded),
+    `positive_mask` `(B, 1)`, `negative_mask` `(B, N)`. The stream itself reads nothing ahead;
+    `fit` takes the next batch while a step runs, so a batch is mined with the cache of the
+    step before it.
 
-    With `frozen_features` (a `FrozenFeatureStore` of the miner's dataset at `image_size`, or
-    with a mining pool a `PoolFeatureStore` that `CacheRefresh` fills at each refresh) the
-    images are replaced by their stored trunk features: `query_features` `(B, h, w, C)`,
-    `positive_features` `(B, 1, h, w, C)`, `negative_features` `(B, N, h, w, C)`, which the
-    model's `train_step` sends through its trainable head only.
+    From a feature store (a `FrozenFeatureStore` of the miner's dataset, or with a mining pool
+    a `PoolFeatureStore` that `CacheRefresh` fills at each refresh) the images are replaced by
+    their stored trunk features: `query_features` `(B, h, w, C)`, `positive_features`
+    `(B, 1, h, w, C)`, `negative_features` `(B, N, h, w, C)`, which the model's `train_step`
+    sends through its trainable head only.
 
     Args:
         miner: the `HardNegativeMiner` whose cache picks positives and negatives.
-        image_size: `(H, W)` of every image.
+        source: what the tuples hold: an image size `(H, W)` (the images, resized) or a
+            `TupleSource`; give `CacheRefresh` the same.
         batch_size: tuples per element.
-        frozen_features: a store to read trunk features from instead of images.
         placeholder_first_iterator: the first iterator opened on the dataset yields
             placeholder batches (zero images, every mask 0) and mines nothing. Under a
             `tf.distribute` strategy Keras 3's `fit` opens one iterator to build the model
@@ -46,6 +46,7 @@ def tuple_dataset(
             `netvlad_tf.models.keras_compat`); with this the
             mining, and so the tuples of every step, are those of one device (`train` sets it
             when given a strategy).
+        frozen_features: deprecated spelling of `source` (a feature store).
 
     Returns:
         A `tf.data.Dataset` of tuple dicts (see above).
@@ -59,8 +60,19 @@ def tuple_dataset(
     >>> tuple_dataset(miner, (32, 64)).element_spec["negatives"].shape
     TensorShape([None, 2, 32, 64, 3])
     """
-    height, width = image_size
-    num_negatives = miner.num_negatives
+    source = as_tuple_source(renamed_argument("tuple_dataset", "frozen_features", frozen_features, "source", source),
+                             miner.dataset)
+    if source.dataset_size != (miner.dataset.num_database, miner.dataset.num_queries):
+        raise ValueError(
+            f"{source} does not hold the miner's dataset {miner.dataset} "
+            f"({source.dataset_size[0]} database and {source.dataset_size[1]} query images stored)."
+        )
+    keys, num_negatives = source.keys, miner.num_negatives
+
+    def read(mined: MinedTuple) -> tuple:
+        """`(query, positive, [negatives])` inputs of a mined tuple."""
+        return (source.query_input(mined.query), source.database_input(mined.positive),
+                [source.database_input(index) for index in mined.negatives])
 
     iterators_opened = 0
 
@@ -68,38 +80,23 @@ def tuple_dataset(
         nonlocal iterators_opened
         iterators_opened += 1
         if placeholder_first_iterator and iterators_opened == 1:
-            placeholder = _empty_batch(keys, item_shape, batch_size, num_negatives)
+            placeholder = _empty_batch(keys, source.input_shape, batch_size, num_negatives)
             while True:
                 yield placeholder
         pending: list[tuple] = []
         while True:
-            with miner.lock:  # read under the plan the tuple was mined with
-                mined = miner.mine(miner.next_query())
-                if mined is None:
-                    continue
-                pending.append(_read_tuple(mined, *readers))
+            read_tuple = miner.next_tuple(read)
+            if read_tuple is None:
+                continue
+            pending.append(read_tuple)
             if len(pending) == batch_size:
-                yield _load_batch(pending, keys, item_shape, num_negatives)
+                yield _load_batch(pending, keys, source.input_shape, num_negatives)
                 pending = []
 
-    if frozen_features is None:
-        keys, item_shape = IMAGE_KEYS, (height, width, 3)
-        readers = (_image_reader(miner.dataset.query_paths, image_size),
-                   _image_reader(miner.dataset.database_paths, image_size))
-    else:
-        stored = frozen_features.dataset_size
-        if stored != (miner.dataset.num_database, miner.dataset.num_queries):
-            raise ValueError(
-                f"{frozen_features} does not hold the miner's dataset {miner.dataset} "
-                f"({stored[0]} database and {stored[1]} query images stored)."
-            )
-        keys, item_shape = FEATURE_KEYS, frozen_features.feature_shape
-        readers = (frozen_features.query_features, frozen_features.database_features)
-
     signature = {
-        keys[0]: tf.TensorSpec((None, *item_shape), tf.float32),
-        keys[1]: tf.TensorSpec((None, 1, *item_shape), tf.float32),
-        keys[2]: tf.TensorSpec((None, num_negatives, *item_shape), tf.float32),
+        keys[0]: tf.TensorSpec((None, *source.input_shape), tf.float32),
+        keys[1]: tf.TensorSpec((None, 1, *source.input_shape), tf.float32),
+        keys[2]: tf.TensorSpec((None, num_negatives, *source.input_shape), tf.float32),
         "positive_mask": tf.TensorSpec((None, 1), tf.float32),
         "negative_mask": tf.TensorSpec((None, num_negatives), tf.float32),
     }
@@ -121,17 +118,6 @@ def tuple_steps_per_epoch(miner: HardNegativeMiner, batch_size: int = 4) -> int:
     87
     """
     return -(-len(miner.training_queries) // batch_size)
-
-
-def _image_reader(paths, image_size):
-    """Index → the resized image at `paths[index]`."""
-    return lambda index: load_image(paths[index], image_size).numpy()
-
-
-def _read_tuple(mined: MinedTuple, read_query, read_database) -> tuple:
-    """`(query, positive, [negatives])` arrays of a mined tuple."""
-    return (read_query(mined.query), read_database(mined.positive),
-            [read_database(index) for index in mined.negatives])
 
 
 def _load_batch(tuples: list[tuple], keys, item_shape, num_negatives: int) -> dict:

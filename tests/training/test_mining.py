@@ -22,8 +22,7 @@ def line_dataset(num_database=30):
 def miner_with_distances(squared_distances, **kwargs):
     """Descriptors in 1-D so that d²(query, database i) = squared_distances[i]."""
     miner = HardNegativeMiner(line_dataset(len(squared_distances)), cache_precision="float32", **kwargs)
-    miner.database_cache.store(np.sqrt(np.asarray(squared_distances, dtype=np.float32))[:, None])
-    miner.query_cache.store(np.zeros((1, 1), dtype=np.float32))
+    miner.refresh(np.sqrt(np.asarray(squared_distances, dtype=np.float32))[:, None], np.zeros((1, 1), np.float32))
     return miner
 
 

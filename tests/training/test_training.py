@@ -17,8 +17,8 @@ from tests.support.tiny_backbone import TINY_BACKBONE, TINY_DIM
 from tests.support.training_data import IMAGE_SIZE, initialised_model, nordland_stretch
 
 
-def refresh_cache(miner, model, frozen_features=None):
-    callback = CacheRefresh(miner, IMAGE_SIZE, verbose=False, frozen_features=frozen_features)
+def refresh_cache(miner, model, source=IMAGE_SIZE):
+    callback = CacheRefresh(miner, source, verbose=False)
     callback.set_model(model)
     callback.refresh()
 
@@ -216,18 +216,18 @@ def test_refresh_and_tuples_from_stored_features_match_images(tmp_path):
     from_images = HardNegativeMiner(dataset, num_negatives=3, num_sampled_negatives=20, cache_precision="float32")
     from_store = HardNegativeMiner(dataset, num_negatives=3, num_sampled_negatives=20, cache_precision="float32")
     refresh_cache(from_images, model)
-    refresh_cache(from_store, model, frozen_features=store)
+    refresh_cache(from_store, model, store)
     everything = np.arange(dataset.num_database)
     np.testing.assert_allclose(from_store.database_cache.get(everything),
                                from_images.database_cache.get(everything), atol=1e-6)
-    batch = next(iter(tuple_dataset(from_store, IMAGE_SIZE, batch_size=2, frozen_features=store)))
+    batch = next(iter(tuple_dataset(from_store, store, batch_size=2)))
     assert batch["negative_features"].shape == (2, 3, 4, 8, 16)  # the tiny trunk: stride 8, 16 channels
     query_rows = [int(np.flatnonzero((store.queries == q).all(axis=(1, 2, 3)))[0])
                   for q in np.asarray(batch["query_features"])]
     assert all(q in from_store.training_queries for q in query_rows)
     other_miner = HardNegativeMiner(nordland_stretch(count=20), num_negatives=3, num_sampled_negatives=5)
     with pytest.raises(ValueError, match="does not hold the miner's dataset"):
-        tuple_dataset(other_miner, IMAGE_SIZE, frozen_features=store)
+        tuple_dataset(other_miner, store)
 
 
 def test_validation_overlap_counts_shared_files_and_same_date_neighbours():
@@ -271,7 +271,7 @@ def test_a_mining_pool_refreshes_only_its_images_from_the_store_and_trains(tmp_p
     pooled = HardNegativeMiner(dataset, num_negatives=3, num_sampled_negatives=20, cache_precision="float32",
                                mining_pool=6)
     refresh_cache(full, model)
-    callback = CacheRefresh(pooled, IMAGE_SIZE, refresh_every=4, verbose=True, frozen_features=store)
+    callback = CacheRefresh(pooled, store, refresh_every=4, verbose=True)
     callback.set_model(model)
     callback.refresh()
     plan = pooled.plan
@@ -322,8 +322,8 @@ def test_a_pool_store_holds_each_refresh_images_trunk_features_and_the_tuples_re
     trunk = model.frozen_split().trunk
     miner = HardNegativeMiner(dataset, num_negatives=3, num_sampled_negatives=10, cache_precision="float32",
                               mining_pool=6)
-    store = PoolFeatureStore(model, dataset, IMAGE_SIZE, tmp_path / "pool", "float32", verbose=False)
-    callback = CacheRefresh(miner, IMAGE_SIZE, refresh_every=4, verbose=False, frozen_features=store)
+    store = PoolFeatureStore(model, dataset, IMAGE_SIZE, tmp_path / "pool", "float32")
+    callback = CacheRefresh(miner, store, refresh_every=4, verbose=False)
     callback.set_model(model)
 
     def trunk_of(path):  # the reference: the frozen layers run on the image itself
@@ -337,15 +337,15 @@ def test_a_pool_store_holds_each_refresh_images_trunk_features_and_the_tuples_re
         assert stored == plan.num_images * store.bytes_per_image < dataset.num_database * 2 * store.bytes_per_image
         some = plan.database_ids[::7]
         expected = [trunk_of(dataset.database_paths[i]) for i in some]
-        np.testing.assert_allclose([store.database_features(int(i)) for i in some], expected, atol=1e-5)
+        np.testing.assert_allclose([store.database_input(int(i)) for i in some], expected, atol=1e-5)
         # The refresh's descriptors are the whole model's on those images.
         images = np.stack([keras.ops.convert_to_numpy(load_image(dataset.database_paths[i], IMAGE_SIZE)) for i in some])
         np.testing.assert_allclose(miner.database_cache.get(plan.database_rows(some)),
                                    model.predict(images, verbose=0), atol=1e-5)
         # A batch mined under this plan holds its queries' trunk features.
-        batch = next(iter(tuple_dataset(miner, IMAGE_SIZE, batch_size=2, frozen_features=store)))
+        batch = next(iter(tuple_dataset(miner, store, batch_size=2)))
         for features in np.asarray(batch["query_features"]):
-            matches = [q for q in plan.query_ids if np.allclose(store.query_features(int(q)), features)]
+            matches = [q for q in plan.query_ids if np.allclose(store.query_input(int(q)), features)]
             assert len(matches) == 1
             np.testing.assert_allclose(features, trunk_of(dataset.query_paths[matches[0]]), atol=1e-5)
 
@@ -388,10 +388,10 @@ def test_a_pool_store_clears_an_earlier_runs_refreshes_but_refuses_a_foreign_fol
     earlier = tmp_path / "pool"
     (earlier / "refresh-000003").mkdir(parents=True)
     (earlier / ".refresh-000004.123-ab12cd34.partial").mkdir()  # a killed write's staging
-    PoolFeatureStore(model, dataset, IMAGE_SIZE, earlier, verbose=False)
+    PoolFeatureStore(model, dataset, IMAGE_SIZE, earlier)
     assert list(earlier.iterdir()) == []
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "holiday.jpg").write_bytes(b"mine")
     with pytest.raises(ValueError, match="holds 'holiday.jpg', which is not a refresh"):
-        PoolFeatureStore(model, dataset, IMAGE_SIZE, tmp_path / "photos", verbose=False)
+        PoolFeatureStore(model, dataset, IMAGE_SIZE, tmp_path / "photos")
     assert (tmp_path / "photos" / "holiday.jpg").read_bytes() == b"mine"

@@ -1,0 +1,80 @@
+"""One refresh protocol: every tuple source behind `TupleSource`, the miner's one mode, the old
+`frozen_features=` spelling of a source."""
+
+import keras
+import numpy as np
+import pytest
+
+from netvlad_tf.data.images import load_image
+from netvlad_tf.training import (
+    CacheRefresh,
+    FrozenFeatureStore,
+    HardNegativeMiner,
+    ImageSource,
+    PoolFeatureStore,
+    TupleSource,
+    tuple_dataset,
+)
+from netvlad_tf.training.mining import RefreshPlan
+from tests.support.training_data import IMAGE_SIZE, initialised_model, nordland_stretch
+
+
+def test_every_source_implements_the_interface():
+    assert all(issubclass(kind, TupleSource) for kind in (ImageSource, FrozenFeatureStore, PoolFeatureStore))
+
+    class Incomplete(TupleSource):
+        def prepare(self, plan, verbose=False):
+            return plan
+
+    with pytest.raises(TypeError, match="abstract"):
+        Incomplete()
+
+
+def test_image_source_descriptors_are_the_models_on_the_plans_images():
+    dataset = nordland_stretch(count=10)
+    model = initialised_model(dataset)
+    source = ImageSource(dataset, IMAGE_SIZE, batch_size=3)
+    plan = RefreshPlan(np.array([1, 4, 7]), np.array([0, 9]))
+    prepared = source.prepare(plan)
+    for part, paths, ids in (("database", dataset.database_paths, [1, 4, 7]), ("queries", dataset.query_paths, [0, 9])):
+        images = np.stack([keras.ops.convert_to_numpy(load_image(paths[i], IMAGE_SIZE)) for i in ids])
+        np.testing.assert_allclose(source.descriptors(model, prepared, part), model.predict(images, verbose=0),
+                                   atol=1e-5)
+    np.testing.assert_array_equal(source.query_input(9), load_image(dataset.query_paths[9], IMAGE_SIZE).numpy())
+    with pytest.raises(ValueError, match="part must be one of"):
+        source.descriptors(model, prepared, "train")
+
+
+def test_full_mining_hands_out_every_training_query_once_per_pass_across_refreshes():
+    dataset = nordland_stretch(count=20)
+    miner = HardNegativeMiner(dataset, num_sampled_negatives=5, cache_precision="float32")
+    visited = []
+    for _ in range(5):  # a refresh every 8 queries, as CacheRefresh plans them
+        plan = miner.plan_refresh(queries_until_next=8)
+        assert plan.num_images == dataset.num_database + dataset.num_queries  # the paper: every image
+        miner.refresh(np.zeros((dataset.num_database, 2), "float32"), np.zeros((dataset.num_queries, 2), "float32"))
+        visited += [miner.next_query() for _ in range(8)]
+    # 40 visits: two passes over the 20 training queries, each a permutation.
+    assert sorted(visited[:20]) == sorted(visited[20:]) == miner.training_queries.tolist()
+    assert visited[:20] != visited[20:] and miner.revisited_queries == 0
+
+
+def test_a_query_before_the_first_refresh_says_to_refresh():
+    miner = HardNegativeMiner(nordland_stretch(count=6))
+    with pytest.raises(RuntimeError, match="refresh it first.*CacheRefresh.refresh"):
+        miner.next_query()
+
+
+def test_the_old_frozen_features_spelling_still_works_with_a_warning(tmp_path):
+    dataset = nordland_stretch(count=8)
+    model = initialised_model(dataset)
+    store = FrozenFeatureStore.build(model, dataset, IMAGE_SIZE, tmp_path / "f", "float32", verbose=False)
+    miner = HardNegativeMiner(dataset, num_negatives=2, num_sampled_negatives=5, cache_precision="float32")
+    with pytest.warns(DeprecationWarning, match=r"CacheRefresh\(frozen_features=\) is deprecated.*source="):
+        callback = CacheRefresh(miner, frozen_features=store, verbose=False)
+    assert callback.source is store
+    with pytest.warns(DeprecationWarning, match=r"tuple_dataset\(frozen_features=\)"):
+        spec = tuple_dataset(miner, frozen_features=store, batch_size=2).element_spec
+    assert spec["query_features"].shape[1:] == store.input_shape
+    with pytest.raises(TypeError, match="both source= and its deprecated spelling frozen_features="):
+        tuple_dataset(miner, store, frozen_features=store)
