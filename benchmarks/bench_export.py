@@ -45,8 +45,8 @@ def base_model(model_path: str | None, backbone: str, train_paths: list[str]):
     if backbone == "vgg16":
         return build_netvlad_model(backbone="vgg16", weights=None, num_clusters=64)
     model = build_netvlad_model(backbone="efficientnet_lite0", weights="imagenet", num_clusters=64)
-    initialize_clusters(model.pooling, model.backbone, image_batches(train_paths[::8], RECALL_RESOLUTION),
-                        num_descriptors=20000, seed=0, verbose=False)
+    initialize_clusters(model, image_batches(train_paths[::8], RECALL_RESOLUTION), num_descriptors=20000, seed=0,
+                        verbose=False)
     return model
 
 
@@ -55,7 +55,6 @@ def whitened_models(model, train_paths: list[str], learned: bool = True) -> dict
     when not `learned`)."""
     from netvlad_tf.inference.embedding import embed_images
     from netvlad_tf.layers.whitening import PCAWhitening, fit_pca_whitening
-    from netvlad_tf.models.model import PlaceRecognitionModel
 
     pooled_dim = model.pooling.output.shape[-1]
 
@@ -72,8 +71,7 @@ def whitened_models(model, train_paths: list[str], learned: bool = True) -> dict
         whitenings.update({dim: random_whitening(dim) for dim in (512, 256)})
     models = {}
     for dim, whitening in whitenings.items():
-        models[dim] = PlaceRecognitionModel(model.backbone, model.pooling, whitening_dim=dim, name=f"white{dim}")
-        models[dim].set_whitening(whitening)
+        models[dim] = model.with_whitening(whitening)
     return models
 
 

@@ -132,7 +132,7 @@ def measure_training(replicas: int, steps: int) -> dict:
     import keras
 
     from netvlad_tf.data import read_csv_dataset
-    from netvlad_tf.initialization.clustering import initialize_clusters_from_images
+    from netvlad_tf.initialization.clustering import initialize_clusters
     from netvlad_tf.sample_data import nordland_csv
     from netvlad_tf.training import train
 
@@ -146,7 +146,7 @@ def measure_training(replicas: int, steps: int) -> dict:
 
     dataset = read_csv_dataset(nordland_csv("train"))
     model = small_model()
-    initialize_clusters_from_images(model, dataset.database_paths, 50, (64, 128), num_descriptors=2000)
+    initialize_clusters(model, dataset.database_paths, num_images=50, image_size=(64, 128), num_descriptors=2000)
     strategy = (tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(replicas)]) if replicas > 1 else None)
     times = StepTimes()
     with tempfile.TemporaryDirectory() as run_dir:
@@ -164,7 +164,7 @@ def measure_pool_store(stored: bool, steps: int, pool: int) -> dict:
 
     from netvlad_tf import build_netvlad_model
     from netvlad_tf.data import read_csv_dataset
-    from netvlad_tf.initialization.clustering import initialize_clusters_from_images
+    from netvlad_tf.initialization.clustering import initialize_clusters
     from netvlad_tf.sample_data import nordland_csv
     from netvlad_tf.training import train
     from netvlad_tf.training.train import POOL_FEATURES_DIR
@@ -185,7 +185,7 @@ def measure_pool_store(stored: bool, steps: int, pool: int) -> dict:
     keras.utils.set_random_seed(0)
     dataset = read_csv_dataset(nordland_csv("train"))
     model = build_netvlad_model(weights=None, num_clusters=16)
-    initialize_clusters_from_images(model, dataset.database_paths, 50, (64, 128), num_descriptors=2000)
+    initialize_clusters(model, dataset.database_paths, num_images=50, image_size=(64, 128), num_descriptors=2000)
     with tempfile.TemporaryDirectory() as run_dir:
         probe = StepTimesAndDisk(Path(run_dir) / POOL_FEATURES_DIR)
         began = time.perf_counter()

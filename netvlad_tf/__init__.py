@@ -1,5 +1,10 @@
 """netvlad_tf: NetVLAD place recognition for Keras 3 / TensorFlow.
 
+The face holds the task's objects: the layer and the model, cluster initialisation and learned
+whitening, training, evaluation, the descriptor database and the place index, and the decisions
+over scores. Everything else is importable from its module (`netvlad_tf.layers`,
+`netvlad_tf.backbones`, `netvlad_tf.training`, …).
+
 Example:
 >>> import netvlad_tf
 >>> model = netvlad_tf.build_netvlad_model(weights=None, num_clusters=8)
@@ -7,26 +12,25 @@ Example:
 4096
 """
 
+import importlib
+import warnings
+
 import netvlad_tf.converters  # noqa: E402,F401  (registers the converters of released weights)
-from netvlad_tf.backbones import (
-    BACKBONES,
-    efficientnet_lite0,
-    get_backbone,
-    register_backbone,
-    vgg16_conv5_3,
-)
+from netvlad_tf.backbones import efficientnet_lite0, vgg16_conv5_3
+from netvlad_tf.common.deprecation import REMOVED_IN
 from netvlad_tf.database import embed_database, read_descriptors
 from netvlad_tf.database.place_index import PlaceIndex, PlaceMatch
 from netvlad_tf.decisions.loop_detector import LoopClosure, LoopDetector
 from netvlad_tf.decisions.precision_recall import PrecisionRecall, best_match_precision_recall
 from netvlad_tf.decisions.sequences import sequence_similarities
 from netvlad_tf.evaluation.evaluate import EvaluationResult, evaluate
-from netvlad_tf.initialization.clustering import initialize_clusters, kmeans_centroids, sample_local_descriptors
+from netvlad_tf.initialization.clustering import initialize_clusters
+from netvlad_tf.initialization.learned_whitening import with_learned_whitening
 from netvlad_tf.layers.netvlad import NetVLAD
-from netvlad_tf.layers.normalization import L2Normalization, l2_normalize
-from netvlad_tf.layers.pooling import AveragePooling, GeMPooling, MACPooling, get_pooling
+from netvlad_tf.layers.normalization import L2Normalization
+from netvlad_tf.layers.pooling import AveragePooling, GeMPooling, MACPooling
 from netvlad_tf.layers.whitening import PCAWhitening, fit_pca_whitening
-from netvlad_tf.models.losses import RankingLoss, ranking_loss_terms, reduce_ranking_loss
+from netvlad_tf.models.losses import RankingLoss
 from netvlad_tf.models.model import PlaceRecognitionModel, build_netvlad_model
 from netvlad_tf.models.presets import PRESETS
 from netvlad_tf.training.train import train
@@ -34,7 +38,6 @@ from netvlad_tf.version import __version__  # noqa: F401  (netvlad_tf.__version_
 
 __all__ = [
     "AveragePooling",
-    "BACKBONES",
     "EvaluationResult",
     "GeMPooling",
     "L2Normalization",
@@ -55,17 +58,31 @@ __all__ = [
     "embed_database",
     "evaluate",
     "fit_pca_whitening",
-    "get_backbone",
-    "get_pooling",
     "initialize_clusters",
-    "kmeans_centroids",
-    "l2_normalize",
-    "ranking_loss_terms",
     "read_descriptors",
-    "reduce_ranking_loss",
-    "register_backbone",
-    "sample_local_descriptors",
     "sequence_similarities",
     "train",
     "vgg16_conv5_3",
+    "with_learned_whitening",
 ]
+
+# Internal names the face held in 0.1: still served, with a DeprecationWarning, until REMOVED_IN.
+MOVED = {
+    "BACKBONES": "netvlad_tf.backbones",
+    "get_backbone": "netvlad_tf.backbones",
+    "register_backbone": "netvlad_tf.backbones",
+    "get_pooling": "netvlad_tf.layers.pooling",
+    "l2_normalize": "netvlad_tf.layers.normalization",
+    "kmeans_centroids": "netvlad_tf.initialization.clustering",
+    "sample_local_descriptors": "netvlad_tf.initialization.clustering",
+    "ranking_loss_terms": "netvlad_tf.models.losses",
+    "reduce_ranking_loss": "netvlad_tf.models.losses",
+}
+
+
+def __getattr__(name: str):
+    if name not in MOVED:
+        raise AttributeError(f"module 'netvlad_tf' has no attribute {name!r}")
+    warnings.warn(f"netvlad_tf.{name} is deprecated on the package face and will be removed from it in {REMOVED_IN}; "
+                  f"import it from {MOVED[name]}.", DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(MOVED[name]), name)

@@ -17,7 +17,7 @@ from netvlad_tf.data.loading import open_dataset
 from netvlad_tf.initialization.clustering import (
     DEFAULT_DESCRIPTORS_PER_IMAGE,
     DEFAULT_NUM_DESCRIPTORS,
-    initialize_clusters_from_images,
+    initialize_clusters,
 )
 from netvlad_tf.io.atomic_writes import refuse_existing, save_model_atomically
 from netvlad_tf.models.model import build_netvlad_model
@@ -56,10 +56,10 @@ def run(fv: flags.FlagValues) -> int:
         model = build_netvlad_model(weights=weights, num_clusters=fv.num_clusters)
     dataset = open_dataset(fv.dataset, fv.image_root, fv.query_root, fv.split, require_queries=False)
     image_size, max_side = image_policy(fv)
-    alpha, paths = initialize_clusters_from_images(model, dataset.database_paths, fv.cluster_images, image_size,
-                                                   max_side, fv.num_descriptors, fv.descriptors_per_image,
-                                                   fv.version, fv.seed)
+    alpha = initialize_clusters(model, dataset.database_paths, num_images=fv.cluster_images, image_size=image_size,
+                                max_side=max_side, num_descriptors=fv.num_descriptors,
+                                descriptors_per_image=fv.descriptors_per_image, version=fv.version, seed=fv.seed)
     save_model_atomically(model, fv.output, fv.overwrite)
-    print(f"Clustered descriptors of {len(paths)} images into {model.pooling.num_clusters} clusters "
+    print(f"Clustered descriptors of {min(fv.cluster_images, dataset.num_database)} images into {model.pooling.num_clusters} clusters "
           f"(alpha {alpha:.2f}); saved {fv.output}")
     return 0

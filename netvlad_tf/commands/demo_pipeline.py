@@ -17,7 +17,7 @@ from netvlad_tf.evaluation.output import write_evaluation
 from netvlad_tf.evaluation.plots import plot_precision_recall, plot_recall_curves
 from netvlad_tf.evaluation.report import format_precision_recall_table, format_recall_table
 from netvlad_tf.export import export_tflite, verify_tflite
-from netvlad_tf.initialization.clustering import initialize_clusters_from_images
+from netvlad_tf.initialization.clustering import initialize_clusters
 from netvlad_tf.initialization.learned_whitening import with_learned_whitening
 from netvlad_tf.io.atomic_writes import atomic_directory
 from netvlad_tf.models.model import build_netvlad_model
@@ -99,9 +99,8 @@ def run_demo(
     cluster_count = min(settings["cluster_images"], train_data.num_database)
     _say(verbose, f"1/5 k-means of {backbone} local descriptors from about {cluster_count} summer images "
                   f"(K={settings['num_clusters']})")
-    initialize_clusters_from_images(model, train_data.database_paths, settings["cluster_images"], image_size,
-                                    num_descriptors=50 * cluster_count, descriptors_per_image=50, seed=seed,
-                                    verbose=verbose)
+    initialize_clusters(model, train_data.database_paths, num_images=settings["cluster_images"], image_size=image_size,
+                        num_descriptors=50 * cluster_count, descriptors_per_image=50, seed=seed, verbose=verbose)
     _say(verbose, f"2/5 baselines on {test_data}")
     results = {"mac": measure(model.with_pooling("mac")), "pixels": measure(None, "pixels"),
                "netvlad_untrained": measure(model)}

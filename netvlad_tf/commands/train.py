@@ -20,7 +20,7 @@ from netvlad_tf.commands.shared_flags import (
 from netvlad_tf.data.loading import open_dataset
 from netvlad_tf.data.unreadable import drop_unreadable_images
 from netvlad_tf.inference.hardware import gpu_names
-from netvlad_tf.initialization.clustering import DEFAULT_NUM_DESCRIPTORS, initialize_clusters_from_images
+from netvlad_tf.initialization.clustering import DEFAULT_NUM_DESCRIPTORS, initialize_clusters
 from netvlad_tf.initialization.learned_whitening import with_learned_whitening
 from netvlad_tf.io.atomic_writes import save_model_atomically
 from netvlad_tf.models.model import BACKBONE_DEFAULT, build_netvlad_model
@@ -46,7 +46,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("run_name", "netvlad", "Prefix of the run folder name.", flag_values=fv)
     flags.DEFINE_string("resume", None, "Run folder of a killed run to continue.", flag_values=fv)
     flags.DEFINE_string("model", None, "Start from this .keras model instead of building one.", flag_values=fv)
-    flags.DEFINE_string("backbone", "vgg16", "Backbone name (see netvlad_tf.BACKBONES).", flag_values=fv)
+    flags.DEFINE_string("backbone", "vgg16", "Backbone name (see netvlad_tf.backbones.BACKBONES).", flag_values=fv)
     flags.DEFINE_string("weights", "imagenet", "Backbone weights: imagenet, none, or a file path.", flag_values=fv)
     flags.DEFINE_integer("num_clusters", 64, "NetVLAD clusters K.", flag_values=fv)
     flags.DEFINE_string("trainable_from", BACKBONE_DEFAULT, "First trainable backbone layer; "
@@ -135,8 +135,8 @@ def run(fv: flags.FlagValues) -> int:
         )
         print(f"Initialising {fv.num_clusters} clusters from {min(fv.cluster_images, train_dataset.num_database)} "
               "database images")
-        initialize_clusters_from_images(model, train_dataset.database_paths, fv.cluster_images, image_size,
-                                        num_descriptors=fv.num_descriptors, seed=fv.seed)
+        initialize_clusters(model, train_dataset.database_paths, num_images=fv.cluster_images, image_size=image_size,
+                            num_descriptors=fv.num_descriptors, seed=fv.seed)
     if not run_dir:
         run_dir = new_run_dir(fv.output_root, fv.run_name)
     print(f"Writing to {run_dir}")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Iterable, Sequence
 
 import faiss
 import keras
 import numpy as np
 
+from netvlad_tf.common.deprecation import REMOVED_IN
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE, image_batches
 from netvlad_tf.data.sampling import evenly_spaced
 from netvlad_tf.io.progress import Progress
@@ -105,55 +108,10 @@ def kmeans_centroids(
 
 
 def initialize_clusters(
-    netvlad: NetVLAD,
-    backbone: keras.Model,
-    image_batches: Iterable,
-    num_descriptors: int = DEFAULT_NUM_DESCRIPTORS,
-    descriptors_per_image: int = DEFAULT_DESCRIPTORS_PER_IMAGE,
-    version: str = "v1",
-    seed: int = 0,
-    verbose: bool = True,
-) -> float:
-    """Samples descriptors, clusters them and calls `netvlad.set_clusters`; returns alpha.
-
-    Args:
-        netvlad: the layer to initialise.
-        backbone: gives the local descriptors of each image batch.
-        image_batches: iterable of `(B, H, W, 3)` image batches (e.g. `image_batches(paths)`).
-        num_descriptors: descriptors clustered by k-means.
-        descriptors_per_image: sampled per image.
-        version: `"v1"` (the released models) or `"v2"` (the paper's Eq. 3).
-        seed: sampling and k-means seed.
-        verbose: show progress.
-
-    Returns:
-        The assignment sharpness alpha used.
-
-    Reference: arXiv 1511.07247, Sec. 3 (initialisation from k-means).
-
-    Example:
-    >>> from netvlad_tf import build_netvlad_model
-    >>> model = build_netvlad_model(weights=None, num_clusters=4)
-    >>> images = [np.random.rand(2, 64, 64, 3) * 255]
-    >>> alpha = initialize_clusters(model.pooling, model.backbone, images, 32, 16, verbose=False)
-    """
-    descriptors = sample_local_descriptors(
-        backbone,
-        image_batches,
-        num_descriptors=num_descriptors,
-        descriptors_per_image=descriptors_per_image,
-        normalize=netvlad.normalize_input,
-        seed=seed,
-        verbose=verbose,
-    )
-    centroids = kmeans_centroids(descriptors, netvlad.num_clusters, seed=seed)
-    return netvlad.set_clusters(centroids, descriptors=descriptors, version=version)
-
-
-def initialize_clusters_from_images(
     model,
-    paths: Sequence[str],
-    num_images: int,
+    images,
+    *legacy_arguments,
+    num_images: int | None = None,
     image_size: tuple[int, int] | None = None,
     max_side: int | None = DEFAULT_MAX_SIDE,
     num_descriptors: int = DEFAULT_NUM_DESCRIPTORS,
@@ -161,30 +119,95 @@ def initialize_clusters_from_images(
     version: str = "v1",
     seed: int = 0,
     verbose: bool = True,
-) -> tuple[float, list[str]]:
-    """The one k-means initialisation of a model's NetVLAD from image files (`train`, `cluster`,
-    the demo): `num_images` of `paths` spread evenly, read by the image policy.
+) -> float:
+    """Initialises a model's NetVLAD from k-means of local descriptors sampled from `images`.
 
     Args:
-        model: a `PlaceRecognitionModel` whose pooling is `NetVLAD`.
-        paths: database images to choose from.
-        num_images: how many of them to sample descriptors from.
-        image_size: `(H, W)` every image is resized to; None keeps native sizes.
-        max_side: without `image_size`, the longest side allowed.
-        num_descriptors: descriptors clustered by k-means.
-        descriptors_per_image: sampled per image.
-        version: `"v1"` or `"v2"` (see `NetVLAD.set_clusters`).
+        model: a `PlaceRecognitionModel` whose pooling is `NetVLAD`. (The 0.1 form
+            `initialize_clusters(netvlad, backbone, image_batches, ...)` still works, with a
+            `DeprecationWarning`, until 0.3.)
+        images: image files (paths; `num_images` of them spread evenly are read by the image
+            policy) or an iterable of `(B, H, W, 3)` image batches (arrays, a `tf.data` dataset,
+            `netvlad_tf.data.images.image_batches`).
+        num_images: with paths, how many to sample from (None: all of them).
+        image_size: with paths, `(H, W)` every image is resized to; None keeps native sizes.
+        max_side: with paths and no `image_size`, the longest side allowed.
+        num_descriptors: descriptors clustered by k-means (the paper: 50 000).
+        descriptors_per_image: sampled per image (the paper: 100).
+        version: `"v1"` (the released models) or `"v2"` (the paper's Eq. 3; see
+            `NetVLAD.set_clusters`).
         seed: sampling and k-means seed.
         verbose: show progress.
 
     Returns:
-        `(alpha, chosen_paths)`.
+        The assignment sharpness alpha used.
 
-    Reference: arXiv 1511.07247, Sec. 3 and 5 (k-means initialisation).
+    Reference: arXiv 1511.07247, Sec. 3 and 5 (initialisation from k-means).
+
+    Example:
+    >>> from netvlad_tf import build_netvlad_model
+    >>> model = build_netvlad_model(weights=None, num_clusters=4)
+    >>> images = [np.random.rand(2, 64, 64, 3) * 255]
+    >>> alpha = initialize_clusters(model, images, num_descriptors=32, descriptors_per_image=16, verbose=False)
     """
-    if not isinstance(model.pooling, NetVLAD):
-        raise ValueError(f"{model.name}: its pooling is {type(model.pooling).__name__}, not NetVLAD.")
-    chosen = evenly_spaced(paths, num_images)
-    alpha = initialize_clusters(model.pooling, model.backbone, image_batches(chosen, image_size, max_side, batch_size=16),
-                                num_descriptors, descriptors_per_image, version, seed, verbose)
-    return alpha, chosen
+    if isinstance(model, NetVLAD):
+        return _initialize_layer(model, images, *legacy_arguments, num_descriptors=num_descriptors,
+                                 descriptors_per_image=descriptors_per_image, version=version, seed=seed,
+                                 verbose=verbose)
+    if legacy_arguments:
+        raise TypeError("initialize_clusters(model, images) takes its options by keyword, e.g. "
+                        "num_descriptors=, descriptors_per_image=.")
+    if not isinstance(getattr(model, "pooling", None), NetVLAD):
+        raise ValueError(f"{getattr(model, 'name', model)}: its pooling is {type(getattr(model, 'pooling', None)).__name__}, "
+                         "not NetVLAD; only NetVLAD has clusters to initialise.")
+    if _are_paths(images):
+        images = image_batches(evenly_spaced(list(images), num_images or len(images)), image_size, max_side,
+                               batch_size=16)
+    return _cluster(model.pooling, model.backbone, images, num_descriptors, descriptors_per_image, version, seed,
+                    verbose)
+
+
+def initialize_clusters_from_images(model, paths: Sequence[str], num_images: int, image_size=None,
+                                    max_side=DEFAULT_MAX_SIDE, num_descriptors=DEFAULT_NUM_DESCRIPTORS,
+                                    descriptors_per_image=DEFAULT_DESCRIPTORS_PER_IMAGE, version="v1", seed=0,
+                                    verbose=True) -> tuple[float, list[str]]:
+    """Deprecated until 0.3: `initialize_clusters(model, paths, num_images=...)`.
+
+    Returns:
+        `(alpha, chosen_paths)`.
+    """
+    warnings.warn(f"initialize_clusters_from_images is deprecated and will be removed in {REMOVED_IN}; use "
+                  "initialize_clusters(model, paths, num_images=...).", DeprecationWarning, stacklevel=2)
+    alpha = initialize_clusters(model, paths, num_images=num_images, image_size=image_size, max_side=max_side,
+                                num_descriptors=num_descriptors, descriptors_per_image=descriptors_per_image,
+                                version=version, seed=seed, verbose=verbose)
+    return alpha, evenly_spaced(list(paths), num_images)
+
+
+def _initialize_layer(netvlad: NetVLAD, backbone: keras.Model, image_batches: Iterable = None, *positional,
+                      **options) -> float:
+    """The 0.1 form `initialize_clusters(netvlad, backbone, image_batches, num_descriptors,
+    descriptors_per_image, version, seed, verbose)`, with a `DeprecationWarning`."""
+    warnings.warn(f"initialize_clusters(netvlad, backbone, image_batches, ...) is deprecated and will be removed in "
+                  f"{REMOVED_IN}; use initialize_clusters(model, images, ...).", DeprecationWarning, stacklevel=3)
+    names = ("num_descriptors", "descriptors_per_image", "version", "seed", "verbose")
+    if image_batches is None or len(positional) > len(names):
+        raise TypeError("initialize_clusters(netvlad, backbone, image_batches, ...) takes image batches third "
+                        "and at most five options after them.")
+    options.update(zip(names, positional))
+    return _cluster(netvlad, backbone, image_batches, **options)
+
+
+def _cluster(netvlad: NetVLAD, backbone: keras.Model, image_batches: Iterable, num_descriptors: int,
+             descriptors_per_image: int, version: str, seed: int, verbose: bool) -> float:
+    """Samples local descriptors, clusters them, sets the layer's clusters; returns alpha."""
+    descriptors = sample_local_descriptors(backbone, image_batches, num_descriptors=num_descriptors,
+                                           descriptors_per_image=descriptors_per_image,
+                                           normalize=netvlad.normalize_input, seed=seed, verbose=verbose)
+    centroids = kmeans_centroids(descriptors, netvlad.num_clusters, seed=seed)
+    return netvlad.set_clusters(centroids, descriptors=descriptors, version=version)
+
+
+def _are_paths(images) -> bool:
+    """Whether `images` is a sequence of image file paths (else: image batches)."""
+    return isinstance(images, Sequence) and len(images) > 0 and isinstance(images[0], (str, os.PathLike))

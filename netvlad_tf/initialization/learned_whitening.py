@@ -48,8 +48,4 @@ def with_learned_whitening(
     """
     sample = evenly_spaced(database_paths, MAX_WHITENING_SAMPLES)
     pooled = embed_images(model.pooled_model, sample, image_size, max_side, batch_size, verbose)
-    whitened = PlaceRecognitionModel(
-        model.backbone, model.pooling, whitening_dim=whitening_dim, name=model.name
-    )
-    whitened.set_whitening(fit_pca_whitening(pooled, whitening_dim, method=method))
-    return whitened
+    return model.with_whitening(fit_pca_whitening(pooled, whitening_dim, method=method))

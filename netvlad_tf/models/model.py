@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
+import warnings
 from pathlib import Path
 
 import keras
@@ -11,22 +11,16 @@ import tensorflow as tf
 from keras import ops
 
 from netvlad_tf.backbones import get_backbone
-from netvlad_tf.io.atomic_writes import save_model_atomically
-from netvlad_tf.io.downloads import cache_folder, download, extract_zip, file_url
-from netvlad_tf.io.keras_archive import load_keras_file
+from netvlad_tf.common.deprecation import REMOVED_IN, renamed_argument
 from netvlad_tf.layers.normalization import L2Normalization
 from netvlad_tf.layers.pooling import get_pooling
 from netvlad_tf.layers.whitening import PCAWhitening
 from netvlad_tf.models.frozen_trunk import FrozenSplit, split_frozen_trunk
 from netvlad_tf.models.keras_compat import MultiWorkerFit
 from netvlad_tf.models.losses import RankingLoss
-from netvlad_tf.models.preset_folders import (
-    PRESET_MODEL_FILE,
-    read_preset_metadata,
-    resolve_preset_folder,
-    write_preset_folder,
-)
-from netvlad_tf.models.presets import CONVERTERS, PRESETS
+from netvlad_tf.models.preset_folders import PRESET_MODEL_FILE, write_preset_folder
+from netvlad_tf.models.preset_loading import load_preset
+from netvlad_tf.models.presets import PRESETS
 from netvlad_tf.models.tuple_batch import FEATURE_KEYS, IMAGE_KEYS, tuple_batch
 from netvlad_tf.version import __version__
 
@@ -44,7 +38,7 @@ class PlaceRecognitionModel(MultiWorkerFit, keras.Model):
         pooling: a layer from `(B, H', W', D)` to an L2-normalised `(B, P)` vector, e.g.
             `NetVLAD` (P = K·D) or `MACPooling` (P = D).
         whitening_dim: when set, a frozen `Dense(whitening_dim)` holding the PCA whitening
-            (fit it with `set_whitening`) followed by L2 normalisation.
+            (`with_whitening` gives a model with one learned) followed by L2 normalisation.
 
     Example:
     >>> from netvlad_tf import NetVLAD, vgg16_conv5_3
@@ -213,16 +207,40 @@ class PlaceRecognitionModel(MultiWorkerFit, keras.Model):
         """
         return PlaceRecognitionModel(self.backbone, get_pooling(pooling, name=pooling), name=f"{self.name}_{pooling}")
 
-    def set_whitening(self, whitening: PCAWhitening) -> None:
-        """Loads a learned PCA whitening into the whitening layer.
+    def with_whitening(self, whitening: PCAWhitening) -> PlaceRecognitionModel:
+        """This model (shared backbone and pooling) ending in the PCA whitening `whitening` + L2:
+        the paper whitens after training (`fit_pca_whitening` of `pooled_model`'s outputs, or
+        `netvlad_tf.with_learned_whitening` from images).
+
+        Args:
+            whitening: a `PCAWhitening` from the pooled dimension to any smaller one.
+
+        Returns:
+            A new `PlaceRecognitionModel` whose descriptors are the whitened, L2-normalised ones.
 
         Example:
         >>> import numpy as np
         >>> from netvlad_tf import MACPooling, fit_pca_whitening, vgg16_conv5_3
-        >>> model = PlaceRecognitionModel(vgg16_conv5_3(weights=None), MACPooling(),
-        ...                               whitening_dim=4)
-        >>> model.set_whitening(fit_pca_whitening(np.random.rand(20, 512), output_dim=4))
+        >>> model = PlaceRecognitionModel(vgg16_conv5_3(weights=None), MACPooling())
+        >>> model.with_whitening(fit_pca_whitening(np.random.rand(20, 512), output_dim=4)).descriptor_dim
+        4
+
+        Reference: arXiv 1511.07247, Sec. 5.2 (PCA whitening of the NetVLAD vector).
         """
+        pooled_dim = self.pooling.output.shape[-1]
+        if whitening.projection.shape[0] != pooled_dim:
+            raise ValueError(f"The whitening maps {whitening.projection.shape[0]} → {whitening.output_dim} "
+                             f"dimensions; this model's pooling gives {pooled_dim}.")
+        whitened = PlaceRecognitionModel(self.backbone, self.pooling, whitening_dim=whitening.output_dim,
+                                         name=self.name)
+        whitened.get_layer(WHITENING_LAYER).set_weights(whitening.dense_weights())
+        return whitened
+
+    def set_whitening(self, whitening: PCAWhitening) -> None:
+        """Deprecated until 0.3: `model = model.with_whitening(whitening)`. Loads `whitening`
+        into this model's whitening layer (built with `whitening_dim`) in place."""
+        warnings.warn(f"set_whitening is deprecated and will be removed in {REMOVED_IN}; use "
+                      "model = model.with_whitening(whitening).", DeprecationWarning, stacklevel=2)
         if self.whitening_dim is None:
             raise ValueError("This model has no whitening layer; build it with whitening_dim.")
         pooled_dim = self.pooling.output.shape[-1]
@@ -255,8 +273,8 @@ class PlaceRecognitionModel(MultiWorkerFit, keras.Model):
         Example:
         >>> import numpy as np
         >>> from netvlad_tf import MACPooling, fit_pca_whitening, vgg16_conv5_3
-        >>> model = PlaceRecognitionModel(vgg16_conv5_3(weights=None), MACPooling(), whitening_dim=8)
-        >>> model.set_whitening(fit_pca_whitening(np.random.rand(20, 512), output_dim=8))
+        >>> model = PlaceRecognitionModel(vgg16_conv5_3(weights=None), MACPooling())
+        >>> model = model.with_whitening(fit_pca_whitening(np.random.rand(20, 512), output_dim=8))
         >>> model.with_dims(4).descriptor_dim
         4
 
@@ -285,18 +303,23 @@ class PlaceRecognitionModel(MultiWorkerFit, keras.Model):
         }
 
     @classmethod
-    def from_preset(cls, preset: str, weights: str | os.PathLike | None = None, dims: int | None = None,
+    def from_preset(cls, preset: str, dims: int | None = None, *, released_file: str | os.PathLike | None = None,
+                    backbone_weights: str | os.PathLike | None = None, weights: str | os.PathLike | None = None,
                     **overrides) -> PlaceRecognitionModel:
         """The model a preset names, keras-hub's way: a built-in name (`PRESETS`), a preset
         folder (`save_to_preset`), `hf://owner/repo[@revision]` or
-        `kaggle://owner/model/keras/variant`.
+        `kaggle://owner/model/keras/variant` (resolved, downloaded and converted by
+        `netvlad_tf.models.preset_loading`).
 
         Args:
             preset: the name, folder or hub handle.
-            weights: for converted built-in presets, the path of the released file (required);
-                for built ones, replaces the backbone weights (e.g. a local VGG16 `.h5`).
             dims: keep only the first `dims` whitened dimensions (`with_dims`); the preset must
                 carry PCA whitening.
+            released_file: for a converted built-in preset, a local copy of its released file
+                (needed where it has no public address; else it is downloaded on first use).
+            backbone_weights: for a built preset, the backbone's weights instead of its own
+                (e.g. a local VGG16 `.h5`).
+            weights: deprecated until 0.3: `released_file` or `backbone_weights`, by preset.
             **overrides: further `build_netvlad_model` arguments for built presets
                 (e.g. `num_clusters=32`, `whitening_dim=256`).
 
@@ -308,38 +331,16 @@ class PlaceRecognitionModel(MultiWorkerFit, keras.Model):
         >>> model.descriptor_dim
         896
         """
-        model = cls._preset_model(preset, weights, **overrides)
-        return model if dims is None else model.with_dims(dims)
-
-    @classmethod
-    def _preset_model(cls, preset: str, weights, **overrides) -> PlaceRecognitionModel:
-        if preset not in PRESETS:
-            if weights is not None or overrides:
-                raise ValueError(f"Preset {preset!r} is a saved model; weights and overrides apply to the "
-                                 f"built-in presets ({', '.join(sorted(PRESETS))}).")
-            folder = resolve_preset_folder(str(preset))
-            read_preset_metadata(folder)
-            model = load_keras_file(folder / PRESET_MODEL_FILE)
-            if not isinstance(model, cls):
-                raise ValueError(f"{preset}: {PRESET_MODEL_FILE} holds a Keras {type(model).__name__}, not a "
-                                 f"{cls.__name__}.")
-            return model
-        spec = PRESETS[preset]
-        if spec.converter is not None:
-            if overrides:
-                raise ValueError(f"Preset {preset!r} is converted as released; drop {sorted(overrides)}.")
-            if weights is not None:
-                return CONVERTERS[spec.converter](weights)
-            if spec.url is None:
-                raise ValueError(
-                    f"Preset {preset!r} converts the released file {spec.weights_file!r}, which has no public "
-                    "address to download it from: get it from its authors and pass weights=<its path>."
-                )
-            return _released_model(preset, spec)
-        arguments = {**spec.build_arguments, **overrides}
         if weights is not None:
-            arguments["weights"] = weights
-        return build_netvlad_model(**arguments)
+            converted = preset in PRESETS and PRESETS[preset].converter is not None
+            new_name = "released_file" if converted else "backbone_weights"
+            value = renamed_argument("from_preset", "weights", weights, new_name,
+                                     released_file if converted else backbone_weights)
+            released_file, backbone_weights = (value, backbone_weights) if converted else (released_file, value)
+        model = load_preset(preset, released_file, backbone_weights, overrides, build=build_netvlad_model)
+        if not isinstance(model, cls):
+            raise ValueError(f"{preset}: {PRESET_MODEL_FILE} holds a Keras {type(model).__name__}, not a {cls.__name__}.")
+        return model if dims is None else model.with_dims(dims)
 
     def save_to_preset(self, preset_dir, image_size: tuple[int, int] | None = None,
                        max_side: int | None = 640, training_data: str = "", results: dict | None = None,
@@ -389,35 +390,6 @@ class PlaceRecognitionModel(MultiWorkerFit, keras.Model):
         return cls(**config)
 
 
-def _released_model(name: str, spec) -> PlaceRecognitionModel:
-    """A converted preset from the cache: downloaded (once; resumed when broken) and converted
-    (once) on first use, the converted `.keras` reused afterwards without any network."""
-    converted = cache_folder() / "converted" / f"{name}.keras"
-    if converted.is_file():
-        return load_keras_file(converted)
-    downloads = cache_folder() / "downloads"
-    archived = spec.url.endswith(".zip")
-    path = download(spec.url, downloads / (f"{spec.weights_file}.zip" if archived else spec.weights_file),
-                    sha256=spec.sha256)
-    try:
-        source = path
-        if archived:  # a checkpoint published as a zip: the converter reads the prefix inside it
-            unpacked = extract_zip(path, downloads / spec.weights_file)
-            found = sorted(unpacked.rglob(f"{spec.weights_file}.index"))
-            if not found:
-                raise ValueError(f"the archive holds no {spec.weights_file}.index")
-            source = found[0].with_suffix("")
-        model = CONVERTERS[spec.converter](source)
-    except (ValueError, OSError) as error:
-        path.unlink()
-        if archived:
-            shutil.rmtree(downloads / spec.weights_file, ignore_errors=True)
-        raise ValueError(f"{file_url(spec.url, path.name)} gave a file that does not convert ({error}); it was removed "
-                         "from the cache.") from None
-    save_model_atomically(model, converted, overwrite=True)
-    return model
-
-
 def build_netvlad_model(
     backbone: str = "vgg16",
     weights: str | None = "imagenet",
@@ -448,7 +420,7 @@ def build_netvlad_model(
 
     Returns:
         A `PlaceRecognitionModel`. Initialise NetVLAD with
-        `netvlad_tf.initialize_clusters` and whitening with `set_whitening` before use.
+        `netvlad_tf.initialize_clusters`; add learned whitening with `with_whitening`.
 
     Example:
     >>> model = build_netvlad_model(weights=None, num_clusters=8)

@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from netvlad_tf import get_backbone, vgg16_conv5_3
+from netvlad_tf import vgg16_conv5_3
+from netvlad_tf.backbones import get_backbone
 
 
 @pytest.fixture(scope="module")

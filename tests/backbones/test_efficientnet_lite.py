@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from netvlad_tf import get_backbone
+from netvlad_tf.backbones import get_backbone
 from netvlad_tf.backbones.efficientnet_lite import efficientnet_lite0, efficientnet_lite0_classifier
 from netvlad_tf.backbones.lite0_weights import lite0_imagenet_state_dict, load_lite0_state_dict
 from netvlad_tf.sample_data import nordland_csv

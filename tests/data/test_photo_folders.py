@@ -54,7 +54,7 @@ def tiny_model_file(photo_folder):
     keras.utils.set_random_seed(0)
     model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4)
     paths = read_csv_dataset(photo_folder / "photos.csv").database_paths
-    initialize_clusters(model.pooling, model.backbone, image_batches(paths), 200, 10, verbose=False)
+    initialize_clusters(model, paths, num_descriptors=200, descriptors_per_image=10, verbose=False)
     path = photo_folder / "tiny.keras"
     model.save(path)
     return path

@@ -35,8 +35,8 @@ def model():
     keras.utils.set_random_seed(0)
     dataset = read_csv_dataset(nordland_csv("test"))
     model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4, whitening_dim=None)
-    initialize_clusters(model.pooling, model.backbone, image_batches(dataset.database_paths[:30], IMAGE_SIZE),
-                        400, 8, verbose=False)
+    initialize_clusters(model, image_batches(dataset.database_paths[:30], IMAGE_SIZE), num_descriptors=400,
+                        descriptors_per_image=8, verbose=False)
     return model
 
 
@@ -179,12 +179,11 @@ def test_int8_on_real_weights_meets_its_bar_with_the_head_in_float(tmp_path):
 
     size = (64, 128)
     dataset = read_csv_dataset(nordland_csv("train"))
-    lite = build_netvlad_model(backbone="efficientnet_lite0", weights="imagenet", num_clusters=8,
-                               whitening_dim=64)
-    initialize_clusters(lite.pooling, lite.backbone, image_batches(dataset.database_paths[:40], size),
-                        2000, 50, verbose=False)
+    lite = build_netvlad_model(backbone="efficientnet_lite0", weights="imagenet", num_clusters=8)
+    initialize_clusters(lite, image_batches(dataset.database_paths[:40], size), num_descriptors=2000,
+                        descriptors_per_image=50, verbose=False)
     pooled = embed_images(lite.pooled_model, dataset.database_paths[::8][:100], size, verbose=False)
-    lite.set_whitening(fit_pca_whitening(pooled, output_dim=64))
+    lite = lite.with_whitening(fit_pca_whitening(pooled, output_dim=64))
     calibration = list(np.concatenate(list(image_batches(dataset.database_paths[::40][:16], size))))
     path = export_tflite(lite, tmp_path / "int8.tflite", "int8", size, calibration)
     check = np.concatenate(list(image_batches(read_csv_dataset(nordland_csv("test")).query_paths[:6], size)))

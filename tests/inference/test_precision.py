@@ -15,7 +15,7 @@ from netvlad_tf.database.shards import DescriptorFolderError
 from netvlad_tf.inference import hardware, int8, precision
 from netvlad_tf.inference.embedding import embed_images
 from netvlad_tf.inference.precision import choose_precision, low_precision_model
-from netvlad_tf.initialization.clustering import initialize_clusters_from_images
+from netvlad_tf.initialization.clustering import initialize_clusters
 from netvlad_tf.sample_data import nordland_csv
 
 # The bounds a low-precision descriptor must keep to its float32 one (cosine over the bundled
@@ -29,7 +29,7 @@ def lite0_netvlad(tmp_path_factory):
     the bundled images: real activations, as a deployed model has."""
     dataset = read_csv_dataset(nordland_csv("test"))
     model = build_netvlad_model("efficientnet_lite0", num_clusters=16)
-    initialize_clusters_from_images(model, dataset.database_paths, 40, verbose=False)
+    initialize_clusters(model, dataset.database_paths, num_images=40, verbose=False)
     path = tmp_path_factory.mktemp("model") / "lite0.keras"
     model.save(path)
     return model, path, dataset

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from netvlad_tf import kmeans_centroids, sample_local_descriptors, vgg16_conv5_3
+from netvlad_tf import vgg16_conv5_3
+from netvlad_tf.initialization.clustering import kmeans_centroids, sample_local_descriptors
 
 
 def test_kmeans_finds_separated_clusters(rng):

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from netvlad_tf import AveragePooling, GeMPooling, MACPooling, NetVLAD, get_pooling
+from netvlad_tf import AveragePooling, GeMPooling, MACPooling, NetVLAD
+from netvlad_tf.layers.pooling import get_pooling
 from tests.support.layer_harness import check_layer
 
 

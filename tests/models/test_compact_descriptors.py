@@ -25,9 +25,9 @@ def cropped(descriptors: np.ndarray, dims: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def whitened_model():
-    model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4, whitening_dim=WHITENED)
+    model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4)
     images = (np.random.default_rng(0).random((40, 32, 64, 3)) * 255).astype("float32")
-    model.set_whitening(fit_pca_whitening(model.pooled_model.predict(images, verbose=0), WHITENED))
+    model = model.with_whitening(fit_pca_whitening(model.pooled_model.predict(images, verbose=0), WHITENED))
     return model, images
 
 

@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from netvlad_tf import RankingLoss, ranking_loss_terms, reduce_ranking_loss
+from netvlad_tf import RankingLoss
+from netvlad_tf.models.losses import ranking_loss_terms, reduce_ranking_loss
 
 QUERY = np.array([[0.0, 0.0]])
 

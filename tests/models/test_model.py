@@ -24,12 +24,12 @@ def images(rng):
 def test_paper_model_end_to_end(images, tmp_path):
     model = build_netvlad_model(weights=None, num_clusters=4, whitening_dim=5)
     assert isinstance(model.pooling, NetVLAD)
-    alpha = initialize_clusters(model.pooling, model.backbone, [images[:3], images[3:]], 24, 4)
+    alpha = initialize_clusters(model, [images[:3], images[3:]], num_descriptors=24, descriptors_per_image=4)
     assert alpha > 0
     pooled = model.pooled_model.predict(images, verbose=0)
     assert pooled.shape == (6, 4 * 512)
     whitening = fit_pca_whitening(pooled, output_dim=5)
-    model.set_whitening(whitening)
+    model = model.with_whitening(whitening)
 
     descriptors = model.predict(images, verbose=0)
     expected = whitening.transform(pooled)
@@ -66,13 +66,33 @@ def test_one_fit_step_changes_only_trainable_layers(images):
 def test_whitening_errors(rng):
     with pytest.raises(ValueError, match=rf"whitening_dim must be an integer in \[1, {TINY_DIM}\]"):
         build_netvlad_model(TINY_BACKBONE, weights=None, pooling="mac", whitening_dim=600)
+    model = build_netvlad_model(TINY_BACKBONE, weights=None, pooling="mac")
+    with pytest.raises(ValueError, match=f"pooling gives {TINY_DIM}"):
+        model.with_whitening(fit_pca_whitening(rng.normal(size=(20, 64)), 4))
+
+
+def test_the_deprecated_set_whitening_warns_and_loads_in_place(rng):
     model = build_netvlad_model(TINY_BACKBONE, weights=None, pooling="mac", whitening_dim=4)
-    with pytest.raises(ValueError, match=f"this model needs {TINY_DIM}"):
-        model.set_whitening(fit_pca_whitening(rng.normal(size=(20, 64)), 4))
-    with pytest.raises(ValueError, match="no whitening layer"):
-        build_netvlad_model(TINY_BACKBONE, weights=None, pooling="avg").set_whitening(
-            fit_pca_whitening(rng.normal(size=(20, TINY_DIM)), 4)
-        )
+    whitening = fit_pca_whitening(rng.normal(size=(20, TINY_DIM)), 4)
+    with pytest.warns(DeprecationWarning, match="set_whitening is deprecated.*with_whitening"):
+        model.set_whitening(whitening)
+    images = (rng.random((3, 32, 32, 3)) * 255).astype("float32")
+    expected = whitening.transform(model.pooled_model.predict(images, verbose=0))
+    np.testing.assert_allclose(model.predict(images, verbose=0),
+                               expected / np.linalg.norm(expected, axis=1, keepdims=True), atol=1e-5)
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="no whitening layer"):
+        build_netvlad_model(TINY_BACKBONE, weights=None, pooling="avg").set_whitening(whitening)
+
+
+def test_the_deprecated_layer_form_of_initialize_clusters_sets_the_same_clusters(images):
+    new, old = (build_netvlad_model(weights=None, num_clusters=4) for _ in range(2))
+    old.set_weights(new.get_weights())
+    batches = [images[:3], images[3:]]
+    alpha = initialize_clusters(new, batches, num_descriptors=24, descriptors_per_image=4, verbose=False)
+    with pytest.warns(DeprecationWarning, match=r"initialize_clusters\(netvlad, backbone"):
+        assert initialize_clusters(old.pooling, old.backbone, batches, 24, 4, "v1", 0, False) == alpha
+    for a, b in zip(new.pooling.get_weights(), old.pooling.get_weights()):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_compiled_model_reloads_compiled_with_its_ranking_loss(tmp_path):

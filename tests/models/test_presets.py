@@ -29,8 +29,15 @@ def test_built_preset_has_its_configuration_and_overrides():
 
 def test_converted_preset_reads_the_given_file_and_says_which_file_it_needs():
     expected = np.load(FIXTURES / "pytorch_netvlad_expected.npz")
-    model = from_preset("vgg16_pitts30k_pytorch", weights=FIXTURES / "pytorch_netvlad_checkpoint.pth.tar")
+    model = from_preset("vgg16_pitts30k_pytorch", released_file=FIXTURES / "pytorch_netvlad_checkpoint.pth.tar")
     np.testing.assert_allclose(model.predict(expected["images"], verbose=0), expected["descriptors"], atol=1e-5)
+    with pytest.warns(DeprecationWarning, match=r"from_preset\(weights=\) is deprecated.*released_file="):
+        old_spelling = from_preset("vgg16_pitts30k_pytorch", weights=FIXTURES / "pytorch_netvlad_checkpoint.pth.tar")
+    np.testing.assert_allclose(old_spelling.predict(expected["images"], verbose=0), expected["descriptors"], atol=1e-5)
+    with pytest.raises(ValueError, match="converted as released; drop \\['backbone_weights'\\]"):
+        from_preset("vgg16_pitts30k_pytorch", backbone_weights="vgg16.h5")
+    with pytest.raises(ValueError, match="is built, not converted.*drop released_file"):
+        from_preset("vgg16_imagenet", released_file="vgg16.h5")
     with pytest.raises(ValueError, match="vd16_pitts30k_conv5_3_vlad_preL2_intra_white.mat"):
         from_preset("vgg16_pitts30k_matconvnet")
     with pytest.raises(ValueError, match="is not a preset name, a preset folder"):
@@ -65,7 +72,7 @@ def test_a_saved_preset_folder_holds_model_metadata_and_card_and_loads_back(save
     assert card.startswith("---\nlibrary_name: keras\nlicense: mit\n") and "| R@1 | 0.5 |" in card
     loaded = from_preset(str(folder))
     np.testing.assert_allclose(loaded.predict(images, verbose=0), expected, atol=1e-6)
-    with pytest.raises(ValueError, match="weights and overrides apply to the built-in presets"):
+    with pytest.raises(ValueError, match="saved model; num_clusters apply to the built-in presets"):
         from_preset(str(folder), num_clusters=8)
 
 

@@ -27,9 +27,9 @@ for path in sys.argv[1:]:
 @pytest.mark.slow
 def test_models_the_package_writes_load_in_safe_mode(tmp_path):
     images = np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
-    whitened = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4, whitening_dim=8)
     pooled = np.random.default_rng(1).normal(size=(20, 64)).astype("float32")
-    whitened.set_whitening(fit_pca_whitening(pooled, output_dim=8))
+    whitened = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4).with_whitening(
+        fit_pca_whitening(pooled, output_dim=8))
     models = {
         "netvlad_whitened": whitened,
         "mac": build_netvlad_model(TINY_BACKBONE, weights=None, pooling="mac"),

@@ -18,8 +18,6 @@ def nordland_stretch(first=0, count=40):
 def initialised_model(dataset, num_clusters=4):
     """The tiny backbone + NetVLAD, its clusters initialised by k-means on `dataset`'s images."""
     model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=num_clusters)
-    initialize_clusters(
-        model.pooling, model.backbone, image_batches(dataset.database_paths, IMAGE_SIZE, batch_size=20),
-        num_descriptors=300, descriptors_per_image=8,
-    )
+    initialize_clusters(model, image_batches(dataset.database_paths, IMAGE_SIZE, batch_size=20),
+                        num_descriptors=300, descriptors_per_image=8)
     return model
