@@ -109,10 +109,10 @@ def fidelity_section(model_path: str, skip: set[str], image_size: tuple[int, int
     from netvlad_tf.evaluation.evaluate import evaluate
     from netvlad_tf.inference.embedding import embed_images
     from netvlad_tf.inference.precision import model_in_precision
-    from netvlad_tf.models.model_files import load_model_file
+    from netvlad_tf.models.model_files import load_place_model
     from netvlad_tf.sample_data import nordland_csv
 
-    model = load_model_file(model_path)
+    model = load_place_model(model_path)
     dataset = read_csv_dataset(nordland_csv("test"))
     print(f"\n2. {model.name} on {dataset.name} ({dataset.num_queries} queries) at {image_size[0]}×{image_size[1]}: "
           "recall and cosine to float32")

@@ -21,7 +21,7 @@ from netvlad_tf.initialization.clustering import (
 )
 from netvlad_tf.io.atomic_writes import refuse_existing, save_model_atomically
 from netvlad_tf.models.model import build_netvlad_model
-from netvlad_tf.models.model_files import load_model_file
+from netvlad_tf.models.model_files import load_place_model
 
 SUMMARY = "Initialise NetVLAD's clusters and assignment by k-means (the paper's initialisation)."
 EXAMPLE = "netvlad-tf cluster --dataset=pitts30k_train.mat --image_root=Pittsburgh --weights=imagenet --output=init.keras"
@@ -50,7 +50,7 @@ def run(fv: flags.FlagValues) -> int:
     require_keras_output(fv.output)
     refuse_existing(fv.output, fv.overwrite)
     if fv.model:
-        model = load_model_file(fv.model)
+        model = load_place_model(fv.model)
     else:
         weights = none_or_text(fv.weights)
         model = build_netvlad_model(weights=weights, num_clusters=fv.num_clusters)

@@ -19,7 +19,8 @@ from netvlad_tf.data.loading import open_dataset
 from netvlad_tf.evaluation.evaluate import PIXELS, evaluate
 from netvlad_tf.evaluation.output import sequence_label, write_evaluation
 from netvlad_tf.evaluation.report import format_precision_recall_table, format_recall_table
-from netvlad_tf.models.model_files import load_model_file
+from netvlad_tf.io.keras_archive import load_keras_archive
+from netvlad_tf.models.model_files import load_place_model
 from netvlad_tf.retrieval import INDEX_KINDS
 
 # Poolings the paper compares NetVLAD with, put on the model's backbone.
@@ -80,7 +81,7 @@ def run(fv: flags.FlagValues) -> int:
     elif fv.dims is not None:
         model = load_compact_model(fv.model, fv.dims)
     else:  # a baseline pooling needs the netvlad_tf model's backbone; the model as it is may be any
-        model = load_model_file(fv.model, place_model=fv.pooling != AS_IS)
+        model = (load_place_model if fv.pooling != AS_IS else load_keras_archive)(fv.model)
     if fv.pooling in BASELINE_POOLINGS:
         model = model.with_pooling(fv.pooling)
     label = fv.pooling

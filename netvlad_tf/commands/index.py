@@ -9,6 +9,8 @@ from pathlib import Path
 from absl import flags
 
 from netvlad_tf.commands.shared_flags import (
+    define_dataset_flags,
+    define_dataset_location_flags,
     define_dims_flag,
     define_image_size_flag,
     define_precision_flag,
@@ -19,7 +21,7 @@ from netvlad_tf.commands.shared_flags import (
 from netvlad_tf.data.loading import open_dataset
 from netvlad_tf.database.place_index import PlaceIndex
 from netvlad_tf.io.atomic_writes import refuse_existing
-from netvlad_tf.models.model_files import load_model_file
+from netvlad_tf.io.keras_archive import load_keras_archive
 from netvlad_tf.retrieval import INDEX_KINDS
 
 # The index kinds with inverted lists (`--num_lists`, `--on_disk`, parts built by Ray tasks).
@@ -32,7 +34,8 @@ EXAMPLE = ("netvlad-tf index --model=model.keras --dataset=my_photos.csv --outpu
 def define_flags(fv: flags.FlagValues) -> None:
     """Defines this command's flags on `fv`."""
     flags.DEFINE_string("model", None, "The .keras model (with --dataset).", flag_values=fv)
-    flags.DEFINE_string("dataset", None, "CSV of geotagged images; its database rows are indexed.", flag_values=fv)
+    define_dataset_flags(fv)
+    define_dataset_location_flags(fv)
     flags.DEFINE_string("descriptors", None, "A descriptor folder made by `netvlad-tf embed` (instead of "
                         "--model and --dataset).", flag_values=fv)
     flags.DEFINE_string("output", None, "New index folder (required unless --update).", flag_values=fv)
@@ -81,8 +84,8 @@ def run(fv: flags.FlagValues) -> int:
         require_flags(fv, "model", "dataset")
         if fv.on_disk or fv.num_workers:
             raise ValueError("--on_disk and --num_workers build from --descriptors; run `netvlad-tf embed` first.")
-        dataset = open_dataset(fv.dataset, require_queries=False)
-        model = load_compact_model(fv.model, fv.dims) if fv.dims else load_model_file(fv.model, place_model=False)
+        dataset = open_dataset(fv.dataset, fv.image_root, fv.query_root, fv.split, require_queries=False)
+        model = load_compact_model(fv.model, fv.dims) if fv.dims else load_keras_archive(fv.model)
         image_size, max_side = image_policy(fv)
         places = PlaceIndex.build(model, dataset, fv.index, image_size, max_side, fv.batch_size,
                                   precision=fv.precision or "float32", **parameters)

@@ -6,9 +6,10 @@ from absl import flags
 
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE
 from netvlad_tf.inference.precision import PRECISIONS
+from netvlad_tf.io.keras_archive import load_keras_archive
 from netvlad_tf.layers.whitening import DEFAULT_WHITENING_METHOD, WHITENING_METHODS
 from netvlad_tf.models.model import PlaceRecognitionModel
-from netvlad_tf.models.model_files import load_model_file
+from netvlad_tf.models.model_files import load_place_model
 
 
 def define_dataset_flags(fv: flags.FlagValues, name: str = "dataset", required_help: str = "") -> None:
@@ -83,7 +84,7 @@ def define_precision_flag(fv: flags.FlagValues, default: str | None = "float32")
 
 def load_compact_model(path: str, dims: int | None) -> PlaceRecognitionModel:
     """The netvlad_tf model in `path`, cut to `dims` whitened dimensions when `dims` is set."""
-    model = load_model_file(path, place_model=dims is not None)
+    model = (load_place_model if dims is not None else load_keras_archive)(path)
     return model if dims is None else model.with_dims(dims)
 
 

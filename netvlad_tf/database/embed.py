@@ -46,9 +46,10 @@ from netvlad_tf.database.shards import (
 )
 from netvlad_tf.inference.precision import choose_precision, model_in_precision
 from netvlad_tf.io.atomic_writes import atomic_file, write_bytes_atomically
+from netvlad_tf.io.keras_archive import load_keras_archive
 from netvlad_tf.io.progress import Progress
 from netvlad_tf.models.model import PlaceRecognitionModel
-from netvlad_tf.models.model_files import load_model_file
+from netvlad_tf.models.model_files import load_place_model
 
 DEFAULT_SHARD_SIZE = 1000
 
@@ -248,7 +249,7 @@ def _prepare_folder(output: Path, model, image_paths: list[str], coordinates, im
     compact one and the manifest keeps the source file's checksum (its `descriptor_dim` is
     `dims`)."""
     in_memory = isinstance(model, keras.Model)
-    loaded = model if in_memory else load_model_file(model, place_model=dims is not None or precision != "float32")
+    loaded = model if in_memory else (load_place_model if dims is not None or precision != "float32" else load_keras_archive)(model)
     if dims is not None:
         if not isinstance(loaded, PlaceRecognitionModel):
             raise ValueError(f"dims needs a netvlad_tf PlaceRecognitionModel with PCA whitening, not a Keras "

@@ -65,12 +65,12 @@ def build_index_from_shards(
     manifest = complete_manifest(directory)
     total = manifest["num_rows"] - manifest.get("num_missing", 0)
     index = create_index(kind, manifest["descriptor_dim"], model_name=manifest["model_name"], **parameters)
-    in_parts = hasattr(index, "merge_parts") and (on_disk or num_workers > 0)
-    if (on_disk or num_workers) and not hasattr(index, "merge_parts"):
+    in_parts = index.builds_in_parts and (on_disk or num_workers > 0)
+    if (on_disk or num_workers) and not index.builds_in_parts:
         raise ValueError(f"--on_disk and --num_workers build IVF indices (ivfpq, ivfsq8), not {kind!r}.")
     if in_parts and work_dir is None:
         raise ValueError("An index built in parts needs a work_dir for them.")
-    if hasattr(index, "training_sample_size"):
+    if index.needs_training:
         index.train(training_sample(directory, index.training_sample_size(total)), database_size=total)
     ranges = shard_ranges(manifest)
     progress = Progress(len(ranges), "shard", verbose, "indexing")

@@ -30,9 +30,10 @@ from netvlad_tf.database.shards import MODEL_FILE as DESCRIPTOR_MODEL_FILE
 from netvlad_tf.inference.embedding import embed_images
 from netvlad_tf.inference.precision import PRECISIONS, choose_precision, low_precision_model
 from netvlad_tf.io.atomic_writes import atomic_directory
+from netvlad_tf.io.keras_archive import load_keras_archive
 from netvlad_tf.io.progress import Progress
 from netvlad_tf.models.model import PlaceRecognitionModel
-from netvlad_tf.models.model_files import load_model_file
+from netvlad_tf.models.model_files import load_place_model
 from netvlad_tf.retrieval import DescriptorIndex, load_index
 
 PLACES_FILE = "places.json"
@@ -143,7 +144,7 @@ class PlaceIndex:
         kept = [row for row in range(manifest["num_rows"]) if row not in left_out]
         image_size = tuple(manifest["image_size"]) if manifest["image_size"] else None
         if model is None:
-            model = load_model_file(directory / DESCRIPTOR_MODEL_FILE, place_model=False)
+            model = load_keras_archive(directory / DESCRIPTOR_MODEL_FILE)
         precision = manifest.get("precision", "float32")
         int8_model = folder_model(directory, manifest) if precision == "int8" else None
         return cls(model, index, [image_paths[row] for row in kept], coordinates[kept], image_size,
@@ -230,7 +231,7 @@ class PlaceIndex:
         if not (directory / PLACES_FILE).is_file() or not (directory / MODEL_FILE).is_file():
             raise FileNotFoundError(f"{directory} is not a place index (made by `netvlad-tf index`).")
         places = _read_places(directory / PLACES_FILE)
-        model = load_model_file(directory / MODEL_FILE)
+        model = load_place_model(directory / MODEL_FILE)
         index = load_index(directory / INDEX_FOLDER, expected_dim=int(model.output.shape[-1]))
         if len(places["image_paths"]) != index.size:
             raise ValueError(f"{directory}: {PLACES_FILE} lists {len(places['image_paths'])} places but "

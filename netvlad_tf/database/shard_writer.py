@@ -21,7 +21,8 @@ from netvlad_tf.database.shards import (
 )
 from netvlad_tf.inference.embedding import predict_batches
 from netvlad_tf.inference.precision import low_precision_model
-from netvlad_tf.models.model_files import load_model_file
+from netvlad_tf.io.keras_archive import load_keras_archive
+from netvlad_tf.models.model_files import load_place_model
 
 # What `embed` does with an image it cannot read: skip it (the row is kept, marked missing) or stop.
 ON_UNREADABLE = ("skip", "stop")
@@ -129,5 +130,5 @@ def folder_model(directory: Path, manifest: dict):
         from netvlad_tf.inference.int8 import OnnxRuntimeModel
 
         return OnnxRuntimeModel(directory / INT8_MODEL_FILE, name=f"{manifest['model_name']}_int8")
-    model = load_model_file(directory / MODEL_FILE, place_model=precision != "float32")
+    model = (load_place_model if precision != "float32" else load_keras_archive)(directory / MODEL_FILE)
     return low_precision_model(model, precision)

@@ -25,7 +25,7 @@ import tensorflow as tf
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE, resized_size
 from netvlad_tf.inference.embedding import Embedder, embed_images
 from netvlad_tf.io.atomic_writes import atomic_directory
-from netvlad_tf.models.model_files import load_model_file
+from netvlad_tf.io.keras_archive import load_keras_archive
 from netvlad_tf.retrieval import DescriptorIndex, create_index, load_index
 
 STATE_FILE = "loop_detector.json"
@@ -227,7 +227,7 @@ class LoopDetector:
         try:
             state = json.loads((directory / STATE_FILE).read_text())
             descriptors = np.load(directory / DESCRIPTORS_FILE, allow_pickle=False)
-            model = load_model_file(directory / MODEL_FILE, place_model=False) if (directory / MODEL_FILE).is_file() else None
+            model = load_keras_archive(directory / MODEL_FILE) if (directory / MODEL_FILE).is_file() else None
             detector = cls(model, state["threshold"], state["min_frame_gap"], state["sequence_length"],
                            state["image_size"], state["max_side"], state["num_candidates"], state["index_kind"])
         except (OSError, ValueError, KeyError, TypeError) as error:

@@ -183,13 +183,17 @@ def _staged(target: Path, overwrite: bool, make) -> Iterator[Path]:
         yield staging
         if not (staging.exists() or staging.is_symlink()):
             raise FileNotFoundError(f"Nothing was written for {target}.")
-        _commit(staging, target, overwrite)
+        move_into_place(staging, target, overwrite)
     except BaseException:
         _remove(staging)
         raise
 
 
-def _commit(staging: Path, target: Path, overwrite: bool) -> None:
+def move_into_place(staging: Path, target: Path, overwrite: bool = False) -> None:
+    """Renames a finished `staging` file or folder onto `target`, the last step of every write:
+    refused (FileExistsError, nothing replaced) when `target` exists unless `overwrite`, else
+    swapped in atomically. Also the last step of a download, whose resumable `.part` file
+    (`netvlad_tf.io.downloads`) keeps its name across runs instead of a staging name."""
     if not overwrite:
         try:
             _rename_no_replace(staging, target)

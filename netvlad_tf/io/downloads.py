@@ -16,7 +16,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from netvlad_tf.io.atomic_writes import atomic_directory
+from netvlad_tf.io.atomic_writes import atomic_directory, move_into_place
 from netvlad_tf.io.progress import Progress
 
 MIRROR_VARIABLE = "NETVLAD_TF_MIRROR"
@@ -89,7 +89,7 @@ def download(url: str, target, expected_bytes: int | None = None, sha256: str | 
                 raise ValueError(f"Downloading {source} stopped after {done:,} bytes ({reason}); run the same "
                                  f"call again to resume it, or set {MIRROR_VARIABLE} to a mirror.") from None
     _check(part, source, expected_bytes or total, sha256)
-    os.replace(part, target)
+    move_into_place(part, target, overwrite=True)  # a file of the same checksum may have landed meanwhile
     return target
 
 

@@ -16,7 +16,7 @@ class ModelFileError(ValueError):
     """A model file that is missing, not a Keras archive, damaged, or not a netvlad_tf model."""
 
 
-def load_keras_file(path) -> keras.Model:
+def load_keras_archive(path) -> keras.Model:
     """`keras.saving.load_model(path, safe_mode=True)`, refusing a bad file with one line that
     names it and says what is wrong, instead of a traceback.
 
@@ -35,7 +35,7 @@ def load_keras_file(path) -> keras.Model:
     >>> import pathlib, tempfile
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "notes.keras"
     >>> _ = path.write_text("hello")
-    >>> load_keras_file(path)
+    >>> load_keras_archive(path)
     Traceback (most recent call last):
     ...
     netvlad_tf.io.keras_archive.ModelFileError: Model .../notes.keras is not a Keras archive (a .keras file is a zip of ...).

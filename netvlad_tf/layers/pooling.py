@@ -5,8 +5,12 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from netvlad_tf.common.registries import registering
 from netvlad_tf.layers.netvlad import NetVLAD
 from netvlad_tf.layers.normalization import L2_EPSILON, l2_normalize
+
+# pooling name → layer class; the names `build_netvlad_model(pooling=)` and `--pooling` take.
+POOLINGS: dict[str, type] = {"netvlad": NetVLAD}
 
 
 class _GlobalPooling(keras.layers.Layer):
@@ -30,6 +34,7 @@ class _GlobalPooling(keras.layers.Layer):
         return {**super().get_config(), "epsilon": self.epsilon}
 
 
+@registering(POOLINGS, "mac", "pooling")
 @keras.saving.register_keras_serializable(package="netvlad_tf")
 class MACPooling(_GlobalPooling):
     """Maximum activation of convolutions: the spatial max of each channel, then L2.
@@ -46,6 +51,7 @@ class MACPooling(_GlobalPooling):
         return ops.max(inputs, axis=(1, 2))
 
 
+@registering(POOLINGS, "avg", "pooling")
 @keras.saving.register_keras_serializable(package="netvlad_tf")
 class AveragePooling(_GlobalPooling):
     """Spatial mean of each channel, then L2 (the paper's "f_avg" baseline).
@@ -60,6 +66,7 @@ class AveragePooling(_GlobalPooling):
         return ops.mean(inputs, axis=(1, 2))
 
 
+@registering(POOLINGS, "gem", "pooling")
 @keras.saving.register_keras_serializable(package="netvlad_tf")
 class GeMPooling(_GlobalPooling):
     """Generalised mean pooling `(mean_i max(x_i, clamp)^p)^(1/p)`, then L2.
@@ -108,14 +115,6 @@ class GeMPooling(_GlobalPooling):
             "trainable_p": self.trainable_p,
             "clamp": self.clamp,
         }
-
-
-POOLINGS = {
-    "netvlad": NetVLAD,
-    "mac": MACPooling,
-    "avg": AveragePooling,
-    "gem": GeMPooling,
-}
 
 
 def get_pooling(pooling: str, **kwargs) -> keras.layers.Layer:

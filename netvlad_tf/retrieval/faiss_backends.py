@@ -85,6 +85,9 @@ class _FaissIVFIndex(_FaissIndex):
     lists on disk (`merge_parts`), for databases whose index is larger than RAM.
     """
 
+    needs_training = True
+    builds_in_parts = True
+
     def __init__(self, dim: int, metric: str, model_name: str | None, num_lists: int | None, num_probes: int):
         super().__init__(dim, metric, model_name)
         self.num_lists = num_lists

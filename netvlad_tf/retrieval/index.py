@@ -41,6 +41,11 @@ class DescriptorIndex:
     """
 
     backend = ""
+    # Capabilities a database build reads: a kind that trains on a sample of the database first
+    # (`training_sample_size`), and one that can be filled from parts built elsewhere
+    # (`trained_state`, `merge_parts`).
+    needs_training = False
+    builds_in_parts = False
 
     def __init__(self, dim: int, metric: str = "l2", model_name: str | None = None):
         if metric not in METRICS:

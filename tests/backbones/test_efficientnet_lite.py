@@ -13,6 +13,7 @@ from netvlad_tf.sample_data import nordland_csv
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
+@pytest.mark.slow
 def test_imagenet_logits_match_the_original_pytorch_model():
     # Reference written by torch running the model the weights were released for
     # (fixtures/make_lite0_reference.py), on real Nordland images.
@@ -77,6 +78,7 @@ def test_bad_arguments_and_weights_are_clear_errors(tmp_path):
         load_lite0_state_dict(efficientnet_lite0(weights=None), state_dict)
 
 
+@pytest.mark.slow
 def test_netvlad_model_on_lite0_round_trips_through_keras_file(tmp_path, rng):
     import keras
 

@@ -184,6 +184,7 @@ def test_damaged_mat_files_are_named_errors_in_a_subprocess(tmp_path, rng):
         assert not (tmp_path / f"{name}.keras").exists()
 
 
+@pytest.mark.slow
 def test_int8_export_of_a_converted_model_keeps_its_preprocessing_in_float(mat_file, rng, tmp_path):
     """Converted models name their preprocessing `pixel_normalization`: the float policy is by
     layer type, so it stays float32 while the convolutions go to int8."""

@@ -78,6 +78,7 @@ def references(source, location, images):
 
 @pytest.mark.parametrize("source, fixture", [("matconvnet", "hloc_file"), ("tf_checkpoint", "tf_open_prefix"),
                                              ("pytorch", "patch_netvlad_file")])
+@pytest.mark.slow
 def test_convert_gives_the_project_s_own_descriptor(source, fixture, images, request, tmp_path, capsys):
     location = request.getfixturevalue(fixture)
     output = tmp_path / "converted.keras"

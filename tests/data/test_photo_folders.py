@@ -78,6 +78,7 @@ def test_exif_orientation_matches_pillow(tmp_path, rng, orientation, suffix):
         assert np.abs(ours - mirrored).mean() > 10
 
 
+@pytest.mark.slow
 def test_exif_photo_has_the_descriptor_of_the_upright_image(photo_folder, tiny_model_file, tmp_path):
     model = keras.models.load_model(tiny_model_file)
     rotated = photo_folder / "query_3.jpg"
@@ -97,6 +98,7 @@ def test_exif_photo_has_the_descriptor_of_the_upright_image(photo_folder, tiny_m
     assert not np.allclose(sideways, embed_images(model, [str(tmp_path / "sideways.png")], verbose=False), atol=2e-3)
 
 
+@pytest.mark.slow
 def test_mixed_sizes_batch_by_shape_and_keep_order(photo_folder, tiny_model_file):
     model = keras.models.load_model(tiny_model_file)
     paths = read_csv_dataset(photo_folder / "photos.csv").query_paths
@@ -153,6 +155,7 @@ def test_gif_and_bmp_sizes_come_from_their_headers_and_bombs_are_refused_undecod
         load_image(tmp_path / "notes.jpg")
 
 
+@pytest.mark.slow
 def test_commands_run_on_the_photo_folder_with_default_flags(photo_folder, tiny_model_file, tmp_path, capsys):
     csv_path = photo_folder / "photos.csv"
     assert main(["netvlad-tf", "evaluate", f"--model={tiny_model_file}", f"--dataset={csv_path}",
@@ -221,6 +224,7 @@ def test_damaged_model_files_are_one_line_errors(tiny_model_file, tmp_path, caps
         assert not output.exists()
 
 
+@pytest.mark.slow
 def test_a_jpeg_over_50_megapixels_is_decoded_downscaled_in_the_dct_domain(tmp_path):
     """A 54 MP phone photo: decoded at 1/2 by the JPEG decoder, then sized by the policy, and
     equal to the smooth picture it shows (a gradient, written analytically)."""

@@ -52,6 +52,7 @@ def test_shard_ranges_cover_the_plan_once():
     assert appended[2] == range(10, 12) and appended[3] == range(12, 17), "no shard straddles an append"
 
 
+@pytest.mark.slow
 def test_shards_hold_every_row_once_equal_to_the_in_ram_embedding(model_file, database, tmp_path):
     import keras
 
@@ -69,6 +70,7 @@ def test_shards_hold_every_row_once_equal_to_the_in_ram_embedding(model_file, da
     np.testing.assert_array_equal(memmapped.descriptors, table.descriptors)
 
 
+@pytest.mark.slow
 def test_a_stopped_run_resumes_with_the_missing_shards_only(model_file, database, tmp_path):
     complete = read_descriptors(embed(model_file, database, tmp_path / "whole")).descriptors
     started = []
@@ -90,6 +92,7 @@ def test_a_stopped_run_resumes_with_the_missing_shards_only(model_file, database
     np.testing.assert_allclose(read_descriptors(tmp_path / "db").descriptors, complete, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_resuming_with_other_settings_or_model_is_refused_in_one_line(model_file, database, tmp_path):
     embed(model_file, database, tmp_path / "db")
     with pytest.raises(DescriptorFolderError, match=r"another image_size \(\[32, 64\] there, \[64, 64\] now\)"):
@@ -107,6 +110,7 @@ def test_resuming_with_other_settings_or_model_is_refused_in_one_line(model_file
         embed(model_file, database, tmp_path / "notes")
 
 
+@pytest.mark.slow
 def test_a_staging_file_of_a_killed_writer_is_removed_and_never_read(model_file, database, tmp_path):
     folder = embed(model_file, database, tmp_path / "db")
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -120,6 +124,7 @@ def test_a_staging_file_of_a_killed_writer_is_removed_and_never_read(model_file,
     assert len(list((folder / "shards").iterdir())) == 5
 
 
+@pytest.mark.slow
 def test_a_damaged_shard_is_named(model_file, database, tmp_path):
     folder = embed(model_file, database, tmp_path / "db")
     (folder / "shards/shard-000002.parquet").write_bytes(b"not parquet")
@@ -127,6 +132,7 @@ def test_a_damaged_shard_is_named(model_file, database, tmp_path):
         read_descriptors(folder)
 
 
+@pytest.mark.slow
 def test_the_training_sample_spreads_over_all_shards(model_file, database, tmp_path):
     folder = embed(model_file, database, tmp_path / "db")
     everything = read_descriptors(folder).descriptors
@@ -199,6 +205,7 @@ def test_an_on_disk_index_folder_can_be_moved(large_folder, tmp_path):
     assert moved.search(descriptors[:5], 1)[1][:, 0].tolist() == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_place_index_from_descriptors_answers_queries(model_file, database, tmp_path):
     folder = embed(model_file, database, tmp_path / "db")
     places = PlaceIndex.from_descriptors(folder, "flat", verbose=False)
@@ -208,6 +215,7 @@ def test_place_index_from_descriptors_answers_queries(model_file, database, tmp_
     assert match.image_path == str(database[0][9]) and match.easting == database[1][9][0]
 
 
+@pytest.mark.slow
 def test_without_ray_installed_one_process_works_and_workers_name_the_extra(model_file, database, tmp_path,
                                                                             monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails, as where it is not installed
@@ -237,6 +245,7 @@ def saved_places(model_file, database, tmp_path_factory):
     (lambda folder: build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=2).save(folder / "model.keras"),
      "holds 64-D descriptors .* but the model gives 32-D"),
 ])
+@pytest.mark.slow
 def test_an_edited_place_index_folder_fails_in_one_line_naming_the_file(saved_places, tmp_path, capsys, edit, message):
     from netvlad_tf.cli import main
 
@@ -249,6 +258,7 @@ def test_an_edited_place_index_folder_fails_in_one_line_naming_the_file(saved_pl
     assert re.search(message, error), error
 
 
+@pytest.mark.slow
 def test_index_command_options_that_do_not_apply_are_one_line_errors(model_file, database, tmp_path, capsys):
     from netvlad_tf.cli import main
 

@@ -70,6 +70,7 @@ def break_two(images, tmp_path):
     return restore
 
 
+@pytest.mark.slow
 def test_unreadable_images_are_skipped_listed_left_out_and_retried(model_file, reference, images, tmp_path):
     _, coordinates, expected = reference
     restore = break_two(images, tmp_path)
@@ -109,6 +110,7 @@ def test_a_lost_image_store_stops_the_run_and_stop_mode_names_the_image(model_fi
         embed(model_file, images, coordinates, tmp_path / "stop", on_unreadable="stop")
 
 
+@pytest.mark.slow
 def test_one_bad_image_in_a_shard_is_within_the_default_share(model_file, reference, images, tmp_path):
     _, coordinates, _ = reference
     (tmp_path / "images" / images[7].rsplit("/", 1)[1]).unlink()
@@ -117,6 +119,7 @@ def test_one_bad_image_in_a_shard_is_within_the_default_share(model_file, refere
     assert read_descriptors(folder).num_missing == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated", "other rows"])
 def test_rerunning_embed_heals_a_damaged_shard(model_file, reference, tmp_path, damage, capsys):
     paths, coordinates, expected = reference
@@ -135,6 +138,7 @@ def test_rerunning_embed_heals_a_damaged_shard(model_file, reference, tmp_path, 
     np.testing.assert_allclose(read_descriptors(folder).descriptors, expected, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_rows_appended_to_the_plan_are_embedded_alone_as_new_shards(model_file, reference, tmp_path):
     paths, coordinates, expected = reference
     folder = embed(model_file, paths[:13], coordinates[:13], tmp_path / "db")
@@ -154,6 +158,7 @@ def test_rows_appended_to_the_plan_are_embedded_alone_as_new_shards(model_file, 
         embed(model_file, paths[:20], coordinates[:20], folder)
 
 
+@pytest.mark.slow
 def test_an_updated_place_index_answers_like_a_rebuilt_one(model_file, reference, images, tmp_path):
     _, coordinates, _ = reference
     (tmp_path / "images" / images[16].rsplit("/", 1)[1]).unlink()  # a missing row among the appended ones

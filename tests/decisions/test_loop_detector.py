@@ -88,6 +88,7 @@ def test_damaged_or_mismatched_saves_are_one_line_errors(tmp_path):
         LoopDetector(None, 0.5, 0)
 
 
+@pytest.mark.slow
 def test_add_an_image_array_or_file_equals_the_batched_path():
     model = build_netvlad_model(TINY_BACKBONE, weights=None, pooling="mac")
     paths = read_csv_dataset(nordland_csv("test")).database_paths[:3]

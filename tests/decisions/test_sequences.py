@@ -67,6 +67,7 @@ def test_bad_arguments(arguments, message):
         sequence_similarities(*arguments)
 
 
+@pytest.mark.slow
 def test_evaluate_follows_the_frame_column_not_the_row_order():
     route = read_csv_dataset(nordland_csv("test")).select(np.arange(80), np.arange(80))
     database_rows, query_rows = np.random.default_rng(0).permutation(80), np.random.default_rng(1).permutation(80)

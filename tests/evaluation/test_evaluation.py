@@ -33,6 +33,7 @@ def brute_force_recall(database, queries, positives, n):
     return np.mean([np.isin(ranked[q, :n], positives[q]).any() for q in range(len(queries))])
 
 
+@pytest.mark.slow
 def test_pixels_evaluation_against_brute_force(nordland_small):
     result = evaluate(None, nordland_small, ns=(1, 5), pooling="pixels", verbose=False)
     database = pixel_descriptors(nordland_small.database_paths)
@@ -58,6 +59,7 @@ def test_model_evaluation_mac_baseline_and_cache(nordland_small, tmp_path):
     assert first.ranked.shape == (60, 5)
 
 
+@pytest.mark.slow
 def test_write_evaluation_outputs(nordland_small, tmp_path):
     result = evaluate(None, nordland_small, pooling="pixels", verbose=False)
     out = write_evaluation(result, nordland_small, tmp_path / "eval", "pixels")
@@ -71,6 +73,7 @@ def test_write_evaluation_outputs(nordland_small, tmp_path):
         write_evaluation(result, nordland_small, out, "pixels")
 
 
+@pytest.mark.slow
 def test_queries_without_positive_stay_in_precision_recall(nordland_small):
     moved = nordland_small.query_utm.copy()
     moved[:10, 1] += 1000.0  # ten queries of places the database does not hold
@@ -92,6 +95,7 @@ def test_queries_without_positive_stay_in_precision_recall(nordland_small):
     np.testing.assert_allclose(result.single.best_similarity, similarities.max(axis=1), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_only_wrong_gallery_and_sequences_in_the_output(nordland_small, tmp_path):
     result = evaluate(None, nordland_small, pooling="pixels", sequence_lengths=[3], verbose=False)
     out = write_evaluation(result, nordland_small, tmp_path / "eval", "pixels", only_wrong=True, query_galleries=True)
@@ -172,6 +176,7 @@ def test_a_truncated_descriptor_cache_entry_is_named(nordland_small, tmp_path):
         evaluate(model, nordland_small, ns=(1,), image_size=IMAGE_SIZE, cache_dir=tmp_path, verbose=False)
 
 
+@pytest.mark.slow
 def test_recall_on_place_ids_counts_a_retrieval_of_the_same_place(tmp_path, capsys):
     """No coordinates: a query is right at N when one of its first N results carries its
     place ID (NumPy below, from the ranking alone); `netvlad-tf evaluate` takes the CSV too."""
@@ -190,6 +195,7 @@ def test_recall_on_place_ids_counts_a_retrieval_of_the_same_place(tmp_path, caps
                  f"--output={tmp_path / 'out'}"]) == 0
 
 
+@pytest.mark.slow
 def test_a_place_index_of_place_labelled_images_builds_and_answers(tmp_path, capsys):
     """Without coordinates the index keeps null for them (places.json stays strict JSON) and
     still answers with the images."""

@@ -51,6 +51,7 @@ def saved_model(model, tmp_path_factory):
     return export_saved_model(model, tmp_path_factory.mktemp("serving"), encoded_image_size=IMAGE_SIZE)
 
 
+@pytest.mark.slow
 def test_saved_model_layout_and_parity(saved_model, model, images):
     assert saved_model.parts[-2:] == ("netvlad", "1") and (saved_model / "saved_model.pb").is_file()
     report = verify_saved_model(saved_model, model, np.round(images).astype(np.uint8))
@@ -127,6 +128,7 @@ def test_serving_requests_round_trip(saved_model, model, images):
     np.testing.assert_allclose(served, model.predict(pixels.astype(np.float32), verbose=0), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quantize", ["none", "float16", "dynamic"])
 def test_tflite_variants_meet_their_bars(model, images, tmp_path, quantize):
     path = export_tflite(model, tmp_path / f"{quantize}.tflite", quantize, IMAGE_SIZE)
@@ -134,6 +136,7 @@ def test_tflite_variants_meet_their_bars(model, images, tmp_path, quantize):
     assert report.passed, report.line()
 
 
+@pytest.mark.slow
 def test_int8_calibration_uses_the_representative_images(model, images, tmp_path, caplog):
     import warnings
 
@@ -314,6 +317,7 @@ def test_missing_onnx_packages_name_the_extra(model, tmp_path, monkeypatch):
     assert not (tmp_path / "m.onnx").exists()
 
 
+@pytest.mark.slow
 def test_export_command_defaults_to_full_int8_at_480x640_with_a_model_card(model, tmp_path, capsys):
     import json
 
@@ -339,6 +343,7 @@ def test_export_command_defaults_to_full_int8_at_480x640_with_a_model_card(model
     assert json.loads((tmp_path / "m.onnx.model_card.json").read_text())["format"] == "onnx"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("orientation", [1, 3, 6, 8])
 def test_encoded_signature_turns_jpeg_photos_upright_by_their_exif(saved_model, model, tmp_path, orientation):
     """The signature's descriptor of a photo stored turned (with its EXIF orientation) equals the

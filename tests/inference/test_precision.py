@@ -45,6 +45,7 @@ def float32_queries(lite0_netvlad):
     return embed_images(model, dataset.query_paths[::12], verbose=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, median", [("bfloat16", MEDIAN_BOUND), ("float16", 0.9999)])
 def test_a_low_precision_backbone_keeps_descriptors_close(lite0_netvlad, float32_queries, name, median):
     model, _, dataset = lite0_netvlad
@@ -56,6 +57,7 @@ def test_a_low_precision_backbone_keeps_descriptors_close(lite0_netvlad, float32
     assert np.median(found) >= median and found.min() >= LEAST_BOUND, (np.median(found), found.min())
 
 
+@pytest.mark.slow
 def test_the_bound_catches_early_layers_in_bfloat16(lite0_netvlad, float32_queries, monkeypatch):
     """The purpose-made mistake: without the float32 early layers, bfloat16 falls under the bound."""
     model, _, dataset = lite0_netvlad
@@ -122,6 +124,7 @@ def test_a_place_index_queries_in_its_database_precision(lite0_netvlad, tmp_path
         float_index.query([photo], precision="int8")
 
 
+@pytest.mark.slow
 def test_the_command_line_says_what_auto_chose(lite0_netvlad, tmp_path, capsys, monkeypatch):
     from netvlad_tf.cli import main
 

@@ -31,6 +31,7 @@ def whitened_model():
     return model, images
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dims", [1, 8, WHITENED])
 def test_compact_descriptors_equal_cropping_the_full_ones(whitened_model, dims):
     model, images = whitened_model
@@ -68,6 +69,7 @@ def test_from_preset_with_dims(whitened_model, tmp_path):
                                cropped(model.predict(images, verbose=0), 6), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_embed_and_export_commands_with_dims(whitened_model, tmp_path, capsys):
     model, _ = whitened_model
     model.save(tmp_path / "model.keras")
@@ -91,6 +93,7 @@ def test_embed_and_export_commands_with_dims(whitened_model, tmp_path, capsys):
     assert not (tmp_path / "eval").exists()
 
 
+@pytest.mark.slow
 def test_evaluate_command_with_dims_reports_precision_recall(whitened_model, tmp_path, capsys):
     model, _ = whitened_model
     model.save(tmp_path / "model.keras")

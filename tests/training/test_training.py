@@ -30,6 +30,7 @@ def test_refresh_refuses_descriptors_of_another_dataset():
         miner.refresh(np.zeros((5, 3)), np.zeros((dataset.num_queries, 3)))
 
 
+@pytest.mark.slow
 def test_a_cache_refreshed_just_before_fit_is_not_refreshed_again():
     dataset = nordland_stretch(count=20)
     model = initialised_model(dataset)
@@ -45,6 +46,7 @@ def test_a_cache_refreshed_just_before_fit_is_not_refreshed_again():
     assert callback.refreshes == 2  # one step later they had changed
 
 
+@pytest.mark.slow
 def test_fit_steps_lower_the_loss_on_a_fixed_batch():
     dataset = nordland_stretch()
     model = initialised_model(dataset)
@@ -66,6 +68,7 @@ def _repeat(batch, times):
     return tf.data.Dataset.from_tensors(batch).repeat(times)
 
 
+@pytest.mark.slow
 def test_train_writes_run_and_resumes_after_a_kill(tmp_path):
     dataset = nordland_stretch(count=24)
     model = initialised_model(dataset)
@@ -101,6 +104,7 @@ def test_train_writes_run_and_resumes_after_a_kill(tmp_path):
     assert reloaded.predict(np.zeros((1, *IMAGE_SIZE, 3)), verbose=0).shape == (1, 4 * TINY_DIM)
 
 
+@pytest.mark.slow
 def test_recall_callback_matches_brute_force():
     dataset = nordland_stretch(count=30)
     model = initialised_model(dataset)
@@ -147,6 +151,7 @@ def _pool4(model, paths):
     return np.concatenate([np.asarray(pool4(batch)) for batch in image_batches(paths, IMAGE_SIZE)])
 
 
+@pytest.mark.slow
 def test_frozen_feature_store_holds_pool4(tmp_path):
     dataset = nordland_stretch(count=12)
     model = build_netvlad_model(weights=None, num_clusters=4)
@@ -160,6 +165,7 @@ def test_frozen_feature_store_holds_pool4(tmp_path):
     assert exact.bytes_per_image == 2 * half.bytes_per_image == 4 * (2 * 4 * 512)  # pool4: 1/16 of 32×64
 
 
+@pytest.mark.slow
 def test_frozen_feature_store_reuses_refuses_and_never_half_writes(tmp_path, monkeypatch):
     dataset = nordland_stretch(count=8)
     model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4)
@@ -198,6 +204,7 @@ def test_frozen_feature_store_checks_free_disk_space(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_frozen_feature_store_refuses_float16_overflow(tmp_path):
     dataset = nordland_stretch(count=4)
     model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4)
@@ -209,6 +216,7 @@ def test_frozen_feature_store_refuses_float16_overflow(tmp_path):
     FrozenFeatureStore.build(model, dataset, IMAGE_SIZE, tmp_path / "f32", "float32", verbose=False)
 
 
+@pytest.mark.slow
 def test_refresh_and_tuples_from_stored_features_match_images(tmp_path):
     dataset = nordland_stretch(count=30)
     model = initialised_model(dataset)
@@ -263,6 +271,7 @@ def test_frozen_feature_store_is_refused_above_its_disk_budget_before_writing(tm
     assert store.directory.is_dir()
 
 
+@pytest.mark.slow
 def test_a_mining_pool_refreshes_only_its_images_from_the_store_and_trains(tmp_path, capsys):
     dataset = nordland_stretch(count=40)
     model = initialised_model(dataset)
@@ -288,6 +297,7 @@ def test_a_mining_pool_refreshes_only_its_images_from_the_store_and_trains(tmp_p
     assert np.isfinite(run.history["loss"]).all() and (run.run_dir / "last.keras").is_file()
 
 
+@pytest.mark.slow
 def test_train_on_place_ids_without_coordinates(tmp_path):
     """Positives share the query's place ID and every negative has another one."""
     from tests.support.place_labels import nordland_by_place_id
@@ -311,6 +321,7 @@ def test_train_on_place_ids_without_coordinates(tmp_path):
     assert np.isfinite(run.history["loss"]).all()
 
 
+@pytest.mark.slow
 def test_a_pool_store_holds_each_refresh_images_trunk_features_and_the_tuples_read_them(tmp_path, monkeypatch):
     import collections
 
@@ -356,6 +367,7 @@ def test_a_pool_store_holds_each_refresh_images_trunk_features_and_the_tuples_re
     assert sorted(path.name for path in store.directory.iterdir()) == ["refresh-000002"], "nothing half-written"
 
 
+@pytest.mark.slow
 def test_training_over_a_pool_store_equals_training_on_the_images(tmp_path):
     """With a mining pool, steps over the pool store's float32 trunk features give the weights of
     steps on the images (the same tuples mined, the same loss)."""

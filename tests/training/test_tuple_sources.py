@@ -30,6 +30,7 @@ def test_every_source_implements_the_interface():
         Incomplete()
 
 
+@pytest.mark.slow
 def test_image_source_descriptors_are_the_models_on_the_plans_images():
     dataset = nordland_stretch(count=10)
     model = initialised_model(dataset)
@@ -65,6 +66,7 @@ def test_a_query_before_the_first_refresh_says_to_refresh():
         miner.next_query()
 
 
+@pytest.mark.slow
 def test_the_old_frozen_features_spelling_still_works_with_a_warning(tmp_path):
     dataset = nordland_stretch(count=8)
     model = initialised_model(dataset)
