@@ -51,8 +51,8 @@ def main() -> None:
     print("\n1. Sequence matching (R@1 / R@5 / R@10, precision-recall AUC, R@100%P)")
     print(f"{'method':<10}{'L':>4}{'R@1':>7}{'R@5':>7}{'R@10':>7}{'AUC':>7}{'R@100%P':>9}")
     results = {}
-    for name, (subject, pooling) in {"model": (model, None), "pixels": (None, "pixels")}.items():
-        results[name] = evaluate(subject, route, ns=(1, 5, 10), pooling=pooling, image_size=image_size,
+    for name, (subject, baseline) in {"model": (model, None), "pixels": (None, "pixels")}.items():
+        results[name] = evaluate(subject, route, ns=(1, 5, 10), baseline=baseline, image_size=image_size,
                                  batch_size=16, sequence_lengths=SEQUENCE_LENGTHS, verbose=False)
         rankings = {1: results[name].single, **results[name].sequences}
         for length, ranking in rankings.items():

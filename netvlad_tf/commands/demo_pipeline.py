@@ -91,8 +91,8 @@ def run_demo(
     train_data = _first_places(read_csv_dataset(nordland_csv("train")), settings["train_places"])
     test_data = _first_places(read_csv_dataset(nordland_csv("test")), settings["test_places"])
 
-    def measure(model, pooling=None):
-        return evaluate(model, test_data, ns=DEMO_NS, pooling=pooling, image_size=image_size,
+    def measure(model, baseline=None):
+        return evaluate(model, test_data, ns=DEMO_NS, baseline=baseline, image_size=image_size,
                         batch_size=16, sequence_lengths=DEMO_SEQUENCE_LENGTHS, verbose=False)
 
     model = build_netvlad_model(backbone=backbone, weights=weights, num_clusters=settings["num_clusters"])

@@ -10,10 +10,12 @@ from netvlad_tf.commands.shared_flags import (
     define_dims_flag,
     define_image_size_flag,
     define_precision_flag,
+    define_renamed_flags,
     image_policy,
     load_compact_model,
     parse_numbers,
     require_flags,
+    warn_renamed_flags,
 )
 from netvlad_tf.data.loading import open_dataset
 from netvlad_tf.evaluation.evaluate import PIXELS, evaluate
@@ -25,32 +27,35 @@ from netvlad_tf.retrieval import INDEX_KINDS
 
 # Poolings the paper compares NetVLAD with, put on the model's backbone.
 BASELINE_POOLINGS = ("mac", "avg", "gem")
-# `--pooling` for the model as it is.
+# `--baseline` for the model as it is.
+# Flags renamed since 0.1: old spelling → new one.
+RENAMED_FLAGS = {"pooling": "baseline", "cache_dir": "stored_descriptors"}
 AS_IS = "model"
 SUMMARY = "Recall@N at 25 m and precision–recall of a model or a baseline, single images and sequences, with plots."
 EXAMPLE = (
     "netvlad-tf evaluate --model=runs/pitts30k/final.keras --dataset=pitts30k_test.mat "
     "--image_root=Pittsburgh --output=eval_pitts30k\n"
-    "  netvlad-tf evaluate --model=model.keras --pooling=mac --dataset=data.csv --output=eval_mac\n"
+    "  netvlad-tf evaluate --model=model.keras --baseline=mac --dataset=data.csv --output=eval_mac\n"
     "  netvlad-tf evaluate --model=model.keras --dataset=route.csv --sequence_length=3,5,10 --dims=256 --output=eval_seq"
 )
 
 
 def define_flags(fv: flags.FlagValues) -> None:
     """Defines this command\'s flags on `fv`."""
-    flags.DEFINE_string("model", None, "The .keras model (not needed for --pooling=pixels).", flag_values=fv)
+    flags.DEFINE_string("model", None, "The .keras model (not needed for --baseline=pixels).", flag_values=fv)
     define_dataset_flags(fv, "dataset", "Evaluation data (required). ")
     define_dataset_location_flags(fv)
     flags.DEFINE_string("output", None, "New folder for results.json and the plots (required).", flag_values=fv)
-    flags.DEFINE_enum("pooling", AS_IS, [AS_IS, *BASELINE_POOLINGS, PIXELS],
+    flags.DEFINE_enum("baseline", AS_IS, [AS_IS, *BASELINE_POOLINGS, PIXELS],
                       "model: the model as it is (results labelled with its pooling); mac/avg/gem: that pooling on the model's "
-                      "backbone; pixels: raw thumbnails.", flag_values=fv)
+                      "backbone (the paper's baselines); pixels: raw thumbnails.", flag_values=fv)
     flags.DEFINE_list("ns", ["1", "5", "10", "20"], "The N of Recall@N.", flag_values=fv)
     flags.DEFINE_float("radius", 25.0, "A retrieval within this many metres is correct.", flag_values=fv)
     define_image_size_flag(fv, None)
     flags.DEFINE_integer("batch_size", 8, "Images per forward pass.", flag_values=fv)
     flags.DEFINE_enum("index", "flat", sorted(INDEX_KINDS), "Search backend.", flag_values=fv)
-    flags.DEFINE_string("cache_dir", None, "Keep descriptors here and reuse them.", flag_values=fv)
+    flags.DEFINE_string("stored_descriptors", None, "A folder to keep descriptors in and reuse them from.",
+                        flag_values=fv)
     flags.DEFINE_list("sequence_length", [], "Also match sequences of L consecutive frames (e.g. 3,5,10), each "
                       "split in capture order (row order, or a frame/timestamp column).", flag_values=fv)
     flags.DEFINE_list("sequence_speeds", ["1"], "Relative speeds of the database traversal searched by sequence "
@@ -62,18 +67,20 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_boolean("save_only_wrong", False, "The galleries show only queries whose best match is wrong.",
                          flag_values=fv)
     flags.DEFINE_boolean("overwrite", False, "Replace --output if it exists.", flag_values=fv)
+    define_renamed_flags(fv, RENAMED_FLAGS)
 
 
 def run(fv: flags.FlagValues) -> int:
     """Runs the command on parsed flags; returns the exit status (errors are raised)."""
+    warn_renamed_flags(fv, RENAMED_FLAGS)
     require_flags(fv, "dataset", "output")
-    if fv.model is None and fv.pooling != "pixels":
-        raise ValueError(f"--pooling={fv.pooling} needs --model; only --pooling=pixels works without one.")
+    if fv.model is None and fv.baseline != "pixels":
+        raise ValueError(f"--baseline={fv.baseline} needs --model; only --baseline=pixels works without one.")
     ns = parse_numbers(fv.ns, "ns", int, "1,5,10,20")
     sequence_lengths = parse_numbers(fv.sequence_length, "sequence_length", int, "3,5,10")
     speeds = parse_numbers(fv.sequence_speeds, "sequence_speeds", float, "0.8,1,1.25")
-    if fv.dims is not None and fv.pooling != AS_IS:
-        raise ValueError(f"--dims crops the model's own whitened descriptor; --pooling={fv.pooling} has none.")
+    if fv.dims is not None and fv.baseline != AS_IS:
+        raise ValueError(f"--dims crops the model's own whitened descriptor; --baseline={fv.baseline} has none.")
     image_size, max_side = image_policy(fv)
     dataset = open_dataset(fv.dataset, fv.image_root, fv.query_root, fv.split)
     if fv.model is None:
@@ -81,17 +88,17 @@ def run(fv: flags.FlagValues) -> int:
     elif fv.dims is not None:
         model = load_compact_model(fv.model, fv.dims)
     else:  # a baseline pooling needs the netvlad_tf model's backbone; the model as it is may be any
-        model = (load_place_model if fv.pooling != AS_IS else load_keras_archive)(fv.model)
-    if fv.pooling in BASELINE_POOLINGS:
-        model = model.with_pooling(fv.pooling)
-    label = fv.pooling
-    if fv.pooling == AS_IS:
+        model = (load_place_model if fv.baseline != AS_IS else load_keras_archive)(fv.model)
+    if fv.baseline in BASELINE_POOLINGS:
+        model = model.with_pooling(fv.baseline)
+    label = fv.baseline
+    if fv.baseline == AS_IS:
         pooling = getattr(model, "pooling", None)
         label = pooling.name if pooling is not None else model.name
     result = evaluate(
-        model, dataset, ns=ns, radius_m=fv.radius, pooling=PIXELS if fv.pooling == PIXELS else None,
+        model, dataset, ns=ns, radius_m=fv.radius, baseline=PIXELS if fv.baseline == PIXELS else None,
         image_size=image_size,
-        max_side=max_side, batch_size=fv.batch_size, index_kind=fv.index, cache_dir=fv.cache_dir,
+        max_side=max_side, batch_size=fv.batch_size, index_kind=fv.index, stored_descriptors=fv.stored_descriptors,
         sequence_lengths=sequence_lengths, sequence_speeds=speeds, precision=fv.precision,
     )
     output = write_evaluation(result, dataset, fv.output, label, fv.overwrite, only_wrong=fv.save_only_wrong,

@@ -15,6 +15,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from netvlad_tf.common.deprecation import renamed_argument
 from netvlad_tf.data.geo_dataset import EVAL_POSITIVE_RADIUS_M, GeoDataset
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE
 from netvlad_tf.decisions.precision_recall import PrecisionRecall, best_match_precision_recall
@@ -132,17 +133,19 @@ def evaluate(
     dataset: GeoDataset,
     ns: Sequence[int] = DEFAULT_NS,
     radius_m: float = EVAL_POSITIVE_RADIUS_M,
-    pooling: str | None = None,
+    baseline: str | None = None,
     image_size: tuple[int, int] | None = None,
     max_side: int | None = DEFAULT_MAX_SIDE,
     batch_size: int = 8,
     index_kind: str = "flat",
     database_groups: np.ndarray | None = None,
-    cache_dir=None,
+    stored_descriptors=None,
     sequence_lengths: Sequence[int] = (),
     sequence_speeds: Sequence[float] = DEFAULT_SPEEDS,
     verbose: bool = True,
     precision: str = "float32",
+    pooling: str | None = None,
+    cache_dir=None,
 ) -> EvaluationResult:
     """Recall@N of `model` on `dataset` (a query counts at N when one of its top-N database
     images lies within `radius_m`, the paper: 25 m), the precision–recall of accepting each
@@ -150,15 +153,15 @@ def evaluate(
 
     Args:
         model: the model to evaluate, as it is (for the paper's baselines pass e.g.
-            `model.with_pooling("mac")`); None with `pooling="pixels"`.
+            `model.with_pooling("mac")`); None with `baseline="pixels"`.
         dataset: database and queries with coordinates.
-        pooling: None (the model's descriptors) or `"pixels"` (raw thumbnails, no model).
+        baseline: None (the model's descriptors) or `"pixels"` (raw thumbnails, no model).
         image_size, max_side: resize policy (see `netvlad_tf.data.load_image`).
         index_kind: `"flat"` (exact), `"ivfpq"`, `"ivfsq8"`, `"hnsw"` or `"numpy"`.
         database_groups: a group id per database image whose members count once in the
             ranking (Tokyo 24/7: the cutouts of one panorama).
-        cache_dir: keep descriptors here and reuse them when the model, images and settings
-            are the same.
+        stored_descriptors: a folder to keep descriptors in and reuse them from when the
+            model, images and settings are the same.
         sequence_lengths: also rank by sequences of each of these lengths L > 1
             (`sequence_similarities`, each split in its capture order, `GeoDataset.stream_order`).
             Exact: it scores every query against every database image (about 50 bytes per
@@ -167,11 +170,12 @@ def evaluate(
         verbose: show progress.
         precision: what the images are embedded in (`netvlad_tf.inference.precision`; int8
             is calibrated on the database images).
+        pooling, cache_dir: deprecated spellings of `baseline` and `stored_descriptors` (until 0.3).
 
     Example:
     >>> from netvlad_tf.data import read_csv_dataset
     >>> from netvlad_tf.sample_data import nordland_csv
-    >>> result = evaluate(None, read_csv_dataset(nordland_csv("test")), pooling="pixels",
+    >>> result = evaluate(None, read_csv_dataset(nordland_csv("test")), baseline="pixels",
     ...                   sequence_lengths=[5], verbose=False)
     >>> sorted(result.recall), result.sequences[5].recall[1] > result.recall[1]
     ([1, 5, 10, 20], True)
@@ -179,11 +183,13 @@ def evaluate(
     Reference: arXiv 1511.07247, Sec. 5.1 (Recall@N); VPR-Bench (Zaffar et al., IJCV 2021) for
     precision–recall; SeqSLAM (Milford & Wyeth, ICRA 2012) for sequences.
     """
-    if pooling not in (None, PIXELS):
-        raise ValueError(f"pooling must be None (the model as it is) or {PIXELS!r}, got {pooling!r}; "
-                         f"for a pooling baseline evaluate model.with_pooling({pooling!r}).")
-    if pooling is None and model is None:
-        raise ValueError(f"evaluate needs a model; only pooling={PIXELS!r} works without one.")
+    baseline = renamed_argument("evaluate", "pooling", pooling, "baseline", baseline)
+    stored_descriptors = renamed_argument("evaluate", "cache_dir", cache_dir, "stored_descriptors", stored_descriptors)
+    if baseline not in (None, PIXELS):
+        raise ValueError(f"baseline must be None (the model as it is) or {PIXELS!r}, got {baseline!r}; "
+                         f"for a pooling baseline evaluate model.with_pooling({baseline!r}).")
+    if baseline is None and model is None:
+        raise ValueError(f"evaluate needs a model; only baseline={PIXELS!r} works without one.")
     ns = tuple(sorted(set(int(n) for n in ns)))
     sequence_lengths = sorted({int(length) for length in sequence_lengths} - {1})
     if any(length < 1 for length in sequence_lengths):
@@ -194,17 +200,17 @@ def evaluate(
         raise ValueError(f"{dataset.name}: no query has a database image {dataset.positive_rule(radius_m)}.")
     requested = precision
     precision, reason = choose_precision(requested)
-    if pooling == PIXELS and precision != "float32":
+    if baseline == PIXELS and precision != "float32":
         raise ValueError("Raw pixels are compared as they are; --precision applies to a model.")
-    if verbose and requested != "float32" and pooling != PIXELS:
+    if verbose and requested != "float32" and baseline != PIXELS:
         print(reason, flush=True)
-    runner = model if pooling == PIXELS else model_in_precision(
+    runner = model if baseline == PIXELS else model_in_precision(
         model, precision, dataset.database_paths, image_size, max_side, verbose=verbose)
-    embed = _embedder(model, runner, precision, pooling, image_size, max_side, batch_size, cache_dir, verbose)
+    embed = _embedder(model, runner, precision, baseline, image_size, max_side, batch_size, stored_descriptors, verbose)
     database = embed(dataset.database_paths, "database")
     queries = embed(dataset.query_paths, "query")
 
-    index = create_index(index_kind, database.shape[1], model_name=PIXELS if pooling else model.name)
+    index = create_index(index_kind, database.shape[1], model_name=PIXELS if baseline else model.name)
     index.add(database)
     depth = max(ns)
     search_depth = depth
@@ -235,7 +241,7 @@ def evaluate(
         positives=[all_positives[q] for q in query_indices],
         num_dropped=dataset.num_queries - len(query_indices),
         num_database=dataset.num_database,
-        details={"model": PIXELS if pooling else model.name, "radius_m": radius_m, "index": index_kind,
+        details={"model": PIXELS if baseline else model.name, "radius_m": radius_m, "index": index_kind,
                  "dataset": dataset.name, "sequence_speeds": [float(speed) for speed in sequence_speeds]},
     )
 
@@ -263,18 +269,18 @@ def _ranking(ranked, distances, best_similarity, dataset, positives, query_indic
                    np.asarray(best_similarity, np.float32), best_match)
 
 
-def _embedder(model, runner, precision, pooling, image_size, max_side, batch_size, cache_dir, verbose):
-    if pooling == PIXELS:
+def _embedder(model, runner, precision, baseline, image_size, max_side, batch_size, stored_descriptors, verbose):
+    if baseline == PIXELS:
         return lambda paths, role: pixel_descriptors(paths)
 
     def embed(paths, role):
         if verbose:
             print(f"Embedding {len(paths)} {role} images with {runner.name}", flush=True)
         compute = lambda: embed_images(runner, paths, image_size, max_side, batch_size, verbose)
-        if cache_dir is None:
+        if stored_descriptors is None:
             return compute()
         key = descriptor_cache_key(model, paths, image_size, max_side, *([precision] if precision != "float32" else []))
-        return cached_descriptors(Path(cache_dir) / f"{role}-{key}.npy", compute)
+        return cached_descriptors(Path(stored_descriptors) / f"{role}-{key}.npy", compute)
 
     return embed
 

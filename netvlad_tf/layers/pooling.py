@@ -9,7 +9,7 @@ from netvlad_tf.common.registries import registering
 from netvlad_tf.layers.netvlad import NetVLAD
 from netvlad_tf.layers.normalization import L2_EPSILON, l2_normalize
 
-# pooling name → layer class; the names `build_netvlad_model(pooling=)` and `--pooling` take.
+# pooling name → layer class: the names `build_netvlad_model(pooling=)` and `with_pooling` take.
 POOLINGS: dict[str, type] = {"netvlad": NetVLAD}
 
 

@@ -93,15 +93,15 @@ def write_preset_folder(model, folder, metadata: dict, overwrite: bool = False) 
     with atomic_directory(folder, overwrite) as staging:
         model.save(staging / PRESET_MODEL_FILE)
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
-        (staging / MODEL_CARD_FILE).write_text(model_card(model.name, metadata))
+        (staging / MODEL_CARD_FILE).write_text(preset_card(model.name, metadata))
     return Path(folder)
 
 
-def model_card(name: str, metadata: dict) -> str:
+def preset_card(name: str, metadata: dict) -> str:
     """The `README.md` of a preset folder: the Hub's front matter, then what the model is.
 
     Example:
-    >>> print(model_card("m", {"licence": "mit", "input": {}, "descriptor": {}, "training_data": "",
+    >>> print(preset_card("m", {"licence": "mit", "input": {}, "descriptor": {}, "training_data": "",
     ...                        "results": {}, "netvlad_tf_version": "0"}).splitlines()[1])
     library_name: keras
     """

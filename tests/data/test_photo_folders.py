@@ -217,7 +217,7 @@ def test_damaged_model_files_are_one_line_errors(tiny_model_file, tmp_path, caps
     for name, words in expected.items():
         output = tmp_path / f"out_{name}"
         assert main(["netvlad-tf", "evaluate", f"--model={tmp_path / name}", f"--dataset={dataset}",
-                     "--pooling=mac", f"--output={output}"]) == 1
+                     "--baseline=mac", f"--output={output}"]) == 1
         error = capsys.readouterr().err
         assert words in error and name in error and "Traceback" not in error, (name, error)
         assert error.count("\n") == 1, error

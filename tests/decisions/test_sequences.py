@@ -76,14 +76,14 @@ def test_evaluate_follows_the_frame_column_not_the_row_order():
         [route.query_paths[i] for i in query_rows], route.query_utm[query_rows],
         database_frames=database_rows, query_frames=query_rows,
     )
-    in_order = evaluate(None, route, ns=(1, 5), pooling="pixels", sequence_lengths=[5], verbose=False)
-    from_frames = evaluate(None, shuffled, ns=(1, 5), pooling="pixels", sequence_lengths=[5], verbose=False)
+    in_order = evaluate(None, route, ns=(1, 5), baseline="pixels", sequence_lengths=[5], verbose=False)
+    from_frames = evaluate(None, shuffled, ns=(1, 5), baseline="pixels", sequence_lengths=[5], verbose=False)
     assert from_frames.sequences[5].recall == in_order.sequences[5].recall
     assert in_order.sequences[5].recall[1] > in_order.recall[1]
     # Without the frame column the shuffled rows are taken as the stream and sequences fail.
     no_frames = GeoDataset("rows", shuffled.database_paths, shuffled.database_utm, shuffled.query_paths,
                            shuffled.query_utm)
-    assert evaluate(None, no_frames, ns=(1,), pooling="pixels", sequence_lengths=[5],
+    assert evaluate(None, no_frames, ns=(1,), baseline="pixels", sequence_lengths=[5],
                     verbose=False).sequences[5].recall[1] < in_order.sequences[5].recall[1]
 
 

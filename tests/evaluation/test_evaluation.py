@@ -35,7 +35,7 @@ def brute_force_recall(database, queries, positives, n):
 
 @pytest.mark.slow
 def test_pixels_evaluation_against_brute_force(nordland_small):
-    result = evaluate(None, nordland_small, ns=(1, 5), pooling="pixels", verbose=False)
+    result = evaluate(None, nordland_small, ns=(1, 5), baseline="pixels", verbose=False)
     database = pixel_descriptors(nordland_small.database_paths)
     queries = pixel_descriptors(nordland_small.query_paths)
     positives = nordland_small.positives_within(25.0)
@@ -50,10 +50,10 @@ def test_pixels_evaluation_against_brute_force(nordland_small):
 def test_model_evaluation_mac_baseline_and_cache(nordland_small, tmp_path):
     model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4)
     first = evaluate(model.with_pooling("mac"), nordland_small, ns=(1, 5), image_size=IMAGE_SIZE,
-                     cache_dir=tmp_path / "cache", verbose=False)
+                     stored_descriptors=tmp_path / "cache", verbose=False)
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
     again = evaluate(model.with_pooling("mac"), nordland_small, ns=(1, 5), image_size=IMAGE_SIZE,
-                     cache_dir=tmp_path / "cache", verbose=False)
+                     stored_descriptors=tmp_path / "cache", verbose=False)
     assert again.recall == first.recall
     np.testing.assert_array_equal(again.ranked, first.ranked)
     assert first.ranked.shape == (60, 5)
@@ -61,7 +61,7 @@ def test_model_evaluation_mac_baseline_and_cache(nordland_small, tmp_path):
 
 @pytest.mark.slow
 def test_write_evaluation_outputs(nordland_small, tmp_path):
-    result = evaluate(None, nordland_small, pooling="pixels", verbose=False)
+    result = evaluate(None, nordland_small, baseline="pixels", verbose=False)
     out = write_evaluation(result, nordland_small, tmp_path / "eval", "pixels")
     saved = json.loads((out / "results.json").read_text())
     assert set(saved["recall"]) == {"1", "5", "10", "20"} and saved["num_queries"] == 60
@@ -79,7 +79,7 @@ def test_queries_without_positive_stay_in_precision_recall(nordland_small):
     moved[:10, 1] += 1000.0  # ten queries of places the database does not hold
     dataset = GeoDataset("moved", nordland_small.database_paths, nordland_small.database_utm,
                          nordland_small.query_paths, moved)
-    result = evaluate(None, dataset, pooling="pixels", verbose=False)
+    result = evaluate(None, dataset, baseline="pixels", verbose=False)
     database = pixel_descriptors(dataset.database_paths)
     queries = pixel_descriptors(dataset.query_paths)
     similarities = queries @ database.T
@@ -97,7 +97,7 @@ def test_queries_without_positive_stay_in_precision_recall(nordland_small):
 
 @pytest.mark.slow
 def test_only_wrong_gallery_and_sequences_in_the_output(nordland_small, tmp_path):
-    result = evaluate(None, nordland_small, pooling="pixels", sequence_lengths=[3], verbose=False)
+    result = evaluate(None, nordland_small, baseline="pixels", sequence_lengths=[3], verbose=False)
     out = write_evaluation(result, nordland_small, tmp_path / "eval", "pixels", only_wrong=True, query_galleries=True)
     saved = json.loads((out / "results.json").read_text())
     assert set(saved["sequences"]["3"]) == {"recall", "recall_by_condition", "precision_recall"}
@@ -112,15 +112,18 @@ def test_queries_without_positives_are_dropped_and_counted(nordland_small):
     moved[:10, 1] += 1000.0
     dataset = GeoDataset("moved", nordland_small.database_paths, nordland_small.database_utm,
                          nordland_small.query_paths, moved)
-    result = evaluate(None, dataset, pooling="pixels", verbose=False)
+    result = evaluate(None, dataset, baseline="pixels", verbose=False)
     assert result.num_dropped == 10 and len(result.query_indices) == 50
     nowhere = GeoDataset("nowhere", ["a"], [[0, 0]], ["b"], [[1e6, 0]])
     with pytest.raises(ValueError, match="no query has a database image"):
-        evaluate(None, nowhere, pooling="pixels", verbose=False)
+        evaluate(None, nowhere, baseline="pixels", verbose=False)
     with pytest.raises(ValueError, match="needs a model"):
         evaluate(None, nordland_small, verbose=False)
     with pytest.raises(ValueError, match=r"model.with_pooling\('mac'\)"):
-        evaluate(None, nordland_small, pooling="mac", verbose=False)
+        evaluate(None, nordland_small, baseline="mac", verbose=False)
+    with pytest.warns(DeprecationWarning, match=r"evaluate\(pooling=\) is deprecated.*baseline="):
+        old_spelling = evaluate(None, nordland_small, pooling="pixels", verbose=False)
+    assert old_spelling.recall == evaluate(None, nordland_small, baseline="pixels", verbose=False).recall
 
 
 def test_panorama_cutouts_count_once():
@@ -169,11 +172,11 @@ def test_index_of_another_model_is_rejected(tmp_path):
 
 def test_a_truncated_descriptor_cache_entry_is_named(nordland_small, tmp_path):
     model = build_netvlad_model(TINY_BACKBONE, weights=None, pooling="mac")
-    evaluate(model, nordland_small, ns=(1,), image_size=IMAGE_SIZE, cache_dir=tmp_path, verbose=False)
+    evaluate(model, nordland_small, ns=(1,), image_size=IMAGE_SIZE, stored_descriptors=tmp_path, verbose=False)
     entry = sorted(tmp_path.glob("database-*.npy"))[0]
     entry.write_bytes(entry.read_bytes()[:100])
     with pytest.raises(ValueError, match=f"Descriptor cache {entry} is damaged.*delete it"):
-        evaluate(model, nordland_small, ns=(1,), image_size=IMAGE_SIZE, cache_dir=tmp_path, verbose=False)
+        evaluate(model, nordland_small, ns=(1,), image_size=IMAGE_SIZE, stored_descriptors=tmp_path, verbose=False)
 
 
 @pytest.mark.slow
@@ -185,14 +188,26 @@ def test_recall_on_place_ids_counts_a_retrieval_of_the_same_place(tmp_path, caps
     csv_path = nordland_by_place_id("test", tmp_path, frames_per_place=30)
     dataset = read_csv_dataset(csv_path)
     assert not dataset.has_coordinates
-    result = evaluate(None, dataset, pooling="pixels", ns=(1, 5, 10), verbose=False)
+    result = evaluate(None, dataset, baseline="pixels", ns=(1, 5, 10), verbose=False)
     query_places = dataset.query_place_ids[result.query_indices]
     for n in (1, 5, 10):
         hits = (dataset.database_place_ids[result.ranked[:, :n]] == query_places[:, None]).any(axis=1)
         assert result.recall[n] == pytest.approx(hits.mean())
     assert 0 < result.recall[1] < result.recall[10] < 1  # places of three frames: not trivial
-    assert main(["netvlad-tf", "evaluate", f"--dataset={csv_path}", "--pooling=pixels",
+    assert main(["netvlad-tf", "evaluate", f"--dataset={csv_path}", "--baseline=pixels",
                  f"--output={tmp_path / 'out'}"]) == 0
+
+
+def test_the_old_evaluate_flags_still_work_with_a_line_saying_so(tmp_path, capsys):
+    csv_path = nordland_csv("test")
+    assert main(["netvlad-tf", "evaluate", f"--dataset={csv_path}", "--pooling=pixels", "--ns=1",
+                 f"--cache_dir={tmp_path / 'stored'}", f"--output={tmp_path / 'out'}"]) == 0
+    error = capsys.readouterr().err
+    assert "--pooling is deprecated and will be removed in 0.3; use --baseline." in error
+    assert "--cache_dir is deprecated and will be removed in 0.3; use --stored_descriptors." in error
+    written = json.loads((tmp_path / "out" / "results.json").read_text())
+    expected = evaluate(None, read_csv_dataset(csv_path), ns=(1,), baseline="pixels", verbose=False)
+    assert written["model"] == "pixels" and written["recall"]["1"] == pytest.approx(expected.recall[1])
 
 
 @pytest.mark.slow
