@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import faiss
 import keras
@@ -13,6 +13,7 @@ import numpy as np
 from netvlad_tf.common.deprecation import REMOVED_IN
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE, image_batches
 from netvlad_tf.data.sampling import evenly_spaced
+from netvlad_tf.inference.embedding import predict_batches
 from netvlad_tf.io.progress import Progress
 from netvlad_tf.layers.netvlad import NetVLAD
 from netvlad_tf.layers.normalization import l2_normalize_rows
@@ -55,8 +56,9 @@ def sample_local_descriptors(
     rng = np.random.default_rng(seed)
     progress = Progress(num_descriptors, "descriptor", verbose, "sampling")
     sampled, count = [], 0
-    for batch in image_batches:
-        feature_maps = keras.ops.convert_to_numpy(backbone(batch, training=False))
+    # The package's batched-inference loop (compiled forward pass); the progress counts
+    # descriptors, since how many images it takes is known only at the end.
+    for _, (feature_maps,) in predict_batches(backbone, _numbered(image_batches), num_items=0, verbose=False):
         for feature_map in feature_maps:
             local = feature_map.reshape(-1, feature_map.shape[-1])
             take = min(descriptors_per_image, len(local), num_descriptors - count)
@@ -73,6 +75,15 @@ def sample_local_descriptors(
     if normalize:
         descriptors = l2_normalize_rows(descriptors)
     return descriptors
+
+
+def _numbered(image_batches: Iterable) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`(indices, batch)` pairs of consecutive image batches, as `predict_batches` reads them."""
+    start = 0
+    for batch in image_batches:
+        size = int(batch.shape[0])
+        yield np.arange(start, start + size), batch
+        start += size
 
 
 def kmeans_centroids(
