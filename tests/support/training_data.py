@@ -15,6 +15,17 @@ def nordland_stretch(first=0, count=40):
         list(range(first, first + count)), list(range(first, first + count)), name=f"nordland_{count}")
 
 
+def stretch_with_store(directory, count):
+    """`(dataset, model, store)`: a stretch of `count` places, the tiny model initialised on it,
+    and its float32 frozen-feature store in `directory/f`."""
+    from netvlad_tf.training import FrozenFeatureStore
+
+    dataset = nordland_stretch(count=count)
+    model = initialised_model(dataset)
+    return dataset, model, FrozenFeatureStore.build(model, dataset, IMAGE_SIZE, directory / "f", "float32",
+                                                     verbose=False)
+
+
 def initialised_model(dataset, num_clusters=4):
     """The tiny backbone + NetVLAD, its clusters initialised by k-means on `dataset`'s images."""
     model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=num_clusters)

@@ -14,7 +14,7 @@ from netvlad_tf.training import frozen_features as frozen_features_module
 from netvlad_tf.training.mining import HardNegativeMiner
 from netvlad_tf.training.overlap import ValidationOverlapWarning, validation_overlap
 from tests.support.tiny_backbone import TINY_BACKBONE, TINY_DIM
-from tests.support.training_data import IMAGE_SIZE, initialised_model, nordland_stretch
+from tests.support.training_data import IMAGE_SIZE, initialised_model, nordland_stretch, stretch_with_store
 
 
 def refresh_cache(miner, model, source=IMAGE_SIZE):
@@ -218,9 +218,7 @@ def test_frozen_feature_store_refuses_float16_overflow(tmp_path):
 
 @pytest.mark.slow
 def test_refresh_and_tuples_from_stored_features_match_images(tmp_path):
-    dataset = nordland_stretch(count=30)
-    model = initialised_model(dataset)
-    store = FrozenFeatureStore.build(model, dataset, IMAGE_SIZE, tmp_path / "f", "float32", verbose=False)
+    dataset, model, store = stretch_with_store(tmp_path, count=30)
     from_images = HardNegativeMiner(dataset, num_negatives=3, num_sampled_negatives=20, cache_precision="float32")
     from_store = HardNegativeMiner(dataset, num_negatives=3, num_sampled_negatives=20, cache_precision="float32")
     refresh_cache(from_images, model)
@@ -273,9 +271,7 @@ def test_frozen_feature_store_is_refused_above_its_disk_budget_before_writing(tm
 
 @pytest.mark.slow
 def test_a_mining_pool_refreshes_only_its_images_from_the_store_and_trains(tmp_path, capsys):
-    dataset = nordland_stretch(count=40)
-    model = initialised_model(dataset)
-    store = FrozenFeatureStore.build(model, dataset, IMAGE_SIZE, tmp_path / "f", "float32", verbose=False)
+    dataset, model, store = stretch_with_store(tmp_path, count=40)
     full = HardNegativeMiner(dataset, num_negatives=3, num_sampled_negatives=20, cache_precision="float32")
     pooled = HardNegativeMiner(dataset, num_negatives=3, num_sampled_negatives=20, cache_precision="float32",
                                mining_pool=6)

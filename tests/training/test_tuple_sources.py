@@ -16,7 +16,7 @@ from netvlad_tf.training import (
     tuple_dataset,
 )
 from netvlad_tf.training.mining import RefreshPlan
-from tests.support.training_data import IMAGE_SIZE, initialised_model, nordland_stretch
+from tests.support.training_data import IMAGE_SIZE, initialised_model, nordland_stretch, stretch_with_store
 
 
 def test_every_source_implements_the_interface():
@@ -68,9 +68,7 @@ def test_a_query_before_the_first_refresh_says_to_refresh():
 
 @pytest.mark.slow
 def test_the_old_frozen_features_spelling_still_works_with_a_warning(tmp_path):
-    dataset = nordland_stretch(count=8)
-    model = initialised_model(dataset)
-    store = FrozenFeatureStore.build(model, dataset, IMAGE_SIZE, tmp_path / "f", "float32", verbose=False)
+    dataset, _, store = stretch_with_store(tmp_path, count=8)
     miner = HardNegativeMiner(dataset, num_negatives=2, num_sampled_negatives=5, cache_precision="float32")
     with pytest.warns(DeprecationWarning, match=r"CacheRefresh\(frozen_features=\) is deprecated.*source="):
         callback = CacheRefresh(miner, frozen_features=store, verbose=False)
