@@ -162,7 +162,6 @@ class HardNegativeMiner:
         self._upcoming: deque[int] = deque()  # the order of the training queries
         self._window: deque[int] = deque()  # the cached plan's queries not yet visited, in order
         self._planned_window: list[int] = []  # the next plan's queries, in visiting order
-        self._window_was_planned = False  # by plan_refresh (else a visit beyond it is no revisit)
         self._lock = threading.RLock()  # held while the cache is swapped and while a tuple is mined and read
         # Full mining: every image (what a refresh without plan_refresh() caches too).
         self.plan = RefreshPlan(np.arange(dataset.num_database), np.arange(dataset.num_queries))
@@ -172,9 +171,10 @@ class HardNegativeMiner:
     def next_query(self) -> int:
         """The next training query: the training queries in a new random order on each pass.
 
-        Only queries of the cached plan are handed out, in the order `plan_refresh` planned;
-        should the refresh come later than planned, the plan's training queries are visited
-        again in a new random order (`revisited_queries`; with full mining, just another pass)."""
+        Only queries of the cached plan are handed out, in the order `plan_refresh` planned. Past
+        the planned ones, a plan holding every training query (full mining) goes on with the
+        order; one that does not (a pool whose refresh comes later than planned) visits its
+        training queries again in a new random order (`revisited_queries`)."""
         with self._lock:
             if self._cached_plan is None:
                 raise RuntimeError(
@@ -183,8 +183,10 @@ class HardNegativeMiner:
                     "CacheRefresh.set_model(model) and CacheRefresh.refresh() before fit."
                 )
             if not self._window:
-                self._window.extend(int(q) for q in self._order_rng.permutation(self._cached_training_queries))
-                if self._window_was_planned:
+                if len(self._cached_training_queries) == len(self.training_queries):
+                    self._window.append(self._take_upcoming(1)[0])
+                else:
+                    self._window.extend(int(q) for q in self._order_rng.permutation(self._cached_training_queries))
                     self.revisited_queries += len(self._window)
             return self._window.popleft()
 
@@ -194,18 +196,15 @@ class HardNegativeMiner:
         Args:
             queries_until_next: training queries visited before the refresh after this one.
                 The plan covers a tenth more (at least 16), for a refresh that comes a little
-                late; one later still visits the planned queries again.
+                late, and at most one pass over the training queries.
 
         Returns:
             Every image with full mining; with a pool, the pool and what the upcoming queries need.
         """
+        window = min(queries_until_next + max(16, queries_until_next // 10), len(self.training_queries))
         with self._lock:  # the queries not visited under the cached plan come first
             self._planned_window = list(self._window)
-        window = queries_until_next + max(16, queries_until_next // 10)
-        while len(self._upcoming) < window:
-            self._upcoming.extend(int(q) for q in self._order_rng.permutation(self.training_queries))
-        while len(self._planned_window) < window:
-            self._planned_window.append(self._upcoming.popleft())
+            self._planned_window += self._take_upcoming(window - len(self._planned_window))
         if self.mining_pool is not None:
             query_ids = np.unique(self._planned_window)
             needed = [self.potential_positives[q] for q in query_ids]
@@ -245,8 +244,7 @@ class HardNegativeMiner:
             self.query_cache.store(query_descriptors)
             self._cached_plan = self.plan
             self._cached_training_queries = np.intersect1d(self.plan.query_ids, self.training_queries)
-            self._window = deque(self._planned_window)
-            self._window_was_planned, self._planned_window = bool(self._planned_window), []
+            self._window, self._planned_window = deque(self._planned_window), []
 
     def refresh_from(self, source: TupleSource, model, queries_until_next: int, verbose: bool = False) -> RefreshPlan:
         """One cache refresh: plans it, has `source` compute `model`'s descriptors of the plan's
@@ -308,6 +306,13 @@ class HardNegativeMiner:
         if violating.size == 0:
             return None
         return MinedTuple(query, int(positives[best]), candidates[violating[: self.num_negatives]])
+
+    def _take_upcoming(self, count: int) -> list[int]:
+        """The next `count` queries of the order: one random permutation of the training queries
+        after another (under the lock)."""
+        while len(self._upcoming) < count:
+            self._upcoming.extend(int(q) for q in self._order_rng.permutation(self.training_queries))
+        return [self._upcoming.popleft() for _ in range(max(0, count))]
 
     def _sample_definite_negatives(self, query: int) -> np.ndarray:
         """Random definite negatives of `query` among the cached database images."""

@@ -60,6 +60,19 @@ def test_full_mining_hands_out_every_training_query_once_per_pass_across_refresh
     assert visited[:20] != visited[20:] and miner.revisited_queries == 0
 
 
+def test_a_refresh_interval_beyond_every_query_plans_one_pass_and_goes_on_in_passes():
+    """`refresh_every=10**9` (refresh once, as the demo does) plans one pass, not 10⁹ queries."""
+    dataset = nordland_stretch(count=12)
+    miner = HardNegativeMiner(dataset, num_sampled_negatives=5, cache_precision="float32")
+    miner.plan_refresh(queries_until_next=10**9)
+    miner.refresh(np.zeros((dataset.num_database, 2), "float32"), np.zeros((dataset.num_queries, 2), "float32"))
+    count = len(miner.training_queries)
+    visited = [miner.next_query() for _ in range(3 * count)]
+    for start in range(0, 3 * count, count):
+        assert sorted(visited[start:start + count]) == miner.training_queries.tolist()
+    assert miner.revisited_queries == 0
+
+
 def test_a_query_before_the_first_refresh_says_to_refresh():
     miner = HardNegativeMiner(nordland_stretch(count=6))
     with pytest.raises(RuntimeError, match="refresh it first.*CacheRefresh.refresh"):
