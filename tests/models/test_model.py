@@ -109,3 +109,16 @@ def test_compiled_model_reloads_compiled_with_its_ranking_loss(tmp_path):
     assert not [w for w in caught if "compile()" in str(w.message)]
     assert isinstance(reloaded.ranking_loss, RankingLoss) and reloaded.ranking_loss.margin == 0.2
     assert isinstance(reloaded.optimizer, keras.optimizers.SGD)
+
+
+def test_the_deprecated_initialize_clusters_from_images_warns_and_chooses_evenly():
+    from netvlad_tf.data import read_csv_dataset
+    from netvlad_tf.initialization.clustering import initialize_clusters_from_images
+    from netvlad_tf.sample_data import nordland_csv
+
+    paths = read_csv_dataset(nordland_csv("test")).database_paths[:20]
+    model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4)
+    with pytest.warns(DeprecationWarning, match="initialize_clusters_from_images is deprecated"):
+        alpha, chosen = initialize_clusters_from_images(model, paths, 4, (32, 64), num_descriptors=40,
+                                                        descriptors_per_image=10, verbose=False)
+    assert chosen == [paths[0], paths[5], paths[10], paths[15]] and alpha > 0
