@@ -20,11 +20,13 @@ collect_ignore_glob = ["fixtures/make_*.py"]
 # Registers the tiny test backbone ("tiny_test") for every test module.
 import tests.support.tiny_backbone  # noqa: E402,F401
 
-# Doctests that build VGG16 and embed images (several seconds each) run in the slow tier.
+# Doctests that build VGG16 and embed images (3 s and more each) run in the slow tier.
 SLOW_DOCTESTS = {
     "netvlad_tf.database.embed.embed_database",
     "netvlad_tf.database.place_index.PlaceIndex",
     "netvlad_tf.evaluation.evaluate.evaluate",
+    "netvlad_tf.inference.embedding.embed_images",
+    "netvlad_tf.database.hloc_features.write_hloc_features",
     "netvlad_tf.initialization.learned_whitening.with_learned_whitening",
     "netvlad_tf.training.frozen_features.FrozenFeatureStore",
     "netvlad_tf.training.frozen_features.PoolFeatureStore",

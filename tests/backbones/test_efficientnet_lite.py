@@ -39,6 +39,7 @@ def test_cuts_are_linear_maps_at_their_stride(cut, stride, channels, rng):
     assert (features < 0).any(), "the cut is a linear projection, before any ReLU6"
 
 
+@pytest.mark.slow
 def test_cut_equals_the_classifier_inner_layer(rng):
     classifier = efficientnet_lite0_classifier(weights="imagenet")
     import keras
@@ -61,6 +62,7 @@ def test_freezing_policy_keeps_batch_norm_frozen():
     assert len(everything.trainable_weights) == 1 + 15 * 3 + 2  # stem + blocks 1–15 + block 0
 
 
+@pytest.mark.slow
 def test_bad_arguments_and_weights_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="choose one of"):
         efficientnet_lite0(weights=None, cut="stride8")

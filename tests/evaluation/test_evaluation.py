@@ -47,6 +47,7 @@ def test_pixels_evaluation_against_brute_force(nordland_small):
     )
 
 
+@pytest.mark.slow
 def test_model_evaluation_mac_baseline_and_cache(nordland_small, tmp_path):
     model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4)
     first = evaluate(model.with_pooling("mac"), nordland_small, ns=(1, 5), image_size=IMAGE_SIZE,
@@ -134,6 +135,7 @@ def test_panorama_cutouts_count_once():
     assert first_per_group(ranked, groups, keep=5).tolist() == [[5, 9, 1, 2, -1]]
 
 
+@pytest.mark.slow
 def test_index_and_query_commands(tmp_path, capsys):
     model = build_netvlad_model(TINY_BACKBONE, weights=None, pooling="mac")
     model.save(tmp_path / "model.keras")

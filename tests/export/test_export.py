@@ -58,6 +58,7 @@ def test_saved_model_layout_and_parity(saved_model, model, images):
     assert report.passed and report.max_abs_diff <= 1e-5
 
 
+@pytest.mark.slow
 def test_saved_model_holds_one_copy_of_the_weights(tmp_path):
     # A 1024 × 1024 whitening (4 MB) dwarfs the graph: twice the weights would show.
     heavy = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=64, whitening_dim=1024)

@@ -251,6 +251,7 @@ def test_validation_overlap_counts_shared_files_and_same_date_neighbours():
     assert validation_overlap(train_data, GeoDataset("far", [], [], ["v/9.jpg"], [[900, 0]])).message(1) is None
 
 
+@pytest.mark.slow
 def test_frozen_feature_store_is_refused_above_its_disk_budget_before_writing(tmp_path, monkeypatch):
     import collections
 
