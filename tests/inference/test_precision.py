@@ -52,6 +52,7 @@ def test_a_low_precision_backbone_keeps_descriptors_close(lite0_netvlad, float32
     low = low_precision_model(model, name)
     assert low.backbone.get_layer("block5_project_conv").compute_dtype == name
     assert low.pooling.compute_dtype == "float32" and low.backbone.get_layer("stem_conv").compute_dtype == "float32"
+    assert low.backbone.get_layer("block5_dw_conv").compute_dtype == "float32"
     assert all(weight.dtype == "float32" for weight in low.weights)
     found = cosines(float32_queries, embed_images(low, dataset.query_paths[::12], verbose=False))
     assert np.median(found) >= median and found.min() >= LEAST_BOUND, (np.median(found), found.min())
@@ -59,9 +60,10 @@ def test_a_low_precision_backbone_keeps_descriptors_close(lite0_netvlad, float32
 
 @pytest.mark.slow
 def test_the_bound_catches_early_layers_in_bfloat16(lite0_netvlad, float32_queries, monkeypatch):
-    """The purpose-made mistake: without the float32 early layers, bfloat16 falls under the bound."""
+    """The purpose-made mistake: without the float32 layers, bfloat16 falls under the bound."""
     model, _, dataset = lite0_netvlad
     monkeypatch.setattr(float_layers, "FLOAT_EARLY_LAYERS", {})
+    monkeypatch.setattr(float_layers, "FLOAT_EMBEDDING_LAYERS", {})
     found = cosines(float32_queries, embed_images(low_precision_model(model, "bfloat16"), dataset.query_paths[::12],
                                                   verbose=False))
     assert np.median(found) < MEDIAN_BOUND
@@ -80,6 +82,52 @@ def test_auto_chooses_by_the_machine(monkeypatch):
     with pytest.raises(ValueError, match="Unknown precision 'fp8'"):
         choose_precision("fp8")
     assert hardware.describe_cpu(frozenset({"avx2", "avx512_vnni", "avx512_bf16"})).endswith("avx512_vnni avx512_bf16 avx2")
+
+
+def onnx_convolutions(model, tmp_path):
+    """The Conv nodes of `model`'s ONNX export (prepared as `quantize_int8` prepares it)."""
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from netvlad_tf.inference.onnx_files import write_onnx
+
+    write_onnx(model, tmp_path / "float.onnx")
+    quant_pre_process(str(tmp_path / "float.onnx"), str(tmp_path / "prepared.onnx"), skip_symbolic_shape=True)
+    return tmp_path / "prepared.onnx", [node.name for node in onnx.load(str(tmp_path / "prepared.onnx")).graph.node
+                                        if node.op_type == "Conv"]
+
+
+def test_int8_quantises_every_backbone_convolution_but_the_float_ones(tmp_path):
+    """Reference: the Keras backbone's own convolution layers outside the float table. (The
+    exporter names a convolution fused with its batch normalisation `Conv__N`; placing nodes by
+    name alone quantised Lite0's depthwise convolutions only.)"""
+    import keras
+
+    model = build_netvlad_model("efficientnet_lite0", num_clusters=4)  # ImageNet: its batch norms fuse
+    prepared, convolutions = onnx_convolutions(model, tmp_path)
+    kept_float = float_layers.float_layer_names(model.backbone, embedding=True)
+    expected = [layer.name for layer in model.backbone.layers
+                if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
+                and not float_layers.stays_float(layer, kept_float)]
+    quantised = [name for name in convolutions if name not in int8._float_nodes(prepared, model.backbone)]
+    assert len(expected) == 18 and len(quantised) == len(expected), (len(quantised), expected)
+
+
+@pytest.mark.slow  # two quantisations of Lite0 at 32×64
+@pytest.mark.parametrize("saturating, weight_dtype", [(True, np.uint8), (False, np.int8)])
+def test_int8_weights_are_unsigned_where_products_saturate(lite0_netvlad, tmp_path, monkeypatch, saturating,
+                                                           weight_dtype):
+    import onnx
+    from onnx import numpy_helper
+
+    model, _, dataset = lite0_netvlad
+    monkeypatch.setattr(int8, "int8_products_saturate", lambda: saturating)
+    path = int8.quantize_int8(model, dataset.database_paths[:2], tmp_path / "int8.onnx", image_size=(32, 64))
+    graph = onnx.load(str(path)).graph
+    weights = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.initializer}
+    quantised_weights = [weights[node.input[0]] for node in graph.node
+                         if node.op_type == "DequantizeLinear" and node.input[0] in weights and weights[node.input[0]].ndim == 4]
+    assert len(quantised_weights) == 18 and {array.dtype for array in quantised_weights} == {np.dtype(weight_dtype)}
 
 
 @pytest.mark.slow  # two quantisations of Lite0
