@@ -6,41 +6,36 @@ Prints the CPU's capability first, then:
    NetVLAD at 480×640, per precision (float32 on TensorFlow: the baseline; bfloat16 and float16
    backbones; int8 on ONNX Runtime; ONNX Runtime's own float32 for reference), each as a ratio
    to float32 in the same run; and PyTorch float32 / bfloat16 autocast on the same shapes where
-   torch is installed (what a user would pick instead). Random weights and images: speed does
+   torch is installed (what a user would pick instead; `torch_vgg16_rows.py` in its own
+   process, by `--torch_python`). Random weights and images: speed does
    not depend on the values.
 2. with `--model` (e.g. the demo's `demo_output/model_whitened.keras`): Recall@1/5/10 on the
    bundled test stretch at `--image_size` (the demo's 128×256) and the query descriptors'
    cosine to float32 (median, least) per precision.
 
-Options: `--images N` per timing (default 4), `--sections 12`, `--skip int8,float16`.
+Options: `--images N` per timing (default 4), `--sections 12`, `--skip int8,float16,torch_bfloat16`,
+`--torch_python PATH`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from torch_vgg16_rows import images_per_second  # this folder: the script's own
 
 HERE = Path(__file__).resolve().parent
 SHAPES = (("vgg16", (480, 640)), ("vgg16", (240, 320)), ("efficientnet_lite0", (480, 640)))
 PRECISIONS = ("float32", "bfloat16", "float16", "int8")
 
 
-def images_per_second(run, images: np.ndarray) -> float:
-    """Images/s of `run` over `images` one at a time, after one warm-up call."""
-    run(images[:1])
-    start = time.perf_counter()
-    for image in images:
-        run(image[None])
-    return len(images) / (time.perf_counter() - start)
-
-
-def speed_section(count: int, skip: set[str]) -> None:
+def speed_section(count: int, skip: set[str], torch_python: str) -> None:
     from netvlad_tf import build_netvlad_model
     from netvlad_tf.inference.embedding import Embedder
     from netvlad_tf.inference.int8 import OnnxRuntimeModel, quantize_int8
@@ -68,7 +63,7 @@ def speed_section(count: int, skip: set[str]) -> None:
                 continue
             embedder = Embedder(low_precision_model(model, name))
             rows[name] = images_per_second(embedder, images)
-        rows.update(_torch_rows(backbone, images))
+        rows.update(_torch_rows(backbone, images, torch_python, "torch_bfloat16" not in skip))
         baseline = rows["float32"]
         print(f"  {backbone} + NetVLAD at {size[0]}×{size[1]}:")
         for label, rate in rows.items():
@@ -83,25 +78,24 @@ def _write_pngs(paths, rng, size) -> None:
         tf.io.write_file(path, tf.io.encode_png(pixels))
 
 
-def _torch_rows(backbone: str, images: np.ndarray) -> dict[str, float]:
-    """PyTorch's VGG16 conv5_3 (torchvision) at float32 and under bfloat16 autocast, where
-    installed; NetVLAD's head is left out (≈0.1 of 187 GFLOPs), favouring PyTorch slightly."""
+def _torch_rows(backbone: str, images: np.ndarray, torch_python: str, bfloat16: bool) -> dict[str, float]:
+    """PyTorch's rows from `torch_vgg16_rows.py`, run by `torch_python` in its own process
+    (PyTorch beside TensorFlow in one process crashed here); none where torch is missing."""
     if backbone != "vgg16":
         return {}
+    command = [torch_python, str(HERE / "torch_vgg16_rows.py"), "--height", str(images.shape[1]),
+               "--width", str(images.shape[2]), "--images", str(len(images))] + ([] if bfloat16 else ["--no_bfloat16"])
     try:
-        import torch
-        import torchvision
-    except ImportError:
-        print("    (PyTorch not installed: its rows are skipped)")
+        done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        print(f"    (PyTorch rows skipped: {error})")
         return {}
-    trunk = torchvision.models.vgg16().features[:30].eval()
-    batch = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
-    rows = {}
-    with torch.inference_mode():
-        rows["PyTorch float32"] = images_per_second(lambda x: trunk(x), batch)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            rows["PyTorch bfloat16 autocast"] = images_per_second(lambda x: trunk(x), batch)
-    return rows
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        print(f"    (PyTorch rows skipped: {last})")
+        return {}
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return {f"{label} ({result['torch']})": rate for label, rate in result["rows"].items()}
 
 
 def fidelity_section(model_path: str, skip: set[str], image_size: tuple[int, int]) -> None:
@@ -135,6 +129,8 @@ def main() -> None:
     parser.add_argument("--sections", default="12", help="Which sections to run.")
     parser.add_argument("--model", help="A trained .keras model for section 2 (e.g. the demo's).")
     parser.add_argument("--skip", default="", help="Precisions to leave out, e.g. float16,int8.")
+    parser.add_argument("--torch_python", default=sys.executable,
+                        help="The Python that has torch and torchvision (default: this one).")
     parser.add_argument("--image_size", default="128,256", help="Section 2's HEIGHT,WIDTH (the demo's: 128,256).")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
@@ -143,7 +139,7 @@ def main() -> None:
     print(f"CPU: {int8_capability()}, {os.cpu_count()} logical CPUs")
     skip = {name for name in args.skip.split(",") if name}
     if "1" in args.sections:
-        speed_section(args.images, skip)
+        speed_section(args.images, skip, args.torch_python)
     if "2" in args.sections and args.model:
         fidelity_section(args.model, skip, tuple(int(side) for side in args.image_size.split(",")))
 

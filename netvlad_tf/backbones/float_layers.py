@@ -1,18 +1,24 @@
 """The backbone layers that stay float32 when the rest runs in low precision (int8 TFLite,
 bfloat16/float16/int8 embedding): every `PixelNormalization` (chosen by type, whatever its name,
 so converted models keep their preprocessing in float too), the early layers listed here, and
-for embedding on a computer also the depthwise convolutions.
+for embedding on a computer a few more.
 
-Measured on the demo's whitened model (EfficientNet-Lite0 + NetVLAD K = 64, 1024-D; 174 winter
-queries at 128×256; `python benchmarks/bench_precision.py --sections 2`): in bfloat16, the whole
-backbone gives cosine to float32 0.974 median (least 0.929); the stem and blocks 0–1 in float32
-0.9987 (0.9976); and every depthwise convolution too 0.9996 (0.9990), as much as float32 blocks
-0–3 give (0.9996, 0.9991) at a quarter of the float32 work (depthwise convolutions are 3 % of
-Lite0's multiply-adds, blocks 2–3 18 %). A depthwise convolution sums 9 or 25 products of one
-channel, so its rounding is not averaged away over hundreds of input channels as in a 1×1
-convolution. In int8 the same layers lift the ONNX model from 0.986 to 0.991 median. The
-phone's TFLite keeps only the early layers in float (0.993 there): each float island costs a
-conversion on a small core.
+Measured on the demo's whitened model (EfficientNet-Lite0 + NetVLAD K = 64, 1024-D), 174 winter
+queries at 128×256, cosine to the float32 descriptor, median (least):
+
+| kept float32                        | bfloat16        | int8 (ONNX Runtime) | Lite0 work |
+|-------------------------------------|-----------------|---------------------|------------|
+| nothing                             | 0.974 (0.929)   | 0.64 (0.51)         | 0 %        |
+| stem, blocks 0–1                    | 0.9987 (0.9976) | 0.986 (0.974)       | 21 %       |
+| … and every depthwise convolution   | 0.9996 (0.9990) | 0.991 (0.983)       | 24 %       |
+| … and blocks 2–3                    | ≥ 0.9996        | 0.995 (0.990)       | 42 %       |
+
+A depthwise convolution sums 9 or 25 products of one channel, so its rounding is not averaged
+away over hundreds of input channels as in a 1×1 convolution; blocks 2–3 are where int8's
+per-tensor activation ranges lose most. Embedding keeps the last row (int8 needs it to hold
+0.99; bfloat16's speed target is VGG16, whose only float layer is its pixel normalisation). The
+phone's TFLite keeps the second row (cosine 0.993 there): each float island costs a conversion
+on a small core.
 """
 
 from __future__ import annotations
@@ -26,9 +32,9 @@ FLOAT_EARLY_LAYERS = {
     "efficientnet_lite0": ("stem_", "block0_", "block1_"),
 }
 # Backbone name prefix → name prefixes of the layers also kept in float32 when embedding on a
-# computer (bfloat16, float16, int8 on ONNX Runtime): its depthwise convolutions.
+# computer (bfloat16, float16, int8 on ONNX Runtime).
 FLOAT_EMBEDDING_LAYERS = {
-    "efficientnet_lite0": tuple(f"block{block}_dw_conv" for block in range(16)),
+    "efficientnet_lite0": ("block2_", "block3_") + tuple(f"block{block}_dw_conv" for block in range(16)),
 }
 
 
