@@ -3,20 +3,24 @@ bfloat16/float16/int8 embedding): every `PixelNormalization` (chosen by type, wh
 so converted models keep their preprocessing in float too), the early layers listed here, and
 for embedding on a computer a few more.
 
-Measured on the demo's whitened model (EfficientNet-Lite0 + NetVLAD K = 64, 1024-D), 174 winter
-queries at 128×256, cosine to the float32 descriptor, median (least):
+Measured on the demo's whitened model (EfficientNet-Lite0 + NetVLAD K = 64, 1024-D), every
+other winter query (174) at 128×256, cosine to the float32 descriptor, median (least); int8
+with uint8 weights on an AVX2-only CPU; "work": the multiply-adds left in float32:
 
-| kept float32                        | bfloat16        | int8 (ONNX Runtime) | Lite0 work |
-|-------------------------------------|-----------------|---------------------|------------|
-| nothing                             | 0.974 (0.929)   | 0.64 (0.51)         | 0 %        |
-| stem, blocks 0–1                    | 0.9987 (0.9976) | 0.986 (0.974)       | 21 %       |
-| … and every depthwise convolution   | 0.9996 (0.9990) | 0.991 (0.983)       | 24 %       |
-| … and blocks 2–3                    | ≥ 0.9996        | 0.995 (0.990)       | 42 %       |
+| kept float32                        | bfloat16        | int8 (ONNX Runtime) | work |
+|-------------------------------------|-----------------|---------------------|------|
+| nothing                             | 0.974 (0.929)   | 0.64 (0.51)         | 0 %  |
+| stem, blocks 0–1                    | 0.9987 (0.9976) | 0.986 (0.974)       | 21 % |
+| … and every depthwise convolution   | 0.9996 (0.9990) | 0.991 (0.983)       | 30 % |
+| … and blocks 2–3                    | 0.9998 (0.9995)¹| 0.995 (0.990)       | 45 % |
+
+¹ all 348 queries (`python benchmarks/bench_precision.py --sections 2`); int8 there 0.995 (0.986).
 
 A depthwise convolution sums 9 or 25 products of one channel, so its rounding is not averaged
 away over hundreds of input channels as in a 1×1 convolution; blocks 2–3 are where int8's
-per-tensor activation ranges lose most. Embedding keeps the last row (int8 needs it to hold
-0.99; bfloat16's speed target is VGG16, whose only float layer is its pixel normalisation). The
+per-tensor activation ranges lose most. Embedding keeps the last row (int8's least cosine
+gains most from it; bfloat16's speed target is VGG16, whose only float layer is its pixel
+normalisation). The
 phone's TFLite keeps the second row (cosine 0.993 there): each float island costs a conversion
 on a small core.
 """
