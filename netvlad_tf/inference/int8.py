@@ -25,7 +25,7 @@ import numpy as np
 from netvlad_tf.backbones.float_layers import float_layer_names
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE, image_problem, indexed_image_batches
 from netvlad_tf.data.sampling import evenly_spaced
-from netvlad_tf.inference.hardware import int8_products_saturate
+from netvlad_tf.inference.hardware import describe_cpu, int8_products_saturate
 from netvlad_tf.inference.onnx_files import require_onnx_packages, write_onnx
 from netvlad_tf.io.atomic_writes import atomic_file
 
@@ -48,6 +48,10 @@ class OnnxRuntimeModel:
     Args:
         path: the quantised model (`quantize_int8`).
         name: what to call it in messages.
+
+    Raises:
+        ValueError: its weights are int8 (quantised on a CPU with VNNI) and this CPU's int8
+            products saturate (`hardware.int8_products_saturate`): its descriptors would be wrong.
     """
 
     run_eagerly = False
@@ -58,6 +62,10 @@ class OnnxRuntimeModel:
 
         self.name = name or Path(path).stem
         self.onnx_bytes = Path(path).read_bytes()  # kept to save it elsewhere (a place index)
+        if int8_products_saturate() and _has_signed_weights(self.onnx_bytes):
+            raise ValueError(f"{path} has int8 weights, quantised for a CPU that multiplies int8 exactly (VNNI); "
+                             f"this CPU ({describe_cpu()}) saturates their products, so its descriptors would be "
+                             "wrong. Embed or build again here with --precision=int8, or use float32.")
         self._session = onnxruntime.InferenceSession(self.onnx_bytes, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
 
@@ -106,6 +114,14 @@ def quantize_int8(model: keras.Model, calibration_paths: Sequence[str], path, im
                             per_channel=True, activation_type=QuantType.QUInt8, weight_type=weight_type,
                             op_types_to_quantize=["Conv"], nodes_to_exclude=_float_nodes(prepared, backbone))
     return Path(path)
+
+
+def _has_signed_weights(onnx_bytes: bytes) -> bool:
+    """Whether a quantised model's convolution weights (4-D initializers) are int8."""
+    import onnx
+
+    return any(tensor.data_type == onnx.TensorProto.INT8 and len(tensor.dims) == 4
+               for tensor in onnx.load_model_from_string(onnx_bytes).graph.initializer)
 
 
 def _float_nodes(onnx_path: Path, backbone: keras.Model) -> list[str]:

@@ -128,6 +128,14 @@ def test_int8_weights_are_unsigned_where_products_saturate(lite0_netvlad, tmp_pa
     quantised_weights = [weights[node.input[0]] for node in graph.node
                          if node.op_type == "DequantizeLinear" and node.input[0] in weights and weights[node.input[0]].ndim == 4]
     assert len(quantised_weights) == 14 and {array.dtype for array in quantised_weights} == {np.dtype(weight_dtype)}
+    # Made here, it runs here; int8 weights brought to a saturating CPU are refused by name.
+    int8.OnnxRuntimeModel(path)
+    monkeypatch.setattr(int8, "int8_products_saturate", lambda: True)
+    if weight_dtype == np.int8:
+        with pytest.raises(ValueError, match=r"int8\.onnx has int8 weights, .* saturates their products"):
+            int8.OnnxRuntimeModel(path)
+    else:
+        int8.OnnxRuntimeModel(path)
 
 
 @pytest.mark.slow  # two quantisations of Lite0
