@@ -30,7 +30,7 @@ def measure_training(mode: str, steps: int) -> dict:
     import keras
     import numpy as np
 
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if mode == "mixed_bfloat16" else "float32")
+    keras.mixed_precision.set_global_policy(mode if mode.startswith("mixed_") else "float32")
     keras.utils.set_random_seed(0)
     from netvlad_tf import RankingLoss, build_netvlad_model
     from netvlad_tf.models.tuple_batch import FEATURE_KEYS, IMAGE_KEYS
