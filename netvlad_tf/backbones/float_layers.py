@@ -20,9 +20,8 @@ A depthwise convolution sums 9 or 25 products of one channel, so its rounding is
 away over hundreds of input channels as in a 1×1 convolution; blocks 2–3 are where int8's
 per-tensor activation ranges lose most. Embedding keeps the last row (int8's least cosine
 gains most from it; bfloat16's speed target is VGG16, whose only float layer is its pixel
-normalisation). The
-phone's TFLite keeps the second row (cosine 0.993 there): each float island costs a conversion
-on a small core.
+normalisation). The phone's TFLite keeps the second row (cosine 0.993 there): each float
+island costs a conversion on a small core.
 """
 
 from __future__ import annotations

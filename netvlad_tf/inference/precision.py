@@ -6,7 +6,7 @@ Only the backbone goes low: VGG16's convolutions are almost all of the work (~18
 sums, the normalisations, the whitening and the final L2 need float32's range and mantissa,
 and cost nothing beside the backbone. The backbone's pixel normalisation and the layers of
 `netvlad_tf.backbones.float_layers` also stay float32 (on the demo's Lite0 model they lift the
-bfloat16 descriptors' cosine to float32 from 0.974 to 0.9996 median). Weights stay float32
+bfloat16 descriptors' cosine to float32 from 0.974 to 0.9998 median). Weights stay float32
 throughout (Keras' `mixed_*` policies), so a `.keras` file saved in float32 runs in any
 precision unchanged.
 """
