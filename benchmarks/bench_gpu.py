@@ -79,19 +79,20 @@ def embedding_section(model, size: tuple[int, int], batches: list[int], repeats:
     for precision in PRECISIONS:
         low = low_precision_model(model, precision)
         for jit in (False, True):
-            run, cells = forward(low, jit), []
+            run, cells, failures = forward(low, jit), [], []
             for batch in batches:
                 images = tf.random.uniform((batch, *size, 3), 0, 255, seed=batch)
                 try:
                     rate = images_per_second(run, images, repeats)
                 except (tf.errors.OpError, ValueError, RuntimeError) as error:
-                    cells.append(f"{short_error(error)[:18]:>18}")
+                    cells.append(f"{'failed (below)':>18}")
+                    failures.append(f"    batch {batch}: {short_error(error)}")
                     continue
                 if precision == "float32" and not jit:
                     baseline[batch] = rate
                 ratio = rate / baseline[batch] if batch in baseline else float("nan")
                 cells.append(f"{rate:9.1f} ({ratio:4.2f}×)")
-            print(f"  {precision:<10} {'yes' if jit else 'no':<4} " + " ".join(cells), flush=True)
+            print("\n".join([f"  {precision:<10} {'yes' if jit else 'no':<4} " + " ".join(cells), *failures]), flush=True)
 
 
 def parity_section(model, size: tuple[int, int]) -> None:
