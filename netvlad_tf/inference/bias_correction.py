@@ -29,6 +29,11 @@ def correct_biases(float_path: Path, quantised_path: Path, images: Sequence[np.n
 
     Returns:
         How many convolutions were corrected.
+
+    Example (`quantize_int8` runs it after ONNX Runtime's `quantize_static`):
+    >>> images = [batch for _, batch in indexed_image_batches(paths, (480, 640), None, batch_size=1)]  # doctest: +SKIP
+    >>> correct_biases(Path("float.onnx"), Path("int8.onnx"), images)  # doctest: +SKIP
+    14
     """
     import onnx
     import onnxruntime
