@@ -29,7 +29,7 @@ from netvlad_tf.data.images import DEFAULT_MAX_SIDE, image_problem, indexed_imag
 from netvlad_tf.data.sampling import evenly_spaced
 from netvlad_tf.inference.bias_correction import correct_biases
 from netvlad_tf.inference.hardware import describe_cpu, int8_products_saturate
-from netvlad_tf.inference.onnx_files import require_onnx_packages, write_onnx
+from netvlad_tf.inference.onnx_files import onnx_runtime_session, require_onnx_packages, write_onnx
 from netvlad_tf.io.atomic_writes import atomic_file
 
 INT8_EXTRA_HINT = "--precision=int8 runs on ONNX Runtime: pip install 'netvlad_tf[int8]'."
@@ -43,10 +43,6 @@ PARITY_IMAGES = 8
 INT8_MIN_COSINE = 0.99
 # The activations a quantised convolution's output quantisation absorbs (ReLU6 is a Clip in ONNX).
 ACTIVATIONS = ("Relu", "Clip")
-# ONNX Runtime's transformer that quantises a float convolution found between a dequantisation
-# and a quantisation (after it drops the activation between them): it would quantise the float
-# layers that follow a quantised one.
-KEEP_FLOAT_CONVOLUTIONS = ["WeightBiasQuantization"]
 
 
 class OnnxRuntimeModel:
@@ -67,16 +63,13 @@ class OnnxRuntimeModel:
 
     def __init__(self, path, name: str | None = None):
         require_onnx_packages(INT8_EXTRA_HINT)
-        import onnxruntime
-
         self.name = name or Path(path).stem
         self.onnx_bytes = Path(path).read_bytes()  # kept to save it elsewhere (a place index)
         if int8_products_saturate() and _has_signed_weights(self.onnx_bytes):
             raise ValueError(f"{path} has int8 weights, quantised for a CPU that multiplies int8 exactly (VNNI); "
                              f"this CPU ({describe_cpu()}) saturates their products, so its descriptors would be "
                              "wrong. Embed or build again here with --precision=int8, or use float32.")
-        self._session = onnxruntime.InferenceSession(self.onnx_bytes, providers=["CPUExecutionProvider"],
-                                                     disabled_optimizers=KEEP_FLOAT_CONVOLUTIONS)
+        self._session = onnx_runtime_session(self.onnx_bytes)
         self._input = self._session.get_inputs()[0].name
 
     def __call__(self, inputs, training: bool = False) -> np.ndarray:
@@ -84,7 +77,7 @@ class OnnxRuntimeModel:
 
 
 def quantize_int8(model: keras.Model, calibration_paths: Sequence[str], path, image_size=None,
-                  max_side: int | None = DEFAULT_MAX_SIDE, overwrite: bool = False) -> Path:
+                  max_side: int | None = DEFAULT_MAX_SIDE, overwrite: bool = False, verbose: bool = False) -> Path:
     """Writes `model` as an int8 ONNX model calibrated on `calibration_paths` (read by the image
     policy, one at a time), its head and float layers kept float32.
 
@@ -94,6 +87,7 @@ def quantize_int8(model: keras.Model, calibration_paths: Sequence[str], path, im
         path: the `.onnx` file to write (atomically).
         image_size, max_side: the image policy of the images it will embed.
         overwrite: replace an existing file.
+        verbose: show the bias correction's progress.
 
     Returns:
         `path`.
@@ -127,7 +121,7 @@ def quantize_int8(model: keras.Model, calibration_paths: Sequence[str], path, im
             quantize_static(str(prepared), str(staging), Images(images), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8, weight_type=weight_type,
                             op_types_to_quantize=["Conv", *ACTIVATIONS], nodes_to_exclude=_float_nodes(prepared, backbone))
-            correct_biases(prepared, staging, images)
+            correct_biases(prepared, staging, images, verbose=verbose)
     return Path(path)
 
 
@@ -177,7 +171,7 @@ def calibrated_int8_model(model: keras.Model, paths: Sequence[str], path, image_
         path: where the int8 `.onnx` is kept (reused when it exists: a resumed run keeps its
             calibration; removed when it fails the check).
         image_size, max_side: the image policy.
-        verbose: print the parity line.
+        verbose: print the parity line and the bias correction's progress.
 
     Raises:
         ValueError: the int8 descriptors' cosine to float32 falls under `INT8_MIN_COSINE` on a
@@ -195,7 +189,7 @@ def calibrated_int8_model(model: keras.Model, paths: Sequence[str], path, image_
     held_back = readable[1::(CALIBRATION_IMAGES + PARITY_IMAGES) // PARITY_IMAGES][:PARITY_IMAGES]
     calibration = [p for p in readable if p not in held_back]
     if not path.is_file():
-        quantize_int8(model, calibration, path, image_size, max_side)
+        quantize_int8(model, calibration, path, image_size, max_side, verbose=verbose)
     int8 = OnnxRuntimeModel(path, name=f"{model.name}_int8")
     reference = embed_images(model, held_back, image_size, max_side, batch_size=1, verbose=False)
     low = embed_images(int8, held_back, image_size, max_side, batch_size=1, verbose=False)

@@ -44,3 +44,25 @@ def write_onnx(model: keras.Model, path, overwrite: bool = False) -> Path:
         warnings.filterwarnings("ignore", "In the future `np.object`", FutureWarning)
         model.export(str(staging), format="onnx", verbose=False)
     return path
+
+
+# ONNX Runtime's transformer that quantises a float convolution found between a dequantisation
+# and a quantisation (after it drops the activation between them): in an int8 model it would
+# quantise the float layers that follow a quantised one.
+KEEP_FLOAT_CONVOLUTIONS = ("WeightBiasQuantization",)
+
+
+def onnx_runtime_session(model_bytes: bytes):
+    """An ONNX Runtime CPU session for `model_bytes` that leaves a quantised model's float layers
+    float (`KEEP_FLOAT_CONVOLUTIONS`); otherwise ONNX Runtime's full optimisation.
+
+    Args:
+        model_bytes: a serialised ONNX model.
+
+    Returns:
+        An `onnxruntime.InferenceSession`.
+    """
+    import onnxruntime
+
+    return onnxruntime.InferenceSession(model_bytes, providers=["CPUExecutionProvider"],
+                                        disabled_optimizers=list(KEEP_FLOAT_CONVOLUTIONS))
