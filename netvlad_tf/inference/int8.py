@@ -79,7 +79,8 @@ class OnnxRuntimeModel:
 def quantize_int8(model: keras.Model, calibration_paths: Sequence[str], path, image_size=None,
                   max_side: int | None = DEFAULT_MAX_SIDE, overwrite: bool = False, verbose: bool = False) -> Path:
     """Writes `model` as an int8 ONNX model calibrated on `calibration_paths` (read by the image
-    policy, one at a time), its head and float layers kept float32.
+    policy, one at a time), its head and float layers kept float32, its quantised convolutions'
+    biases corrected on the first of those images (`bias_correction.correct_biases`).
 
     Args:
         model: a `PlaceRecognitionModel` (its `backbone` names the layers to quantise).
