@@ -61,6 +61,8 @@ def correct_biases(float_path: Path, quantised_path: Path, images: Sequence[np.n
 
     convolutions = [node for node in quantised.graph.node if node.op_type == "Conv" and len(node.input) == 3
                     and dequantized_initializer(node.input[1]) and dequantized_initializer(node.input[2])]
+    if not convolutions:  # e.g. batch normalisations at their initial values: no biases to correct
+        return 0
     float_outputs = {node.name: node.output[0] for node in float_model.graph.node}
     float_means = _channel_means(float_model, [float_outputs[node.name] for node in convolutions], images)
     progress = Progress(len(convolutions), unit="convolution", verbose=verbose, label="int8 bias correction")
@@ -74,8 +76,7 @@ def correct_biases(float_path: Path, quantised_path: Path, images: Sequence[np.n
         corrected = numpy_helper.to_array(bias).astype(np.int64) - np.round((quantised_mean - float_mean) / scale).astype(np.int64)
         bias.CopyFrom(numpy_helper.from_array(np.clip(corrected, -2**31, 2**31 - 1).astype(np.int32), bias.name))
         progress.update(done)
-    if convolutions:
-        onnx.save(quantised, str(quantised_path))
+    onnx.save(quantised, str(quantised_path))
     return len(convolutions)
 
 
