@@ -87,7 +87,7 @@ def low_precision_model(model: keras.Model, precision: str) -> keras.Model:
         raise ValueError(f"--precision={precision} needs a netvlad_tf PlaceRecognitionModel (backbone + pooling), "
                          f"not a Keras {type(model).__name__}.")
     policy = keras.DTypePolicy(KERAS_POLICIES[precision])
-    kept_float = float_layer_names(model.backbone, embedding=True)
+    kept_float = float_layer_names(model.backbone, runs_in=precision)
 
     def in_policy(layer):
         config = layer.get_config()
