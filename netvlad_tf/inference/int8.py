@@ -131,6 +131,14 @@ def quantize_onnx(float_path: Path, path: Path, images: Sequence[np.ndarray], fl
         images: calibration batches, as fed to the model's one input.
         float_nodes: names of nodes to leave float.
         verbose: show the bias correction's progress.
+
+    Example (`quantize_int8` runs it on a model's export):
+    >>> images = [np.random.default_rng(0).uniform(0, 255, (1, 480, 640, 3)).astype(np.float32)]  # doctest: +SKIP
+    >>> quantize_onnx(Path("prepared.onnx"), Path("int8.onnx"), images)  # doctest: +SKIP
+
+    Reference: Jacob et al., "Quantization and Training of Neural Networks for Efficient
+    Integer-Arithmetic-Only Inference", CVPR 2018, §2 (the affine scheme ONNX Runtime's QDQ
+    implements); Nagel et al., ICCV 2019, §4.2 (the bias correction).
     """
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
