@@ -10,6 +10,7 @@ from pathlib import Path
 # dot-product extension.
 CAPABILITY_FLAGS = ("avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "avx2", "asimddp")
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+FP16_FLAGS = ("avx512_fp16", "amx_fp16")
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
 
 

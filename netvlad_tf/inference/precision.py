@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 
 from netvlad_tf.backbones.float_layers import float_layer_names, stays_float
-from netvlad_tf.inference.hardware import BF16_FLAGS, cpu_flags, describe_cpu, gpu_names
+from netvlad_tf.inference.hardware import BF16_FLAGS, FP16_FLAGS, cpu_flags, describe_cpu, gpu_names, int8_products_saturate
 
 PRECISIONS = ("float32", "bfloat16", "float16", "int8", "auto")
 # Keras' dtype policy of the backbone per low precision: float32 weights, computation in 16 bits.
@@ -28,7 +28,8 @@ def choose_precision(requested: str) -> tuple[str, str]:
     fastest this machine runs without calibration: float16 on a GPU, bfloat16 on a CPU with
     bfloat16 units (AVX512_BF16, AMX), else float32 (bfloat16 emulated on AVX2 is not faster:
     measured in `benchmarks/bench_precision.py`). int8 is never chosen for you: it needs
-    calibration images and moves descriptors more (ask for it with `"int8"`).
+    calibration images and moves descriptors more (ask for it with `"int8"`). A low precision
+    asked for on a machine without its unit runs, and the line says it will be no faster.
 
     Args:
         requested: one of `PRECISIONS`.
@@ -37,13 +38,13 @@ def choose_precision(requested: str) -> tuple[str, str]:
         `(precision, reason)`.
 
     Example:
-    >>> choose_precision("int8")
-    ('int8', 'precision int8 (as asked)')
+    >>> choose_precision("float32")
+    ('float32', 'precision float32 (as asked)')
     """
     if requested not in PRECISIONS:
         raise ValueError(f"Unknown precision {requested!r}; use one of {', '.join(PRECISIONS)}.")
     if requested != "auto":
-        return requested, f"precision {requested} (as asked)"
+        return requested, f"precision {requested} (as asked){_without_its_unit(requested)}"
     gpus = gpu_names()
     if gpus:
         return "float16", f"precision auto → float16: {len(gpus)} GPU(s) ({gpus[0]})"
@@ -52,6 +53,19 @@ def choose_precision(requested: str) -> tuple[str, str]:
         return "bfloat16", f"precision auto → bfloat16: this CPU has bfloat16 units ({cpu})"
     return "float32", (f"precision auto → float32: this CPU has no bfloat16 unit ({cpu}); bfloat16 "
                        "would be emulated, no faster than float32")
+
+
+def _without_its_unit(precision: str) -> str:
+    """For a low precision this machine has no unit for: what to expect (measured on an AVX2-only
+    CPU in `benchmarks/bench_precision.py`); else an empty string."""
+    cpu = describe_cpu()
+    if precision == "int8" and int8_products_saturate():
+        return f"; this CPU has no int8 dot-product unit ({cpu}): no faster than float32 here"
+    if precision in KERAS_POLICIES and not gpu_names():
+        units = BF16_FLAGS if precision == "bfloat16" else FP16_FLAGS
+        if not any(flag in cpu_flags() for flag in units):
+            return f"; this CPU has no {precision} unit ({cpu}): emulated, no faster than float32 here"
+    return ""
 
 
 def low_precision_model(model: keras.Model, precision: str) -> keras.Model:

@@ -81,6 +81,24 @@ def test_auto_chooses_by_the_machine(monkeypatch):
     assert choose_precision("auto")[0] == "float16"
     with pytest.raises(ValueError, match="Unknown precision 'fp8'"):
         choose_precision("fp8")
+
+
+def test_an_asked_precision_without_its_unit_says_so(monkeypatch):
+    monkeypatch.setattr(precision, "gpu_names", lambda: [])
+    monkeypatch.setattr(precision, "describe_cpu", lambda: "x86_64: AVX2 only (no VNNI, no BF16)")
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    monkeypatch.setattr(precision, "int8_products_saturate", lambda: True)
+    for name in ("int8", "bfloat16", "float16"):
+        chosen, reason = choose_precision(name)
+        assert chosen == name and reason.startswith(f"precision {name} (as asked); this CPU has no ")
+        assert reason.endswith("no faster than float32 here") and "(x86_64: AVX2 only" in reason
+    assert choose_precision("float32")[1] == "precision float32 (as asked)"
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    assert choose_precision("bfloat16")[1] == "precision bfloat16 (as asked)"
+    monkeypatch.setattr(precision, "gpu_names", lambda: ["/physical_device:GPU:0"])
+    assert choose_precision("float16")[1] == "precision float16 (as asked)"
+    monkeypatch.setattr(precision, "int8_products_saturate", lambda: False)  # VNNI
+    assert choose_precision("int8")[1] == "precision int8 (as asked)"
     assert hardware.describe_cpu(frozenset({"avx2", "avx512_vnni", "avx512_bf16"})).endswith("avx512_vnni avx512_bf16 avx2")
 
 
