@@ -85,7 +85,7 @@ def quantize_int8(model: keras.Model, calibration_paths: Sequence[str], path, im
                   max_side: int | None = DEFAULT_MAX_SIDE, overwrite: bool = False, verbose: bool = False) -> Path:
     """Writes `model` as an int8 ONNX model calibrated on `calibration_paths` (read by the image
     policy, one at a time), its head and float layers kept float32, its quantised convolutions'
-    biases corrected on the first of those images (`bias_correction.correct_biases`).
+    biases corrected on the first `bias_correction.BIAS_CORRECTION_IMAGES` of them (`quantize_onnx`).
 
     Args:
         model: a `PlaceRecognitionModel` (its `backbone` names the layers to quantise).
@@ -152,26 +152,26 @@ def quantize_onnx(float_path: Path, path: Path, images: Sequence[np.ndarray], fl
             return None if batch is None else {self.input_name: batch}
 
     weight_type = QuantType.QUInt8 if int8_products_saturate() else QuantType.QInt8
+    model = onnx.load(str(float_path))
+    _zero_dead_channels(model, float_nodes)
+    input_name = model.graph.input[0].name
     with tempfile.TemporaryDirectory() as work:
         cleaned = Path(work) / "dead_channels_zeroed.onnx"
-        _zero_dead_channels(float_path, cleaned, float_nodes)
+        onnx.save(model, str(cleaned))
         # A quantised convolution's ReLU/ReLU6 is folded into its output's quantisation, whose
         # range is then the activation's (0–6, not the convolution's): on the demo's model the
         # median cosine to float32 went from 0.9952 to 0.9973.
-        input_name = onnx.load(str(float_path)).graph.input[0].name
         quantize_static(str(cleaned), str(path), Images(input_name, images), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=weight_type,
                         op_types_to_quantize=["Conv", *ACTIVATIONS], nodes_to_exclude=list(float_nodes))
         correct_biases(float_path, path, images, verbose=verbose)
 
 
-def _zero_dead_channels(float_path: Path, path: Path, float_nodes: Sequence[str]) -> None:
-    """Writes `float_path` to `path` with the dead output channels (`DEAD_CHANNEL`) of the
-    convolutions outside `float_nodes` set to zero."""
-    import onnx
+def _zero_dead_channels(model, float_nodes: Sequence[str]) -> None:
+    """Sets to zero, in the ONNX `model` itself, the dead output channels (`DEAD_CHANNEL`) of its
+    convolutions outside `float_nodes`."""
     from onnx import numpy_helper
 
-    model = onnx.load(str(float_path))
     initializers = {tensor.name: tensor for tensor in model.graph.initializer}
     for node in model.graph.node:
         if node.op_type != "Conv" or node.name in float_nodes or node.input[1] not in initializers:
@@ -183,7 +183,6 @@ def _zero_dead_channels(float_path: Path, path: Path, float_nodes: Sequence[str]
         if dead.any():
             tensor.CopyFrom(numpy_helper.from_array(np.where(dead[:, None, None, None], 0, weights).astype(weights.dtype),
                                                     tensor.name))
-    onnx.save(model, str(path))
 
 
 def _has_signed_weights(onnx_bytes: bytes) -> bool:
