@@ -25,6 +25,9 @@ from netvlad_tf.evaluation.recall import DEFAULT_NS, first_per_group, recall_at_
 from netvlad_tf.evaluation.stored_descriptors import cached_descriptors, descriptor_cache_key
 from netvlad_tf.inference.embedding import embed_images
 from netvlad_tf.inference.precision import choose_precision, model_in_precision
+from netvlad_tf.reranking.candidate_patches import ComputedPatches
+from netvlad_tf.reranking.reranker import DEFAULT_RERANK_TOP_K, Reranker, rerank_rankings
+from netvlad_tf.reranking.settings import PatchSettings
 from netvlad_tf.retrieval import create_index
 
 # The one baseline evaluate() computes without a model: raw thumbnails.
@@ -90,6 +93,7 @@ class EvaluationResult:
     num_dropped: int
     num_database: int
     details: dict = field(default_factory=dict)
+    reranked: Ranking | None = None
 
     @property
     def recall(self) -> dict[int, float]:
@@ -120,6 +124,7 @@ class EvaluationResult:
         """The result as JSON-ready types (what `results.json` holds)."""
         return {
             **self.single.to_json(),
+            **({"reranked": self.reranked.to_json()} if self.reranked is not None else {}),
             "sequences": {str(length): ranking.to_json() for length, ranking in self.sequences.items()},
             "num_queries": int(len(self.query_indices)),
             "num_dropped_queries": int(self.num_dropped),
@@ -146,6 +151,9 @@ def evaluate(
     precision: str = "float32",
     pooling: str | None = None,
     cache_dir=None,
+    *,
+    rerank: str | PatchSettings | None = None,
+    rerank_top_k: int = DEFAULT_RERANK_TOP_K,
 ) -> EvaluationResult:
     """Recall@N of `model` on `dataset` (a query counts at N when one of its top-N database
     images lies within `radius_m`, the paper: 25 m), the precision–recall of accepting each
@@ -171,6 +179,12 @@ def evaluate(
         precision: what the images are embedded in (`netvlad_tf.inference.precision`; int8
             is calibrated on the database images).
         pooling, cache_dir: deprecated spellings of `baseline` and `stored_descriptors` (until 0.3).
+        rerank: also re-rank each query's first `rerank_top_k` candidates by Patch-NetVLAD
+            (`"performance"`, `"speed"`, `"storage"` or a `PatchSettings`; the model's own
+            patch descriptors, computed for the candidates as they are needed): the result's
+            `reranked` holds Recall@N and the precision–recall after it, with each best match's
+            verification score as its similarity.
+        rerank_top_k: candidates re-ranked per query.
 
     Example:
     >>> from netvlad_tf.data import read_csv_dataset
@@ -190,6 +204,11 @@ def evaluate(
                          f"for a pooling baseline evaluate model.with_pooling({baseline!r}).")
     if baseline is None and model is None:
         raise ValueError(f"evaluate needs a model; only baseline={PIXELS!r} works without one.")
+    if rerank is not None and baseline == PIXELS:
+        raise ValueError("Re-ranking uses a NetVLAD model's patch descriptors; raw pixels have none.")
+    reranker = Reranker(model, rerank) if rerank is not None else None
+    if reranker is not None and (int(rerank_top_k) != rerank_top_k or rerank_top_k < 1):
+        raise ValueError(f"rerank_top_k must be at least 1 candidate, got {rerank_top_k!r}.")
     ns = tuple(sorted(set(int(n) for n in ns)))
     sequence_lengths = sorted({int(length) for length in sequence_lengths} - {1})
     if any(length < 1 for length in sequence_lengths):
@@ -216,11 +235,17 @@ def evaluate(
     search_depth = depth
     if database_groups is not None:
         search_depth = depth * int(np.unique(np.asarray(database_groups), return_counts=True)[1].max())
+    if reranker is not None:
+        search_depth = max(search_depth, min(int(rerank_top_k), dataset.num_database))
     distances, ranked = index.search(queries, search_depth, verbose=verbose)
     best_similarity = np.einsum("qd,qd->q", queries, database[ranked[:, 0]])
     decide = partial(_ranking, dataset=dataset, positives=all_positives, query_indices=query_indices, ns=ns,
                      depth=depth, database_groups=database_groups)
     single = decide(ranked, distances, best_similarity)
+    reranked = None
+    if reranker is not None:
+        reranked = _reranked(reranker, dataset, ranked, distances, int(rerank_top_k), image_size, max_side, verbose,
+                             decide)
     sequences = {}
     if sequence_lengths:
         query_order, query_segments = dataset.stream_order("query")
@@ -242,8 +267,33 @@ def evaluate(
         num_dropped=dataset.num_queries - len(query_indices),
         num_database=dataset.num_database,
         details={"model": PIXELS if baseline else model.name, "radius_m": radius_m, "index": index_kind,
-                 "dataset": dataset.name, "sequence_speeds": [float(speed) for speed in sequence_speeds]},
+                 "dataset": dataset.name, "sequence_speeds": [float(speed) for speed in sequence_speeds],
+                 **({"rerank": _settings_json(reranker.settings, rerank), "rerank_top_k": int(rerank_top_k)}
+                    if reranker is not None else {})},
+        reranked=reranked,
     )
+
+
+def _reranked(reranker, dataset, ranked, distances, top_k, image_size, max_side, verbose, decide) -> Ranking:
+    """The ranking after Patch-NetVLAD re-ranking of each query's first `top_k` candidates."""
+    if verbose:
+        print(f"Re-ranking the top {top_k} candidates of {dataset.num_queries} queries by patch matching "
+              "(candidates' patch features computed from their images)", flush=True)
+    database_patches = ComputedPatches(reranker.describer, dataset.database_paths, image_size, max_side)
+    queries = reranker.describer.describe_images(dataset.query_paths, image_size, max_side)
+    reranked, best_scores = rerank_rankings(reranker, queries, ranked, database_patches, top_k, verbose)
+    # The distances travel with their images: a re-ranked row lists its candidates' global distances.
+    moved = np.full_like(distances, np.nan)
+    for row, (before, after) in enumerate(zip(ranked, reranked)):
+        where = {int(index): column for column, index in enumerate(before)}
+        moved[row] = [distances[row, where[int(index)]] if int(index) in where else np.nan for index in after]
+    return decide(reranked, moved, best_scores)
+
+
+def _settings_json(settings: PatchSettings, asked) -> dict:
+    return {"name": asked if isinstance(asked, str) else None, "patch_sizes": list(settings.patch_sizes),
+            "strides": list(settings.strides), "weights": list(settings.weights), "dims": settings.dims,
+            "scoring": settings.scoring}
 
 
 def _ranking(ranked, distances, best_similarity, dataset, positives, query_indices, ns, depth,

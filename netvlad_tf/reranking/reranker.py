@@ -9,12 +9,14 @@ Reference: Hausler et al., CVPR 2021, Sec. 3.4–3.5; their `local_matcher`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import keras
 import numpy as np
 
+from netvlad_tf.io.progress import Progress
 from netvlad_tf.reranking.matching import (
     CANDIDATES_PER_PRODUCT,
     RANSAC_THRESHOLD_STRIDES,
@@ -26,6 +28,8 @@ from netvlad_tf.reranking.matching import (
 from netvlad_tf.reranking.patch_descriptors import PatchDescriber, PatchFeatures
 from netvlad_tf.reranking.settings import PatchSettings
 
+# Candidates re-ranked per query by default (the authors re-rank NetVLAD's top 100).
+DEFAULT_RERANK_TOP_K = 100
 # Rapid spatial scoring has no inliers; for drawing, a match counts as consistent when its
 # offset is within this many patch strides of the matches' mean offset on both axes.
 CONSISTENT_OFFSET_STRIDES = 1.5
@@ -139,6 +143,61 @@ class Reranker:
         fused = fuse_scores(np.stack([verification.scores for verification in verifications]), self.settings.weights)
         order = np.lexsort((np.arange(len(candidates)), -fused))
         return Reranking(order, fused, verifications)
+
+
+def rerank_rankings(reranker: Reranker, query_features: Iterable[tuple[int, PatchFeatures]], ranked: np.ndarray,
+                    candidate_patches: CandidatePatches, top_k: int, verbose: bool = True,
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Re-ranks every query's first `top_k` global candidates (the rest keep their places).
+
+    Args:
+        reranker: the `Reranker`.
+        query_features: `(query position, PatchFeatures)` pairs, e.g. `describe_images` of the
+            query photos (any order).
+        ranked: `(Q, depth)` database indices by global similarity, best first (-1 pads).
+        candidate_patches: gives the database images' patch features (`ComputedPatches`, or
+            the stored ones of a descriptor folder).
+        top_k: candidates re-ranked per query (≥ 1).
+        verbose: show a progress bar.
+
+    Returns:
+        `(Q, depth)` the re-ranked indices and `(Q,)` each query's new best match's
+        verification score (`Verification.score`, in [0, 1]).
+
+    Example:
+    >>> import numpy as np
+    >>> from netvlad_tf import build_netvlad_model
+    >>> from netvlad_tf.reranking.candidate_patches import ComputedPatches
+    >>> from netvlad_tf.data import read_csv_dataset
+    >>> from netvlad_tf.sample_data import nordland_csv
+    >>> paths = read_csv_dataset(nordland_csv("test")).database_paths[:4]
+    >>> reranker = Reranker(build_netvlad_model("efficientnet_lite0", weights=None, num_clusters=4), "speed")
+    >>> database = ComputedPatches(reranker.describer, paths, image_size=(96, 128))
+    >>> queries = reranker.describer.describe_images(paths[3:], image_size=(96, 128))
+    >>> reranked, best = rerank_rankings(reranker, queries, np.array([[0, 1, 3, 2]]), database, 3, verbose=False)
+    >>> reranked[0, 0], reranked[0, 3]                   # the photo itself first; the 4th untouched
+    (np.int64(3), np.int64(2))
+    """
+    if int(top_k) != top_k or top_k < 1:
+        raise ValueError(f"The number of candidates to re-rank must be at least 1, got {top_k!r}.")
+    reranked = np.array(ranked, copy=True)
+    best_scores = np.zeros(len(ranked), np.float32)
+    progress = Progress(len(ranked), "query", verbose, f"re-ranking {top_k} candidates")
+    for done, (position, query) in enumerate(query_features, start=1):
+        candidates = ranked[position, :top_k]
+        candidates = candidates[candidates >= 0]
+        if len(candidates):
+            reranking = reranker.rerank(query, candidate_patches.features(candidates))
+            reranked[position, : len(candidates)] = candidates[reranking.order]
+            best_scores[position] = reranking.verifications[reranking.order[0]].score
+        progress.update(done)
+    return reranked, best_scores
+
+
+class CandidatePatches(Protocol):
+    """What gives database images' patch features by database index."""
+
+    def features(self, database_indices: Sequence[int]) -> list[PatchFeatures]: ...
 
 
 def _mutual_matches(query: np.ndarray, candidates: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
