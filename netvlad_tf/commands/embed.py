@@ -16,10 +16,14 @@ from netvlad_tf.commands.shared_flags import (
 from netvlad_tf.data.loading import open_dataset
 from netvlad_tf.database.embed import DEFAULT_SHARD_SIZE, dataset_rows, embed_database
 from netvlad_tf.database.hloc_features import write_hloc_features
+from netvlad_tf.database.patch_shards import PATCH_DTYPES
 from netvlad_tf.database.shard_writer import DEFAULT_MAX_UNREADABLE, ON_UNREADABLE
 from netvlad_tf.database.shards import MISSING_FILE, read_manifest
 from netvlad_tf.io.atomic_writes import refuse_existing
+from netvlad_tf.reranking.settings import PATCH_SETTINGS
 
+# `--patch_features` value that stores none.
+NO_PATCHES = "none"
 SUMMARY = "Embed a dataset's images into Parquet descriptor shards (resumable; Ray Data with --num_workers; hloc's .h5)."
 EXAMPLE = ("netvlad-tf embed --model=model.keras --dataset=city.csv --output=city_descriptors\n"
            "  netvlad-tf embed --model=model.keras --dataset=city.csv --output=city_descriptors "
@@ -59,6 +63,12 @@ def define_flags(fv: flags.FlagValues) -> None:
                        lower_bound=0, upper_bound=1, flag_values=fv)
     flags.DEFINE_boolean("retry_missing", False, "Read the folder's missing rows again (after fixing their files) "
                          "and embed those that now read.", flag_values=fv)
+    flags.DEFINE_enum("patch_features", NO_PATCHES, [NO_PATCHES, *sorted(PATCH_SETTINGS)], "Also store each image's "
+                      "Patch-NetVLAD patch descriptors (for `query --rerank` without recomputing them): performance "
+                      "(sizes 2, 5, 8; the most disk), speed (size 5, 512 dims) or storage (size 5, 128 dims).",
+                      flag_values=fv)
+    flags.DEFINE_enum("patch_dtype", "float16", list(PATCH_DTYPES), "Number format of stored patch features.",
+                      flag_values=fv)
     flags.DEFINE_boolean("overwrite", False, "Remove what --output holds and start afresh.", flag_values=fv)
 
 
@@ -77,7 +87,9 @@ def run(fv: flags.FlagValues) -> int:
                             fv.batch_size, fv.shard_size, fv.num_workers, fv.ray_address,
                             fv.cpus_per_worker, fv.gpus_per_worker, fv.overwrite, dims=fv.dims,
                             on_unreadable=fv.on_unreadable, max_unreadable=fv.max_unreadable,
-                            retry_missing=fv.retry_missing, precision=fv.precision)
+                            retry_missing=fv.retry_missing, precision=fv.precision,
+                            patch_features=None if fv.patch_features == NO_PATCHES else fv.patch_features,
+                            patch_dtype=fv.patch_dtype)
     missing = read_manifest(folder)["num_missing"]
     print(f"Embedded {len(image_paths) - missing} of {len(image_paths)} images into {folder}"
           + (f"; {missing} could not be read, listed in {folder / MISSING_FILE} (fix them, then rerun "

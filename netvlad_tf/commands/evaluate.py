@@ -5,12 +5,14 @@ from __future__ import annotations
 from absl import flags
 
 from netvlad_tf.commands.shared_flags import (
+    NO_RERANK,
     define_dataset_flags,
     define_dataset_location_flags,
     define_dims_flag,
     define_image_size_flag,
     define_precision_flag,
     define_renamed_flags,
+    define_rerank_flags,
     image_policy,
     load_compact_model,
     parse_numbers,
@@ -36,7 +38,8 @@ EXAMPLE = (
     "netvlad-tf evaluate --model=runs/pitts30k/final.keras --dataset=pitts30k_test.mat "
     "--image_root=Pittsburgh --output=eval_pitts30k\n"
     "  netvlad-tf evaluate --model=model.keras --baseline=mac --dataset=data.csv --output=eval_mac\n"
-    "  netvlad-tf evaluate --model=model.keras --dataset=route.csv --sequence_length=3,5,10 --dims=256 --output=eval_seq"
+    "  netvlad-tf evaluate --model=model.keras --dataset=route.csv --sequence_length=3,5,10 --dims=256 --output=eval_seq\n"
+    "  netvlad-tf evaluate --model=model.keras --dataset=route.csv --rerank=speed --rerank_top_k=100 --output=eval_rerank"
 )
 
 
@@ -66,6 +69,7 @@ def define_flags(fv: flags.FlagValues) -> None:
                          flag_values=fv)
     flags.DEFINE_boolean("save_only_wrong", False, "The galleries show only queries whose best match is wrong.",
                          flag_values=fv)
+    define_rerank_flags(fv)
     flags.DEFINE_boolean("overwrite", False, "Replace --output if it exists.", flag_values=fv)
     define_renamed_flags(fv, RENAMED_FLAGS)
 
@@ -79,6 +83,8 @@ def run(fv: flags.FlagValues) -> int:
     ns = parse_numbers(fv.ns, "ns", int, "1,5,10,20")
     sequence_lengths = parse_numbers(fv.sequence_length, "sequence_length", int, "3,5,10")
     speeds = parse_numbers(fv.sequence_speeds, "sequence_speeds", float, "0.8,1,1.25")
+    if fv.rerank != NO_RERANK and fv.baseline != AS_IS:
+        raise ValueError(f"--rerank matches NetVLAD's patch descriptors; --baseline={fv.baseline} has none.")
     if fv.dims is not None and fv.baseline != AS_IS:
         raise ValueError(f"--dims crops the model's own whitened descriptor; --baseline={fv.baseline} has none.")
     image_size, max_side = image_policy(fv)
@@ -100,11 +106,14 @@ def run(fv: flags.FlagValues) -> int:
         image_size=image_size,
         max_side=max_side, batch_size=fv.batch_size, index_kind=fv.index, stored_descriptors=fv.stored_descriptors,
         sequence_lengths=sequence_lengths, sequence_speeds=speeds, precision=fv.precision,
+        rerank=None if fv.rerank == NO_RERANK else fv.rerank, rerank_top_k=fv.rerank_top_k,
     )
     output = write_evaluation(result, dataset, fv.output, label, fv.overwrite, only_wrong=fv.save_only_wrong,
                               model=model, image_size=image_size, max_side=max_side,
                               query_galleries=fv.query_galleries)
     sequences = {sequence_label(label, length): ranking for length, ranking in result.sequences.items()}
+    if result.reranked is not None:  # before and after, side by side
+        sequences = {f"{label} + {fv.rerank} re-ranking": result.reranked, **sequences}
     print(format_recall_table({label: result.recall, **result.recall_by_condition,
                                **{name: ranking.recall for name, ranking in sequences.items()}}))
     print(f"Recall@N: {len(result.query_indices)} queries with a positive ({result.num_dropped} without one left "

@@ -13,6 +13,8 @@ from netvlad_tf.io.keras_archive import load_keras_archive
 from netvlad_tf.layers.whitening import DEFAULT_WHITENING_METHOD, WHITENING_METHODS
 from netvlad_tf.models.model import PlaceRecognitionModel
 from netvlad_tf.models.model_files import load_place_model
+from netvlad_tf.reranking.reranker import DEFAULT_RERANK_TOP_K
+from netvlad_tf.reranking.settings import PATCH_SETTINGS
 
 
 def define_dataset_flags(fv: flags.FlagValues, name: str = "dataset", required_help: str = "") -> None:
@@ -109,12 +111,27 @@ def define_dims_flag(fv: flags.FlagValues) -> None:
                          lower_bound=1, flag_values=fv)
 
 
+# `--rerank` value that keeps the global ranking.
+NO_RERANK = "none"
+
+
 def define_precision_flag(fv: flags.FlagValues, default: str | None = "float32") -> None:
     """`--precision`: the number format images are embedded in (`netvlad_tf.inference.precision`)."""
     flags.DEFINE_enum("precision", default, list(PRECISIONS), "float32; bfloat16 or float16 (the backbone in 16 bits, "
                       "the NetVLAD head in float32); int8 (ONNX Runtime, calibrated on the database: pip install "
                       "'netvlad_tf[int8]'); auto: the fastest this machine runs without calibration (one line says "
                       "which).", flag_values=fv)
+
+
+def define_rerank_flags(fv: flags.FlagValues) -> None:
+    """`--rerank` and `--rerank_top_k`: Patch-NetVLAD re-ranking of the global candidates."""
+    flags.DEFINE_enum("rerank", NO_RERANK, [NO_RERANK, *sorted(PATCH_SETTINGS)],
+                      "Re-rank each query's top candidates by matching the model's patch descriptors with a spatial "
+                      "check (Patch-NetVLAD): performance (patch sizes 2, 5, 8, RANSAC: pip install "
+                      "'netvlad_tf[rerank]'), speed (size 5, 512 dims, rapid spatial scoring) or storage (size 5, "
+                      "128 dims).", flag_values=fv)
+    flags.DEFINE_integer("rerank_top_k", DEFAULT_RERANK_TOP_K, "Candidates re-ranked per query (with --rerank).",
+                         lower_bound=1, flag_values=fv)
 
 
 def load_compact_model(path: str, dims: int | None) -> PlaceRecognitionModel:

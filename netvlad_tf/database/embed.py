@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE
+from netvlad_tf.database.patch_shards import PATCHES_FOLDER, patch_manifest
 from netvlad_tf.database.shard_writer import DEFAULT_MAX_UNREADABLE, ShardWriter
 from netvlad_tf.database.shards import (
     FORMAT,
@@ -50,6 +51,8 @@ from netvlad_tf.io.keras_archive import load_keras_archive
 from netvlad_tf.io.progress import Progress
 from netvlad_tf.models.model import PlaceRecognitionModel
 from netvlad_tf.models.model_files import load_place_model
+from netvlad_tf.reranking.patch_descriptors import PatchDescriber
+from netvlad_tf.reranking.settings import PatchSettings
 
 DEFAULT_SHARD_SIZE = 1000
 
@@ -75,6 +78,9 @@ def embed_database(
     max_unreadable: float = DEFAULT_MAX_UNREADABLE,
     retry_missing: bool = False,
     precision: str = "float32",
+    *,
+    patch_features: str | PatchSettings | None = None,
+    patch_dtype: str = "float16",
 ) -> Path:
     """Embeds images into a descriptor folder of Parquet shards, resuming an unfinished one.
 
@@ -120,6 +126,11 @@ def embed_database(
             (`netvlad_tf.inference.precision`); the manifest records it and a resume must
             repeat it. int8 is calibrated once on images spread over the plan and checked on
             others first (`model_int8.onnx` in the folder).
+        patch_features: also store each image's Patch-NetVLAD patch descriptors
+            (`"performance"`, `"speed"`, `"storage"` or a `PatchSettings`) in `patches/`, shard
+            by shard beside the global ones (`netvlad_tf.database.patch_shards`), for re-ranking
+            without recomputing them; they come from the float32 model whatever `precision`.
+        patch_dtype: `"float16"` (half the disk) or `"float32"`.
 
     Returns:
         The folder, complete.
@@ -155,7 +166,8 @@ def embed_database(
     if requested != "float32":
         _say(verbose, reason)
     loaded, manifest = _prepare_folder(output, model, list(image_paths), coordinates, image_size,
-                                       max_side, shard_size, overwrite, dims, precision, verbose)
+                                       max_side, shard_size, overwrite, dims, precision, verbose,
+                                       (patch_features, patch_dtype))
     pending, damaged = shards_to_embed(output, manifest)
     for shard, problem in damaged.items():
         _say(verbose, f"{output / SHARDS_FOLDER / shard_name(shard)} {problem}: embedding it again.")
@@ -187,6 +199,12 @@ def embed_database(
         missing = missing_rows(output)
     _write_missing_list(output, missing)
     write_manifest(output, {**manifest, "complete": True, "num_missing": len(missing)})
+    if manifest.get("patch_features") and verbose:
+        stored = sum(path.stat().st_size for path in (output / PATCHES_FOLDER).iterdir())
+        embedded = max(manifest["num_rows"] - len(missing), 1)
+        print(f"Patch features ({manifest['patch_features']['name'] or 'custom'}, {manifest['patch_features']['dims']} "
+              f"dims, {manifest['patch_features']['dtype']}): {stored / embedded / 1e6:.2f} MB per image, "
+              f"{stored / 1e6:.1f} MB in {output / PATCHES_FOLDER}", flush=True)
     return output
 
 
@@ -243,7 +261,8 @@ def embed_shards_here(writer: ShardWriter, shards: Sequence[int], verbose: bool 
 
 
 def _prepare_folder(output: Path, model, image_paths: list[str], coordinates, image_size, max_side, shard_size: int,
-                    overwrite: bool, dims: int | None, precision: str, verbose: bool) -> tuple[keras.Model, dict]:
+                    overwrite: bool, dims: int | None, precision: str, verbose: bool,
+                    patches: tuple = (None, "float16")) -> tuple[keras.Model, dict]:
     """Creates the folder (model copy, plan, manifest) or checks that it can be resumed or
     appended to; returns the model and the manifest. With `dims` the folder's model is the
     compact one and the manifest keeps the source file's checksum (its `descriptor_dim` is
@@ -257,6 +276,7 @@ def _prepare_folder(output: Path, model, image_paths: list[str], coordinates, im
         loaded = loaded.with_dims(dims)
     if isinstance(loaded.output, (list, tuple)):
         raise ValueError(f"Model {loaded.name} has {len(loaded.output)} outputs; a descriptor model has one.")
+    patch_record = _patch_record(loaded, *patches)
     rows = rows_table(image_paths, coordinates)
     identity = {
         "model_sha256": None if in_memory else file_sha256(model),
@@ -274,6 +294,11 @@ def _prepare_folder(output: Path, model, image_paths: list[str], coordinates, im
     if existing is not None:
         different = [key for key in (*IDENTITY_KEYS, "precision")
                      if existing.get(key, "float32") != identity[key]]  # folders before precision: float32
+        if existing.get("patch_features") != patch_record:
+            raise DescriptorFolderError(
+                f"{output} was embedded with other patch features ({_patch_words(existing.get('patch_features'))} there, "
+                f"{_patch_words(patch_record)} now); rerun with the same --patch_features and --patch_dtype to resume, "
+                "or choose another --output (or --overwrite to start afresh).")
         if different and _appends(existing, identity, rows, different):
             return loaded, _append_rows(output, existing, identity, rows, verbose)
         if different:
@@ -297,9 +322,22 @@ def _prepare_folder(output: Path, model, image_paths: list[str], coordinates, im
     with atomic_file(output / ROWS_FILE, overwrite=True) as staging:
         pq.write_table(rows, staging)
     manifest = {"format": FORMAT, "version": FORMAT_VERSION, "model_name": loaded.name, **identity,
+                **({"patch_features": patch_record} if patch_record else {}),
                 "segments": [_segment(0, rows.num_rows)], "complete": False}
     write_manifest(output, manifest)
     return loaded, manifest
+
+
+def _patch_record(model, settings, dtype: str) -> dict | None:
+    """The manifest's `patch_features` for these settings (None: no patches)."""
+    if settings is None:
+        return None
+    describer = PatchDescriber(model, settings)
+    return patch_manifest(describer.settings, settings if isinstance(settings, str) else None, describer.dims, dtype)
+
+
+def _patch_words(record: dict | None) -> str:
+    return "none" if not record else f"{record['name'] or record['patch_sizes']}, {record['dims']} dims, {record['dtype']}"
 
 
 def _appends(existing: dict, identity: dict, rows, different: list[str]) -> bool:

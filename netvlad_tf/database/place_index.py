@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from netvlad_tf.data.geo_dataset import GeoDataset
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE
 from netvlad_tf.database.embed import dataset_rows, embed_database
 from netvlad_tf.database.index_build import add_shards, build_index_from_shards
+from netvlad_tf.database.patch_shards import PATCHES_FOLDER, StoredPatches, settings_of
 from netvlad_tf.database.shard_writer import folder_model
 from netvlad_tf.database.shards import (
     INT8_MODEL_FILE,
@@ -34,11 +36,16 @@ from netvlad_tf.io.keras_archive import load_keras_archive
 from netvlad_tf.io.progress import Progress
 from netvlad_tf.models.model import PlaceRecognitionModel
 from netvlad_tf.models.model_files import load_place_model
+from netvlad_tf.reranking.candidate_patches import ComputedPatches
+from netvlad_tf.reranking.reranker import DEFAULT_RERANK_TOP_K, Reranker
+from netvlad_tf.reranking.settings import PatchSettings
 from netvlad_tf.retrieval import DescriptorIndex, load_index
 
 PLACES_FILE = "places.json"
 MODEL_FILE = "model.keras"
 INDEX_FOLDER = "index"
+# Where re-ranking reads candidates' patch features (see `PlaceIndex.query`).
+PATCH_SOURCES = ("auto", "stored", "computed")
 # What a place index records of the descriptor folder it was built from, to add its appended rows.
 SOURCE_KEYS = ("model_sha256", "descriptor_dim", "num_rows", "rows_sha256", "num_missing")
 
@@ -52,6 +59,8 @@ class PlaceMatch:
     easting: float | None  # None: the image was indexed by a place label, without coordinates
     northing: float | None
     distance: float
+    # With re-ranking: the spatial check's score in [0, 1] (`Verification.score`); None without.
+    verification: float | None = None
 
 
 @dataclass
@@ -83,12 +92,21 @@ class PlaceIndex:
     # are embedded the same way unless `query` is told otherwise.
     precision: str = "float32"
     int8_model: object | None = None
+    # Stored patch features (`embed --patch_features`): their manifest record, the folder of
+    # patch shards, each indexed image's plan row and the first row of each shard.
+    patch_features: dict | None = None
+    patch_folder: Path | None = None
+    patch_rows: np.ndarray | None = None
+    patch_shard_starts: list[int] | None = None
     _query_models: dict = field(default_factory=dict, repr=False, compare=False)
+    _rerankers: dict = field(default_factory=dict, repr=False, compare=False)
+    _kept_folder: object = field(default=None, repr=False, compare=False)
 
     @classmethod
     def build(cls, model, dataset: GeoDataset, index_kind: str = "flat", image_size=None,
               max_side: int | None = DEFAULT_MAX_SIDE, batch_size: int = 8,
-              verbose: bool = True, precision: str = "float32", **parameters) -> PlaceIndex:
+              verbose: bool = True, precision: str = "float32", *, patch_features=None,
+              patch_dtype: str = "float16", **parameters) -> PlaceIndex:
         """Embeds the database images of `dataset` into a new index; queries are later read
         with the same image policy (`image_size`, `max_side`).
 
@@ -102,16 +120,29 @@ class PlaceIndex:
             verbose: show a progress bar.
             precision: what the database (and later the queries) are embedded in
                 (`netvlad_tf.inference.precision`; int8 is calibrated on the database).
+            patch_features: also store the database's Patch-NetVLAD patch features (`"speed"`,
+                `"storage"`, `"performance"` or a `PatchSettings`), so `query(rerank=...)` reads them.
+            patch_dtype: `"float16"` or `"float32"` for them.
             **parameters: the index kind's options (e.g. `num_lists`).
 
         It takes the city-scale path in small: the descriptors are streamed into a temporary
         descriptor folder and the index is built from it (`from_descriptors`).
         """
-        with tempfile.TemporaryDirectory() as work:
+        work = tempfile.TemporaryDirectory()
+        try:
             descriptors = embed_database(model, *dataset_rows(dataset, "database"),
-                                         Path(work) / "descriptors", image_size, max_side, batch_size,
-                                         verbose=verbose, precision=precision)
-            return cls.from_descriptors(descriptors, index_kind, verbose=verbose, model=model, **parameters)
+                                         Path(work.name) / "descriptors", image_size, max_side, batch_size,
+                                         verbose=verbose, precision=precision, patch_features=patch_features,
+                                         patch_dtype=patch_dtype)
+            places = cls.from_descriptors(descriptors, index_kind, verbose=verbose, model=model, **parameters)
+        except BaseException:
+            work.cleanup()
+            raise
+        if places.patch_folder is None:
+            work.cleanup()
+        else:  # the patch shards stay in the temporary folder while the index lives (or until `save`)
+            places._kept_folder = work
+        return places
 
     @classmethod
     def from_descriptors(cls, directory, index_kind: str = "flat", work_dir=None, on_disk: bool = False,
@@ -147,8 +178,11 @@ class PlaceIndex:
             model = load_keras_archive(directory / DESCRIPTOR_MODEL_FILE)
         precision = manifest.get("precision", "float32")
         int8_model = folder_model(directory, manifest) if precision == "int8" else None
+        patches = manifest.get("patch_features")
         return cls(model, index, [image_paths[row] for row in kept], coordinates[kept], image_size,
-                   manifest["max_side"], _source(manifest), precision, int8_model)
+                   manifest["max_side"], _source(manifest), precision, int8_model, patches,
+                   directory / PATCHES_FOLDER if patches else None, np.asarray(kept, np.int64) if patches else None,
+                   [rows.start for rows in shard_ranges(manifest)] if patches else None)
 
     def add_appended(self, directory, verbose: bool = True) -> int:
         """Adds the rows appended to the descriptor folder this index was built from (`embed`
@@ -212,6 +246,8 @@ class PlaceIndex:
                 (staging / INT8_MODEL_FILE).write_bytes(self.int8_model.onnx_bytes)
             (staging / INDEX_FOLDER).mkdir()
             self.index.save_into(staging / INDEX_FOLDER)
+            if self.patch_folder is not None:
+                shutil.copytree(self.patch_folder, staging / PATCHES_FOLDER)
             places = {
                 "image_paths": [str(Path(p).resolve()) for p in self.image_paths],
                 # Strict JSON: an image without coordinates (a place-labelled set) has null.
@@ -221,6 +257,8 @@ class PlaceIndex:
                 "max_side": self.max_side,
                 "descriptor_folder": self.source,
                 "precision": self.precision,
+                **({"patch_features": self.patch_features, "patch_rows": self.patch_rows.tolist(),
+                    "patch_shard_starts": self.patch_shard_starts} if self.patch_folder is not None else {}),
             }
             (staging / PLACES_FILE).write_text(json.dumps(places, allow_nan=False))
 
@@ -241,20 +279,41 @@ class PlaceIndex:
             from netvlad_tf.inference.int8 import OnnxRuntimeModel
 
             int8_model = OnnxRuntimeModel(directory / INT8_MODEL_FILE, name=f"{model.name}_int8")
+        patches = places["patch_features"]
         return cls(model, index, places["image_paths"], places["coordinates"], places["image_size"],
-                   places["max_side"], places["descriptor_folder"], places["precision"], int8_model)
+                   places["max_side"], places["descriptor_folder"], places["precision"], int8_model, patches,
+                   directory / PATCHES_FOLDER if patches else None, places["patch_rows"], places["patch_shard_starts"])
 
-    def query(self, photo_paths: Sequence[str], top_k: int = 5, precision: str | None = None) -> list[list[PlaceMatch]]:
+    def query(self, photo_paths: Sequence[str], top_k: int = 5, precision: str | None = None, *,
+              rerank: str | PatchSettings | None = None, rerank_top_k: int = DEFAULT_RERANK_TOP_K,
+              patches: str = "auto") -> list[list[PlaceMatch]]:
         """The `top_k` database images nearest to each photo, with their coordinates.
 
         Args:
             photo_paths: the photos.
             top_k: matches per photo.
             precision: what the photos are embedded in; None: as the database was.
+            rerank: re-rank the `rerank_top_k` nearest by Patch-NetVLAD (`"speed"`, `"storage"`,
+                `"performance"` or a `PatchSettings`); each match then carries its `verification`.
+            rerank_top_k: candidates re-ranked per photo.
+            patches: where the candidates' patch features come from: `"stored"` (the index's,
+                from `embed --patch_features` with the same patch sizes and dims), `"computed"`
+                (from their images now, slower), `"auto"` (stored when they fit, else computed).
+
+        Raises:
+            FileNotFoundError: a photo that does not exist.
+            ValueError: `rerank_top_k` < 1, or `patches="stored"` on an index without fitting ones.
+
+        Example (re-ranking):
+        `places.query(["photo.jpg"], top_k=5, rerank="speed", rerank_top_k=100)`.
+
+        Reference: Hausler et al., CVPR 2021 (re-ranking), arXiv 1511.07247 (the global search).
         """
         missing = [p for p in photo_paths if not Path(p).is_file()]
         if missing:
             raise FileNotFoundError(f"Photo {missing[0]!r} does not exist.")
+        if rerank is not None and (int(rerank_top_k) != rerank_top_k or rerank_top_k < 1):
+            raise ValueError(f"rerank_top_k must be at least 1 candidate, got {rerank_top_k!r}.")
         precision = choose_precision(precision or self.precision)[0]
         if precision == "int8" and self.int8_model is None:
             raise ValueError("This place index holds no int8 model; build it with --precision=int8 to query in int8.")
@@ -263,14 +322,64 @@ class PlaceIndex:
                                              else low_precision_model(self.model, precision))
         runner = self._query_models[precision]
         descriptors = embed_images(runner, list(photo_paths), self.image_size, self.max_side, verbose=False)
-        distances, indices = self.index.search(descriptors, top_k)
+        depth = top_k if rerank is None else max(top_k, min(int(rerank_top_k), self.index.size))
+        distances, indices = self.index.search(descriptors, depth)
+        verifications = [{} for _ in photo_paths]
+        if rerank is not None:
+            reranker, source = self._reranking(rerank, patches)
+            for position, features in reranker.describer.describe_images(list(photo_paths), self.image_size,
+                                                                         self.max_side):
+                candidates = indices[position, :rerank_top_k]
+                candidates = candidates[candidates >= 0]
+                reranking = reranker.rerank(features, source.features(candidates))
+                order = np.concatenate([reranking.order, np.arange(len(candidates), depth)])
+                indices[position], distances[position] = indices[position, order], distances[position, order]
+                verifications[position] = {int(candidate): verification.score
+                                           for candidate, verification in zip(candidates, reranking.verifications)}
         return [
             [
-                PlaceMatch(rank + 1, self.image_paths[i], *_known(self.coordinates[i]), float(d))
-                for rank, (i, d) in enumerate(zip(row_indices, row_distances))
+                PlaceMatch(rank + 1, self.image_paths[i], *_known(self.coordinates[i]), float(d), checked.get(int(i)))
+                for rank, (i, d) in enumerate(zip(row_indices[:top_k], row_distances[:top_k]))
             ]
-            for row_indices, row_distances in zip(indices, distances)
+            for row_indices, row_distances, checked in zip(indices, distances, verifications)
         ]
+
+    def stored_patches_fit(self, rerank: str | PatchSettings) -> bool:
+        """Whether this index's stored patch features serve re-ranking with `rerank` (the same
+        patch sizes, strides and dimensions; the weights and the spatial check may differ)."""
+        if self.patch_features is None:
+            return False
+        wanted = self._reranker(rerank).describer
+        stored = settings_of(self.patch_features)
+        return (stored.patch_sizes, stored.strides, self.patch_features["dims"]) == (
+            wanted.settings.patch_sizes, wanted.settings.strides, wanted.dims)
+
+    def _reranker(self, rerank) -> Reranker:
+        key = rerank if isinstance(rerank, str) else repr(rerank)
+        if key not in self._rerankers:
+            self._rerankers[key] = Reranker(self.model, rerank)
+        return self._rerankers[key]
+
+    def _reranking(self, rerank, patches: str):
+        """The reranker and where its candidates' patch features come from."""
+        if patches not in PATCH_SOURCES:
+            raise ValueError(f"patches must be one of {PATCH_SOURCES}, got {patches!r}.")
+        reranker = self._reranker(rerank)
+        fits = self.stored_patches_fit(rerank)
+        if patches == "stored" and not fits:
+            have = ("no stored patch features" if self.patch_features is None else
+                    f"stored patch features of sizes {self.patch_features['patch_sizes']} in "
+                    f"{self.patch_features['dims']} dims")
+            raise ValueError(f"This place index has {have}; re-ranking with {rerank!r} from storage needs "
+                             f"sizes {list(reranker.settings.patch_sizes)} in {reranker.describer.dims} dims: embed "
+                             f"with --patch_features={rerank if isinstance(rerank, str) else 'the same settings'} "
+                             "and index again, or compute them (patches='computed').")
+        if fits and patches != "computed":
+            return reranker, StoredPatches(self.patch_folder, self.patch_rows, self.patch_shard_starts)
+        key = ("computed", id(reranker))
+        if key not in self._rerankers:
+            self._rerankers[key] = ComputedPatches(reranker.describer, self.image_paths, self.image_size, self.max_side)
+        return reranker, self._rerankers[key]
 
 
 def _source(manifest: dict) -> dict:
@@ -320,5 +429,13 @@ def _read_places(path: Path) -> dict:
         raise ValueError(f"{path}: 'precision' must be one of float32, bfloat16, float16, int8, got {precision!r}.")
     if precision == "int8" and not (path.parent / INT8_MODEL_FILE).is_file():
         raise ValueError(f"{path} says int8 but {path.parent / INT8_MODEL_FILE} is missing.")
+    patches, patch_rows, shard_starts = places.get("patch_features"), places.get("patch_rows"), places.get("patch_shard_starts")
+    if patches is not None:
+        if not isinstance(patch_rows, list) or len(patch_rows) != len(paths) or not isinstance(shard_starts, list):
+            raise ValueError(f"{path}: 'patch_features' needs 'patch_rows' (one per image) and 'patch_shard_starts'.")
+        if not (path.parent / PATCHES_FOLDER).is_dir():
+            raise ValueError(f"{path} records patch features but {path.parent / PATCHES_FOLDER} is missing.")
+        patch_rows = np.asarray(patch_rows, np.int64)
     return {"image_paths": paths, "coordinates": coordinates, "image_size": tuple(size) if size else None,
-            "max_side": max_side, "descriptor_folder": source, "precision": precision}
+            "max_side": max_side, "descriptor_folder": source, "precision": precision, "patch_features": patches,
+            "patch_rows": patch_rows, "patch_shard_starts": shard_starts}

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from netvlad_tf.data.images import indexed_image_batches
+from netvlad_tf.database.patch_shards import PATCHES_FOLDER, read_patch_shard, settings_of, write_patch_shard
 from netvlad_tf.database.shards import (
     INT8_MODEL_FILE,
     MODEL_FILE,
@@ -22,7 +23,9 @@ from netvlad_tf.database.shards import (
 from netvlad_tf.inference.embedding import predict_batches
 from netvlad_tf.inference.precision import low_precision_model
 from netvlad_tf.io.keras_archive import load_keras_archive
+from netvlad_tf.models.model import PlaceRecognitionModel
 from netvlad_tf.models.model_files import load_place_model
+from netvlad_tf.reranking.patch_descriptors import PatchDescriber
 
 # What `embed` does with an image it cannot read: skip it (the row is kept, marked missing) or stop.
 ON_UNREADABLE = ("skip", "stop")
@@ -66,6 +69,12 @@ class ShardWriter:
         self.ranges = shard_ranges(manifest)
         size = manifest["image_size"]
         self.image_size = tuple(size) if size else None
+        self.patches = manifest.get("patch_features")
+        self.describer = None
+        if self.patches is not None:  # patches come from the float32 model, whatever the precision
+            float_model = self.model if isinstance(self.model, PlaceRecognitionModel) and manifest.get(
+                "precision", "float32") == "float32" else load_place_model(self.directory / MODEL_FILE)
+            self.describer = PatchDescriber(float_model, settings_of(self.patches))
 
     def write(self, shard: int) -> int:
         """Embeds and writes one shard; returns its number of rows.
@@ -76,7 +85,9 @@ class ShardWriter:
         """
         rows = self.ranges[shard]
         plan = self.rows.slice(rows.start, len(rows))
-        descriptors, missing = self._embed(plan.column("image_path").to_pylist(), shard)
+        descriptors, missing, patches = self._embed(plan.column("image_path").to_pylist(), shard)
+        if self.describer is not None:  # before the global shard: a finished shard has its patches
+            write_patch_shard(self.directory / PATCHES_FOLDER, shard, patches, self.patches["dtype"])
         write_shard(self._path(shard), plan, descriptors, missing)
         return len(rows)
 
@@ -91,21 +102,29 @@ class ShardWriter:
         descriptors[written.row_ids - rows.start] = written.descriptors
         positions = written.missing_row_ids - rows.start
         paths = plan.column("image_path").to_pylist()
-        retried, still_missing = self._embed([paths[i] for i in positions], shard)
+        retried, still_missing, retried_patches = self._embed([paths[i] for i in positions], shard)
         descriptors[positions] = retried
         missing = {int(positions[i]): reason for i, reason in still_missing.items()}
+        if self.describer is not None:
+            patches = read_patch_shard(self.directory / PATCHES_FOLDER, shard)
+            for position, features in zip(positions, retried_patches):
+                patches[position] = features
+            write_patch_shard(self.directory / PATCHES_FOLDER, shard, patches, self.patches["dtype"])
         write_shard(path, plan, descriptors, missing)
         return len(missing)
 
-    def _embed(self, paths: list[str], shard: int) -> tuple[np.ndarray, dict[int, str]]:
-        """Descriptors of `paths` (zero rows for those that cannot be read) and the unreadable
-        ones' positions with their reasons."""
+    def _embed(self, paths: list[str], shard: int) -> tuple[np.ndarray, dict[int, str], list]:
+        """Descriptors of `paths` (zero rows for those that cannot be read), the unreadable
+        ones' positions with their reasons, and with patch features each path's (None if unread)."""
         descriptors = np.zeros((len(paths), self.manifest["descriptor_dim"]), np.float32)
+        patches: list = [None] * len(paths)
         if not paths:
-            return descriptors, {}
+            return descriptors, {}, patches
         missing: dict[int, str] | None = None if self.on_unreadable == "stop" else {}
         batches = indexed_image_batches(paths, self.image_size, self.manifest["max_side"], self.batch_size,
                                         unreadable=missing)
+        if self.describer is not None:
+            batches = self._with_patches(batches, patches)
         for indices, (output, *_) in predict_batches(self.model, batches, len(paths), verbose=False):
             descriptors[indices] = output
         missing = missing or {}
@@ -115,7 +134,15 @@ class ShardWriter:
                 f"{shard_name(shard)}: {len(missing)} of {len(paths)} images cannot be read (first: {first}), "
                 f"more than --max_unreadable={self.max_unreadable:g} of a shard: is the image storage mounted? "
                 "Nothing was written for this shard; fix it and rerun the same command to go on.")
-        return descriptors, missing
+        return descriptors, missing, patches
+
+    def _with_patches(self, batches, patches: list):
+        """The image batches as they come, each one's patch features recorded on the way (the
+        images are read once; the backbone runs for the global descriptor and for the patches)."""
+        for indices, images in batches:
+            for position, features in zip(indices, self.describer.describe_arrays(images)):
+                patches[int(position)] = features
+            yield indices, images
 
     def _path(self, shard: int) -> Path:
         return self.directory / SHARDS_FOLDER / shard_name(shard)

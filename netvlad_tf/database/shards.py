@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from netvlad_tf.database.patch_shards import PATCHES_FOLDER, patch_shard_problem
 from netvlad_tf.io.atomic_writes import atomic_file, write_bytes_atomically
 
 MANIFEST_FILE = "manifest.json"
@@ -299,6 +300,9 @@ def shards_to_embed(directory, manifest: dict) -> tuple[list[int], dict[int, str
             pending.append(shard)
             continue
         problem = shard_problem(path, rows, manifest["descriptor_dim"])
+        if problem is None and manifest.get("patch_features"):
+            problem = patch_shard_problem(Path(directory) / PATCHES_FOLDER, shard, len(rows),
+                                          manifest["patch_features"]["dims"])
         if problem is not None:
             pending.append(shard)
             damaged[shard] = problem

@@ -103,7 +103,7 @@ class Reranker:
         settings = self.settings
         shown = int(np.argmax(settings.weights))
         per_size: list[list[tuple]] = []
-        for number, (size, stride) in enumerate(zip(settings.patch_sizes, settings.strides)):
+        for number, (_size, stride) in enumerate(zip(settings.patch_sizes, settings.strides)):
             query_keypoints, query_grid = self.describer.keypoints(query.image_size, number)
             query_patches = query.descriptors[number]
             grid_maxima = query_grid.max(axis=0)

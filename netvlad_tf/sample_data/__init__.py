@@ -6,6 +6,7 @@ from pathlib import Path
 
 NORDLAND_DIR = Path(__file__).parent / "nordland"
 NORDLAND_PARTS = ("train", "test")
+NORDLAND_640_DIR = Path(__file__).parent / "nordland_640x360"
 
 
 def nordland_csv(part: str = "train") -> Path:
@@ -19,3 +20,14 @@ def nordland_csv(part: str = "train") -> Path:
     if part not in NORDLAND_PARTS:
         raise ValueError(f"Unknown Nordland part {part!r}; use one of {NORDLAND_PARTS}.")
     return NORDLAND_DIR / f"nordland_{part}.csv"
+
+
+def nordland_640x360_csv() -> Path:
+    """Path of the bundled full-resolution Nordland set: 51 places at 640×360, summer database,
+    winter queries (see `nordland_640x360/README.md` for attribution): big enough for patches.
+
+    Example:
+    >>> nordland_640x360_csv().name
+    'nordland_640x360.csv'
+    """
+    return NORDLAND_640_DIR / "nordland_640x360.csv"

@@ -108,6 +108,6 @@ def test_matching_in_groups_of_candidates_gives_the_same_pairs(rng, monkeypatch)
     for (a_query, a_candidate), (b_query, b_candidate) in zip(together, reranker._mutual_matches(query, candidates)):
         np.testing.assert_array_equal(a_query, b_query)
         np.testing.assert_array_equal(a_candidate, b_candidate)
-    for candidate, (query_index, candidate_index) in zip(candidates, together):
+    for candidate, (_query_index, candidate_index) in zip(candidates, together):
         mutuals, fw_inds = authors_mutual_nn(query, candidate.T)
         np.testing.assert_array_equal(candidate_index, mutuals)
