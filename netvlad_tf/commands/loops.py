@@ -7,6 +7,7 @@ import csv
 from absl import flags
 
 from netvlad_tf.commands.shared_flags import (
+    NO_RERANK,
     define_dims_flag,
     define_image_size_flag,
     image_policy,
@@ -14,8 +15,9 @@ from netvlad_tf.commands.shared_flags import (
     require_flags,
 )
 from netvlad_tf.data.image_stream import read_image_stream
-from netvlad_tf.decisions.loop_detector import DEFAULT_CANDIDATES, LoopDetector
+from netvlad_tf.decisions.loop_detector import DEFAULT_CANDIDATES, DEFAULT_VERIFY_THRESHOLD, LoopDetector
 from netvlad_tf.io.atomic_writes import atomic_file, refuse_existing
+from netvlad_tf.reranking.settings import PATCH_SETTINGS
 
 SUMMARY = "Find the revisits (loop closures) in a stream of frames: frame, matched_frame, similarity."
 EXAMPLE = ("netvlad-tf loops --model=model.keras --images=drive/frames --threshold=0.62 --min_frame_gap=50 "
@@ -43,29 +45,40 @@ def define_flags(fv: flags.FlagValues) -> None:
     define_image_size_flag(fv, None)
     flags.DEFINE_integer("batch_size", 8, "Images per forward pass.", flag_values=fv)
     define_dims_flag(fv)
+    flags.DEFINE_enum("verify", NO_RERANK, [NO_RERANK, *sorted(PATCH_SETTINGS)], "Accept a loop only after "
+                      "Patch-NetVLAD's spatial check of the match (speed, storage, or performance with RANSAC: pip "
+                      "install 'netvlad_tf[rerank]'); the CSV then has a verification column.", flag_values=fv)
+    flags.DEFINE_float("verify_threshold", DEFAULT_VERIFY_THRESHOLD, "With --verify: the verification score (0-1) a "
+                       "loop needs; use reranked.precision_recall.threshold_at_99_precision from `netvlad-tf evaluate "
+                       "--rerank`.", flag_values=fv)
     flags.DEFINE_boolean("overwrite", False, "Replace --output (and --save_detector) if they exist.", flag_values=fv)
 
 
 def run(fv: flags.FlagValues) -> int:
     """Runs the command on parsed flags; returns the exit status (errors are raised)."""
     require_flags(fv, "model", "images", "threshold", "min_frame_gap", "output")
+    if not -1 <= fv.threshold <= 1:
+        raise ValueError(f"--threshold is a cosine similarity in [-1, 1], got {fv.threshold:g}: no loop could pass it.")
     refuse_existing(fv.output, fv.overwrite)
     if fv.save_detector:
         refuse_existing(fv.save_detector, fv.overwrite)
     frames = read_image_stream(fv.images)
     image_size, max_side = image_policy(fv)
     model = load_compact_model(fv.model, fv.dims)
+    verify = None if fv.verify == NO_RERANK else fv.verify
     detector = LoopDetector(model, fv.threshold, fv.min_frame_gap, fv.sequence_length, image_size, max_side,
-                            fv.num_candidates)
+                            fv.num_candidates, verify=verify, verify_threshold=fv.verify_threshold)
     print(f"Embedding {len(frames)} frames with {model.name}", flush=True)
     loops = [loop for loop in detector.add_images(frames, fv.batch_size) if loop is not None]
     with atomic_file(fv.output, overwrite=fv.overwrite) as staging:
         with open(staging, "w", newline="") as file:
             writer = csv.writer(file)
-            writer.writerow(["frame", "matched_frame", "similarity"])
-            writer.writerows([loop.frame, loop.matched_frame, f"{loop.similarity:.6f}"] for loop in loops)
+            writer.writerow(["frame", "matched_frame", "similarity", *(["verification"] if verify else [])])
+            writer.writerows([loop.frame, loop.matched_frame, f"{loop.similarity:.6f}",
+                              *([f"{loop.verification:.6f}"] if verify else [])] for loop in loops)
     if fv.save_detector:
         detector.save(fv.save_detector, fv.overwrite)
-    print(f"{len(loops)} of {len(frames)} frames close a loop (similarity ≥ {fv.threshold:g}, at least "
+    checked = f", verified by {verify} patch matching ≥ {fv.verify_threshold:g}" if verify else ""
+    print(f"{len(loops)} of {len(frames)} frames close a loop (similarity ≥ {fv.threshold:g}{checked}, at least "
           f"{fv.min_frame_gap} frames apart); wrote {fv.output}")
     return 0

@@ -23,9 +23,13 @@ import numpy as np
 import tensorflow as tf
 
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE, resized_size
+from netvlad_tf.database.patch_shards import PATCHES_FOLDER, patch_manifest, read_patch_shard, settings_of, write_patch_shard
 from netvlad_tf.inference.embedding import Embedder, embed_images
 from netvlad_tf.io.atomic_writes import atomic_directory
 from netvlad_tf.io.keras_archive import load_keras_archive
+from netvlad_tf.reranking.patch_descriptors import PatchFeatures
+from netvlad_tf.reranking.reranker import Reranker
+from netvlad_tf.reranking.settings import PatchSettings
 from netvlad_tf.retrieval import DescriptorIndex, create_index, load_index
 
 STATE_FILE = "loop_detector.json"
@@ -35,6 +39,9 @@ INDEX_FOLDER = "index"
 # Index kinds that take vectors one at a time without training on the first ones.
 GROWING_INDEX_KINDS = ("flat", "hnsw", "numpy")
 DEFAULT_CANDIDATES = 20
+# The verification score a loop needs by default with `verify` (see docs/benchmarks.md: on the
+# 640×360 Nordland set, no wrong best match after re-ranking scored above it).
+DEFAULT_VERIFY_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,8 @@ class LoopClosure:
     frame: int
     matched_frame: int
     similarity: float
+    # With `verify`: the spatial check's score (0–1) that accepted it.
+    verification: float | None = None
 
 
 class LoopDetector:
@@ -57,8 +66,15 @@ class LoopDetector:
         min_frame_gap: frames closer than this in the stream are never matched (≥ 1).
         sequence_length: consecutive frames a match must hold for (1: single frames).
         image_size, max_side: the image policy of `add` and `add_images`.
-        num_candidates: faiss neighbours taken per frame of the sequence before scoring.
+        num_candidates: faiss neighbours taken per frame of the sequence before scoring (and,
+            with `verify`, re-ranked by the spatial check).
         index_kind: `"flat"` (exact), `"hnsw"` or `"numpy"`.
+        verify: accept a loop only after Patch-NetVLAD's spatial check (`"speed"`, `"storage"`,
+            `"performance"` or a `PatchSettings`): single frames re-rank their candidates by it and
+            take the best; a sequence's match is checked on its newest frame. Each frame's patch
+            features are kept (frames must come as images: `add`, `add_images`).
+        verify_threshold: the verification score (`Verification.score`, 0–1) a loop needs; take
+            `threshold_at_99_precision` of `netvlad-tf evaluate --rerank` on data like yours.
 
     Example:
     >>> import numpy as np
@@ -74,9 +90,15 @@ class LoopDetector:
 
     def __init__(self, model: keras.Model | None, threshold: float, min_frame_gap: int, sequence_length: int = 1,
                  image_size: tuple[int, int] | None = None, max_side: int | None = DEFAULT_MAX_SIDE,
-                 num_candidates: int = DEFAULT_CANDIDATES, index_kind: str = "flat"):
-        if not np.isfinite(threshold):
-            raise ValueError(f"threshold must be a finite similarity, got {threshold!r}.")
+                 num_candidates: int = DEFAULT_CANDIDATES, index_kind: str = "flat", *,
+                 verify: str | PatchSettings | None = None, verify_threshold: float = DEFAULT_VERIFY_THRESHOLD):
+        if not (np.isfinite(threshold) and -1 <= threshold <= 1):
+            raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {threshold!r}.")
+        if verify is not None and model is None:
+            raise ValueError("A loop detector that verifies needs the model: the spatial check matches its patch "
+                             "descriptors.")
+        if not 0 <= verify_threshold <= 1:
+            raise ValueError(f"verify_threshold is a verification score in [0, 1], got {verify_threshold!r}.")
         if int(min_frame_gap) != min_frame_gap or min_frame_gap < 1:
             raise ValueError(f"min_frame_gap must be a positive number of frames, got {min_frame_gap!r}.")
         if int(sequence_length) != sequence_length or sequence_length < 1:
@@ -98,6 +120,10 @@ class LoopDetector:
         self._num_frames = 0
         self._searchable_sum = None
         self.index: DescriptorIndex | None = None
+        self.verify = verify
+        self.verify_threshold = float(verify_threshold)
+        self.reranker = Reranker(model, verify) if verify is not None else None
+        self._patches: list[PatchFeatures] = []
 
     @property
     def num_frames(self) -> int:
@@ -116,6 +142,9 @@ class LoopDetector:
             raise ValueError("This detector has no model: add descriptors with add_descriptors.")
         if isinstance(image, (str, Path)):
             descriptors = embed_images(self.model, [str(image)], self.image_size, self.max_side, verbose=False)
+            if self.reranker is not None:
+                self._patches += [features for _, features in self.reranker.describer.describe_images(
+                    [str(image)], self.image_size, self.max_side)]
         else:
             pixels = tf.convert_to_tensor(np.asarray(image, np.float32))
             if pixels.shape.rank != 3 or pixels.shape[-1] != 3:
@@ -124,21 +153,32 @@ class LoopDetector:
             if size != tuple(pixels.shape[:2]):
                 pixels = tf.image.resize(pixels, size, antialias=True)
             descriptors = Embedder(self.model)(pixels[None].numpy())[0]
-        return self.add_descriptors(descriptors)[0]
+            if self.reranker is not None:
+                self._patches += self.reranker.describer.describe_arrays(pixels[None].numpy())
+        return self._add(descriptors)[0]
 
     def add_images(self, paths, batch_size: int = 8, verbose: bool = True) -> list[LoopClosure | None]:
         """Adds image files as consecutive frames (embedded in batches); one answer per frame."""
         if self.model is None:
             raise ValueError("This detector has no model: add descriptors with add_descriptors.")
         descriptors = embed_images(self.model, list(paths), self.image_size, self.max_side, batch_size, verbose)
-        return self.add_descriptors(descriptors)
+        if self.reranker is not None:
+            described = dict(self.reranker.describer.describe_images(list(paths), self.image_size, self.max_side))
+            self._patches += [described[position] for position in range(len(paths))]
+        return self._add(descriptors)
 
     def add_descriptors(self, descriptors) -> list[LoopClosure | None]:
         """Adds `(n, dim)` L2-normalised descriptors as the next n frames; one answer per frame.
 
         Raises:
-            ValueError: a dimension other than the earlier frames', or non-finite values.
+            ValueError: a dimension other than the earlier frames', or non-finite values, or a
+                detector that verifies (it needs the frames' images).
         """
+        if self.reranker is not None:
+            raise ValueError("This detector verifies loops by patch matching: add frames as images (add, add_images).")
+        return self._add(descriptors)
+
+    def _add(self, descriptors) -> list[LoopClosure | None]:
         descriptors = np.ascontiguousarray(np.atleast_2d(np.asarray(descriptors, np.float32)))
         if descriptors.ndim != 2 or (self._num_frames and descriptors.shape[1] != self._descriptors.shape[1]):
             raise ValueError(f"descriptors must be (n, {self._descriptors.shape[1] or 'dim'}), got {descriptors.shape}.")
@@ -178,12 +218,36 @@ class LoopDetector:
             return None
         steps = min(self.sequence_length, frame + 1)
         recent = self._descriptors[frame - steps + 1: frame + 1][::-1]  # frame, frame − 1, …
+        if steps == 1 and self.reranker is not None:
+            return self._verified_closure(frame, recent[0], searchable)
         if steps == 1:
             similarities, matches = self.index.search(recent[:1], 1)
             best, similarity = int(matches[0, 0]), float(similarities[0, 0])
         else:
             best, similarity = self._best_sequence(recent, searchable)
-        return LoopClosure(frame, best, similarity) if similarity >= self.threshold else None
+        if similarity < self.threshold:
+            return None
+        if self.reranker is not None:
+            verification = self.reranker.verify(self._patches[frame], [self._patches[best]])[0]
+            if verification.score < self.verify_threshold:
+                return None
+            return LoopClosure(frame, best, similarity, verification.score)
+        return LoopClosure(frame, best, similarity)
+
+    def _verified_closure(self, frame: int, descriptor: np.ndarray, searchable: int) -> LoopClosure | None:
+        """The best of the frame's candidates above `threshold` after re-ranking by the spatial
+        check, if it passes `verify_threshold`."""
+        similarities, matches = self.index.search(descriptor[None], min(self.num_candidates, searchable))
+        above = similarities[0] >= self.threshold
+        candidates, similarities = matches[0][above], similarities[0][above]
+        if len(candidates) == 0:
+            return None
+        reranking = self.reranker.rerank(self._patches[frame], [self._patches[int(c)] for c in candidates])
+        best = int(reranking.order[0])
+        score = reranking.verifications[best].score
+        if score < self.verify_threshold:
+            return None
+        return LoopClosure(frame, int(candidates[best]), float(similarities[best]), score)
 
     def _best_sequence(self, recent: np.ndarray, searchable: int) -> tuple[int, float]:
         """The candidate diagonal end with the highest mean similarity over `recent` (newest first)."""
@@ -209,7 +273,10 @@ class LoopDetector:
             state = {"threshold": self.threshold, "min_frame_gap": self.min_frame_gap,
                      "sequence_length": self.sequence_length, "num_candidates": self.num_candidates,
                      "index_kind": self.index_kind, "num_frames": self._num_frames,
-                     "image_size": list(self.image_size) if self.image_size else None, "max_side": self.max_side}
+                     "image_size": list(self.image_size) if self.image_size else None, "max_side": self.max_side,
+                     "verify": self.verify if self.verify is None or isinstance(self.verify, str) else
+                     patch_manifest(self.verify, None, self.reranker.describer.dims, "float16"),
+                     "verify_threshold": self.verify_threshold}
             (staging / STATE_FILE).write_text(json.dumps(state, indent=2))
             np.save(staging / DESCRIPTORS_FILE, self.descriptors)
             if self.index is not None:
@@ -217,6 +284,8 @@ class LoopDetector:
                 self.index.save_into(staging / INDEX_FOLDER)
             if self.model is not None:
                 self.model.save(staging / MODEL_FILE)
+            if self.reranker is not None:
+                write_patch_shard(staging / PATCHES_FOLDER, 0, self._patches, "float16")
 
     @classmethod
     def load(cls, directory) -> LoopDetector:
@@ -228,11 +297,17 @@ class LoopDetector:
             state = json.loads((directory / STATE_FILE).read_text())
             descriptors = np.load(directory / DESCRIPTORS_FILE, allow_pickle=False)
             model = load_keras_archive(directory / MODEL_FILE) if (directory / MODEL_FILE).is_file() else None
+            verify = state.get("verify")
             detector = cls(model, state["threshold"], state["min_frame_gap"], state["sequence_length"],
-                           state["image_size"], state["max_side"], state["num_candidates"], state["index_kind"])
+                           state["image_size"], state["max_side"], state["num_candidates"], state["index_kind"],
+                           verify=settings_of(verify) if isinstance(verify, dict) else verify,
+                           verify_threshold=state.get("verify_threshold", DEFAULT_VERIFY_THRESHOLD))
+            if verify is not None:
+                detector._patches = read_patch_shard(directory / PATCHES_FOLDER, 0)
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise ValueError(f"{directory}: the saved loop detector is damaged ({error}).") from None
-        if descriptors.ndim != 2 or len(descriptors) != state["num_frames"]:
+        if descriptors.ndim != 2 or len(descriptors) != state["num_frames"] or (
+                detector.reranker is not None and len(detector._patches) != len(descriptors)):
             raise ValueError(f"{directory}: {DESCRIPTORS_FILE} holds {len(descriptors)} frames, {STATE_FILE} says "
                              f"{state['num_frames']}.")
         if len(descriptors):

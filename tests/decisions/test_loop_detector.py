@@ -122,3 +122,33 @@ def test_loops_command_finds_the_revisits_of_the_route(tmp_path, capsys):
     assert [int(row["frame"]) for row in rows] == list(range(30, 120))
     assert all(int(row["frame"]) - int(row["matched_frame"]) >= 30 for row in rows)
     assert main(arguments) == 1 and "--overwrite" in capsys.readouterr().err
+
+
+def test_a_verifying_detector_accepts_the_revisit_and_rejects_a_stranger(tmp_path):
+    """With any global similarity accepted (threshold −1), only the spatial check decides: the
+    same place seen again 32 px to the side passes it, a new place does not."""
+    model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4)
+    directions = np.random.default_rng(0).normal(size=(4, 16))
+    model.pooling.set_clusters(directions / np.linalg.norm(directions, axis=1, keepdims=True), alpha=20.0)
+    rng = np.random.default_rng(1)
+    places = rng.uniform(0, 255, (6, 128, 192, 3)).astype(np.float32)
+    revisit = np.roll(places[1], 32, axis=1)
+    verifying = LoopDetector(model, threshold=-1.0, min_frame_gap=2, verify="storage", verify_threshold=0.5)
+    trusting = LoopDetector(model, threshold=-1.0, min_frame_gap=2)
+    for place in places[:5]:
+        verifying.add(place), trusting.add(place)
+    loop = verifying.add(revisit)
+    assert (loop.frame, loop.matched_frame) == (5, 1) and loop.verification >= 0.5
+    assert trusting.add(revisit) is not None
+    assert trusting.add(places[5]) is not None, "without the check any best match is a loop at threshold −1"
+    verifying.save(tmp_path / "detector")
+    again = LoopDetector.load(tmp_path / "detector")
+    assert verifying.add(places[5]) is None and again.add(places[5]) is None
+    with pytest.raises(ValueError, match="add frames as images"):
+        verifying.add_descriptors(np.ones((1, 64), np.float32))
+
+
+@pytest.mark.parametrize("threshold", [2.5, -1.5, float("nan")])
+def test_a_threshold_outside_the_cosine_range_is_refused(threshold):
+    with pytest.raises(ValueError, match=r"cosine similarity in \[-1, 1\]"):
+        LoopDetector(None, threshold=threshold, min_frame_gap=1)
