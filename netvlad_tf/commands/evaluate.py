@@ -21,7 +21,7 @@ from netvlad_tf.commands.shared_flags import (
 )
 from netvlad_tf.data.loading import open_dataset
 from netvlad_tf.evaluation.evaluate import PIXELS, evaluate
-from netvlad_tf.evaluation.output import sequence_label, write_evaluation
+from netvlad_tf.evaluation.output import rerank_label, sequence_label, write_evaluation
 from netvlad_tf.evaluation.report import format_precision_recall_table, format_recall_table
 from netvlad_tf.io.keras_archive import load_keras_archive
 from netvlad_tf.models.model_files import load_place_model
@@ -110,10 +110,10 @@ def run(fv: flags.FlagValues) -> int:
     )
     output = write_evaluation(result, dataset, fv.output, label, fv.overwrite, only_wrong=fv.save_only_wrong,
                               model=model, image_size=image_size, max_side=max_side,
-                              query_galleries=fv.query_galleries)
+                              query_galleries=fv.query_galleries, rerank=None if fv.rerank == NO_RERANK else fv.rerank)
     sequences = {sequence_label(label, length): ranking for length, ranking in result.sequences.items()}
     if result.reranked is not None:  # before and after, side by side
-        sequences = {f"{label} + {fv.rerank} re-ranking": result.reranked, **sequences}
+        sequences = {f"{rerank_label(label)} ({fv.rerank})": result.reranked, **sequences}
     print(format_recall_table({label: result.recall, **result.recall_by_condition,
                                **{name: ranking.recall for name, ranking in sequences.items()}}))
     print(f"Recall@N: {len(result.query_indices)} queries with a positive ({result.num_dropped} without one left "

@@ -331,7 +331,7 @@ class PlaceIndex:
                                                                          self.max_side):
                 candidates = indices[position, :rerank_top_k]
                 candidates = candidates[candidates >= 0]
-                reranking = reranker.rerank(features, source.features(candidates))
+                reranking = reranker.rerank_stored(features, source, candidates)
                 order = np.concatenate([reranking.order, np.arange(len(candidates), depth)])
                 indices[position], distances[position] = indices[position, order], distances[position, order]
                 verifications[position] = {int(candidate): verification.score

@@ -11,12 +11,14 @@ import numpy as np
 from netvlad_tf.data.geo_dataset import GeoDataset
 from netvlad_tf.evaluation.evaluate import EvaluationResult
 from netvlad_tf.evaluation.plots import (
+    plot_patch_matches,
     plot_precision_recall,
     plot_recall_curves,
     plot_retrieval_gallery,
     plot_soft_assignment,
 )
 from netvlad_tf.io.atomic_writes import atomic_directory
+from netvlad_tf.reranking.reranker import Reranker
 
 GALLERY_QUERIES = 8
 GALLERY_RETRIEVALS = 5
@@ -26,7 +28,7 @@ ASSIGNMENT_QUERIES = 4
 def write_evaluation(result: EvaluationResult, dataset: GeoDataset, output_dir, label: str,
                      overwrite: bool = False, only_wrong: bool = False, model=None,
                      image_size: tuple[int, int] | None = None, max_side: int | None = None,
-                     query_galleries: bool = False) -> Path:
+                     query_galleries: bool = False, rerank=None) -> Path:
     """Writes `results.json`, `recall_curve.png`, `precision_recall.png` (single images and each
     sequence length) and `gallery.png` (evenly spaced queries beside their top-5: green correct,
     red wrong) into a new `output_dir`, atomically.
@@ -42,6 +44,9 @@ def write_evaluation(result: EvaluationResult, dataset: GeoDataset, output_dir, 
         query_galleries: also write one gallery per query, `queries/<query row>.png`.
         model, image_size, max_side: the evaluated model and its image policy; with NetVLAD
             pooling, `soft_assignment.png` shows its clusters over the gallery's first queries.
+        rerank: the re-ranking settings `evaluate` used: the curves then show the re-ranked
+            ranking beside the global one, and `patch_matches.png` draws the matched patches of
+            the gallery's first queries and their best candidates after re-ranking.
 
     Returns:
         `output_dir` as a Path.
@@ -49,13 +54,16 @@ def write_evaluation(result: EvaluationResult, dataset: GeoDataset, output_dir, 
     output_dir = Path(output_dir)
     with atomic_directory(output_dir, overwrite) as staging:
         (staging / "results.json").write_text(json.dumps(result.to_json(), indent=2, allow_nan=False))
-        curves = {label: result.recall, **{f"{label} ({c})": r for c, r in result.recall_by_condition.items()},
+        reranked = {} if result.reranked is None else {rerank_label(label): result.reranked}
+        curves = {label: result.recall, **{name: ranking.recall for name, ranking in reranked.items()},
+                  **{f"{label} ({c})": r for c, r in result.recall_by_condition.items()},
                   **{sequence_label(label, length): ranking.recall for length, ranking in result.sequences.items()}}
         plot_recall_curves(curves, staging / "recall_curve.png", title=dataset.name)
         plot_precision_recall(
-            {label: result.precision_recall,
+            {label: result.precision_recall, **{name: ranking.precision_recall for name, ranking in reranked.items()},
              **{sequence_label(label, length): ranking.precision_recall for length, ranking in result.sequences.items()}},
-            staging / "precision_recall.png", title=f"{dataset.name}: best match accepted by similarity",
+            staging / "precision_recall.png", title=f"{dataset.name}: best match accepted by similarity"
+            + (" (re-ranked: by verification score)" if reranked else ""),
         )
         rows = np.arange(len(result.query_indices))
         if only_wrong:
@@ -67,6 +75,9 @@ def write_evaluation(result: EvaluationResult, dataset: GeoDataset, output_dir, 
             if model is not None and hasattr(getattr(model, "pooling", None), "soft_assignment"):
                 plot_soft_assignment(model, shown_queries[:ASSIGNMENT_QUERIES], staging / "soft_assignment.png",
                                      image_size, max_side, title=f"{dataset.name}: {label}")
+            if result.reranked is not None and model is not None and rerank is not None:
+                _plot_matches(result, dataset, model, rerank, shown[:ASSIGNMENT_QUERIES], image_size, max_side,
+                              staging / "patch_matches.png", f"{dataset.name}: {rerank_label(label)}, best candidate")
             plot_retrieval_gallery(
                 shown_queries,
                 [[dataset.database_paths[i] for i in row] for row in retrieved],
@@ -85,6 +96,28 @@ def write_evaluation(result: EvaluationResult, dataset: GeoDataset, output_dir, 
         else:
             (staging / "gallery.txt").write_text("Every query's best match is correct: no wrong match to show.\n")
     return output_dir
+
+
+def _plot_matches(result, dataset, model, rerank, rows, image_size, max_side, path, title) -> None:
+    """`patch_matches.png`: the spatial check of each shown query's best match after re-ranking."""
+    reranker = Reranker(model, rerank)
+    queries = [dataset.query_paths[result.query_indices[row]] for row in rows]
+    best = [dataset.database_paths[result.reranked.ranked[row, 0]] for row in rows]
+    query_features = dict(reranker.describer.describe_images(queries, image_size, max_side))
+    best_features = dict(reranker.describer.describe_images(best, image_size, max_side))
+    pairs = [(query, match, reranker.verify(query_features[number], [best_features[number]])[0])
+             for number, (query, match) in enumerate(zip(queries, best))]
+    plot_patch_matches(pairs, path, image_size, max_side, title)
+
+
+def rerank_label(label: str) -> str:
+    """The name of the re-ranked ranking in tables and plots.
+
+    Example:
+    >>> rerank_label("netvlad")
+    'netvlad, re-ranked'
+    """
+    return f"{label}, re-ranked"
 
 
 def sequence_label(label: str, length: int) -> str:

@@ -93,6 +93,54 @@ def plot_retrieval_gallery(
     return _saved(figure, path, title)
 
 
+def plot_patch_matches(pairs: list[tuple[str, str, object]], path, image_size: tuple[int, int] | None = None,
+                       max_side: int | None = None, title: str = "") -> Path:
+    """Each query beside its best candidate after re-ranking, a line between every matched pair
+    of patch keypoints: green where the spatial check agrees (RANSAC inliers, or an offset near
+    the matches' mean), red where it does not.
+
+    Args:
+        pairs: `(query image, candidate image, Verification)` per row (`Reranker.verify`).
+        path: the image file to write.
+        image_size, max_side: the image policy the keypoints were found under.
+        title: the figure's title.
+
+    Returns:
+        `path` as a `Path`.
+
+    Example:
+    >>> import tempfile, pathlib
+    >>> import numpy as np
+    >>> from netvlad_tf.reranking.reranker import Verification
+    >>> from netvlad_tf.sample_data import NORDLAND_DIR
+    >>> image = str(NORDLAND_DIR / "images/summer/images-12510.png")
+    >>> points = np.array([[4.0, 4.0], [40.0, 20.0]])
+    >>> check = Verification(np.array([0.5]), 0.5, points, points, np.array([True, False]))
+    >>> plot_patch_matches([(image, image, check)], pathlib.Path(tempfile.mkdtemp()) / "m.png").is_file()
+    True
+    """
+    from netvlad_tf.data.images import load_image
+
+    figure, axes = plt.subplots(len(pairs), 1, figsize=(8, 2.4 * len(pairs) + 0.4), dpi=100, squeeze=False)
+    for axis, (query_path, candidate_path, verification) in zip(axes[:, 0], pairs):
+        query = load_image(query_path, image_size, max_side).numpy().astype("uint8")
+        candidate = load_image(candidate_path, image_size, max_side).numpy().astype("uint8")
+        height = max(query.shape[0], candidate.shape[0])
+        canvas = np.zeros((height, query.shape[1] + candidate.shape[1], 3), np.uint8)
+        canvas[: query.shape[0], : query.shape[1]] = query
+        canvas[: candidate.shape[0], query.shape[1]:] = candidate
+        axis.imshow(canvas)
+        for (qx, qy), (cx, cy), agrees in zip(verification.query_points, verification.candidate_points,
+                                               verification.consistent):
+            axis.plot([qx, cx + query.shape[1]], [qy, cy], color="tab:green" if agrees else "tab:red",
+                      linewidth=0.8 if agrees else 0.4, alpha=0.9 if agrees else 0.5)
+        axis.set_title(f"{Path(query_path).name} → {Path(candidate_path).name}: verification {verification.score:.3f}, "
+                       f"{int(np.sum(verification.consistent))}/{len(verification.consistent)} matches agree",
+                       fontsize=8)
+        axis.axis("off")
+    return _saved(figure, path, title)
+
+
 def plot_precision_recall(curves: dict[str, PrecisionRecall], path, title: str = "") -> Path:
     """Draws the precision–recall step curve of accepting best matches, one line per method,
     with the area under it in the legend.

@@ -139,9 +139,23 @@ class Reranker:
         """
         if len(candidates) == 0:
             raise ValueError("Re-ranking needs at least one candidate.")
-        verifications = self.verify(query, candidates)
+        return self._ordered(self.verify(query, candidates))
+
+    def rerank_stored(self, query: PatchFeatures, source: CandidatePatches, database_indices: Sequence[int]) -> Reranking:
+        """`rerank` of the database images `database_indices` (their global order), their patch
+        features read from `source` a few candidates at a time, so memory holds a group of them,
+        not all (the `performance` setting's are 23 MB an image at 640×480)."""
+        if len(database_indices) == 0:
+            raise ValueError("Re-ranking needs at least one candidate.")
+        verifications = []
+        for start in range(0, len(database_indices), CANDIDATES_PER_PRODUCT):
+            group = database_indices[start: start + CANDIDATES_PER_PRODUCT]
+            verifications += self.verify(query, source.features(group))
+        return self._ordered(verifications)
+
+    def _ordered(self, verifications: list[Verification]) -> Reranking:
         fused = fuse_scores(np.stack([verification.scores for verification in verifications]), self.settings.weights)
-        order = np.lexsort((np.arange(len(candidates)), -fused))
+        order = np.lexsort((np.arange(len(verifications)), -fused))
         return Reranking(order, fused, verifications)
 
 
@@ -187,7 +201,7 @@ def rerank_rankings(reranker: Reranker, query_features: Iterable[tuple[int, Patc
         candidates = ranked[position, :top_k]
         candidates = candidates[candidates >= 0]
         if len(candidates):
-            reranking = reranker.rerank(query, candidate_patches.features(candidates))
+            reranking = reranker.rerank_stored(query, candidate_patches, candidates)
             reranked[position, : len(candidates)] = candidates[reranking.order]
             best_scores[position] = reranking.verifications[reranking.order[0]].score
         progress.update(done)
