@@ -1,5 +1,10 @@
 """Patch descriptors and keypoints against NumPy transcriptions of the authors' code."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -158,3 +163,22 @@ def test_a_backbone_with_an_unknown_resampling_layer_is_refused():
     with pytest.raises(ValueError, match="UpSampling2D"):
         feature_geometry(backbone, (64, 64))
 
+
+
+@pytest.mark.slow
+def test_memory_stays_bounded_on_a_large_map():
+    """An 80×120 map with K = 64, D = 112 holds 275 MB of residuals: made a chunk of clusters at a
+    time the head's peak grows by well under that; the purpose-made mistake (one chunk of every
+    cluster) grows by more than all of it."""
+    root = Path(__file__).resolve().parents[2]
+    script = Path(__file__).with_name("run_patch_memory.py")
+
+    def growth(chunk_floats):
+        done = subprocess.run([sys.executable, str(script), str(chunk_floats)], capture_output=True, text=True,
+                              timeout=300, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+        assert done.returncode == 0, done.stderr[-2000:]
+        return float(done.stdout.split()[-1])
+
+    residuals_mb = 80 * 120 * 64 * 112 * 4 / 2**20
+    assert growth(patch_descriptors.CHUNK_FLOATS) < 0.75 * residuals_mb
+    assert growth(10**9) > residuals_mb
