@@ -20,16 +20,20 @@ from netvlad_tf.initialization.clustering import (
     initialize_clusters,
 )
 from netvlad_tf.io.atomic_writes import refuse_existing, save_model_atomically
-from netvlad_tf.models.model import build_netvlad_model
+from netvlad_tf.models.model import PlaceRecognitionModel, build_netvlad_model
 from netvlad_tf.models.model_files import load_place_model
 
 SUMMARY = "Initialise NetVLAD's clusters and assignment by k-means (the paper's initialisation)."
-EXAMPLE = "netvlad-tf cluster --dataset=pitts30k_train.mat --image_root=Pittsburgh --weights=imagenet --output=init.keras"
+EXAMPLE = ("netvlad-tf cluster --dataset=pitts30k_train.mat --image_root=Pittsburgh --weights=imagenet --output=init.keras\n"
+           "  netvlad-tf cluster --preset=efficientnet_lite0_imagenet --dataset=route.csv --output=lite0_init.keras")
 
 
 def define_flags(fv: flags.FlagValues) -> None:
     """Defines this command\'s flags on `fv`."""
-    flags.DEFINE_string("model", None, "A .keras model to initialise; unset builds VGG16 + NetVLAD.", flag_values=fv)
+    flags.DEFINE_string("model", None, "A .keras model to initialise; unset builds --preset, or VGG16 + NetVLAD.",
+                        flag_values=fv)
+    flags.DEFINE_string("preset", None, "Build this preset to initialise (e.g. efficientnet_lite0_imagenet) with "
+                        "--num_clusters clusters; unset builds VGG16 + NetVLAD with --weights.", flag_values=fv)
     flags.DEFINE_string("weights", "imagenet", "Backbone weights when building: imagenet, none or a path.", flag_values=fv)
     flags.DEFINE_integer("num_clusters", 64, "K when building.", flag_values=fv)
     define_dataset_flags(fv, "dataset", "Images to cluster (required; database images are used). ")
@@ -49,8 +53,12 @@ def run(fv: flags.FlagValues) -> int:
     require_flags(fv, "dataset", "output")
     require_keras_output(fv.output)
     refuse_existing(fv.output, fv.overwrite)
+    if fv.model and fv.preset:
+        raise ValueError("Give --model (a file to initialise) or --preset (a model to build), not both.")
     if fv.model:
         model = load_place_model(fv.model)
+    elif fv.preset:
+        model = PlaceRecognitionModel.from_preset(fv.preset, num_clusters=fv.num_clusters)
     else:
         weights = none_or_text(fv.weights)
         model = build_netvlad_model(weights=weights, num_clusters=fv.num_clusters)

@@ -2,6 +2,7 @@
 
 import json
 
+import keras
 import numpy as np
 import pytest
 
@@ -63,3 +64,16 @@ def test_reranking_finds_more_winter_places_at_full_resolution():
     result = netvlad_tf.evaluate(model, route, verbose=False, rerank="speed", rerank_top_k=10)
     assert result.reranked.recall[1] >= result.recall[1] + 0.2
     assert result.reranked.precision_recall.auc > result.precision_recall.auc
+
+
+@pytest.mark.slow
+def test_cluster_builds_a_preset(tmp_path, capsys):
+    dataset = f"--dataset={nordland_640x360_csv()}"
+    output = tmp_path / "lite0.keras"
+    assert main(["netvlad-tf", "cluster", "--preset=efficientnet_lite0_imagenet", "--num_clusters=4", dataset,
+                 "--cluster_images=3", "--num_descriptors=300", f"--output={output}"]) == 0
+    model = keras.saving.load_model(output)
+    assert model.pooling.num_clusters == 4 and model.backbone.name.startswith("efficientnet_lite0")
+    assert main(["netvlad-tf", "cluster", "--preset=efficientnet_lite0_imagenet", f"--model={output}", dataset,
+                 f"--output={tmp_path / 'again.keras'}"]) == 1
+    assert "not both" in capsys.readouterr().err
