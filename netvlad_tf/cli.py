@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from absl import flags
 
-from netvlad_tf.commands import cluster, convert, demo, embed, evaluate, export, index, loops, pairs, pca, query, train
+from netvlad_tf.commands import cluster, convert, demo, embed, evaluate, export, index, loops, pairs, pca, query, serve, train
 
 USAGE = """usage: netvlad-tf COMMAND [--flag=value ...] [--flagfile=FILE]
 
@@ -18,7 +18,8 @@ Run `netvlad-tf COMMAND --help` for a command's flags and an example."""
 
 
 COMMANDS = {"demo": demo, "train": train, "evaluate": evaluate, "embed": embed, "index": index, "query": query,
-            "loops": loops, "pairs": pairs, "export": export, "cluster": cluster, "pca": pca, "convert": convert}
+            "loops": loops, "pairs": pairs, "export": export, "cluster": cluster, "pca": pca, "convert": convert,
+            "serve": serve}
 
 
 def _usage() -> str:
@@ -60,7 +61,7 @@ def main(argv: Sequence[str]) -> int:
         return 2
     try:
         return command.run(flag_values, arguments) if takes_arguments else command.run(flag_values)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, ImportError) as error:  # ImportError: an optional extra that is not installed
         print(f"netvlad-tf {name}: error: {error}", file=sys.stderr)
         return 1
 

@@ -34,4 +34,5 @@ def run(fv: flags.FlagValues) -> int:
     weights = none_or_text(fv.weights)
     run_demo(fv.output, backbone=fv.backbone, weights=weights, quick=fv.quick, seed=fv.seed,
              overwrite=fv.overwrite)
+    print(f"See it answer on a web page: pip install 'netvlad_tf[web]' && netvlad-tf serve --demo --demo_dir={fv.output}")
     return 0

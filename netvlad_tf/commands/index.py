@@ -20,6 +20,7 @@ from netvlad_tf.commands.shared_flags import (
 )
 from netvlad_tf.data.loading import open_dataset
 from netvlad_tf.database.place_index import PlaceIndex
+from netvlad_tf.evaluation.output import read_threshold
 from netvlad_tf.io.atomic_writes import refuse_existing
 from netvlad_tf.io.keras_archive import load_keras_archive
 from netvlad_tf.retrieval import INDEX_KINDS
@@ -53,7 +54,25 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_integer("batch_size", 8, "Images per forward pass.", flag_values=fv)
     define_dims_flag(fv)
     define_precision_flag(fv, None)
+    flags.DEFINE_float("threshold", None, "The similarity a best match needs to count as \"seen before\", kept with "
+                       "the index (what `netvlad-tf serve` decides by).", flag_values=fv)
+    flags.DEFINE_string("threshold_from", None, "Take --threshold from an evaluation's results.json "
+                        "(threshold_at_99_precision of `netvlad-tf evaluate` on data like your queries).", flag_values=fv)
     flags.DEFINE_boolean("overwrite", False, "Replace --output if it exists.", flag_values=fv)
+
+
+def _threshold(fv: flags.FlagValues) -> tuple[float, float, str] | None:
+    """`(similarity, precision, source)` from --threshold or --threshold_from, or None."""
+    if fv.threshold is not None and fv.threshold_from is not None:
+        raise ValueError("Give --threshold or --threshold_from, not both.")
+    if fv.threshold_from is not None:
+        similarity, source = read_threshold(fv.threshold_from)
+        return similarity, 0.99, source
+    if fv.threshold is not None:
+        if not -1 <= fv.threshold <= 1:
+            raise ValueError(f"--threshold is a cosine similarity in [-1, 1], got {fv.threshold:g}.")
+        return fv.threshold, 0.99, "given with --threshold"
+    return None
 
 
 def run(fv: flags.FlagValues) -> int:
@@ -63,6 +82,7 @@ def run(fv: flags.FlagValues) -> int:
     require_flags(fv, "output")
     output = Path(fv.output)
     refuse_existing(output, fv.overwrite)
+    threshold = _threshold(fv)
     if fv.num_lists and fv.index not in IVF_KINDS:
         raise ValueError(f"--num_lists sets the inverted lists of {' and '.join(IVF_KINDS)}, not of --index={fv.index}.")
     parameters = {"num_lists": fv.num_lists} if fv.num_lists else {}
@@ -77,6 +97,8 @@ def run(fv: flags.FlagValues) -> int:
         try:
             places = PlaceIndex.from_descriptors(fv.descriptors, fv.index, work_dir, fv.on_disk,
                                                  fv.num_workers, fv.ray_address, **parameters)
+            if threshold is not None:
+                places.set_threshold(*threshold)
             places.save(output, fv.overwrite)
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
@@ -89,6 +111,8 @@ def run(fv: flags.FlagValues) -> int:
         image_size, max_side = image_policy(fv)
         places = PlaceIndex.build(model, dataset, fv.index, image_size, max_side, fv.batch_size,
                                   precision=fv.precision or "float32", **parameters)
+        if threshold is not None:
+            places.set_threshold(*threshold)
         places.save(output, fv.overwrite)
     print(f"Indexed {places.index.size} images into {output}")
     return 0
@@ -97,7 +121,8 @@ def run(fv: flags.FlagValues) -> int:
 def _update(fv: flags.FlagValues) -> int:
     """`--update`: adds a descriptor folder's appended rows to the index built from it."""
     require_flags(fv, "descriptors")
-    given = [name for name in ("output", "model", "dataset", "dims", "num_lists", "precision") if fv[name].value is not None]
+    given = [name for name in ("output", "model", "dataset", "dims", "num_lists", "precision", "threshold",
+                               "threshold_from") if fv[name].value is not None]
     given += [name for name in ("on_disk", "num_workers") if fv[name].value]
     if given:
         raise ValueError(f"--update adds to an existing index as it was built; drop --{', --'.join(given)}.")

@@ -98,6 +98,9 @@ class PlaceIndex:
     patch_folder: Path | None = None
     patch_rows: np.ndarray | None = None
     patch_shard_starts: list[int] | None = None
+    # The similarity a best match needs to count as "seen before", with the precision it gives and
+    # where that was measured (`set_threshold`); None: no decision threshold travels with the index.
+    threshold: dict | None = None
     _query_models: dict = field(default_factory=dict, repr=False, compare=False)
     _rerankers: dict = field(default_factory=dict, repr=False, compare=False)
     _kept_folder: object = field(default=None, repr=False, compare=False)
@@ -238,6 +241,26 @@ class PlaceIndex:
         self.source = _source(manifest)
         return added
 
+    def set_threshold(self, similarity: float, precision: float = 0.99, source: str = "") -> None:
+        """Records the decision threshold that travels with this index (`save` keeps it): a best
+        match with at least this cosine similarity is "seen before", at `precision` measured on
+        `source` (e.g. `threshold_at_99_precision` of an evaluation on data like the queries).
+
+        Raises:
+            ValueError: a similarity outside [-1, 1] or a precision outside (0, 1].
+
+        Example:
+        >>> index = PlaceIndex(None, None, [], np.zeros((0, 2)), None)
+        >>> index.set_threshold(0.62, source="nordland_test")
+        >>> index.threshold["similarity"]
+        0.62
+        """
+        if not (np.isfinite(similarity) and -1 <= similarity <= 1):
+            raise ValueError(f"A threshold is a cosine similarity in [-1, 1], got {similarity!r}.")
+        if not 0 < precision <= 1:
+            raise ValueError(f"A threshold's precision is in (0, 1], got {precision!r}.")
+        self.threshold = {"similarity": float(similarity), "precision": float(precision), "source": str(source)}
+
     def save(self, directory, overwrite: bool = False) -> None:
         """Writes the model, the index and the places into `directory`, atomically."""
         with atomic_directory(directory, overwrite) as staging:
@@ -257,6 +280,7 @@ class PlaceIndex:
                 "max_side": self.max_side,
                 "descriptor_folder": self.source,
                 "precision": self.precision,
+                "threshold": self.threshold,
                 **({"patch_features": self.patch_features, "patch_rows": self.patch_rows.tolist(),
                     "patch_shard_starts": self.patch_shard_starts} if self.patch_folder is not None else {}),
             }
@@ -282,7 +306,8 @@ class PlaceIndex:
         patches = places["patch_features"]
         return cls(model, index, places["image_paths"], places["coordinates"], places["image_size"],
                    places["max_side"], places["descriptor_folder"], places["precision"], int8_model, patches,
-                   directory / PATCHES_FOLDER if patches else None, places["patch_rows"], places["patch_shard_starts"])
+                   directory / PATCHES_FOLDER if patches else None, places["patch_rows"], places["patch_shard_starts"],
+                   places["threshold"])
 
     def query(self, photo_paths: Sequence[str], top_k: int = 5, precision: str | None = None, *,
               rerank: str | PatchSettings | None = None, rerank_top_k: int = DEFAULT_RERANK_TOP_K,
@@ -436,6 +461,10 @@ def _read_places(path: Path) -> dict:
         if not (path.parent / PATCHES_FOLDER).is_dir():
             raise ValueError(f"{path} records patch features but {path.parent / PATCHES_FOLDER} is missing.")
         patch_rows = np.asarray(patch_rows, np.int64)
+    threshold = places.get("threshold")
+    if threshold is not None and (not isinstance(threshold, dict) or not isinstance(threshold.get("similarity"), (int, float))
+                                  or not -1 <= threshold["similarity"] <= 1):
+        raise ValueError(f"{path}: 'threshold' must be null or an object with a 'similarity' in [-1, 1], got {threshold!r}.")
     return {"image_paths": paths, "coordinates": coordinates, "image_size": tuple(size) if size else None,
             "max_side": max_side, "descriptor_folder": source, "precision": precision, "patch_features": patches,
-            "patch_rows": patch_rows, "patch_shard_starts": shard_starts}
+            "patch_rows": patch_rows, "patch_shard_starts": shard_starts, "threshold": threshold}

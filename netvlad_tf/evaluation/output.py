@@ -110,6 +110,36 @@ def _plot_matches(result, dataset, model, rerank, rows, image_size, max_side, pa
     plot_patch_matches(pairs, path, image_size, max_side, title)
 
 
+def read_threshold(results_path) -> tuple[float, str]:
+    """The 99 %-precision similarity threshold an evaluation measured, and on what.
+
+    Args:
+        results_path: `results.json` written by `netvlad-tf evaluate` (`write_evaluation`).
+
+    Returns:
+        `(threshold_at_99_precision, "<dataset name>")`.
+
+    Raises:
+        ValueError: the file is not an evaluation's results, or 99 % precision was never reached.
+
+    Example:
+    >>> import json, tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "results.json"
+    >>> _ = path.write_text(json.dumps({"dataset": "route", "precision_recall": {"threshold_at_99_precision": 0.6}}))
+    >>> read_threshold(path)
+    (0.6, 'route')
+    """
+    path = Path(results_path)
+    try:
+        results = json.loads(path.read_text())
+        threshold = results["precision_recall"]["threshold_at_99_precision"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path} is not the results.json of `netvlad-tf evaluate` ({error}).") from None
+    if threshold is None:
+        raise ValueError(f"{path}: that evaluation never reached 99 % precision, so it has no threshold to use.")
+    return float(threshold), str(results.get("dataset", path.parent.name))
+
+
 def rerank_label(label: str) -> str:
     """The name of the re-ranked ranking in tables and plots.
 
