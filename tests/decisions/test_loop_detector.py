@@ -11,7 +11,7 @@ from netvlad_tf.cli import main
 from netvlad_tf.data import read_csv_dataset
 from netvlad_tf.decisions.sequences import sequence_similarities
 from netvlad_tf.sample_data import nordland_csv
-from tests.support.tiny_backbone import TINY_BACKBONE
+from tests.support.tiny_backbone import TINY_BACKBONE, clustered_tiny_model
 
 
 def revisiting_stream(seed=0, places=30, dim=16, noise=0.35):
@@ -127,9 +127,7 @@ def test_loops_command_finds_the_revisits_of_the_route(tmp_path, capsys):
 def test_a_verifying_detector_accepts_the_revisit_and_rejects_a_stranger(tmp_path):
     """With any global similarity accepted (threshold −1), only the spatial check decides: the
     same place seen again 32 px to the side passes it, a new place does not."""
-    model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4)
-    directions = np.random.default_rng(0).normal(size=(4, 16))
-    model.pooling.set_clusters(directions / np.linalg.norm(directions, axis=1, keepdims=True), alpha=20.0)
+    model = clustered_tiny_model()
     rng = np.random.default_rng(1)
     places = rng.uniform(0, 255, (6, 128, 192, 3)).astype(np.float32)
     revisit = np.roll(places[1], 32, axis=1)

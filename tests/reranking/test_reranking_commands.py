@@ -3,25 +3,12 @@
 import json
 
 import keras
-import numpy as np
 import pytest
 
 import netvlad_tf
-from netvlad_tf import build_netvlad_model
 from netvlad_tf.cli import main
 from netvlad_tf.data import read_csv_dataset
 from netvlad_tf.sample_data import nordland_640x360_csv
-from tests.support.tiny_backbone import TINY_BACKBONE
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4)
-    directions = np.random.default_rng(0).normal(size=(4, 16))
-    model.pooling.set_clusters(directions / np.linalg.norm(directions, axis=1, keepdims=True), alpha=20.0)
-    model.save(path)
-    return path
 
 
 @pytest.mark.slow

@@ -6,14 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from netvlad_tf import PlaceIndex, build_netvlad_model, embed_database
+from netvlad_tf import PlaceIndex, embed_database
 from netvlad_tf.data import read_csv_dataset
 from netvlad_tf.database.patch_shards import PATCHES_FOLDER, StoredPatches
 from netvlad_tf.database.shards import DescriptorFolderError
 from netvlad_tf.reranking.patch_descriptors import PatchDescriber
 from netvlad_tf.reranking.reranker import Reranker
 from netvlad_tf.sample_data import nordland_csv
-from tests.support.tiny_backbone import TINY_BACKBONE
 
 IMAGE_SIZE = (96, 128)  # a 6×8 map of the tiny backbone: room for 5×5 patches
 
@@ -22,16 +21,6 @@ IMAGE_SIZE = (96, 128)  # a 6×8 map of the tiny backbone: room for 5×5 patches
 def route():
     dataset = read_csv_dataset(nordland_csv("test"))
     return dataset.select(range(11), range(3))
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4)
-    directions = np.random.default_rng(0).normal(size=(4, 16))
-    model.pooling.set_clusters(directions / np.linalg.norm(directions, axis=1, keepdims=True), alpha=20.0)
-    model.save(path)
-    return path
 
 
 def embed(model_file, route, output, **options):

@@ -33,3 +33,16 @@ def tiny_backbone(weights=None, trainable_from: str | None = "tiny_conv4", name:
 
 if TINY_BACKBONE not in BACKBONES:
     register_backbone(TINY_BACKBONE)(tiny_backbone)
+
+
+def clustered_tiny_model(num_clusters: int = 4, alpha: float = 20.0, seed: int = 0):
+    """A NetVLAD model on the tiny backbone with a fixed soft assignment (unit-length random
+    centres, `alpha`): patches and matches that depend on the image, as after k-means."""
+    import numpy as np
+
+    from netvlad_tf import build_netvlad_model
+
+    model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=num_clusters)
+    directions = np.random.default_rng(seed).normal(size=(num_clusters, TINY_DIM))
+    model.pooling.set_clusters(directions / np.linalg.norm(directions, axis=1, keepdims=True), alpha=alpha)
+    return model

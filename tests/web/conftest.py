@@ -2,13 +2,12 @@
 
 import socket
 
-import numpy as np
 import pytest
 
-from netvlad_tf import PlaceIndex, build_netvlad_model
+from netvlad_tf import PlaceIndex
 from netvlad_tf.data import read_csv_dataset
 from netvlad_tf.sample_data import nordland_csv
-from tests.support.tiny_backbone import TINY_BACKBONE
+from tests.support.tiny_backbone import clustered_tiny_model
 
 gradio = pytest.importorskip("gradio")
 # Answers wait at most this long: a test fails instead of hanging on a dead server.
@@ -28,9 +27,7 @@ def route():
 
 @pytest.fixture(scope="module")
 def places(route):
-    model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4)
-    directions = np.random.default_rng(0).normal(size=(4, 16))
-    model.pooling.set_clusters(directions / np.linalg.norm(directions, axis=1, keepdims=True), alpha=20.0)
+    model = clustered_tiny_model()
     index = PlaceIndex.build(model, route, image_size=(64, 128), verbose=False)
     index.set_threshold(0.95, source="a test")
     return index
