@@ -230,15 +230,22 @@ def image_dataset(paths: Sequence, image_size=None, max_side: int | None = DEFAU
         tf.constant(sizes[[batch[0] for batch in batches]] if batches else np.zeros((0, 2), np.int32)),
     ))
 
-    def load_batch(indices, batch_paths, batch_orientations, batch_ratios, size):
-        images = tf.map_fn(
-            lambda item: _decode_resized(tf.io.read_file(item[0]), item[1], size[0], size[1], item[2]),
-            (batch_paths, batch_orientations, batch_ratios),
-            fn_output_signature=tf.TensorSpec((None, None, 3), tf.float32),
-        )
-        return indices, images
+    return dataset.map(_load_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
 
-    return dataset.map(load_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
+
+@tf.function(input_signature=[tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.string),
+                              tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int32),
+                              tf.TensorSpec([2], tf.int32)])
+def _load_batch(indices, batch_paths, batch_orientations, batch_ratios, size):
+    """Decodes one batch of `image_dataset`. Traced once per process: a function traced anew for
+    every dataset (a closure) stays in TensorFlow's function library, about 7 MB a dataset, so
+    embedding grew with the number of shards."""
+    images = tf.map_fn(
+        lambda item: _decode_resized(tf.io.read_file(item[0]), item[1], size[0], size[1], item[2]),
+        (batch_paths, batch_orientations, batch_ratios),
+        fn_output_signature=tf.TensorSpec((None, None, 3), tf.float32),
+    )
+    return indices, images
 
 
 def unreadable_images(paths: Sequence[str]) -> list[str]:
