@@ -48,7 +48,8 @@ def write_onnx(model: keras.Model, path, overwrite: bool = False) -> Path:
 
 # ONNX Runtime's transformer that quantises a float convolution found between a dequantisation
 # and a quantisation (after it drops the activation between them): in an int8 model it would
-# quantise the float layers that follow a quantised one.
+# quantise the float layers that follow a quantised one. ONNX Runtime ignores an unknown name, so
+# tests/inference/test_int8_compat.py checks that this one still keeps such a convolution float.
 KEEP_FLOAT_CONVOLUTIONS = ("WeightBiasQuantization",)
 
 
