@@ -12,12 +12,8 @@ Example:
 4096
 """
 
-import importlib
-import warnings
-
 import netvlad_tf.converters  # noqa: E402,F401  (registers the converters of released weights)
 from netvlad_tf.backbones import efficientnet_lite0, vgg16_conv5_3
-from netvlad_tf.common.deprecation import REMOVED_IN
 from netvlad_tf.database import embed_database, read_descriptors
 from netvlad_tf.database.place_index import PlaceIndex, PlaceMatch
 from netvlad_tf.decisions.loop_detector import LoopClosure, LoopDetector
@@ -65,24 +61,3 @@ __all__ = [
     "vgg16_conv5_3",
     "with_learned_whitening",
 ]
-
-# Internal names the face held in 0.1: still served, with a DeprecationWarning, until REMOVED_IN.
-MOVED = {
-    "BACKBONES": "netvlad_tf.backbones",
-    "get_backbone": "netvlad_tf.backbones",
-    "register_backbone": "netvlad_tf.backbones",
-    "get_pooling": "netvlad_tf.layers.pooling",
-    "l2_normalize": "netvlad_tf.layers.normalization",
-    "kmeans_centroids": "netvlad_tf.initialization.clustering",
-    "sample_local_descriptors": "netvlad_tf.initialization.clustering",
-    "ranking_loss_terms": "netvlad_tf.models.losses",
-    "reduce_ranking_loss": "netvlad_tf.models.losses",
-}
-
-
-def __getattr__(name: str):
-    if name not in MOVED:
-        raise AttributeError(f"module 'netvlad_tf' has no attribute {name!r}")
-    warnings.warn(f"netvlad_tf.{name} is deprecated on the package face and will be removed from it in {REMOVED_IN}; "
-                  f"import it from {MOVED[name]}.", DeprecationWarning, stacklevel=2)
-    return getattr(importlib.import_module(MOVED[name]), name)

@@ -1,6 +1,5 @@
-"""The package face: the task's objects, and the 0.1 internal names still served with a warning."""
+"""The package face: the task's objects; an unknown name is an AttributeError."""
 
-import importlib
 import warnings
 
 import pytest
@@ -16,14 +15,6 @@ def test_the_face_holds_the_tasks_objects_and_every_listed_name():
         warnings.simplefilter("error")  # no listed name is a deprecated one
         assert all(getattr(netvlad_tf, name) is not None for name in netvlad_tf.__all__)
     assert callable(netvlad_tf.PlaceRecognitionModel.from_preset)
-
-
-@pytest.mark.parametrize("name", sorted(netvlad_tf.MOVED))
-def test_a_moved_name_warns_and_is_the_object_of_its_module(name):
-    with pytest.warns(DeprecationWarning, match=f"netvlad_tf.{name} is deprecated.*{netvlad_tf.MOVED[name]}"):
-        found = getattr(netvlad_tf, name)
-    assert found is getattr(importlib.import_module(netvlad_tf.MOVED[name]), name)
-    assert name not in netvlad_tf.__all__
 
 
 def test_an_unknown_name_is_an_attribute_error():

@@ -11,13 +11,11 @@ from netvlad_tf.commands.shared_flags import (
     define_dims_flag,
     define_image_size_flag,
     define_precision_flag,
-    define_renamed_flags,
     define_rerank_flags,
     image_policy,
     load_compact_model,
     parse_numbers,
     require_flags,
-    warn_renamed_flags,
 )
 from netvlad_tf.data.loading import open_dataset
 from netvlad_tf.evaluation.evaluate import PIXELS, evaluate
@@ -30,8 +28,6 @@ from netvlad_tf.retrieval import INDEX_KINDS
 # Poolings the paper compares NetVLAD with, put on the model's backbone.
 BASELINE_POOLINGS = ("mac", "avg", "gem")
 # `--baseline` for the model as it is.
-# Flags renamed since 0.1: old spelling → new one.
-RENAMED_FLAGS = {"pooling": "baseline", "cache_dir": "stored_descriptors"}
 AS_IS = "model"
 SUMMARY = "Recall@N at 25 m and precision–recall of a model or a baseline, single images and sequences, with plots."
 EXAMPLE = (
@@ -71,12 +67,10 @@ def define_flags(fv: flags.FlagValues) -> None:
                          flag_values=fv)
     define_rerank_flags(fv)
     flags.DEFINE_boolean("overwrite", False, "Replace --output if it exists.", flag_values=fv)
-    define_renamed_flags(fv, RENAMED_FLAGS)
 
 
 def run(fv: flags.FlagValues) -> int:
     """Runs the command on parsed flags; returns the exit status (errors are raised)."""
-    warn_renamed_flags(fv, RENAMED_FLAGS)
     require_flags(fv, "dataset", "output")
     if fv.model is None and fv.baseline != "pixels":
         raise ValueError(f"--baseline={fv.baseline} needs --model; only --baseline=pixels works without one.")

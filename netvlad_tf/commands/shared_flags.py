@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-
 from absl import flags
 
-from netvlad_tf.common.deprecation import REMOVED_IN
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE
 from netvlad_tf.inference.precision import PRECISIONS
 from netvlad_tf.io.keras_archive import load_keras_archive
@@ -31,38 +28,6 @@ def define_dataset_flags(fv: flags.FlagValues, name: str = "dataset", required_h
         ".mat file (with --image_root) or a VPR-benchmark folder (with --split).",
         flag_values=fv,
     )
-
-
-def define_renamed_flags(fv: flags.FlagValues, renamed: dict[str, str]) -> None:
-    """The old spellings of renamed flags, each an alias of its new name (call after defining
-    the new ones); `warn_renamed_flags` says so when one is used.
-
-    Args:
-        fv: the command's flag values.
-        renamed: `{old name: new name}`.
-    """
-    for old, new in renamed.items():
-        flags.DEFINE_alias(old, new, flag_values=fv)
-
-
-def warn_renamed_flags(fv: flags.FlagValues, renamed: dict[str, str]) -> None:
-    """One line on stderr for each old spelling given on the command line.
-
-    Example:
-    >>> fv = flags.FlagValues()
-    >>> _ = flags.DEFINE_string("baseline", "model", "What to evaluate.", flag_values=fv)
-    >>> define_renamed_flags(fv, {"pooling": "baseline"})
-    >>> _ = fv(["netvlad-tf", "--pooling=mac"])
-    >>> import contextlib, io
-    >>> with contextlib.redirect_stderr(io.StringIO()) as err:
-    ...     warn_renamed_flags(fv, {"pooling": "baseline"})
-    >>> fv.baseline, err.getvalue().strip()
-    ('mac', 'netvlad-tf: --pooling is deprecated and will be removed in 0.3; use --baseline.')
-    """
-    for old, new in renamed.items():
-        if fv[old].present:
-            print(f"netvlad-tf: --{old} is deprecated and will be removed in {REMOVED_IN}; use --{new}.",
-                  file=sys.stderr, flush=True)
 
 
 def define_dataset_location_flags(fv: flags.FlagValues) -> None:

@@ -1,2 +1,2 @@
-"""Helpers every room may use that are not file I/O: the registry decorator, TensorFlow error
-text, and the deprecation of renamed arguments."""
+"""Helpers every room may use that are not file I/O: the registry decorator and TensorFlow error
+text."""

@@ -15,7 +15,6 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from netvlad_tf.common.deprecation import renamed_argument
 from netvlad_tf.data.geo_dataset import EVAL_POSITIVE_RADIUS_M, GeoDataset
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE
 from netvlad_tf.decisions.precision_recall import PrecisionRecall, best_match_precision_recall
@@ -149,8 +148,6 @@ def evaluate(
     sequence_speeds: Sequence[float] = DEFAULT_SPEEDS,
     verbose: bool = True,
     precision: str = "float32",
-    pooling: str | None = None,
-    cache_dir=None,
     *,
     rerank: str | PatchSettings | None = None,
     rerank_top_k: int = DEFAULT_RERANK_TOP_K,
@@ -178,7 +175,6 @@ def evaluate(
         verbose: show progress.
         precision: what the images are embedded in (`netvlad_tf.inference.precision`; int8
             is calibrated on the database images).
-        pooling, cache_dir: deprecated spellings of `baseline` and `stored_descriptors` (until 0.3).
         rerank: also re-rank each query's first `rerank_top_k` candidates by Patch-NetVLAD
             (`"performance"`, `"speed"`, `"storage"` or a `PatchSettings`; the model's own
             patch descriptors, computed for the candidates as they are needed): the result's
@@ -197,8 +193,6 @@ def evaluate(
     Reference: arXiv 1511.07247, Sec. 5.1 (Recall@N); VPR-Bench (Zaffar et al., IJCV 2021) for
     precision–recall; SeqSLAM (Milford & Wyeth, ICRA 2012) for sequences.
     """
-    baseline = renamed_argument("evaluate", "pooling", pooling, "baseline", baseline)
-    stored_descriptors = renamed_argument("evaluate", "cache_dir", cache_dir, "stored_descriptors", stored_descriptors)
     if baseline not in (None, PIXELS):
         raise ValueError(f"baseline must be None (the model as it is) or {PIXELS!r}, got {baseline!r}; "
                          f"for a pooling baseline evaluate model.with_pooling({baseline!r}).")

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 
 import faiss
 import keras
 import numpy as np
 
-from netvlad_tf.common.deprecation import REMOVED_IN
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE, image_batches
 from netvlad_tf.data.sampling import evenly_spaced
 from netvlad_tf.inference.embedding import predict_batches
@@ -121,7 +119,7 @@ def kmeans_centroids(
 def initialize_clusters(
     model,
     images,
-    *legacy_arguments,
+    *,
     num_images: int | None = None,
     image_size: tuple[int, int] | None = None,
     max_side: int | None = DEFAULT_MAX_SIDE,
@@ -134,9 +132,7 @@ def initialize_clusters(
     """Initialises a model's NetVLAD from k-means of local descriptors sampled from `images`.
 
     Args:
-        model: a `PlaceRecognitionModel` whose pooling is `NetVLAD`. (The 0.1 form
-            `initialize_clusters(netvlad, backbone, image_batches, ...)` still works, with a
-            `DeprecationWarning`, until 0.3.)
+        model: a `PlaceRecognitionModel` whose pooling is `NetVLAD`.
         images: image files (paths; `num_images` of them spread evenly are read by the image
             policy) or an iterable of `(B, H, W, 3)` image batches (arrays, a `tf.data` dataset,
             `netvlad_tf.data.images.image_batches`).
@@ -161,13 +157,6 @@ def initialize_clusters(
     >>> images = [np.random.rand(2, 64, 64, 3) * 255]
     >>> alpha = initialize_clusters(model, images, num_descriptors=32, descriptors_per_image=16, verbose=False)
     """
-    if isinstance(model, NetVLAD):
-        return _initialize_layer(model, images, *legacy_arguments, num_descriptors=num_descriptors,
-                                 descriptors_per_image=descriptors_per_image, version=version, seed=seed,
-                                 verbose=verbose)
-    if legacy_arguments:
-        raise TypeError("initialize_clusters(model, images) takes its options by keyword, e.g. "
-                        "num_descriptors=, descriptors_per_image=.")
     if not isinstance(getattr(model, "pooling", None), NetVLAD):
         raise ValueError(f"{getattr(model, 'name', model)}: its pooling is {type(getattr(model, 'pooling', None)).__name__}, "
                          "not NetVLAD; only NetVLAD has clusters to initialise.")
@@ -176,37 +165,6 @@ def initialize_clusters(
                                batch_size=16)
     return _cluster(model.pooling, model.backbone, images, num_descriptors, descriptors_per_image, version, seed,
                     verbose)
-
-
-def initialize_clusters_from_images(model, paths: Sequence[str], num_images: int, image_size=None,
-                                    max_side=DEFAULT_MAX_SIDE, num_descriptors=DEFAULT_NUM_DESCRIPTORS,
-                                    descriptors_per_image=DEFAULT_DESCRIPTORS_PER_IMAGE, version="v1", seed=0,
-                                    verbose=True) -> tuple[float, list[str]]:
-    """Deprecated until 0.3: `initialize_clusters(model, paths, num_images=...)`.
-
-    Returns:
-        `(alpha, chosen_paths)`.
-    """
-    warnings.warn(f"initialize_clusters_from_images is deprecated and will be removed in {REMOVED_IN}; use "
-                  "initialize_clusters(model, paths, num_images=...).", DeprecationWarning, stacklevel=2)
-    alpha = initialize_clusters(model, paths, num_images=num_images, image_size=image_size, max_side=max_side,
-                                num_descriptors=num_descriptors, descriptors_per_image=descriptors_per_image,
-                                version=version, seed=seed, verbose=verbose)
-    return alpha, evenly_spaced(list(paths), num_images)
-
-
-def _initialize_layer(netvlad: NetVLAD, backbone: keras.Model, image_batches: Iterable = None, *positional,
-                      **options) -> float:
-    """The 0.1 form `initialize_clusters(netvlad, backbone, image_batches, num_descriptors,
-    descriptors_per_image, version, seed, verbose)`, with a `DeprecationWarning`."""
-    warnings.warn(f"initialize_clusters(netvlad, backbone, image_batches, ...) is deprecated and will be removed in "
-                  f"{REMOVED_IN}; use initialize_clusters(model, images, ...).", DeprecationWarning, stacklevel=3)
-    names = ("num_descriptors", "descriptors_per_image", "version", "seed", "verbose")
-    if image_batches is None or len(positional) > len(names):
-        raise TypeError("initialize_clusters(netvlad, backbone, image_batches, ...) takes image batches third "
-                        "and at most five options after them.")
-    options.update(zip(names, positional))
-    return _cluster(netvlad, backbone, image_batches, **options)
 
 
 def _cluster(netvlad: NetVLAD, backbone: keras.Model, image_batches: Iterable, num_descriptors: int,

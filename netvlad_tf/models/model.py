@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import keras
@@ -11,7 +10,6 @@ import tensorflow as tf
 from keras import ops
 
 from netvlad_tf.backbones import get_backbone
-from netvlad_tf.common.deprecation import REMOVED_IN, renamed_argument
 from netvlad_tf.layers.normalization import L2Normalization
 from netvlad_tf.layers.pooling import get_pooling
 from netvlad_tf.layers.whitening import PCAWhitening
@@ -20,7 +18,6 @@ from netvlad_tf.models.keras_compat import MultiWorkerFit
 from netvlad_tf.models.losses import RankingLoss
 from netvlad_tf.models.preset_folders import PRESET_MODEL_FILE, write_preset_folder
 from netvlad_tf.models.preset_loading import load_preset
-from netvlad_tf.models.presets import PRESETS
 from netvlad_tf.models.tuple_batch import FEATURE_KEYS, IMAGE_KEYS, tuple_batch
 from netvlad_tf.version import __version__
 
@@ -236,22 +233,6 @@ class PlaceRecognitionModel(MultiWorkerFit, keras.Model):
         whitened.get_layer(WHITENING_LAYER).set_weights(whitening.dense_weights())
         return whitened
 
-    def set_whitening(self, whitening: PCAWhitening) -> None:
-        """Deprecated until 0.3: `model = model.with_whitening(whitening)`. Loads `whitening`
-        into this model's whitening layer (built with `whitening_dim`) in place."""
-        warnings.warn(f"set_whitening is deprecated and will be removed in {REMOVED_IN}; use "
-                      "model = model.with_whitening(whitening).", DeprecationWarning, stacklevel=2)
-        if self.whitening_dim is None:
-            raise ValueError("This model has no whitening layer; build it with whitening_dim.")
-        pooled_dim = self.pooling.output.shape[-1]
-        if whitening.projection.shape != (pooled_dim, self.whitening_dim):
-            raise ValueError(
-                f"The whitening maps {whitening.projection.shape[0]} → "
-                f"{whitening.output_dim} dimensions; this model needs {pooled_dim} → "
-                f"{self.whitening_dim}."
-            )
-        self.get_layer(WHITENING_LAYER).set_weights(whitening.dense_weights())
-
     def with_dims(self, dims: int) -> PlaceRecognitionModel:
         """A compact copy: the first `dims` whitened dimensions, L2-normalised again (the
         authors' `cropToDim`). PCA orders the whitened dimensions by variance, so the first ones
@@ -304,8 +285,7 @@ class PlaceRecognitionModel(MultiWorkerFit, keras.Model):
 
     @classmethod
     def from_preset(cls, preset: str, dims: int | None = None, *, released_file: str | os.PathLike | None = None,
-                    backbone_weights: str | os.PathLike | None = None, weights: str | os.PathLike | None = None,
-                    **overrides) -> PlaceRecognitionModel:
+                    backbone_weights: str | os.PathLike | None = None, **overrides) -> PlaceRecognitionModel:
         """The model a preset names, keras-hub's way: a built-in name (`PRESETS`), a preset
         folder (`save_to_preset`), `hf://owner/repo[@revision]` or
         `kaggle://owner/model/keras/variant` (resolved, downloaded and converted by
@@ -319,7 +299,6 @@ class PlaceRecognitionModel(MultiWorkerFit, keras.Model):
                 (needed where it has no public address; else it is downloaded on first use).
             backbone_weights: for a built preset, the backbone's weights instead of its own
                 (e.g. a local VGG16 `.h5`).
-            weights: deprecated until 0.3: `released_file` or `backbone_weights`, by preset.
             **overrides: further `build_netvlad_model` arguments for built presets
                 (e.g. `num_clusters=32`, `whitening_dim=256`).
 
@@ -331,12 +310,6 @@ class PlaceRecognitionModel(MultiWorkerFit, keras.Model):
         >>> model.descriptor_dim
         896
         """
-        if weights is not None:
-            converted = preset in PRESETS and PRESETS[preset].converter is not None
-            new_name = "released_file" if converted else "backbone_weights"
-            value = renamed_argument("from_preset", "weights", weights, new_name,
-                                     released_file if converted else backbone_weights)
-            released_file, backbone_weights = (value, backbone_weights) if converted else (released_file, value)
         model = load_preset(preset, released_file, backbone_weights, overrides, build=build_netvlad_model)
         if not isinstance(model, cls):
             raise ValueError(f"{preset}: {PRESET_MODEL_FILE} holds a Keras {type(model).__name__}, not a {cls.__name__}.")

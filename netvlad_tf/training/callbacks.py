@@ -13,7 +13,6 @@ from pathlib import Path
 
 import keras
 
-from netvlad_tf.common.deprecation import renamed_argument
 from netvlad_tf.data.geo_dataset import EVAL_POSITIVE_RADIUS_M, GeoDataset
 from netvlad_tf.evaluation.evaluate import evaluate
 from netvlad_tf.evaluation.recall import DEFAULT_NS
@@ -36,7 +35,6 @@ class CacheRefresh(keras.callbacks.Callback):
         refresh_every: training queries between refreshes (the paper: 1000).
         batch_size: images per forward pass while caching from images.
         verbose: show progress.
-        frozen_features: deprecated spelling of `source` (a feature store).
 
     Example:
     >>> from netvlad_tf.data import read_csv_dataset
@@ -47,11 +45,10 @@ class CacheRefresh(keras.callbacks.Callback):
     """
 
     def __init__(self, miner: HardNegativeMiner, source=None, refresh_every: int = 1000,
-                 batch_size: int = 8, verbose: bool = True, frozen_features=None):
+                 batch_size: int = 8, verbose: bool = True):
         super().__init__()
         if refresh_every < 1:
             raise ValueError(f"refresh_every must be >= 1, got {refresh_every}.")
-        source = renamed_argument("CacheRefresh", "frozen_features", frozen_features, "source", source)
         self.miner = miner
         self.source = as_tuple_source(source, miner.dataset, batch_size)
         self.refresh_every = refresh_every

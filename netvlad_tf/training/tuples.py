@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from netvlad_tf.common.deprecation import renamed_argument
 from netvlad_tf.training.mining import HardNegativeMiner, MinedTuple
 from netvlad_tf.training.tuple_sources import TupleSource, as_tuple_source
 
@@ -15,7 +14,6 @@ def tuple_dataset(
     source: TupleSource | tuple[int, int] | None = None,
     batch_size: int = 4,
     placeholder_first_iterator: bool = False,
-    frozen_features: TupleSource | None = None,
 ) -> tf.data.Dataset:
     """An endless stream of tuples: the training queries in the miner's order
     (`HardNegativeMiner.next_query`), mined with its current cache; queries without a
@@ -46,7 +44,6 @@ def tuple_dataset(
             `netvlad_tf.models.keras_compat`); with this the
             mining, and so the tuples of every step, are those of one device (`train` sets it
             when given a strategy).
-        frozen_features: deprecated spelling of `source` (a feature store).
 
     Returns:
         A `tf.data.Dataset` of tuple dicts (see above).
@@ -60,8 +57,7 @@ def tuple_dataset(
     >>> tuple_dataset(miner, (32, 64)).element_spec["negatives"].shape
     TensorShape([None, 2, 32, 64, 3])
     """
-    source = as_tuple_source(renamed_argument("tuple_dataset", "frozen_features", frozen_features, "source", source),
-                             miner.dataset)
+    source = as_tuple_source(source, miner.dataset)
     if source.dataset_size != (miner.dataset.num_database, miner.dataset.num_queries):
         raise ValueError(
             f"{source} does not hold the miner's dataset {miner.dataset} "

@@ -122,10 +122,6 @@ def test_queries_without_positives_are_dropped_and_counted(nordland_small):
         evaluate(None, nordland_small, verbose=False)
     with pytest.raises(ValueError, match=r"model.with_pooling\('mac'\)"):
         evaluate(None, nordland_small, baseline="mac", verbose=False)
-    # The old spelling sets the new argument (the same refusal), with a warning.
-    with pytest.warns(DeprecationWarning, match=r"evaluate\(pooling=\) is deprecated.*baseline="), \
-            pytest.raises(ValueError, match=r"model.with_pooling\('mac'\)"):
-        evaluate(None, nordland_small, pooling="mac", verbose=False)
 
 
 def test_panorama_cutouts_count_once():
@@ -201,13 +197,10 @@ def test_recall_on_place_ids_counts_a_retrieval_of_the_same_place(tmp_path, caps
                  f"--output={tmp_path / 'out'}"]) == 0
 
 
-def test_the_old_evaluate_flags_still_work_with_a_line_saying_so(tmp_path, capsys):
-    assert main(["netvlad-tf", "evaluate", f"--dataset={nordland_csv('test')}", "--pooling=mac",
-                 f"--cache_dir={tmp_path / 'stored'}", f"--output={tmp_path / 'out'}"]) == 1
-    error = capsys.readouterr().err
-    assert "--pooling is deprecated and will be removed in 0.3; use --baseline." in error
-    assert "--cache_dir is deprecated and will be removed in 0.3; use --stored_descriptors." in error
-    assert "--baseline=mac needs --model" in error  # the old spelling set the new flag
+def test_a_baseline_without_a_model_is_one_line(tmp_path, capsys):
+    assert main(["netvlad-tf", "evaluate", f"--dataset={nordland_csv('test')}", "--baseline=mac",
+                 f"--output={tmp_path / 'out'}"]) == 1
+    assert "--baseline=mac needs --model" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -71,30 +71,6 @@ def test_whitening_errors(rng):
         model.with_whitening(fit_pca_whitening(rng.normal(size=(20, 64)), 4))
 
 
-def test_the_deprecated_set_whitening_warns_and_loads_in_place(rng):
-    model = build_netvlad_model(TINY_BACKBONE, weights=None, pooling="mac", whitening_dim=4)
-    whitening = fit_pca_whitening(rng.normal(size=(20, TINY_DIM)), 4)
-    with pytest.warns(DeprecationWarning, match="set_whitening is deprecated.*with_whitening"):
-        model.set_whitening(whitening)
-    images = (rng.random((3, 32, 32, 3)) * 255).astype("float32")
-    expected = whitening.transform(model.pooled_model.predict(images, verbose=0))
-    np.testing.assert_allclose(model.predict(images, verbose=0),
-                               expected / np.linalg.norm(expected, axis=1, keepdims=True), atol=1e-5)
-    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="no whitening layer"):
-        build_netvlad_model(TINY_BACKBONE, weights=None, pooling="avg").set_whitening(whitening)
-
-
-def test_the_deprecated_layer_form_of_initialize_clusters_sets_the_same_clusters(images):
-    new, old = (build_netvlad_model(weights=None, num_clusters=4) for _ in range(2))
-    old.set_weights(new.get_weights())
-    batches = [images[:3], images[3:]]
-    alpha = initialize_clusters(new, batches, num_descriptors=24, descriptors_per_image=4, verbose=False)
-    with pytest.warns(DeprecationWarning, match=r"initialize_clusters\(netvlad, backbone"):
-        assert initialize_clusters(old.pooling, old.backbone, batches, 24, 4, "v1", 0, False) == alpha
-    for a, b in zip(new.pooling.get_weights(), old.pooling.get_weights()):
-        np.testing.assert_array_equal(a, b)
-
-
 def test_compiled_model_reloads_compiled_with_its_ranking_loss(tmp_path):
     import warnings
 
@@ -109,16 +85,3 @@ def test_compiled_model_reloads_compiled_with_its_ranking_loss(tmp_path):
     assert not [w for w in caught if "compile()" in str(w.message)]
     assert isinstance(reloaded.ranking_loss, RankingLoss) and reloaded.ranking_loss.margin == 0.2
     assert isinstance(reloaded.optimizer, keras.optimizers.SGD)
-
-
-def test_the_deprecated_initialize_clusters_from_images_warns_and_chooses_evenly():
-    from netvlad_tf.data import read_csv_dataset
-    from netvlad_tf.initialization.clustering import initialize_clusters_from_images
-    from netvlad_tf.sample_data import nordland_csv
-
-    paths = read_csv_dataset(nordland_csv("test")).database_paths[:20]
-    model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=4)
-    with pytest.warns(DeprecationWarning, match="initialize_clusters_from_images is deprecated"):
-        alpha, chosen = initialize_clusters_from_images(model, paths, 4, (32, 64), num_descriptors=40,
-                                                        descriptors_per_image=10, verbose=False)
-    assert chosen == [paths[0], paths[5], paths[10], paths[15]] and alpha > 0

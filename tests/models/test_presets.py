@@ -31,9 +31,6 @@ def test_converted_preset_reads_the_given_file_and_says_which_file_it_needs():
     expected = np.load(FIXTURES / "pytorch_netvlad_expected.npz")
     model = from_preset("vgg16_pitts30k_pytorch", released_file=FIXTURES / "pytorch_netvlad_checkpoint.pth.tar")
     np.testing.assert_allclose(model.predict(expected["images"], verbose=0), expected["descriptors"], atol=1e-5)
-    with pytest.warns(DeprecationWarning, match=r"from_preset\(weights=\) is deprecated.*released_file="):
-        old_spelling = from_preset("vgg16_pitts30k_pytorch", weights=FIXTURES / "pytorch_netvlad_checkpoint.pth.tar")
-    np.testing.assert_allclose(old_spelling.predict(expected["images"], verbose=0), expected["descriptors"], atol=1e-5)
     with pytest.raises(ValueError, match="converted as released; drop \\['backbone_weights'\\]"):
         from_preset("vgg16_pitts30k_pytorch", backbone_weights="vgg16.h5")
     with pytest.raises(ValueError, match="is built, not converted.*drop released_file"):

@@ -1,5 +1,4 @@
-"""One refresh protocol: every tuple source behind `TupleSource`, the miner's one mode, the old
-`frozen_features=` spelling of a source."""
+"""One refresh protocol: every tuple source behind `TupleSource`, the miner's one mode."""
 
 import keras
 import numpy as np
@@ -7,16 +6,14 @@ import pytest
 
 from netvlad_tf.data.images import load_image
 from netvlad_tf.training import (
-    CacheRefresh,
     FrozenFeatureStore,
     HardNegativeMiner,
     ImageSource,
     PoolFeatureStore,
     TupleSource,
-    tuple_dataset,
 )
 from netvlad_tf.training.mining import RefreshPlan
-from tests.support.training_data import IMAGE_SIZE, initialised_model, nordland_stretch, stretch_with_store
+from tests.support.training_data import IMAGE_SIZE, initialised_model, nordland_stretch
 
 
 def test_every_source_implements_the_interface():
@@ -77,17 +74,3 @@ def test_a_query_before_the_first_refresh_says_to_refresh():
     miner = HardNegativeMiner(nordland_stretch(count=6))
     with pytest.raises(RuntimeError, match="refresh it first.*CacheRefresh.refresh"):
         miner.next_query()
-
-
-@pytest.mark.slow
-def test_the_old_frozen_features_spelling_still_works_with_a_warning(tmp_path):
-    dataset, _, store = stretch_with_store(tmp_path, count=8)
-    miner = HardNegativeMiner(dataset, num_negatives=2, num_sampled_negatives=5, cache_precision="float32")
-    with pytest.warns(DeprecationWarning, match=r"CacheRefresh\(frozen_features=\) is deprecated.*source="):
-        callback = CacheRefresh(miner, frozen_features=store, verbose=False)
-    assert callback.source is store
-    with pytest.warns(DeprecationWarning, match=r"tuple_dataset\(frozen_features=\)"):
-        spec = tuple_dataset(miner, frozen_features=store, batch_size=2).element_spec
-    assert spec["query_features"].shape[1:] == store.input_shape
-    with pytest.raises(TypeError, match="both source= and its deprecated spelling frozen_features="):
-        tuple_dataset(miner, store, frozen_features=store)

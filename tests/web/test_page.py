@@ -9,9 +9,6 @@ from netvlad_tf.cli import main
 from tests.web.conftest import ANSWER_TIMEOUT_S
 
 gradio_client = pytest.importorskip("gradio_client")
-# Gradio's server and client leave event loops and sockets to the garbage collector.
-pytestmark = [pytest.mark.filterwarnings("ignore::ResourceWarning"),
-              pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
 
 
 def ask(client, path):
