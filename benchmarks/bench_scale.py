@@ -60,7 +60,7 @@ def child(mode: str, count: int, model_path: str, output: str, threads: int) -> 
                 print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
                 os._exit(3)
 
-        embed_database(model_path, paths, coordinates, output, tuple(IMAGE_SIZE), shard_size=100,
+        embed_database(model_path, paths, coordinates, output, image_size=tuple(IMAGE_SIZE), shard_size=100,
                        num_workers=2 if mode == "ray" else 0, cpus_per_worker=1, verbose=False,
                        on_shard_start=stop)
     print(json.dumps({"seconds": time.perf_counter() - start}))

@@ -83,9 +83,10 @@ def run(fv: flags.FlagValues) -> int:
                            check_files=fv.on_unreadable == "stop")
     image_paths, coordinates = dataset_rows(dataset, fv.images)
     image_size, max_side = image_policy(fv)
-    folder = embed_database(fv.model, image_paths, coordinates, fv.output, image_size, max_side,
-                            fv.batch_size, fv.shard_size, fv.num_workers, fv.ray_address,
-                            fv.cpus_per_worker, fv.gpus_per_worker, fv.overwrite, dims=fv.dims,
+    folder = embed_database(fv.model, image_paths, coordinates, fv.output, image_size=image_size, max_side=max_side,
+                            batch_size=fv.batch_size, shard_size=fv.shard_size, num_workers=fv.num_workers,
+                            ray_address=fv.ray_address, cpus_per_worker=fv.cpus_per_worker,
+                            gpus_per_worker=fv.gpus_per_worker, overwrite=fv.overwrite, dims=fv.dims,
                             on_unreadable=fv.on_unreadable, max_unreadable=fv.max_unreadable,
                             retry_missing=fv.retry_missing, precision=fv.precision,
                             patch_features=None if fv.patch_features == NO_PATCHES else fv.patch_features,

@@ -95,8 +95,9 @@ def run(fv: flags.FlagValues) -> int:
         output.parent.mkdir(parents=True, exist_ok=True)
         work_dir = Path(tempfile.mkdtemp(prefix=f".{output.name}.build-", dir=output.parent))
         try:
-            places = PlaceIndex.from_descriptors(fv.descriptors, fv.index, work_dir, fv.on_disk,
-                                                 fv.num_workers, fv.ray_address, **parameters)
+            places = PlaceIndex.from_descriptors(fv.descriptors, index_kind=fv.index, work_dir=work_dir,
+                                                 on_disk=fv.on_disk, num_workers=fv.num_workers,
+                                                 ray_address=fv.ray_address, **parameters)
             if threshold is not None:
                 places.set_threshold(*threshold)
             places.save(output, fv.overwrite)
@@ -109,8 +110,8 @@ def run(fv: flags.FlagValues) -> int:
         dataset = open_dataset(fv.dataset, fv.image_root, fv.query_root, fv.split, require_queries=False)
         model = load_compact_model(fv.model, fv.dims) if fv.dims else load_keras_archive(fv.model)
         image_size, max_side = image_policy(fv)
-        places = PlaceIndex.build(model, dataset, fv.index, image_size, max_side, fv.batch_size,
-                                  precision=fv.precision or "float32", **parameters)
+        places = PlaceIndex.build(model, dataset, index_kind=fv.index, image_size=image_size, max_side=max_side,
+                                  batch_size=fv.batch_size, precision=fv.precision or "float32", **parameters)
         if threshold is not None:
             places.set_threshold(*threshold)
         places.save(output, fv.overwrite)

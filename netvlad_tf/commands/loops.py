@@ -66,8 +66,9 @@ def run(fv: flags.FlagValues) -> int:
     image_size, max_side = image_policy(fv)
     model = load_compact_model(fv.model, fv.dims)
     verify = None if fv.verify == NO_RERANK else fv.verify
-    detector = LoopDetector(model, fv.threshold, fv.min_frame_gap, fv.sequence_length, image_size, max_side,
-                            fv.num_candidates, verify=verify, verify_threshold=fv.verify_threshold)
+    detector = LoopDetector(model, fv.threshold, fv.min_frame_gap, sequence_length=fv.sequence_length,
+                            image_size=image_size, max_side=max_side, num_candidates=fv.num_candidates,
+                            verify=verify, verify_threshold=fv.verify_threshold)
     print(f"Embedding {len(frames)} frames with {model.name}", flush=True)
     loops = [loop for loop in detector.add_images(frames, fv.batch_size) if loop is not None]
     with atomic_file(fv.output, overwrite=fv.overwrite) as staging:

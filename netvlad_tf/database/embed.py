@@ -62,6 +62,7 @@ def embed_database(
     image_paths: Sequence[str],
     coordinates,
     output,
+    *,
     image_size: tuple[int, int] | None = None,
     max_side: int | None = DEFAULT_MAX_SIDE,
     batch_size: int = 8,
@@ -78,7 +79,6 @@ def embed_database(
     max_unreadable: float = DEFAULT_MAX_UNREADABLE,
     retry_missing: bool = False,
     precision: str = "float32",
-    *,
     patch_features: str | PatchSettings | None = None,
     patch_dtype: str = "float16",
 ) -> Path:
@@ -151,7 +151,7 @@ def embed_database(
     >>> build_netvlad_model(weights=None, pooling="mac").save(root / "mac.keras")
     >>> dataset = read_csv_dataset(nordland_csv("test"))
     >>> folder = embed_database(root / "mac.keras", dataset.database_paths[:5],
-    ...                         dataset.database_utm[:5], root / "db", (32, 64), shard_size=2,
+    ...                         dataset.database_utm[:5], root / "db", image_size=(32, 64), shard_size=2,
     ...                         verbose=False)
     >>> read_descriptors(folder).descriptors.shape
     (5, 512)

@@ -79,7 +79,7 @@ def write_hloc_features(descriptor_folder, output, image_root=None, overwrite: b
     >>> root = pathlib.Path(tempfile.mkdtemp())
     >>> dataset = read_csv_dataset(nordland_csv("test"))
     >>> folder = embed_database(build_netvlad_model(weights=None, pooling="mac"), dataset.database_paths[:2],
-    ...                         dataset.database_utm[:2], root / "db", (32, 64), verbose=False)
+    ...                         dataset.database_utm[:2], root / "db", image_size=(32, 64), verbose=False)
     >>> with h5py.File(write_hloc_features(folder, root / "global-feats.h5"), "r") as features:
     ...     features["images-12510.png/global_descriptor"].shape, features["images-12510.png/image_size"][:].tolist()
     ((512,), [64, 32])

@@ -106,9 +106,9 @@ class PlaceIndex:
     _kept_folder: object = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def build(cls, model, dataset: GeoDataset, index_kind: str = "flat", image_size=None,
+    def build(cls, model, dataset: GeoDataset, *, index_kind: str = "flat", image_size=None,
               max_side: int | None = DEFAULT_MAX_SIDE, batch_size: int = 8,
-              verbose: bool = True, precision: str = "float32", *, patch_features=None,
+              verbose: bool = True, precision: str = "float32", patch_features=None,
               patch_dtype: str = "float16", **parameters) -> PlaceIndex:
         """Embeds the database images of `dataset` into a new index; queries are later read
         with the same image policy (`image_size`, `max_side`).
@@ -134,10 +134,10 @@ class PlaceIndex:
         work = tempfile.TemporaryDirectory()
         try:
             descriptors = embed_database(model, *dataset_rows(dataset, "database"),
-                                         Path(work.name) / "descriptors", image_size, max_side, batch_size,
-                                         verbose=verbose, precision=precision, patch_features=patch_features,
+                                         Path(work.name) / "descriptors", image_size=image_size, max_side=max_side,
+                                         batch_size=batch_size, verbose=verbose, precision=precision, patch_features=patch_features,
                                          patch_dtype=patch_dtype)
-            places = cls.from_descriptors(descriptors, index_kind, verbose=verbose, model=model, **parameters)
+            places = cls.from_descriptors(descriptors, index_kind=index_kind, verbose=verbose, model=model, **parameters)
         except BaseException:
             work.cleanup()
             raise
@@ -148,7 +148,7 @@ class PlaceIndex:
         return places
 
     @classmethod
-    def from_descriptors(cls, directory, index_kind: str = "flat", work_dir=None, on_disk: bool = False,
+    def from_descriptors(cls, directory, *, index_kind: str = "flat", work_dir=None, on_disk: bool = False,
                          num_workers: int = 0, ray_address: str | None = None, verbose: bool = True,
                          model=None, **parameters) -> PlaceIndex:
         """A place index over a descriptor folder (`netvlad-tf embed`), built a shard at a time

@@ -89,9 +89,9 @@ class LoopDetector:
     `loop_detector_vpr.py`; sequences after SeqSLAM (Milford & Wyeth, ICRA 2012).
     """
 
-    def __init__(self, model: keras.Model | None, threshold: float, min_frame_gap: int, sequence_length: int = 1,
+    def __init__(self, model: keras.Model | None, threshold: float, min_frame_gap: int, *, sequence_length: int = 1,
                  image_size: tuple[int, int] | None = None, max_side: int | None = DEFAULT_MAX_SIDE,
-                 num_candidates: int = DEFAULT_CANDIDATES, index_kind: str = "flat", *,
+                 num_candidates: int = DEFAULT_CANDIDATES, index_kind: str = "flat",
                  verify: str | PatchSettings | None = None, verify_threshold: float = DEFAULT_VERIFY_THRESHOLD):
         if not (np.isfinite(threshold) and -1 <= threshold <= 1):
             raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {threshold!r}.")
@@ -299,9 +299,10 @@ class LoopDetector:
             descriptors = np.load(directory / DESCRIPTORS_FILE, allow_pickle=False)
             model = load_keras_archive(directory / MODEL_FILE) if (directory / MODEL_FILE).is_file() else None
             verify = state.get("verify")
-            detector = cls(model, state["threshold"], state["min_frame_gap"], state["sequence_length"],
-                           state["image_size"], state["max_side"], state["num_candidates"], state["index_kind"],
-                           verify=settings_of(verify) if isinstance(verify, dict) else verify,
+            detector = cls(model, state["threshold"], state["min_frame_gap"],
+                           sequence_length=state["sequence_length"], image_size=state["image_size"],
+                           max_side=state["max_side"], num_candidates=state["num_candidates"],
+                           index_kind=state["index_kind"], verify=settings_of(verify) if isinstance(verify, dict) else verify,
                            verify_threshold=state.get("verify_threshold", DEFAULT_VERIFY_THRESHOLD))
             if verify is not None:
                 detector._patches = read_patch_shard(directory / PATCHES_FOLDER, 0)

@@ -135,6 +135,7 @@ class EvaluationResult:
 def evaluate(
     model: keras.Model | None,
     dataset: GeoDataset,
+    *,
     ns: Sequence[int] = DEFAULT_NS,
     radius_m: float = EVAL_POSITIVE_RADIUS_M,
     baseline: str | None = None,
@@ -148,7 +149,6 @@ def evaluate(
     sequence_speeds: Sequence[float] = DEFAULT_SPEEDS,
     verbose: bool = True,
     precision: str = "float32",
-    *,
     rerank: str | PatchSettings | None = None,
     rerank_top_k: int = DEFAULT_RERANK_TOP_K,
 ) -> EvaluationResult:

@@ -74,6 +74,7 @@ def train(
     train_dataset: GeoDataset,
     image_size: tuple[int, int],
     run_dir,
+    *,
     val_dataset: GeoDataset | None = None,
     epochs: int = 30,
     steps_per_epoch: int | None = None,

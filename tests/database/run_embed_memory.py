@@ -26,7 +26,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         model = Path(work) / "model.keras"
         build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=448).save(model)  # 448 × 16 = 7168-D
-        embed_database(model, paths, coordinates, Path(work) / "db", (32, 64), shard_size=shard_size, verbose=False)
+        embed_database(model, paths, coordinates, Path(work) / "db", image_size=(32, 64), shard_size=shard_size, verbose=False)
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             print(int(line.split()[1]) / 1024)

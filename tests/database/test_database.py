@@ -39,7 +39,7 @@ def model_file(tmp_path_factory):
 
 def embed(model_file, database, output, **options):
     paths, coordinates = database
-    return embed_database(model_file, paths, coordinates, output, IMAGE_SIZE, shard_size=5,
+    return embed_database(model_file, paths, coordinates, output, image_size=IMAGE_SIZE, shard_size=5,
                           verbose=False, **options)
 
 
@@ -96,13 +96,13 @@ def test_a_stopped_run_resumes_with_the_missing_shards_only(model_file, database
 def test_resuming_with_other_settings_or_model_is_refused_in_one_line(model_file, database, tmp_path):
     embed(model_file, database, tmp_path / "db")
     with pytest.raises(DescriptorFolderError, match=r"another image_size \(\[32, 64\] there, \[64, 64\] now\)"):
-        embed_database(model_file, *database, tmp_path / "db", (64, 64), shard_size=5, verbose=False)
+        embed_database(model_file, *database, tmp_path / "db", image_size=(64, 64), shard_size=5, verbose=False)
     other = tmp_path / "other.keras"
     build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=2).save(other)
     with pytest.raises(DescriptorFolderError, match="another model_sha256, descriptor_dim"):
         embed(other, database, tmp_path / "db")
     with pytest.raises(DescriptorFolderError, match="another num_rows, rows_sha256"):
-        embed_database(model_file, database[0][:7], database[1][:7], tmp_path / "db", IMAGE_SIZE,
+        embed_database(model_file, database[0][:7], database[1][:7], tmp_path / "db", image_size=IMAGE_SIZE,
                        shard_size=5, verbose=False)
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes/todo.txt").write_text("mine")
@@ -208,7 +208,7 @@ def test_an_on_disk_index_folder_can_be_moved(large_folder, tmp_path):
 @pytest.mark.slow
 def test_place_index_from_descriptors_answers_queries(model_file, database, tmp_path):
     folder = embed(model_file, database, tmp_path / "db")
-    places = PlaceIndex.from_descriptors(folder, "flat", verbose=False)
+    places = PlaceIndex.from_descriptors(folder, index_kind="flat", verbose=False)
     places.save(tmp_path / "places")
     loaded = PlaceIndex.load(tmp_path / "places")
     match = loaded.query([database[0][9]], top_k=1)[0][0]
@@ -228,7 +228,7 @@ def test_without_ray_installed_one_process_works_and_workers_name_the_extra(mode
 def saved_places(model_file, database, tmp_path_factory):
     root = tmp_path_factory.mktemp("places")
     folder = embed(model_file, database, root / "db")
-    PlaceIndex.from_descriptors(folder, "flat", verbose=False).save(root / "places")
+    PlaceIndex.from_descriptors(folder, index_kind="flat", verbose=False).save(root / "places")
     return root / "places"
 
 

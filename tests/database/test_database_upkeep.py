@@ -52,7 +52,7 @@ def images(reference, tmp_path):
 
 
 def embed(model_file, paths, coordinates, output, **options):
-    return embed_database(model_file, paths, coordinates, output, IMAGE_SIZE, shard_size=5, verbose=False,
+    return embed_database(model_file, paths, coordinates, output, image_size=IMAGE_SIZE, shard_size=5, verbose=False,
                           **options)
 
 
@@ -114,7 +114,7 @@ def test_a_lost_image_store_stops_the_run_and_stop_mode_names_the_image(model_fi
 def test_one_bad_image_in_a_shard_is_within_the_default_share(model_file, reference, images, tmp_path):
     _, coordinates, _ = reference
     (tmp_path / "images" / images[7].rsplit("/", 1)[1]).unlink()
-    folder = embed_database(model_file, images, coordinates, tmp_path / "db", IMAGE_SIZE, shard_size=10,
+    folder = embed_database(model_file, images, coordinates, tmp_path / "db", image_size=IMAGE_SIZE, shard_size=10,
                             verbose=False)  # 1 of 10 images: exactly the default 0.1, allowed
     assert read_descriptors(folder).num_missing == 1
 
@@ -132,7 +132,7 @@ def test_rerunning_embed_heals_a_damaged_shard(model_file, reference, tmp_path, 
     with pytest.raises(DescriptorFolderError, match="shard-000002.parquet .*rerun the `netvlad-tf embed` command"):
         PlaceIndex.from_descriptors(folder, verbose=False)
     started = []
-    embed_database(model_file, paths, coordinates, folder, IMAGE_SIZE, shard_size=5, on_shard_start=started.append)
+    embed_database(model_file, paths, coordinates, folder, image_size=IMAGE_SIZE, shard_size=5, on_shard_start=started.append)
     assert started == [2]
     assert "shard-000002.parquet" in capsys.readouterr().out
     np.testing.assert_allclose(read_descriptors(folder).descriptors, expected, atol=1e-5)

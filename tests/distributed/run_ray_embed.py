@@ -38,7 +38,7 @@ def main(model_path: str, work: Path) -> None:
     try:
         dataset = read_csv_dataset(nordland_csv("test"))
         folder = embed_database(model_path, dataset.database_paths[:23], dataset.database_utm[:23],
-                                work / "db", (32, 64), shard_size=5, num_workers=2,
+                                work / "db", image_size=(32, 64), shard_size=5, num_workers=2,
                                 on_shard_start=functools.partial(exit_on_first_attempt, crash_marker=crash_marker),
                                 verbose=False)
         table = read_descriptors(folder)

@@ -24,7 +24,7 @@ def route():
 
 
 def embed(model_file, route, output, **options):
-    return embed_database(model_file, route.database_paths, route.database_utm, output, IMAGE_SIZE, shard_size=4,
+    return embed_database(model_file, route.database_paths, route.database_utm, output, image_size=IMAGE_SIZE, shard_size=4,
                           verbose=False, patch_features="speed", **options)
 
 
@@ -65,7 +65,7 @@ def test_a_resumed_patch_embedding_equals_an_uninterrupted_one(model_file, route
 def test_a_resume_with_other_patch_settings_is_refused(model_file, route, tmp_path):
     embed(model_file, route, tmp_path / "db")
     with pytest.raises(DescriptorFolderError, match="other patch features"):
-        embed_database(model_file, route.database_paths, route.database_utm, tmp_path / "db", IMAGE_SIZE,
+        embed_database(model_file, route.database_paths, route.database_utm, tmp_path / "db", image_size=IMAGE_SIZE,
                        shard_size=4, verbose=False)
 
 
@@ -84,7 +84,7 @@ def test_a_place_index_reranks_from_its_stored_patches_as_from_computed_ones(mod
 
 
 def test_bad_reranking_requests_are_one_clear_line(model_file, route, tmp_path):
-    folder = embed_database(model_file, route.database_paths, route.database_utm, tmp_path / "plain", IMAGE_SIZE,
+    folder = embed_database(model_file, route.database_paths, route.database_utm, tmp_path / "plain", image_size=IMAGE_SIZE,
                             shard_size=4, verbose=False)
     places = PlaceIndex.from_descriptors(folder, verbose=False)
     photo = [route.database_paths[0]]
