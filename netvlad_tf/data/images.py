@@ -107,6 +107,22 @@ def _decode_resized(encoded, orientation, height, width, ratio=1) -> tf.Tensor:
                    lambda: tf.image.resize(image, tf.stack([height, width])))
 
 
+def resize_array(pixels, image_size: tuple[int, int] | None = None,
+                 max_side: int | None = DEFAULT_MAX_SIDE) -> tf.Tensor:
+    """An RGB array `(H, W, 3)` sized by the image policy, as a file would be read: float32,
+    resized (plain bilinear, like every image the package reads) only when the size changes.
+
+    Example:
+    >>> tuple(resize_array(np.zeros((32, 64, 3)), (16, 32)).shape)
+    (16, 32, 3)
+    """
+    pixels = tf.convert_to_tensor(np.asarray(pixels, np.float32))
+    if pixels.shape.rank != 3 or pixels.shape[-1] != 3:
+        raise ValueError(f"An image must be an RGB array (H, W, 3), got shape {tuple(pixels.shape)}.")
+    size = resized_size(int(pixels.shape[0]), int(pixels.shape[1]), image_size, max_side)
+    return pixels if size == tuple(pixels.shape[:2]) else tf.image.resize(pixels, size)
+
+
 def image_plan(paths: Sequence, image_size=None, max_side: int | None = DEFAULT_MAX_SIDE) -> tuple[np.ndarray, np.ndarray]:
     """Every image's EXIF orientation and final `(height, width)`, from its header.
 

@@ -35,7 +35,6 @@ from netvlad_tf.io.atomic_writes import atomic_directory
 from netvlad_tf.io.keras_archive import load_keras_archive
 from netvlad_tf.io.progress import Progress
 from netvlad_tf.models.model import PlaceRecognitionModel
-from netvlad_tf.models.model_files import load_place_model
 from netvlad_tf.reranking.candidate_patches import ComputedPatches
 from netvlad_tf.reranking.reranker import DEFAULT_RERANK_TOP_K, Reranker
 from netvlad_tf.reranking.settings import PatchSettings
@@ -288,12 +287,14 @@ class PlaceIndex:
 
     @classmethod
     def load(cls, directory) -> PlaceIndex:
-        """Reads a saved place index; a mismatch between its model and index is an error."""
+        """Reads a saved place index: whatever model it was built with (a netvlad_tf model or any
+        Keras model from images to descriptors), its index and places. A model whose descriptor
+        size is not the index's, or places that are not one per indexed image, are one-line errors."""
         directory = Path(directory)
         if not (directory / PLACES_FILE).is_file() or not (directory / MODEL_FILE).is_file():
             raise FileNotFoundError(f"{directory} is not a place index (made by `netvlad-tf index`).")
         places = _read_places(directory / PLACES_FILE)
-        model = load_place_model(directory / MODEL_FILE)
+        model = load_keras_archive(directory / MODEL_FILE)
         index = load_index(directory / INDEX_FOLDER, expected_dim=int(model.output.shape[-1]))
         if len(places["image_paths"]) != index.size:
             raise ValueError(f"{directory}: {PLACES_FILE} lists {len(places['image_paths'])} places but "

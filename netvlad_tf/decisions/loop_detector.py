@@ -20,9 +20,8 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from netvlad_tf.data.images import DEFAULT_MAX_SIDE, resized_size
+from netvlad_tf.data.images import DEFAULT_MAX_SIDE, resize_array
 from netvlad_tf.database.patch_shards import PATCHES_FOLDER, patch_manifest, read_patch_shard, settings_of, write_patch_shard
 from netvlad_tf.inference.embedding import Embedder, embed_images
 from netvlad_tf.io.atomic_writes import atomic_directory
@@ -147,12 +146,7 @@ class LoopDetector:
                 self._patches += [features for _, features in self.reranker.describer.describe_images(
                     [str(image)], self.image_size, self.max_side)]
         else:
-            pixels = tf.convert_to_tensor(np.asarray(image, np.float32))
-            if pixels.shape.rank != 3 or pixels.shape[-1] != 3:
-                raise ValueError(f"An image must be an RGB array (H, W, 3), got shape {tuple(pixels.shape)}.")
-            size = resized_size(int(pixels.shape[0]), int(pixels.shape[1]), self.image_size, self.max_side)
-            if size != tuple(pixels.shape[:2]):
-                pixels = tf.image.resize(pixels, size, antialias=True)
+            pixels = resize_array(image, self.image_size, self.max_side)  # the policy a file is read with
             descriptors = Embedder(self.model)(pixels[None].numpy())[0]
             if self.reranker is not None:
                 self._patches += self.reranker.describer.describe_arrays(pixels[None].numpy())

@@ -89,12 +89,13 @@ def test_damaged_or_mismatched_saves_are_one_line_errors(tmp_path):
 
 
 @pytest.mark.slow
-def test_add_an_image_array_or_file_equals_the_batched_path():
+@pytest.mark.parametrize("image_size", [(32, 64), (24, 40)])  # the images' own size, and a resize
+def test_add_an_image_array_or_file_equals_the_batched_path(image_size):
     model = build_netvlad_model(TINY_BACKBONE, weights=None, pooling="mac")
     paths = read_csv_dataset(nordland_csv("test")).database_paths[:3]
-    batched = LoopDetector(model, 0.0, 1, image_size=(32, 64))
+    batched = LoopDetector(model, 0.0, 1, image_size=image_size)
     batched.add_images(paths, verbose=False)
-    single = LoopDetector(model, 0.0, 1, image_size=(32, 64))
+    single = LoopDetector(model, 0.0, 1, image_size=image_size)
     assert single.add(paths[0]) is None
     assert single.add(paths[1]).matched_frame == 0
     from netvlad_tf.data.images import load_image

@@ -227,3 +227,17 @@ def test_a_place_index_of_place_labelled_images_builds_and_answers(tmp_path, cap
     assert main(["netvlad-tf", "query", f"--place_index={tmp_path / 'index'}", photo, "--top_k=1", "--json"]) == 0
     (answer,) = json.loads(capsys.readouterr().out, parse_constant=refuse)[photo]
     assert answer["easting"] is None and answer["northing"] is None and answer["rank"] == 1
+
+
+def test_a_place_index_of_any_keras_model_saves_and_loads(tmp_path):
+    """`index --model` takes any Keras model from images to descriptors; the saved index loads back."""
+    import keras
+
+    images = keras.Input((None, None, 3))
+    features = keras.layers.Conv2D(8, 3, strides=4)(keras.layers.Rescaling(1 / 255)(images))
+    model = keras.Model(images, keras.layers.UnitNormalization()(keras.layers.GlobalAveragePooling2D()(features)))
+    full = read_csv_dataset(nordland_csv("test"))
+    database = GeoDataset("db", full.database_paths[:6], full.database_utm[:6], [], [])
+    PlaceIndex.build(model, database, image_size=IMAGE_SIZE, verbose=False).save(tmp_path / "plain")
+    loaded = PlaceIndex.load(tmp_path / "plain")
+    assert loaded.query([full.database_paths[4]], top_k=1)[0][0].image_path.endswith(full.database_paths[4].split("/")[-1])
