@@ -93,8 +93,7 @@ def demo_place_index(demo_dir: Path, verbose: bool = True) -> tuple[PlaceIndex, 
         evaluation = netvlad_tf.evaluate(model, route, image_size=image_size, verbose=False)
         threshold = evaluation.precision_recall.threshold_at_precision(0.99)
         source = "the Nordland test route (k-means model)"
-    places = PlaceIndex.build(model, route, image_size=image_size, verbose=verbose)
-    if threshold is not None:
-        places.set_threshold(threshold, 0.99, source)
+    places = PlaceIndex.build(model, route, image_size=image_size, verbose=verbose, threshold=threshold,
+                              threshold_source=source)
     places.save(folder)
     return places, examples

@@ -108,7 +108,8 @@ class PlaceIndex:
     def build(cls, model, dataset: GeoDataset, *, index_kind: str = "flat", image_size=None,
               max_side: int | None = DEFAULT_MAX_SIDE, batch_size: int = 8,
               verbose: bool = True, precision: str = "float32", patch_features=None,
-              patch_dtype: str = "float16", **parameters) -> PlaceIndex:
+              patch_dtype: str = "float16", threshold: float | None = None, threshold_source: str = "",
+              **parameters) -> PlaceIndex:
         """Embeds the database images of `dataset` into a new index; queries are later read
         with the same image policy (`image_size`, `max_side`).
 
@@ -125,6 +126,8 @@ class PlaceIndex:
             patch_features: also store the database's Patch-NetVLAD patch features (`"speed"`,
                 `"storage"`, `"performance"` or a `PatchSettings`), so `query(rerank=...)` reads them.
             patch_dtype: `"float16"` or `"float32"` for them.
+            threshold, threshold_source: the 99 %-precision similarity to record with the index
+                and where it was measured (`set_threshold`); what `netvlad-tf serve` decides by.
             **parameters: the index kind's options (e.g. `num_lists`).
 
         It takes the city-scale path in small: the descriptors are streamed into a temporary
@@ -140,6 +143,8 @@ class PlaceIndex:
         except BaseException:
             work.cleanup()
             raise
+        if threshold is not None:
+            places.set_threshold(threshold, 0.99, threshold_source)
         if places.patch_folder is None:
             work.cleanup()
         else:  # the patch shards stay in the temporary folder while the index lives (or until `save`)

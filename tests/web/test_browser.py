@@ -56,3 +56,43 @@ def test_the_demo_page_answers_a_winter_frame_in_a_browser(tmp_path, monkeypatch
     assert hosts == {"127.0.0.1"}, hosts
     if os.environ.get("NETVLAD_TF_SCREENSHOT"):
         shutil.copyfile(tmp_path / "page.png", os.environ["NETVLAD_TF_SCREENSHOT"])
+
+
+def test_serve_demo_answers_from_a_fresh_demo_folder(tmp_path):
+    """`netvlad-tf serve --demo` as a newcomer runs it: the index is built into the demo folder,
+    the page answers a bundled winter frame with a verdict and five matches, and a second start
+    reads the index it built."""
+    import subprocess
+    import sys
+    import time
+
+    from gradio_client import Client, handle_file
+
+    from netvlad_tf.data import read_csv_dataset
+    from netvlad_tf.sample_data import nordland_csv
+    from tests.web.conftest import free_port
+
+    port = free_port()
+    command = [sys.executable, "-m", "netvlad_tf.cli", "serve", "--demo", f"--demo_dir={tmp_path / 'demo'}",
+               f"--port={port}"]
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    log = tmp_path / "serve.log"
+    with open(log, "w") as output:
+        server = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        client = None
+        while client is None and time.monotonic() < deadline and server.poll() is None:
+            try:
+                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+            except Exception:  # not listening yet: the index is being built
+                time.sleep(2)
+        assert client is not None, log.read_text()[-3000:]
+        photo = read_csv_dataset(nordland_csv("test")).query_paths[0]
+        verdict, gallery, plot, *_ = client.submit(handle_file(photo), api_name="/answer").result(
+            timeout=ANSWER_TIMEOUT_S)
+        assert verdict.startswith(("Seen before", "New place")) and len(gallery) == 5 and plot is not None
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert (tmp_path / "demo" / "place_index" / "places.json").is_file()
