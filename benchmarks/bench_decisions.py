@@ -42,10 +42,10 @@ def main() -> None:
     from netvlad_tf.data import read_csv_dataset
     from netvlad_tf.export import export_tflite
     from netvlad_tf.inference.embedding import embed_images
-    from netvlad_tf.models.model_files import load_place_model
+    from netvlad_tf.models.model_files import open_model
     from netvlad_tf.sample_data import nordland_csv
 
-    model = load_place_model(args.model)
+    model = open_model(args.model, netvlad=True)
     route = read_csv_dataset(nordland_csv("test"))
 
     print("\n1. Sequence matching (R@1 / R@5 / R@10, precision-recall AUC, R@100%P)")

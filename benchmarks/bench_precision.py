@@ -102,11 +102,11 @@ def fidelity_section(model_path: str, skip: set[str], image_size: tuple[int, int
     from netvlad_tf.data import read_csv_dataset
     from netvlad_tf.evaluation.evaluate import evaluate
     from netvlad_tf.inference.embedding import embed_images
-    from netvlad_tf.inference.precision import model_in_precision
-    from netvlad_tf.models.model_files import load_place_model
+    from netvlad_tf.inference.runner import ModelRunner
+    from netvlad_tf.models.model_files import open_model
     from netvlad_tf.sample_data import nordland_csv
 
-    model = load_place_model(model_path)
+    model = open_model(model_path, netvlad=True)
     dataset = read_csv_dataset(nordland_csv("test"))
     print(f"\n2. {model.name} on {dataset.name} ({dataset.num_queries} queries) at {image_size[0]}×{image_size[1]}: "
           "recall and cosine to float32")
@@ -116,8 +116,9 @@ def fidelity_section(model_path: str, skip: set[str], image_size: tuple[int, int
         if name in skip:
             continue
         result = evaluate(model, dataset, ns=(1, 5, 10), image_size=image_size, verbose=False, precision=name)
-        runner = model_in_precision(model, name, dataset.database_paths, image_size, verbose=False)
-        found = np.sum(reference * embed_images(runner, dataset.query_paths, image_size, verbose=False), axis=1)
+        runner = ModelRunner.prepare(model, name, calibration_paths=dataset.database_paths, image_size=image_size,
+                                     verbose=False)
+        found = np.sum(reference * runner.embed(dataset.query_paths, image_size, verbose=False), axis=1)
         recall = [100 * result.recall[n] for n in (1, 5, 10)]
         print(f"  {name:<10} {recall[0]:6.1f} {recall[1]:6.1f} {recall[2]:6.1f}   {np.median(found):10.5f} "
               f"{found.min():10.5f}")

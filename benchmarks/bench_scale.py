@@ -40,7 +40,7 @@ def child(mode: str, count: int, model_path: str, output: str, threads: int) -> 
     from netvlad_tf import embed_database
     from netvlad_tf.data import read_csv_dataset
     from netvlad_tf.inference.embedding import embed_images
-    from netvlad_tf.io.keras_archive import load_keras_archive
+    from netvlad_tf.models.model_files import open_model
     from netvlad_tf.sample_data import nordland_csv
 
     dataset = read_csv_dataset(nordland_csv("test"))
@@ -50,7 +50,7 @@ def child(mode: str, count: int, model_path: str, output: str, threads: int) -> 
     coordinates = coordinates[:count]
     start = time.perf_counter()
     if mode == "in_ram":
-        descriptors = embed_images(load_keras_archive(model_path), paths, tuple(IMAGE_SIZE), verbose=False)
+        descriptors = embed_images(open_model(model_path), paths, tuple(IMAGE_SIZE), verbose=False)
         assert descriptors.shape[0] == count
     else:
         stop_after = -(-count // 100) // 2 if mode == "half" else None  # shards of 100: half of them

@@ -41,11 +41,11 @@ def main() -> None:
     from netvlad_tf.data import read_csv_dataset
     from netvlad_tf.inference.embedding import embed_images
     from netvlad_tf.layers.whitening import WHITENING_METHODS, fit_pca_whitening
-    from netvlad_tf.models.model_files import load_place_model
+    from netvlad_tf.models.model_files import open_model
     from netvlad_tf.sample_data import nordland_csv
 
     print(f"CPU: {int8_capability()}")
-    model = load_place_model(args.model)
+    model = open_model(args.model, netvlad=True)
     pooled = model.pooled_model
     stretches = {}
     for name in ("test", "train"):

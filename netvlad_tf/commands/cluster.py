@@ -21,7 +21,7 @@ from netvlad_tf.initialization.clustering import (
 )
 from netvlad_tf.io.atomic_writes import refuse_existing, save_model_atomically
 from netvlad_tf.models.model import PlaceRecognitionModel, build_netvlad_model
-from netvlad_tf.models.model_files import load_place_model
+from netvlad_tf.models.model_files import open_model
 
 SUMMARY = "Initialise NetVLAD's clusters and assignment by k-means (the paper's initialisation)."
 EXAMPLE = ("netvlad-tf cluster --dataset=pitts30k_train.mat --image_root=Pittsburgh --weights=imagenet --output=init.keras\n"
@@ -56,7 +56,7 @@ def run(fv: flags.FlagValues) -> int:
     if fv.model and fv.preset:
         raise ValueError("Give --model (a file to initialise) or --preset (a model to build), not both.")
     if fv.model:
-        model = load_place_model(fv.model)
+        model = open_model(fv.model, netvlad=True)
     elif fv.preset:
         model = PlaceRecognitionModel.from_preset(fv.preset, num_clusters=fv.num_clusters)
     else:

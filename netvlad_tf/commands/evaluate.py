@@ -13,7 +13,6 @@ from netvlad_tf.commands.shared_flags import (
     define_precision_flag,
     define_rerank_flags,
     image_policy,
-    load_compact_model,
     parse_numbers,
     require_flags,
 )
@@ -21,8 +20,7 @@ from netvlad_tf.data.loading import open_dataset
 from netvlad_tf.evaluation.evaluate import PIXELS, evaluate
 from netvlad_tf.evaluation.output import rerank_label, sequence_label, write_evaluation
 from netvlad_tf.evaluation.report import format_precision_recall_table, format_recall_table
-from netvlad_tf.io.keras_archive import load_keras_archive
-from netvlad_tf.models.model_files import load_place_model
+from netvlad_tf.models.model_files import open_model
 from netvlad_tf.retrieval import INDEX_KINDS
 
 # Poolings the paper compares NetVLAD with, put on the model's backbone.
@@ -83,12 +81,8 @@ def run(fv: flags.FlagValues) -> int:
         raise ValueError(f"--dims crops the model's own whitened descriptor; --baseline={fv.baseline} has none.")
     image_size, max_side = image_policy(fv)
     dataset = open_dataset(fv.dataset, fv.image_root, fv.query_root, fv.split)
-    if fv.model is None:
-        model = None
-    elif fv.dims is not None:
-        model = load_compact_model(fv.model, fv.dims)
-    else:  # a baseline pooling needs the netvlad_tf model's backbone; the model as it is may be any
-        model = (load_place_model if fv.baseline != AS_IS else load_keras_archive)(fv.model)
+    # A baseline pooling needs the netvlad_tf model's backbone; the model as it is may be any.
+    model = None if fv.model is None else open_model(fv.model, fv.dims, netvlad=fv.baseline != AS_IS)
     if fv.baseline in BASELINE_POOLINGS:
         model = model.with_pooling(fv.baseline)
     label = fv.baseline

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from absl import flags
 
-from netvlad_tf.commands.shared_flags import define_dims_flag, load_compact_model, parse_image_size, require_flags
+from netvlad_tf.commands.shared_flags import define_dims_flag, parse_image_size, require_flags
 from netvlad_tf.data.csv_dataset import read_csv_dataset
 from netvlad_tf.data.images import image_batches
 from netvlad_tf.data.sampling import evenly_spaced
@@ -25,6 +25,7 @@ from netvlad_tf.export import (
     write_model_card,
 )
 from netvlad_tf.io.atomic_writes import refuse_existing
+from netvlad_tf.models.model_files import open_model
 from netvlad_tf.sample_data import nordland_csv
 
 SUMMARY = "Export a model as a SavedModel (TF Serving), TFLite (phones) or ONNX and check it against Keras."
@@ -76,7 +77,7 @@ def run(fv: flags.FlagValues) -> int:
     recall = _recall_from(fv.results)
     target = Path(fv.output) / fv.model_name / str(fv.version) if fv.format == "saved_model" else fv.output
     refuse_existing(target, fv.overwrite)  # before the minutes of work, not after
-    model = load_compact_model(fv.model, fv.dims)
+    model = open_model(fv.model, fv.dims)
     image_size = parse_image_size(fv.image_size)
     paths = read_csv_dataset(fv.calibration or nordland_csv("train"), require_queries=False).database_paths
     calibration = np.concatenate(list(image_batches(evenly_spaced(paths, CALIBRATION_IMAGES), image_size, batch_size=16)))

@@ -15,14 +15,13 @@ from netvlad_tf.commands.shared_flags import (
     define_image_size_flag,
     define_precision_flag,
     image_policy,
-    load_compact_model,
     require_flags,
 )
 from netvlad_tf.data.loading import open_dataset
 from netvlad_tf.database.place_index import PlaceIndex
 from netvlad_tf.evaluation.output import read_threshold
 from netvlad_tf.io.atomic_writes import refuse_existing
-from netvlad_tf.io.keras_archive import load_keras_archive
+from netvlad_tf.models.model_files import open_model
 from netvlad_tf.retrieval import INDEX_KINDS
 
 # The index kinds with inverted lists (`--num_lists`, `--on_disk`, parts built by Ray tasks).
@@ -108,7 +107,7 @@ def run(fv: flags.FlagValues) -> int:
         if fv.on_disk or fv.num_workers:
             raise ValueError("--on_disk and --num_workers build from --descriptors; run `netvlad-tf embed` first.")
         dataset = open_dataset(fv.dataset, fv.image_root, fv.query_root, fv.split, require_queries=False)
-        model = load_compact_model(fv.model, fv.dims) if fv.dims else load_keras_archive(fv.model)
+        model = open_model(fv.model, fv.dims)
         image_size, max_side = image_policy(fv)
         places = PlaceIndex.build(model, dataset, index_kind=fv.index, image_size=image_size, max_side=max_side,
                                   batch_size=fv.batch_size, precision=fv.precision or "float32", **parameters)

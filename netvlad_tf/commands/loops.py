@@ -11,12 +11,12 @@ from netvlad_tf.commands.shared_flags import (
     define_dims_flag,
     define_image_size_flag,
     image_policy,
-    load_compact_model,
     require_flags,
 )
 from netvlad_tf.data.image_stream import read_image_stream
 from netvlad_tf.decisions.loop_detector import DEFAULT_CANDIDATES, DEFAULT_VERIFY_THRESHOLD, LoopDetector
 from netvlad_tf.io.atomic_writes import atomic_file, refuse_existing
+from netvlad_tf.models.model_files import open_model
 from netvlad_tf.reranking.settings import PATCH_SETTINGS
 
 SUMMARY = "Find the revisits (loop closures) in a stream of frames: frame, matched_frame, similarity."
@@ -64,7 +64,7 @@ def run(fv: flags.FlagValues) -> int:
         refuse_existing(fv.save_detector, fv.overwrite)
     frames = read_image_stream(fv.images)
     image_size, max_side = image_policy(fv)
-    model = load_compact_model(fv.model, fv.dims)
+    model = open_model(fv.model, fv.dims)
     verify = None if fv.verify == NO_RERANK else fv.verify
     detector = LoopDetector(model, fv.threshold, fv.min_frame_gap, sequence_length=fv.sequence_length,
                             image_size=image_size, max_side=max_side, num_candidates=fv.num_candidates,

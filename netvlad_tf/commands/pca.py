@@ -16,7 +16,7 @@ from netvlad_tf.commands.shared_flags import (
 from netvlad_tf.data.loading import open_dataset
 from netvlad_tf.initialization.learned_whitening import with_learned_whitening
 from netvlad_tf.io.atomic_writes import refuse_existing, save_model_atomically
-from netvlad_tf.models.model_files import load_place_model
+from netvlad_tf.models.model_files import open_model
 
 SUMMARY = "Learn PCA whitening (≤ 10 000 database images) and save the model with it baked in."
 EXAMPLE = ("netvlad-tf pca --model=runs/pitts30k/last.keras --dataset=pitts30k_train.mat --image_root=Pittsburgh "
@@ -40,7 +40,7 @@ def run(fv: flags.FlagValues) -> int:
     require_flags(fv, "model", "dataset", "output")
     require_keras_output(fv.output)
     refuse_existing(fv.output, fv.overwrite)
-    model = load_place_model(fv.model)
+    model = open_model(fv.model, netvlad=True)
     dataset = open_dataset(fv.dataset, fv.image_root, fv.query_root, fv.split)
     image_size, max_side = image_policy(fv)
     whitened = with_learned_whitening(model, dataset.database_paths, fv.whitening_dim, image_size,

@@ -8,7 +8,7 @@ from pathlib import Path
 from absl import flags
 
 from netvlad_tf.database.place_index import PlaceIndex
-from netvlad_tf.io.keras_archive import load_keras_archive
+from netvlad_tf.models.model_files import open_model
 from netvlad_tf.sample_data import nordland_csv
 
 SUMMARY = "Serve a web page over a place index: a photo in, the verdict, the matches and where they are."
@@ -79,7 +79,7 @@ def demo_place_index(demo_dir: Path, verbose: bool = True) -> tuple[PlaceIndex, 
     trained = demo_dir / "model_whitened.keras"
     if trained.is_file():
         results = json.loads((demo_dir / "results.json").read_text())
-        model, image_size = load_keras_archive(trained), tuple(results["settings"]["image_size"])
+        model, image_size = open_model(trained), tuple(results["settings"]["image_size"])
         threshold = results["precision_recall"]["netvlad_whitened"]["threshold_at_99_precision"]
         source = f"the Nordland test route ({trained})"
     else:

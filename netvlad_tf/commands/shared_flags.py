@@ -6,10 +6,7 @@ from absl import flags
 
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE
 from netvlad_tf.inference.precision import PRECISIONS
-from netvlad_tf.io.keras_archive import load_keras_archive
 from netvlad_tf.layers.whitening import DEFAULT_WHITENING_METHOD, WHITENING_METHODS
-from netvlad_tf.models.model import PlaceRecognitionModel
-from netvlad_tf.models.model_files import load_place_model
 from netvlad_tf.reranking.reranker import DEFAULT_RERANK_TOP_K
 from netvlad_tf.reranking.settings import PATCH_SETTINGS
 
@@ -97,12 +94,6 @@ def define_rerank_flags(fv: flags.FlagValues) -> None:
                       "128 dims).", flag_values=fv)
     flags.DEFINE_integer("rerank_top_k", DEFAULT_RERANK_TOP_K, "Candidates re-ranked per query (with --rerank).",
                          lower_bound=1, flag_values=fv)
-
-
-def load_compact_model(path: str, dims: int | None) -> PlaceRecognitionModel:
-    """The netvlad_tf model in `path`, cut to `dims` whitened dimensions when `dims` is set."""
-    model = (load_place_model if dims is not None else load_keras_archive)(path)
-    return model if dims is None else model.with_dims(dims)
 
 
 def none_or_text(text: str | None) -> str | None:

@@ -24,7 +24,7 @@ from netvlad_tf.initialization.clustering import DEFAULT_NUM_DESCRIPTORS, initia
 from netvlad_tf.initialization.learned_whitening import with_learned_whitening
 from netvlad_tf.io.atomic_writes import save_model_atomically
 from netvlad_tf.models.model import BACKBONE_DEFAULT, build_netvlad_model
-from netvlad_tf.models.model_files import load_place_model
+from netvlad_tf.models.model_files import open_model
 from netvlad_tf.training import multi_worker_strategy, new_run_dir, train
 from netvlad_tf.training.train import BACKUP_DIR, LAST_MODEL_FILE
 
@@ -126,7 +126,7 @@ def run(fv: flags.FlagValues) -> int:
     print(f"Training on {train_dataset}" + (f", validating on {val_dataset}" if val_dataset else ""))
 
     if fv.model:
-        model = load_place_model(fv.model)
+        model = open_model(fv.model, netvlad=True)
     else:
         weights = none_or_text(fv.weights)
         model = build_netvlad_model(

@@ -27,9 +27,7 @@ from netvlad_tf.database.shards import (
     FORMAT,
     FORMAT_VERSION,
     IDENTITY_KEYS,
-    INT8_MODEL_FILE,
     MISSING_FILE,
-    MODEL_FILE,
     ROWS_FILE,
     SHARDS_FOLDER,
     DescriptorFolderError,
@@ -45,12 +43,13 @@ from netvlad_tf.database.shards import (
     shards_to_embed,
     write_manifest,
 )
-from netvlad_tf.inference.precision import choose_precision, model_in_precision
+from netvlad_tf.inference.precision import choose_precision
+from netvlad_tf.inference.runner import INT8_MODEL_FILE, ModelRunner
 from netvlad_tf.io.atomic_writes import atomic_file, write_bytes_atomically
-from netvlad_tf.io.keras_archive import load_keras_archive
+from netvlad_tf.io.keras_archive import MODEL_FILE
 from netvlad_tf.io.progress import Progress
 from netvlad_tf.models.model import PlaceRecognitionModel
-from netvlad_tf.models.model_files import load_place_model
+from netvlad_tf.models.model_files import open_model
 from netvlad_tf.reranking.patch_descriptors import PatchDescriber
 from netvlad_tf.reranking.settings import PatchSettings
 
@@ -173,10 +172,10 @@ def embed_database(
         _say(verbose, f"{output / SHARDS_FOLDER / shard_name(shard)} {problem}: embedding it again.")
     # Only a run with something to embed prepares the precision (int8: calibrates once, before
     # any Ray actor reads model_int8.onnx); a rerun of a finished folder checks and returns.
-    runner = loaded
+    runner = None
     if pending or retry_missing:
-        runner = model_in_precision(loaded, precision, list(image_paths), image_size, max_side,
-                                    output / INT8_MODEL_FILE, verbose)
+        runner = ModelRunner.prepare(loaded, precision, calibration_paths=image_paths, image_size=image_size,
+                                     max_side=max_side, int8_path=output / INT8_MODEL_FILE, verbose=verbose)
     writer_options = {"on_unreadable": on_unreadable, "max_unreadable": max_unreadable}
     writer = None
     if pending and num_workers:
@@ -268,7 +267,7 @@ def _prepare_folder(output: Path, model, image_paths: list[str], coordinates, im
     compact one and the manifest keeps the source file's checksum (its `descriptor_dim` is
     `dims`)."""
     in_memory = isinstance(model, keras.Model)
-    loaded = model if in_memory else (load_place_model if dims is not None or precision != "float32" else load_keras_archive)(model)
+    loaded = model if in_memory else open_model(model, netvlad=dims is not None or precision != "float32")
     if dims is not None:
         if not isinstance(loaded, PlaceRecognitionModel):
             raise ValueError(f"dims needs a netvlad_tf PlaceRecognitionModel with PCA whitening, not a Keras "

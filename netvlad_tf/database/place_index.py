@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from netvlad_tf.data.geo_dataset import GeoDataset
@@ -16,9 +17,7 @@ from netvlad_tf.data.images import DEFAULT_MAX_SIDE
 from netvlad_tf.database.embed import dataset_rows, embed_database
 from netvlad_tf.database.index_build import add_shards, build_index_from_shards
 from netvlad_tf.database.patch_shards import PATCHES_FOLDER, StoredPatches, settings_of
-from netvlad_tf.database.shard_writer import folder_model
 from netvlad_tf.database.shards import (
-    INT8_MODEL_FILE,
     SHARDS_FOLDER,
     complete_manifest,
     missing_rows,
@@ -28,20 +27,17 @@ from netvlad_tf.database.shards import (
     shard_name,
     shard_ranges,
 )
-from netvlad_tf.database.shards import MODEL_FILE as DESCRIPTOR_MODEL_FILE
-from netvlad_tf.inference.embedding import embed_images
-from netvlad_tf.inference.precision import PRECISIONS, choose_precision, low_precision_model
+from netvlad_tf.inference.precision import PRECISIONS, choose_precision
+from netvlad_tf.inference.runner import INT8_MODEL_FILE, ModelRunner
 from netvlad_tf.io.atomic_writes import atomic_directory
-from netvlad_tf.io.keras_archive import load_keras_archive
+from netvlad_tf.io.keras_archive import MODEL_FILE
 from netvlad_tf.io.progress import Progress
-from netvlad_tf.models.model import PlaceRecognitionModel
 from netvlad_tf.reranking.candidate_patches import ComputedPatches
 from netvlad_tf.reranking.reranker import DEFAULT_RERANK_TOP_K, Reranker
 from netvlad_tf.reranking.settings import PatchSettings
 from netvlad_tf.retrieval import DescriptorIndex, load_index
 
 PLACES_FILE = "places.json"
-MODEL_FILE = "model.keras"
 INDEX_FOLDER = "index"
 # Where re-ranking reads candidates' patch features (see `PlaceIndex.query`).
 PATCH_SOURCES = ("auto", "stored", "computed")
@@ -79,7 +75,9 @@ class PlaceIndex:
     True
     """
 
-    model: PlaceRecognitionModel
+    # The model and the precision the database was embedded in (with int8 its calibrated model):
+    # queries are embedded the same way unless `query` is told otherwise.
+    runner: ModelRunner
     index: DescriptorIndex
     image_paths: list[str]
     coordinates: np.ndarray
@@ -87,10 +85,6 @@ class PlaceIndex:
     max_side: int | None = DEFAULT_MAX_SIDE
     # The descriptor folder's identity (`SOURCE_KEYS`) when built from one: what `add_appended` checks.
     source: dict | None = None
-    # The precision the database was embedded in, and with int8 its calibrated model: queries
-    # are embedded the same way unless `query` is told otherwise.
-    precision: str = "float32"
-    int8_model: object | None = None
     # Stored patch features (`embed --patch_features`): their manifest record, the folder of
     # patch shards, each indexed image's plan row and the first row of each shard.
     patch_features: dict | None = None
@@ -100,9 +94,19 @@ class PlaceIndex:
     # The similarity a best match needs to count as "seen before", with the precision it gives and
     # where that was measured (`set_threshold`); None: no decision threshold travels with the index.
     threshold: dict | None = None
-    _query_models: dict = field(default_factory=dict, repr=False, compare=False)
+    _query_runners: dict = field(default_factory=dict, repr=False, compare=False)
     _rerankers: dict = field(default_factory=dict, repr=False, compare=False)
     _kept_folder: object = field(default=None, repr=False, compare=False)
+
+    @property
+    def model(self) -> keras.Model:
+        """The float32 model (saved with the index; patch features come from it)."""
+        return self.runner.model
+
+    @property
+    def precision(self) -> str:
+        """The precision the database was embedded in."""
+        return self.runner.precision
 
     @classmethod
     def build(cls, model, dataset: GeoDataset, *, index_kind: str = "flat", image_size=None,
@@ -181,13 +185,10 @@ class PlaceIndex:
         left_out = {row.row_id for row in missing_rows(directory)}
         kept = [row for row in range(manifest["num_rows"]) if row not in left_out]
         image_size = tuple(manifest["image_size"]) if manifest["image_size"] else None
-        if model is None:
-            model = load_keras_archive(directory / DESCRIPTOR_MODEL_FILE)
-        precision = manifest.get("precision", "float32")
-        int8_model = folder_model(directory, manifest) if precision == "int8" else None
+        runner = ModelRunner.open(directory, manifest.get("precision", "float32"), model)
         patches = manifest.get("patch_features")
-        return cls(model, index, [image_paths[row] for row in kept], coordinates[kept], image_size,
-                   manifest["max_side"], _source(manifest), precision, int8_model, patches,
+        return cls(runner, index, [image_paths[row] for row in kept], coordinates[kept], image_size,
+                   manifest["max_side"], _source(manifest), patches,
                    directory / PATCHES_FOLDER if patches else None, np.asarray(kept, np.int64) if patches else None,
                    [rows.start for rows in shard_ranges(manifest)] if patches else None)
 
@@ -268,9 +269,7 @@ class PlaceIndex:
     def save(self, directory, overwrite: bool = False) -> None:
         """Writes the model, the index and the places into `directory`, atomically."""
         with atomic_directory(directory, overwrite) as staging:
-            self.model.save(staging / MODEL_FILE)
-            if self.int8_model is not None:
-                (staging / INT8_MODEL_FILE).write_bytes(self.int8_model.onnx_bytes)
+            self.runner.save_into(staging)
             (staging / INDEX_FOLDER).mkdir()
             self.index.save_into(staging / INDEX_FOLDER)
             if self.patch_folder is not None:
@@ -299,19 +298,14 @@ class PlaceIndex:
         if not (directory / PLACES_FILE).is_file() or not (directory / MODEL_FILE).is_file():
             raise FileNotFoundError(f"{directory} is not a place index (made by `netvlad-tf index`).")
         places = _read_places(directory / PLACES_FILE)
-        model = load_keras_archive(directory / MODEL_FILE)
-        index = load_index(directory / INDEX_FOLDER, expected_dim=int(model.output.shape[-1]))
+        runner = ModelRunner.open(directory, places["precision"])
+        index = load_index(directory / INDEX_FOLDER, expected_dim=runner.descriptor_dim)
         if len(places["image_paths"]) != index.size:
             raise ValueError(f"{directory}: {PLACES_FILE} lists {len(places['image_paths'])} places but "
                              f"{INDEX_FOLDER}/ holds {index.size} descriptors.")
-        int8_model = None
-        if places["precision"] == "int8":
-            from netvlad_tf.inference.int8 import OnnxRuntimeModel
-
-            int8_model = OnnxRuntimeModel(directory / INT8_MODEL_FILE, name=f"{model.name}_int8")
         patches = places["patch_features"]
-        return cls(model, index, places["image_paths"], places["coordinates"], places["image_size"],
-                   places["max_side"], places["descriptor_folder"], places["precision"], int8_model, patches,
+        return cls(runner, index, places["image_paths"], places["coordinates"], places["image_size"],
+                   places["max_side"], places["descriptor_folder"], patches,
                    directory / PATCHES_FOLDER if patches else None, places["patch_rows"], places["patch_shard_starts"],
                    places["threshold"])
 
@@ -346,13 +340,10 @@ class PlaceIndex:
         if rerank is not None and (int(rerank_top_k) != rerank_top_k or rerank_top_k < 1):
             raise ValueError(f"rerank_top_k must be at least 1 candidate, got {rerank_top_k!r}.")
         precision = choose_precision(precision or self.precision)[0]
-        if precision == "int8" and self.int8_model is None:
-            raise ValueError("This place index holds no int8 model; build it with --precision=int8 to query in int8.")
-        if precision not in self._query_models:
-            self._query_models[precision] = (self.int8_model if precision == "int8"
-                                             else low_precision_model(self.model, precision))
-        runner = self._query_models[precision]
-        descriptors = embed_images(runner, list(photo_paths), self.image_size, self.max_side, verbose=False)
+        if precision not in self._query_runners:
+            self._query_runners[precision] = self.runner.in_precision(precision)
+        descriptors = self._query_runners[precision].embed(list(photo_paths), self.image_size, self.max_side,
+                                                           verbose=False)
         depth = top_k if rerank is None else max(top_k, min(int(rerank_top_k), self.index.size))
         distances, indices = self.index.search(descriptors, depth)
         verifications = [{} for _ in photo_paths]

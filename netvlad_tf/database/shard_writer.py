@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import keras
 import numpy as np
 import pyarrow.parquet as pq
 
 from netvlad_tf.data.images import indexed_image_batches
 from netvlad_tf.database.patch_shards import PATCHES_FOLDER, read_patch_shard, settings_of, write_patch_shard
 from netvlad_tf.database.shards import (
-    INT8_MODEL_FILE,
-    MODEL_FILE,
     ROWS_FILE,
     SHARDS_FOLDER,
     read_shard,
@@ -21,10 +18,7 @@ from netvlad_tf.database.shards import (
     write_shard,
 )
 from netvlad_tf.inference.embedding import predict_batches
-from netvlad_tf.inference.precision import low_precision_model
-from netvlad_tf.io.keras_archive import load_keras_archive
-from netvlad_tf.models.model import PlaceRecognitionModel
-from netvlad_tf.models.model_files import load_place_model
+from netvlad_tf.inference.runner import ModelRunner
 from netvlad_tf.reranking.patch_descriptors import PatchDescriber
 
 # What `embed` does with an image it cannot read: skip it (the row is kept, marked missing) or stop.
@@ -46,14 +40,14 @@ class ShardWriter:
         directory: the descriptor folder.
         manifest: its manifest.
         batch_size: images per forward pass.
-        model: what to embed with, when loaded already (None: `folder_model`).
+        runner: what to embed with, when prepared already (None: the folder's, `ModelRunner.open`).
         on_unreadable: `"skip"` marks the row of an image that cannot be read as missing (its
             reason kept in the shard); `"stop"` stops at it, naming it.
         max_unreadable: with `"skip"`, the largest share of a shard's images that may be
             unreadable; above it nothing is written for that shard and the run stops.
     """
 
-    def __init__(self, directory, manifest: dict, batch_size: int, model: keras.Model | None = None,
+    def __init__(self, directory, manifest: dict, batch_size: int, runner: ModelRunner | None = None,
                  on_unreadable: str = "skip", max_unreadable: float = DEFAULT_MAX_UNREADABLE):
         if on_unreadable not in ON_UNREADABLE:
             raise ValueError(f"on_unreadable must be one of {ON_UNREADABLE}, got {on_unreadable!r}.")
@@ -64,7 +58,7 @@ class ShardWriter:
         self.batch_size = batch_size
         self.on_unreadable = on_unreadable
         self.max_unreadable = max_unreadable
-        self.model = model if model is not None else folder_model(self.directory, manifest)
+        self.runner = runner if runner is not None else ModelRunner.open(self.directory, manifest.get("precision", "float32"))
         self.rows = pq.read_table(self.directory / ROWS_FILE)
         self.ranges = shard_ranges(manifest)
         size = manifest["image_size"]
@@ -72,9 +66,7 @@ class ShardWriter:
         self.patches = manifest.get("patch_features")
         self.describer = None
         if self.patches is not None:  # patches come from the float32 model, whatever the precision
-            float_model = self.model if isinstance(self.model, PlaceRecognitionModel) and manifest.get(
-                "precision", "float32") == "float32" else load_place_model(self.directory / MODEL_FILE)
-            self.describer = PatchDescriber(float_model, settings_of(self.patches))
+            self.describer = PatchDescriber(self.runner.model, settings_of(self.patches))
 
     def write(self, shard: int) -> int:
         """Embeds and writes one shard; returns its number of rows.
@@ -125,7 +117,7 @@ class ShardWriter:
                                         unreadable=missing)
         if self.describer is not None:
             batches = self._with_patches(batches, patches)
-        for indices, (output, *_) in predict_batches(self.model, batches, len(paths), verbose=False):
+        for indices, (output, *_) in predict_batches(self.runner.forward, batches, len(paths), verbose=False):
             descriptors[indices] = output
         missing = missing or {}
         if len(missing) > self.max_unreadable * len(paths):
@@ -148,14 +140,3 @@ class ShardWriter:
         return self.directory / SHARDS_FOLDER / shard_name(shard)
 
 
-
-def folder_model(directory: Path, manifest: dict):
-    """What a descriptor folder's shards are embedded with, in its manifest's precision: its
-    `model.keras`, run in bfloat16/float16 by `low_precision_model`, or its `model_int8.onnx`."""
-    precision = manifest.get("precision", "float32")
-    if precision == "int8":
-        from netvlad_tf.inference.int8 import OnnxRuntimeModel
-
-        return OnnxRuntimeModel(directory / INT8_MODEL_FILE, name=f"{manifest['model_name']}_int8")
-    model = (load_place_model if precision != "float32" else load_keras_archive)(directory / MODEL_FILE)
-    return low_precision_model(model, precision)

@@ -36,9 +36,6 @@ from netvlad_tf.io.atomic_writes import atomic_file, write_bytes_atomically
 MANIFEST_FILE = "manifest.json"
 MISSING_FILE = "missing.csv"
 ROWS_FILE = "rows.parquet"
-MODEL_FILE = "model.keras"
-# With precision int8: the quantised model every shard is embedded with (calibrated once).
-INT8_MODEL_FILE = "model_int8.onnx"
 SHARDS_FOLDER = "shards"
 FORMAT = "netvlad_tf.descriptors"
 FORMAT_VERSION = 1

@@ -23,9 +23,10 @@ import numpy as np
 
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE, resize_array
 from netvlad_tf.database.patch_shards import PATCHES_FOLDER, patch_manifest, read_patch_shard, settings_of, write_patch_shard
-from netvlad_tf.inference.embedding import Embedder, embed_images
+from netvlad_tf.inference.precision import choose_precision
+from netvlad_tf.inference.runner import ModelRunner
 from netvlad_tf.io.atomic_writes import atomic_directory
-from netvlad_tf.io.keras_archive import load_keras_archive
+from netvlad_tf.io.keras_archive import MODEL_FILE
 from netvlad_tf.reranking.patch_descriptors import PatchFeatures
 from netvlad_tf.reranking.reranker import Reranker
 from netvlad_tf.reranking.settings import PatchSettings
@@ -33,7 +34,6 @@ from netvlad_tf.retrieval import DescriptorIndex, create_index, load_index
 
 STATE_FILE = "loop_detector.json"
 DESCRIPTORS_FILE = "descriptors.npy"
-MODEL_FILE = "model.keras"
 INDEX_FOLDER = "index"
 # Index kinds that take vectors one at a time without training on the first ones.
 GROWING_INDEX_KINDS = ("flat", "hnsw", "numpy")
@@ -59,8 +59,10 @@ class LoopDetector:
     """Detects revisits in a stream of frames with NetVLAD descriptors.
 
     Args:
-        model: maps images to L2-normalised descriptors; None when only descriptors are added
-            (`add_descriptors`).
+        model: maps images to L2-normalised descriptors (a Keras model, or a `ModelRunner`
+            prepared already, e.g. int8 calibrated on frames like the stream's:
+            `ModelRunner.prepare(model, "int8", calibration_paths=...)`); None when only
+            descriptors are added (`add_descriptors`).
         threshold: the similarity (cosine) a best match needs to count as a loop; take
             `threshold_at_99_precision` from `netvlad-tf evaluate` on data like yours.
         min_frame_gap: frames closer than this in the stream are never matched (≥ 1).
@@ -75,6 +77,9 @@ class LoopDetector:
             features are kept (frames must come as images: `add`, `add_images`).
         verify_threshold: the verification score (`Verification.score`, 0–1) a loop needs; take
             `threshold_at_99_precision` of `netvlad-tf evaluate --rerank` on data like yours.
+        precision: what frames are embedded in: `"float32"`, `"bfloat16"`, `"float16"` or
+            `"auto"` (`netvlad_tf.inference.precision`); int8 needs calibration images, so it
+            comes as a prepared `ModelRunner` instead. Patch features stay float32.
 
     Example:
     >>> import numpy as np
@@ -91,7 +96,8 @@ class LoopDetector:
     def __init__(self, model: keras.Model | None, threshold: float, min_frame_gap: int, *, sequence_length: int = 1,
                  image_size: tuple[int, int] | None = None, max_side: int | None = DEFAULT_MAX_SIDE,
                  num_candidates: int = DEFAULT_CANDIDATES, index_kind: str = "flat",
-                 verify: str | PatchSettings | None = None, verify_threshold: float = DEFAULT_VERIFY_THRESHOLD):
+                 verify: str | PatchSettings | None = None, verify_threshold: float = DEFAULT_VERIFY_THRESHOLD,
+                 precision: str = "float32"):
         if not (np.isfinite(threshold) and -1 <= threshold <= 1):
             raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {threshold!r}.")
         if verify is not None and model is None:
@@ -108,7 +114,7 @@ class LoopDetector:
         if index_kind not in GROWING_INDEX_KINDS:
             raise ValueError(f"A loop detector's index grows a frame at a time: use one of {GROWING_INDEX_KINDS}, "
                              f"not {index_kind!r} (the IVF kinds train on the first vectors added).")
-        self.model = model
+        self.runner = _runner(model, precision)
         self.threshold = float(threshold)
         self.min_frame_gap = int(min_frame_gap)
         self.sequence_length = int(sequence_length)
@@ -122,8 +128,13 @@ class LoopDetector:
         self.index: DescriptorIndex | None = None
         self.verify = verify
         self.verify_threshold = float(verify_threshold)
-        self.reranker = Reranker(model, verify) if verify is not None else None
+        self.reranker = Reranker(self.model, verify) if verify is not None else None
         self._patches: list[PatchFeatures] = []
+
+    @property
+    def model(self) -> keras.Model | None:
+        """The float32 model (saved with the detector; patch features come from it), or None."""
+        return self.runner.model if self.runner is not None else None
 
     @property
     def num_frames(self) -> int:
@@ -141,13 +152,13 @@ class LoopDetector:
         if self.model is None:
             raise ValueError("This detector has no model: add descriptors with add_descriptors.")
         if isinstance(image, (str, Path)):
-            descriptors = embed_images(self.model, [str(image)], self.image_size, self.max_side, verbose=False)
+            descriptors = self.runner.embed([str(image)], self.image_size, self.max_side, verbose=False)
             if self.reranker is not None:
                 self._patches += [features for _, features in self.reranker.describer.describe_images(
                     [str(image)], self.image_size, self.max_side)]
         else:
             pixels = resize_array(image, self.image_size, self.max_side)  # the policy a file is read with
-            descriptors = Embedder(self.model)(pixels[None].numpy())[0]
+            descriptors = self.runner.embed_arrays(pixels[None].numpy())
             if self.reranker is not None:
                 self._patches += self.reranker.describer.describe_arrays(pixels[None].numpy())
         return self._add(descriptors)[0]
@@ -156,7 +167,7 @@ class LoopDetector:
         """Adds image files as consecutive frames (embedded in batches); one answer per frame."""
         if self.model is None:
             raise ValueError("This detector has no model: add descriptors with add_descriptors.")
-        descriptors = embed_images(self.model, list(paths), self.image_size, self.max_side, batch_size, verbose)
+        descriptors = self.runner.embed(list(paths), self.image_size, self.max_side, batch_size, verbose)
         if self.reranker is not None:
             described = dict(self.reranker.describer.describe_images(list(paths), self.image_size, self.max_side))
             self._patches += [described[position] for position in range(len(paths))]
@@ -271,14 +282,15 @@ class LoopDetector:
                      "image_size": list(self.image_size) if self.image_size else None, "max_side": self.max_side,
                      "verify": self.verify if self.verify is None or isinstance(self.verify, str) else
                      patch_manifest(self.verify, None, self.reranker.describer.dims, "float16"),
-                     "verify_threshold": self.verify_threshold}
+                     "verify_threshold": self.verify_threshold,
+                     "precision": self.runner.precision if self.runner is not None else "float32"}
             (staging / STATE_FILE).write_text(json.dumps(state, indent=2))
             np.save(staging / DESCRIPTORS_FILE, self.descriptors)
             if self.index is not None:
                 (staging / INDEX_FOLDER).mkdir()
                 self.index.save_into(staging / INDEX_FOLDER)
-            if self.model is not None:
-                self.model.save(staging / MODEL_FILE)
+            if self.runner is not None:
+                self.runner.save_into(staging)
             if self.reranker is not None:
                 write_patch_shard(staging / PATCHES_FOLDER, 0, self._patches, "float16")
 
@@ -291,7 +303,8 @@ class LoopDetector:
         try:
             state = json.loads((directory / STATE_FILE).read_text())
             descriptors = np.load(directory / DESCRIPTORS_FILE, allow_pickle=False)
-            model = load_keras_archive(directory / MODEL_FILE) if (directory / MODEL_FILE).is_file() else None
+            model = (ModelRunner.open(directory, state.get("precision", "float32"))
+                     if (directory / MODEL_FILE).is_file() else None)
             verify = state.get("verify")
             detector = cls(model, state["threshold"], state["min_frame_gap"],
                            sequence_length=state["sequence_length"], image_size=state["image_size"],
@@ -318,3 +331,17 @@ class LoopDetector:
                                  f"{expected_searchable}.")
             detector._searchable_sum = descriptors[:expected_searchable].astype(np.float64).sum(axis=0)
         return detector
+
+
+def _runner(model, precision: str) -> ModelRunner | None:
+    """The detector's runner: `model` as given when prepared already, else in `precision`."""
+    if model is None or isinstance(model, ModelRunner):
+        if precision != "float32":
+            raise ValueError(f"precision={precision!r} applies to a Keras model; a ModelRunner (or no model) "
+                             "runs as it was prepared.")
+        return model
+    resolved = choose_precision(precision)[0]
+    if resolved == "int8":
+        raise ValueError("int8 is calibrated on images like the stream's: pass ModelRunner.prepare(model, 'int8', "
+                         "calibration_paths=...) as the model.")
+    return ModelRunner(model, resolved)

@@ -22,8 +22,8 @@ from netvlad_tf.decisions.sequences import DEFAULT_SPEEDS, sequence_similarities
 from netvlad_tf.evaluation.pixels import pixel_descriptors
 from netvlad_tf.evaluation.recall import DEFAULT_NS, first_per_group, recall_at_n
 from netvlad_tf.evaluation.stored_descriptors import cached_descriptors, descriptor_cache_key
-from netvlad_tf.inference.embedding import embed_images
-from netvlad_tf.inference.precision import choose_precision, model_in_precision
+from netvlad_tf.inference.precision import choose_precision
+from netvlad_tf.inference.runner import ModelRunner
 from netvlad_tf.reranking.candidate_patches import ComputedPatches
 from netvlad_tf.reranking.reranker import DEFAULT_RERANK_TOP_K, Reranker, rerank_rankings
 from netvlad_tf.reranking.settings import PatchSettings
@@ -217,9 +217,10 @@ def evaluate(
         raise ValueError("Raw pixels are compared as they are; --precision applies to a model.")
     if verbose and requested != "float32" and baseline != PIXELS:
         print(reason, flush=True)
-    runner = model if baseline == PIXELS else model_in_precision(
-        model, precision, dataset.database_paths, image_size, max_side, verbose=verbose)
-    embed = _embedder(model, runner, precision, baseline, image_size, max_side, batch_size, stored_descriptors, verbose)
+    runner = None if baseline == PIXELS else ModelRunner.prepare(
+        model, precision, calibration_paths=dataset.database_paths, image_size=image_size, max_side=max_side,
+        verbose=verbose)
+    embed = _embedder(runner, image_size, max_side, batch_size, stored_descriptors, verbose)
     database = embed(dataset.database_paths, "database")
     queries = embed(dataset.query_paths, "query")
 
@@ -313,17 +314,20 @@ def _ranking(ranked, distances, best_similarity, dataset, positives, query_indic
                    np.asarray(best_similarity, np.float32), best_match)
 
 
-def _embedder(model, runner, precision, baseline, image_size, max_side, batch_size, stored_descriptors, verbose):
-    if baseline == PIXELS:
+def _embedder(runner: ModelRunner | None, image_size, max_side, batch_size, stored_descriptors, verbose):
+    """`embed(paths, role)`: the runner's descriptors (read from `stored_descriptors` when kept
+    there), or raw pixels without a runner (the pixel baseline)."""
+    if runner is None:
         return lambda paths, role: pixel_descriptors(paths)
 
     def embed(paths, role):
         if verbose:
-            print(f"Embedding {len(paths)} {role} images with {runner.name}", flush=True)
-        compute = lambda: embed_images(runner, paths, image_size, max_side, batch_size, verbose)
+            print(f"Embedding {len(paths)} {role} images with {runner.forward.name}", flush=True)
+        compute = lambda: runner.embed(paths, image_size, max_side, batch_size, verbose)
         if stored_descriptors is None:
             return compute()
-        key = descriptor_cache_key(model, paths, image_size, max_side, *([precision] if precision != "float32" else []))
+        precision = [runner.precision] if runner.precision != "float32" else []
+        key = descriptor_cache_key(runner.model, paths, image_size, max_side, *precision)
         return cached_descriptors(Path(stored_descriptors) / f"{role}-{key}.npy", compute)
 
     return embed

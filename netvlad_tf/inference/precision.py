@@ -118,31 +118,3 @@ def low_precision_model(model: keras.Model, precision: str) -> keras.Model:
         low.get_layer(WHITENING_LAYER).set_weights(model.get_layer(WHITENING_LAYER).get_weights())
     return low
 
-
-def model_in_precision(model: keras.Model, precision: str, database_paths=(), image_size=None,
-                       max_side: int | None = None, int8_path=None, verbose: bool = True):
-    """What to embed with in `precision` (already resolved by `choose_precision`): the model,
-    its low-precision copy, or for int8 an ONNX Runtime model calibrated on `database_paths`.
-
-    Args:
-        model: the float32 `PlaceRecognitionModel`.
-        precision: `"float32"`, `"bfloat16"`, `"float16"` or `"int8"`.
-        database_paths: int8: the images to be embedded (calibration spreads over them).
-        image_size, max_side: int8: their image policy.
-        int8_path: int8: where the quantised model is kept (None: a temporary file).
-        verbose: int8: print the parity line.
-
-    Returns:
-        A Keras model, or an `OnnxRuntimeModel`; either goes wherever a model is embedded with.
-    """
-    if precision != "int8":
-        return low_precision_model(model, precision)
-    import tempfile
-    from pathlib import Path
-
-    from netvlad_tf.inference.int8 import calibrated_int8_model
-
-    if int8_path is not None:
-        return calibrated_int8_model(model, database_paths, int8_path, image_size, max_side, verbose)
-    with tempfile.TemporaryDirectory() as work:  # the session keeps the model once it is made
-        return calibrated_int8_model(model, database_paths, Path(work) / "int8.onnx", image_size, max_side, verbose)

@@ -10,6 +10,9 @@ import keras
 # A `.keras` file is a zip archive holding these members (Keras 3's saving format).
 KERAS_ARCHIVE_MEMBERS = ("config.json", "model.weights.h5")
 _ZIP_MAGIC = b"PK\x03\x04"
+# The model's file name inside every folder the package saves (a preset, a descriptor folder, a
+# place index, a loop detector).
+MODEL_FILE = "model.keras"
 
 
 class ModelFileError(ValueError):

@@ -10,13 +10,14 @@ import tensorflow as tf
 from keras import ops
 
 from netvlad_tf.backbones import get_backbone
+from netvlad_tf.io.keras_archive import MODEL_FILE
 from netvlad_tf.layers.normalization import L2Normalization
 from netvlad_tf.layers.pooling import get_pooling
 from netvlad_tf.layers.whitening import PCAWhitening
 from netvlad_tf.models.frozen_trunk import FrozenSplit, split_frozen_trunk
 from netvlad_tf.models.keras_compat import MultiWorkerFit
 from netvlad_tf.models.losses import RankingLoss
-from netvlad_tf.models.preset_folders import PRESET_MODEL_FILE, write_preset_folder
+from netvlad_tf.models.preset_folders import write_preset_folder
 from netvlad_tf.models.preset_loading import load_preset
 from netvlad_tf.models.tuple_batch import FEATURE_KEYS, IMAGE_KEYS, tuple_batch
 from netvlad_tf.version import __version__
@@ -312,7 +313,7 @@ class PlaceRecognitionModel(MultiWorkerFit, keras.Model):
         """
         model = load_preset(preset, released_file, backbone_weights, overrides, build=build_netvlad_model)
         if not isinstance(model, cls):
-            raise ValueError(f"{preset}: {PRESET_MODEL_FILE} holds a Keras {type(model).__name__}, not a {cls.__name__}.")
+            raise ValueError(f"{preset}: {MODEL_FILE} holds a Keras {type(model).__name__}, not a {cls.__name__}.")
         return model if dims is None else model.with_dims(dims)
 
     def save_to_preset(self, preset_dir, image_size: tuple[int, int] | None = None,

@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 
 from netvlad_tf.io.atomic_writes import atomic_directory
+from netvlad_tf.io.keras_archive import MODEL_FILE
 
-PRESET_MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
 MODEL_CARD_FILE = "README.md"
 METADATA_KEYS = ("netvlad_tf_version", "input", "descriptor", "training_data", "results", "licence")
@@ -60,7 +60,7 @@ def resolve_preset_folder(preset: str) -> Path:
             raise ValueError(f"{preset} is not a preset name, a preset folder, hf://owner/repo or "
                              "kaggle://owner/model/keras/variant.")
     folder = Path(folder)
-    missing = [name for name in (PRESET_MODEL_FILE, METADATA_FILE) if not (folder / name).is_file()]
+    missing = [name for name in (MODEL_FILE, METADATA_FILE) if not (folder / name).is_file()]
     if missing:
         raise ValueError(f"{preset}: not a netvlad_tf preset folder (no {' or '.join(missing)} in {folder}).")
     return folder
@@ -91,7 +91,7 @@ def write_preset_folder(model, folder, metadata: dict, overwrite: bool = False) 
         The folder.
     """
     with atomic_directory(folder, overwrite) as staging:
-        model.save(staging / PRESET_MODEL_FILE)
+        model.save(staging / MODEL_FILE)
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
         (staging / MODEL_CARD_FILE).write_text(preset_card(model.name, metadata))
     return Path(folder)

@@ -12,8 +12,8 @@ import keras
 
 from netvlad_tf.io.atomic_writes import save_model_atomically
 from netvlad_tf.io.downloads import cache_folder, download, extract_zip, file_url
-from netvlad_tf.io.keras_archive import load_keras_archive
-from netvlad_tf.models.preset_folders import PRESET_MODEL_FILE, read_preset_metadata, resolve_preset_folder
+from netvlad_tf.io.keras_archive import MODEL_FILE, load_keras_archive
+from netvlad_tf.models.preset_folders import read_preset_metadata, resolve_preset_folder
 from netvlad_tf.models.presets import CONVERTERS, PRESETS, Preset
 
 
@@ -43,7 +43,7 @@ def load_preset(preset: str, released_file: str | os.PathLike | None, backbone_w
                              f"({', '.join(sorted(PRESETS))}).")
         folder = resolve_preset_folder(str(preset))
         read_preset_metadata(folder)
-        return load_keras_archive(folder / PRESET_MODEL_FILE)
+        return load_keras_archive(folder / MODEL_FILE)
     spec = PRESETS[preset]
     if spec.converter is not None:
         if overrides or backbone_weights is not None:

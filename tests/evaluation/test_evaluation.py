@@ -13,6 +13,7 @@ from netvlad_tf.evaluation import pixel_descriptors
 from netvlad_tf.evaluation.evaluate import evaluate
 from netvlad_tf.evaluation.output import write_evaluation
 from netvlad_tf.evaluation.recall import first_per_group
+from netvlad_tf.inference.runner import ModelRunner
 from netvlad_tf.sample_data import nordland_csv
 from tests.support.tiny_backbone import TINY_BACKBONE
 
@@ -163,7 +164,7 @@ def test_index_of_another_model_is_rejected(tmp_path):
     database = GeoDataset("db", full.database_paths[:4], full.database_utm[:4], [], [])
     places = PlaceIndex.build(build_netvlad_model(TINY_BACKBONE, weights=None, pooling="mac"), database,
                               image_size=IMAGE_SIZE, verbose=False)
-    places.model = build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=2)  # 32-D, index is 16-D
+    places.runner = ModelRunner(build_netvlad_model(TINY_BACKBONE, weights=None, num_clusters=2))  # 32-D, index 16-D
     places.save(tmp_path / "mismatch")
     with pytest.raises(ValueError, match="16-D descriptors"):
         PlaceIndex.load(tmp_path / "mismatch")
