@@ -125,19 +125,19 @@ def measure_cache() -> dict:
     model = build_netvlad_model(weights=None, num_clusters=64)
     results = {}
     miners = {}
-    for precision in ("float32", "int8"):
-        miner = HardNegativeMiner(dataset, cache_precision=precision, num_sampled_negatives=1000, seed=0)
+    for encoding in ("float32", "sq8"):
+        miner = HardNegativeMiner(dataset, cache_encoding=encoding, num_sampled_negatives=1000, seed=0)
         start = time.perf_counter()
         refresh = CacheRefresh(miner, (64, 128), batch_size=16, verbose=False)
         refresh.set_model(model)
         refresh.refresh()
-        results[precision] = {"refresh_s": time.perf_counter() - start,
+        results[encoding] = {"refresh_s": time.perf_counter() - start,
                               "bytes_per_image": miner.database_cache.bytes_per_vector}
-        miners[precision] = miner
+        miners[encoding] = miner
     results["frozen"] = measure_frozen_store(model, dataset, miners["float32"])
-    same_positive, negative_overlap, both_skip, queries = 0, [], 0, miners["int8"].training_queries
+    same_positive, negative_overlap, both_skip, queries = 0, [], 0, miners["sq8"].training_queries
     for query in queries:
-        exact, compact = miners["float32"].mine(int(query)), miners["int8"].mine(int(query))
+        exact, compact = miners["float32"].mine(int(query)), miners["sq8"].mine(int(query))
         if exact is None or compact is None:
             both_skip += exact is None and compact is None
             continue
@@ -167,7 +167,7 @@ def measure_frozen_store(model, dataset, exact_miner) -> dict:
             store = FrozenFeatureStore.build(model, dataset, (64, 128), f"{scratch}/{precision}", precision,
                                              batch_size=16, verbose=False)
             build_s = time.perf_counter() - start
-            miner = HardNegativeMiner(dataset, cache_precision="float32", num_sampled_negatives=1000, seed=0)
+            miner = HardNegativeMiner(dataset, cache_encoding="float32", num_sampled_negatives=1000, seed=0)
             start = time.perf_counter()
             refresh = CacheRefresh(miner, store, verbose=False)
             refresh.set_model(model)
@@ -226,9 +226,9 @@ def main() -> None:
     print(f"  (ratios against {base_name})")
     cache = child("cache")
     print("Descriptor cache on the bundled Nordland training stretch (1558 images, 64×128, 32 768-D):")
-    for precision in ("float32", "int8"):
-        row = cache[precision]
-        print(f"  {precision:<8} refresh {row['refresh_s']:.1f} s, {row['bytes_per_image']} bytes/image "
+    for encoding in ("float32", "sq8"):
+        row = cache[encoding]
+        print(f"  {encoding:<8} refresh {row['refresh_s']:.1f} s, {row['bytes_per_image']} bytes/image "
               f"({row['bytes_per_image'] / cache['float32']['bytes_per_image']:.2f}x)")
     for precision, row in cache["frozen"].items():
         print(f"  frozen-feature store, {precision}: built in {row['build_s']:.1f} s, "

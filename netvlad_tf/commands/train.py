@@ -68,12 +68,13 @@ def define_flags(fv: flags.FlagValues) -> None:
                          "from them; unset: every database image (the paper).", flag_values=fv)
     flags.DEFINE_float("margin", 0.1, "Margin m of the ranking loss (squared distances).", flag_values=fv)
     flags.DEFINE_enum("normalization", "violating", ["violating", "all", "none"], "Loss normalisation.", flag_values=fv)
-    flags.DEFINE_enum("cache_precision", "int8", ["int8", "float32"], "Descriptor cache storage.", flag_values=fv)
+    flags.DEFINE_enum("cache_encoding", "sq8", ["sq8", "float32"], "How the mining cache stores descriptors: sq8 (faiss' "
+                      "8-bit scalar quantiser, a quarter of float32) or float32.", flag_values=fv)
     flags.DEFINE_boolean("frozen_features", True, "Compute the frozen backbone layers once per image and store "
                          "their output in the run folder (with --mining_pool: for each refresh's images only); "
                          "steps and cache refreshes then run only the trainable layers (--nofrozen_features "
                          "recomputes them from the images).", flag_values=fv)
-    flags.DEFINE_enum("frozen_feature_precision", "float16", ["float16", "float32"],
+    flags.DEFINE_enum("frozen_feature_dtype", "float16", ["float16", "float32"],
                       "Storage of the frozen layers' output.", flag_values=fv)
     flags.DEFINE_enum("strategy", "none", ["none", "mirrored", "multi_worker"], "none: the default device; "
                       "mirrored: tf.distribute.MirroredStrategy over this machine's GPUs (or its CPU), each batch "
@@ -145,8 +146,8 @@ def run(fv: flags.FlagValues) -> int:
         learning_rate=fv.learning_rate, lr_halving_epochs=fv.lr_halving_epochs, momentum=fv.momentum,
         weight_decay=fv.weight_decay, batch_size=fv.batch_size, num_negatives=fv.num_negatives,
         num_sampled_negatives=fv.num_sampled_negatives, refresh_every=fv.refresh_every,
-        mining_pool=fv.mining_pool, margin=fv.margin, normalization=fv.normalization, cache_precision=fv.cache_precision,
-        frozen_features=fv.frozen_features, frozen_feature_precision=fv.frozen_feature_precision,
+        mining_pool=fv.mining_pool, margin=fv.margin, normalization=fv.normalization, cache_encoding=fv.cache_encoding,
+        frozen_features=fv.frozen_features, frozen_feature_dtype=fv.frozen_feature_dtype,
         frozen_feature_budget_gb=fv.frozen_features_budget_gb,
         strategy=strategy, seed=fv.seed,
     )

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from netvlad_tf.backbones.float_layers import float_layer_names
+from netvlad_tf.backbones.float_layers import tflite_float_layers
 from netvlad_tf.export.constant_graph import constant_forward
 from netvlad_tf.export.flatbuffers import read_model, tensor_name
 from netvlad_tf.export.hybrid_weights import int8_weights_for_float_matmuls
@@ -110,7 +110,7 @@ def _float_node_names(frozen, model: keras.Model) -> list[str]:
     subgraph = float_model.subgraphs[0]
     backbone = getattr(model, "backbone", None)
     backbone_name = f"/{backbone.name}" if backbone is not None else None
-    prefixes = float_layer_names(backbone) if backbone is not None else ()
+    prefixes = tflite_float_layers(backbone) if backbone is not None else ()
     float_nodes = []
     for op in subgraph.operators:
         if op.outputs is None or len(op.outputs) == 0:

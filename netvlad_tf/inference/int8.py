@@ -24,7 +24,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from netvlad_tf.backbones.float_layers import float_layer_names
+from netvlad_tf.backbones.float_layers import embedding_float_layers
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE, image_problem, indexed_image_batches
 from netvlad_tf.data.sampling import evenly_spaced
 from netvlad_tf.inference.bias_correction import correct_biases
@@ -203,7 +203,7 @@ def _float_nodes(onnx_path: Path, backbone: keras.Model) -> list[str]:
     """
     import onnx
 
-    prefixes = float_layer_names(backbone, runs_in="int8")
+    prefixes = embedding_float_layers(backbone, "int8")
     nodes = onnx.load(str(onnx_path)).graph.node
     float_nodes = set()
     for node in nodes:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import keras
 
-from netvlad_tf.backbones.float_layers import float_layer_names, stays_float
+from netvlad_tf.backbones.float_layers import embedding_float_layers, stays_float
 from netvlad_tf.inference.hardware import BF16_FLAGS, FP16_FLAGS, cpu_flags, describe_cpu, gpu_names, int8_products_saturate
 
 PRECISIONS = ("float32", "bfloat16", "float16", "int8", "auto")
@@ -101,7 +101,7 @@ def low_precision_model(model: keras.Model, precision: str) -> keras.Model:
         raise ValueError(f"--precision={precision} needs a netvlad_tf PlaceRecognitionModel (backbone + pooling), "
                          f"not a Keras {type(model).__name__}.")
     policy = keras.DTypePolicy(KERAS_POLICIES[precision])
-    kept_float = float_layer_names(model.backbone, runs_in=precision)
+    kept_float = embedding_float_layers(model.backbone, precision)
 
     def in_policy(layer):
         config = layer.get_config()

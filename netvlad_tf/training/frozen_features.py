@@ -26,7 +26,7 @@ from netvlad_tf.models.tuple_batch import FEATURE_KEYS
 from netvlad_tf.training.refresh_plan import PARTS, RefreshPlan
 from netvlad_tf.training.tuple_sources import TupleSource
 
-FEATURE_PRECISIONS = ("float16", "float32")
+FEATURE_DTYPES = ("float16", "float32")
 # Without a budget, the store may take at most this fraction of the free disk space.
 DEFAULT_BUDGET_FRACTION = 0.5
 METADATA_FILE = "metadata.json"
@@ -104,14 +104,14 @@ class FrozenFeatureStore(TupleSource):
         dataset: GeoDataset,
         image_size: tuple[int, int],
         directory,
-        precision: str = "float16",
+        dtype: str = "float16",
         batch_size: int = 8,
         verbose: bool = True,
         budget_gb: float | None = None,
     ) -> FrozenFeatureStore:
         """Runs the model's frozen trunk over every database and query image into `directory`.
 
-        A directory already holding features of the same cut, images, size and precision is
+        A directory already holding features of the same cut, images, size and dtype is
         reused: a resumed run, whose weights `BackupAndRestore` brings back only once `fit`
         starts, so the stored features (not the model's weights at this point) are the ones
         of the run. One holding anything else is an error. The
@@ -124,19 +124,19 @@ class FrozenFeatureStore(TupleSource):
             dataset: the training `GeoDataset`.
             image_size: `(height, width)` every image is resized to, as in the tuples.
             directory: where the `.npy` arrays and `metadata.json` go.
-            precision: `"float16"` (half the disk; descriptors moved by < 1e-6 in
+            dtype: `"float16"` (half the disk; descriptors moved by < 1e-6 in
                 `benchmarks/bench_training.py`) or `"float32"` (exact).
             batch_size: images per forward pass.
             verbose: show progress.
             budget_gb: the most disk the store may take; None: half the free space. The size
                 is estimated before anything is written and a store above the budget refused.
         """
-        split = _checked_split(model, image_size, precision)
+        split = _checked_split(model, image_size, dtype)
         directory = Path(directory)
         metadata = {
             "cut_layer": split.cut_layer,
             "image_size": [int(side) for side in image_size],
-            "precision": precision,
+            "dtype": dtype,
             "num_database": dataset.num_database,
             "num_queries": dataset.num_queries,
             "images_sha1": _paths_digest(dataset),
@@ -147,20 +147,20 @@ class FrozenFeatureStore(TupleSource):
             if found != metadata:
                 raise ValueError(
                     f"{directory} exists but does not hold this model's frozen features for these "
-                    f"images at {image_size} in {precision} (found {found}); remove it or choose "
+                    f"images at {image_size} in {dtype} (found {found}); remove it or choose "
                     "another directory."
                 )
             return cls(directory)
         feature_shape = _trunk_output_shape(split.trunk, image_size)
         num_images = dataset.num_database + dataset.num_queries
-        needed = num_images * int(np.prod(feature_shape)) * np.dtype(precision).itemsize
+        needed = num_images * int(np.prod(feature_shape)) * np.dtype(dtype).itemsize
         _require_disk_space(directory, needed, budget_gb)
         if verbose:
-            print(f"{num_images} images × {tuple(feature_shape)} {precision}: {needed / 1e9:.2f} GB "
+            print(f"{num_images} images × {tuple(feature_shape)} {dtype}: {needed / 1e9:.2f} GB "
                   f"into {directory}", flush=True)
         with atomic_directory(directory) as staging:
             for part, paths in zip(PARTS, (dataset.database_paths, dataset.query_paths)):
-                _write_features(split.trunk, paths, image_size, staging / f"{part}.npy", precision,
+                _write_features(split.trunk, paths, image_size, staging / f"{part}.npy", dtype,
                                 batch_size, verbose)
             (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
         return cls(directory)
@@ -189,7 +189,7 @@ class PoolFeatureStore(TupleSource):
         image_size: `(height, width)` every image is resized to, as in the tuples.
         directory: the store's folder; the refreshes an earlier run left there are removed, and a
             folder holding anything else is refused.
-        precision: `"float16"` or `"float32"`, as in `FrozenFeatureStore.build`.
+        dtype: `"float16"` or `"float32"`, as in `FrozenFeatureStore.build`.
         batch_size: images per forward pass.
         budget_gb: the most disk the store may take; None: half the free space.
 
@@ -211,8 +211,8 @@ class PoolFeatureStore(TupleSource):
     keys = FEATURE_KEYS
 
     def __init__(self, model, dataset: GeoDataset, image_size: tuple[int, int], directory,
-                 precision: str = "float16", batch_size: int = 8, budget_gb: float | None = None):
-        split = _checked_split(model, image_size, precision)
+                 dtype: str = "float16", batch_size: int = 8, budget_gb: float | None = None):
+        split = _checked_split(model, image_size, dtype)
         self.directory = Path(directory)
         if self.directory.exists():
             foreign = [entry.name for entry in self.directory.iterdir()
@@ -224,7 +224,7 @@ class PoolFeatureStore(TupleSource):
         self.directory.mkdir(parents=True)
         self.dataset = dataset
         self.image_size = tuple(image_size)
-        self.precision = precision
+        self.dtype = dtype
         self.batch_size = batch_size
         self.budget_gb = budget_gb
         self._trunk = split.trunk
@@ -234,12 +234,12 @@ class PoolFeatureStore(TupleSource):
         self._refreshes = 0
 
     def __repr__(self) -> str:
-        return f"PoolFeatureStore({str(self.directory)!r}, {self.feature_shape} {self.precision})"
+        return f"PoolFeatureStore({str(self.directory)!r}, {self.feature_shape} {self.dtype})"
 
     @property
     def bytes_per_image(self) -> int:
         """Bytes stored per image."""
-        return int(np.prod(self.feature_shape)) * np.dtype(self.precision).itemsize
+        return int(np.prod(self.feature_shape)) * np.dtype(self.dtype).itemsize
 
     def prepare(self, plan: RefreshPlan, verbose: bool = False) -> PlanFeatures:
         """Runs the trunk over `plan`'s images into a new folder (not yet the active one).
@@ -258,7 +258,7 @@ class PoolFeatureStore(TupleSource):
             for part, ids, paths in (("database", plan.database_ids, self.dataset.database_paths),
                                      ("queries", plan.query_ids, self.dataset.query_paths)):
                 _write_features(self._trunk, [paths[i] for i in ids], self.image_size, staging / f"{part}.npy",
-                                self.precision, self.batch_size, verbose)
+                                self.dtype, self.batch_size, verbose)
         return PlanFeatures(plan, target)
 
     def descriptors(self, model, prepared: PlanFeatures, part: str, verbose: bool = False) -> np.ndarray:
@@ -308,10 +308,10 @@ class PlanFeatures:
         self.queries = np.load(directory / "queries.npy", mmap_mode="r")
 
 
-def _checked_split(model, image_size, precision: str):
-    """The model's frozen split, once `image_size` and `precision` are known to be usable."""
-    if precision not in FEATURE_PRECISIONS:
-        raise ValueError(f"precision must be one of {FEATURE_PRECISIONS}, got {precision!r}.")
+def _checked_split(model, image_size, dtype: str):
+    """The model's frozen split, once `image_size` and `dtype` are known to be usable."""
+    if dtype not in FEATURE_DTYPES:
+        raise ValueError(f"dtype must be one of {FEATURE_DTYPES}, got {dtype!r}.")
     if image_size is None or len(image_size) != 2 or min(image_size) < 1:
         raise ValueError(
             f"image_size must be (height, width): every image is stored at one size, got {image_size!r}."
@@ -347,21 +347,21 @@ def _require_disk_space(directory: Path, needed: int, budget_gb: float | None) -
         )
 
 
-def _write_features(trunk, paths, image_size, path: Path, precision: str, batch_size: int, verbose: bool) -> None:
+def _write_features(trunk, paths, image_size, path: Path, dtype: str, batch_size: int, verbose: bool) -> None:
     if len(paths) == 0:
         raise ValueError(f"No images to store for {path.stem}.")
     array = None
     batches = indexed_image_batches(list(paths), image_size, batch_size=batch_size)
     for indices, (computed,) in predict_batches(trunk, batches, len(paths), verbose):
         with np.errstate(over="ignore"):  # an overflow is reported below, by name
-            features = computed.astype(precision)
+            features = computed.astype(dtype)
         if not np.isfinite(features).all():
             raise ValueError(
                 f"The frozen layers' output of the batch holding {paths[indices[0]]} is not finite in "
-                f"{precision} (largest magnitude {np.abs(computed).max():.3g}); store it in float32."
+                f"{dtype} (largest magnitude {np.abs(computed).max():.3g}); store it in float32."
             )
         if array is None:
-            array = np.lib.format.open_memmap(path, mode="w+", dtype=precision,
+            array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype,
                                               shape=(len(paths), *features.shape[1:]))
         array[indices] = features
     array.flush()

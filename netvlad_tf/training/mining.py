@@ -18,7 +18,8 @@ from netvlad_tf.training.refresh_plan import PARTS, RefreshPlan, contains
 from netvlad_tf.training.tuple_sources import TupleSource
 
 T = TypeVar("T")
-CACHE_PRECISIONS = ("int8", "float32")
+# How the cache stores descriptors: faiss' 8-bit scalar quantiser, or exact float32.
+CACHE_ENCODINGS = ("sq8", "float32")
 # Descriptors used to fit the 8-bit quantiser's per-dimension range.
 QUANTIZER_TRAINING_SAMPLES = 2000
 # Above this many database images `train` suggests a mining pool instead of the paper's
@@ -27,23 +28,23 @@ FULL_MINING_LIMIT = 50_000
 
 
 class DescriptorCache:
-    """Descriptors of many images, stored compactly: one byte per dimension with `int8`.
+    """Descriptors of many images, stored compactly: one byte per dimension with `"sq8"`.
 
-    `"int8"` is faiss' 8-bit scalar quantiser (per-dimension range fitted on the first
+    `"sq8"` is faiss' 8-bit scalar quantiser (per-dimension range fitted on the first
     descriptors stored): 32 768 bytes for a 32 768-D NetVLAD vector, ¼ of float32.
     `"float32"` keeps exact values.
 
     Example:
-    >>> cache = DescriptorCache(precision="int8")
+    >>> cache = DescriptorCache(encoding="sq8")
     >>> cache.store(np.random.default_rng(0).normal(size=(100, 16)).astype("float32"))
     >>> cache.bytes_per_vector, cache.get([0, 1]).shape
     (16, (2, 16))
     """
 
-    def __init__(self, precision: str = "int8"):
-        if precision not in CACHE_PRECISIONS:
-            raise ValueError(f"Unknown cache precision {precision!r}; use one of {CACHE_PRECISIONS}.")
-        self.precision = precision
+    def __init__(self, encoding: str = "sq8"):
+        if encoding not in CACHE_ENCODINGS:
+            raise ValueError(f"Unknown cache encoding {encoding!r}; use one of {CACHE_ENCODINGS}.")
+        self.encoding = encoding
         self._codes: np.ndarray | None = None
         self._quantizer: faiss.ScalarQuantizer | None = None
 
@@ -58,7 +59,7 @@ class DescriptorCache:
     def store(self, descriptors: np.ndarray) -> None:
         """Replaces the cache content with `(N, dim)` descriptors."""
         descriptors = np.ascontiguousarray(descriptors, dtype=np.float32)
-        if self.precision == "float32":
+        if self.encoding == "float32":
             self._codes = descriptors.copy()
             return
         self._quantizer = faiss.ScalarQuantizer(descriptors.shape[1], faiss.ScalarQuantizer.QT_8bit)
@@ -74,7 +75,7 @@ class DescriptorCache:
                 "CacheRefresh.set_model(model) and CacheRefresh.refresh() before fit."
             )
         codes = self._codes[np.asarray(indices, dtype=np.int64)]
-        if self.precision == "float32":
+        if self.encoding == "float32":
             return codes
         return self._quantizer.decode(np.ascontiguousarray(codes))
 
@@ -128,7 +129,7 @@ class HardNegativeMiner:
         num_negatives: int = 10,
         num_sampled_negatives: int = 1000,
         margin: float = DEFAULT_MARGIN,
-        cache_precision: str = "int8",
+        cache_encoding: str = "sq8",
         seed: int = 0,
         mining_pool: int | None = None,
     ):
@@ -152,8 +153,8 @@ class HardNegativeMiner:
                 f"{dataset.name}: no query has a database image {dataset.positive_rule(positive_radius_m)}; "
                 "nothing to train on."
             )
-        self.database_cache = DescriptorCache(cache_precision)
-        self.query_cache = DescriptorCache(cache_precision)
+        self.database_cache = DescriptorCache(cache_encoding)
+        self.query_cache = DescriptorCache(cache_encoding)
         self.remembered_negatives: dict[int, np.ndarray] = {}
         self.queries_visited = 0
         self.revisited_queries = 0
@@ -227,7 +228,7 @@ class HardNegativeMiner:
 
         Example:
         >>> dataset = GeoDataset("pair", ["d0", "d1"], [[0, 0], [100, 0]], ["q"], [[0, 0]])
-        >>> miner = HardNegativeMiner(dataset, cache_precision="float32")
+        >>> miner = HardNegativeMiner(dataset, cache_encoding="float32")
         >>> miner.refresh(np.eye(2, dtype="float32"), np.array([[0.0, 1.0]], "float32"))
         >>> miner.mine(0).negatives.tolist()
         [1]

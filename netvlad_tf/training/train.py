@@ -89,9 +89,9 @@ def train(
     mining_pool: int | None = None,
     margin: float = DEFAULT_MARGIN,
     normalization: str = "violating",
-    cache_precision: str = "int8",
+    cache_encoding: str = "sq8",
     frozen_features: bool = True,
-    frozen_feature_precision: str = "float16",
+    frozen_feature_dtype: str = "float16",
     frozen_feature_budget_gb: float | None = None,
     seed: int = 0,
     extra_callbacks: list[keras.callbacks.Callback] | None = None,
@@ -110,7 +110,7 @@ def train(
 
     With `frozen_features` (the default) the output of the backbone's frozen layers (VGG16:
     conv1–conv4) is computed once for every training image and stored in
-    `run_dir/frozen_features/` (`frozen_feature_precision`); training steps and cache
+    `run_dir/frozen_features/` (`frozen_feature_dtype`); training steps and cache
     refreshes then run only the trainable layers. A resumed run reuses the stored features;
     a finished run deletes them. With a `mining_pool` only each refresh's images are stored
     (`run_dir/pool_features/`, see `PoolFeatureStore`): every refresh runs the frozen layers
@@ -138,8 +138,9 @@ def train(
             negatives among them; None: every database image, the paper's full mining
             (suggested in the log above 50 000 database images).
         margin, normalization: of the ranking loss (Eq. 7; see `RankingLoss`).
-        cache_precision: `"int8"` or `"float32"` descriptor cache.
-        frozen_features, frozen_feature_precision: store the frozen layers' output once.
+        cache_encoding: how the mining cache stores descriptors: `"sq8"` (faiss' 8-bit scalar
+            quantiser, ¼ of float32) or `"float32"`.
+        frozen_features, frozen_feature_dtype: store the frozen layers' output once.
         frozen_feature_budget_gb: the most disk that store may take (None: half the free
             space); its size is estimated first (with a pool: at each refresh) and a larger
             store refused.
@@ -179,7 +180,7 @@ def train(
         num_negatives=num_negatives,
         num_sampled_negatives=num_sampled_negatives,
         margin=margin,
-        cache_precision=cache_precision,
+        cache_encoding=cache_encoding,
         seed=seed,
         mining_pool=mining_pool,
     )
@@ -198,13 +199,13 @@ def train(
             print(f"Frozen layers (up to {model.frozen_split().cut_layer}): their output is stored for "
                   "each refresh's images", flush=True)
         store = PoolFeatureStore(model, train_dataset, image_size, files_dir / POOL_FEATURES_DIR,
-                                 frozen_feature_precision, budget_gb=frozen_feature_budget_gb)
+                                 frozen_feature_dtype, budget_gb=frozen_feature_budget_gb)
     elif frozen_features and model.frozen_split() is not None:
         if verbose:
             print(f"Frozen layers (up to {model.frozen_split().cut_layer}): their output is stored "
                   "once per training image", flush=True)
         store = FrozenFeatureStore.build(model, train_dataset, image_size, files_dir / FROZEN_FEATURES_DIR,
-                                         frozen_feature_precision, verbose=bool(verbose),
+                                         frozen_feature_dtype, verbose=bool(verbose),
                                          budget_gb=frozen_feature_budget_gb)
     source = store or ImageSource(train_dataset, image_size)
     cache_refresh = CacheRefresh(miner, source, refresh_every, verbose=bool(verbose))

@@ -73,7 +73,7 @@ def main(mode: str, output: str) -> None:
         full = read_csv_dataset(nordland_csv("train"))
         stretch = GeoDataset("stretch", full.database_paths[:30], full.database_utm[:30],
                              full.query_paths[:30], full.query_utm[:30])
-        miner = HardNegativeMiner(stretch, num_negatives=2, num_sampled_negatives=10, cache_precision="float32")
+        miner = HardNegativeMiner(stretch, num_negatives=2, num_sampled_negatives=10, cache_encoding="float32")
         refresh = CacheRefresh(miner, (32, 64), refresh_every=4, verbose=False)
         refresh.set_model(model)
         refresh.refresh()

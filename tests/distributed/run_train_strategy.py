@@ -34,7 +34,7 @@ def main(mode: str, output: str, run_dir: Path) -> None:
     model = tiny_model()
     initial = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
     settings = dict(steps_per_epoch=3, batch_size=4, learning_rate=0.5, num_negatives=2, num_sampled_negatives=10,
-                    refresh_every=1000, margin=0.3, normalization="violating", cache_precision="float32", seed=0,
+                    refresh_every=1000, margin=0.3, normalization="violating", cache_encoding="float32", seed=0,
                     verbose=0, strategy=strategy)
     if mode == "worker_resume":
         class KillAfterFirstEpoch(keras.callbacks.Callback):

@@ -123,7 +123,7 @@ def test_int8_quantises_every_backbone_convolution_but_the_float_ones(tmp_path):
 
     model = build_netvlad_model("efficientnet_lite0", num_clusters=4)  # ImageNet: its batch norms fuse
     prepared, convolutions = onnx_convolutions(model, tmp_path)
-    kept_float = float_layers.float_layer_names(model.backbone, runs_in="int8")
+    kept_float = float_layers.embedding_float_layers(model.backbone, "int8")
     expected = [layer.name for layer in model.backbone.layers
                 if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
                 and not float_layers.stays_float(layer, kept_float)]

@@ -21,7 +21,7 @@ def line_dataset(num_database=30):
 
 def miner_with_distances(squared_distances, **kwargs):
     """Descriptors in 1-D so that d²(query, database i) = squared_distances[i]."""
-    miner = HardNegativeMiner(line_dataset(len(squared_distances)), cache_precision="float32", **kwargs)
+    miner = HardNegativeMiner(line_dataset(len(squared_distances)), cache_encoding="float32", **kwargs)
     miner.refresh(np.sqrt(np.asarray(squared_distances, dtype=np.float32))[:, None], np.zeros((1, 1), np.float32))
     return miner
 
@@ -61,10 +61,10 @@ def test_queries_without_positive_are_dropped():
         HardNegativeMiner(GeoDataset("none", ["d"], [[0, 0]], ["q"], [[500, 0]]))
 
 
-def test_int8_cache_is_a_quarter_of_float32_and_close(rng):
+def test_sq8_cache_is_a_quarter_of_float32_and_close(rng):
     descriptors = rng.normal(size=(300, 4096)).astype("float32")
     descriptors /= np.linalg.norm(descriptors, axis=1, keepdims=True)
-    compact, exact = DescriptorCache("int8"), DescriptorCache("float32")
+    compact, exact = DescriptorCache("sq8"), DescriptorCache("float32")
     compact.store(descriptors)
     exact.store(descriptors)
     assert compact.bytes_per_vector * 4 == exact.bytes_per_vector == 4096 * 4
@@ -108,7 +108,7 @@ def test_a_pool_mines_from_its_own_images_like_the_full_formula():
     descriptors = rng.normal(size=(600, 8)).astype("float32")
     query_descriptors = rng.normal(size=(30, 8)).astype("float32")
     miner = HardNegativeMiner(dataset, mining_pool=40, num_negatives=3, num_sampled_negatives=1000,
-                              cache_precision="float32", margin=20.0)
+                              cache_encoding="float32", margin=20.0)
     plan = miner.plan_refresh(queries_until_next=2)
     miner.refresh(descriptors[plan.database_ids], query_descriptors[plan.query_ids])
     query = miner.next_query()

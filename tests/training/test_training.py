@@ -25,7 +25,7 @@ def refresh_cache(miner, model, source=IMAGE_SIZE):
 
 def test_refresh_refuses_descriptors_of_another_dataset():
     dataset = nordland_stretch(count=6)
-    miner = HardNegativeMiner(dataset, cache_precision="float32")
+    miner = HardNegativeMiner(dataset, cache_encoding="float32")
     with pytest.raises(ValueError, match="6 database images; got database descriptors of shape \\(5, 3\\)"):
         miner.refresh(np.zeros((5, 3)), np.zeros((dataset.num_queries, 3)))
 
@@ -35,7 +35,7 @@ def test_a_cache_refreshed_just_before_fit_is_not_refreshed_again():
     dataset = nordland_stretch(count=20)
     model = initialised_model(dataset)
     model.compile(optimizer=keras.optimizers.SGD(1e-3), loss=RankingLoss())
-    miner = HardNegativeMiner(dataset, num_negatives=2, num_sampled_negatives=10, cache_precision="float32")
+    miner = HardNegativeMiner(dataset, num_negatives=2, num_sampled_negatives=10, cache_encoding="float32")
     callback = CacheRefresh(miner, IMAGE_SIZE, refresh_every=10**6, verbose=False)
     callback.set_model(model)
     callback.refresh()
@@ -50,7 +50,7 @@ def test_a_cache_refreshed_just_before_fit_is_not_refreshed_again():
 def test_fit_steps_lower_the_loss_on_a_fixed_batch():
     dataset = nordland_stretch()
     model = initialised_model(dataset)
-    miner = HardNegativeMiner(dataset, num_negatives=5, num_sampled_negatives=30, cache_precision="float32")
+    miner = HardNegativeMiner(dataset, num_negatives=5, num_sampled_negatives=30, cache_encoding="float32")
     refresh_cache(miner, model)
     batch = next(iter(tuple_dataset(miner, IMAGE_SIZE, batch_size=4)))
     assert batch["negatives"].shape == (4, 5, *IMAGE_SIZE, 3)
@@ -219,8 +219,8 @@ def test_frozen_feature_store_refuses_float16_overflow(tmp_path):
 @pytest.mark.slow
 def test_refresh_and_tuples_from_stored_features_match_images(tmp_path):
     dataset, model, store = stretch_with_store(tmp_path, count=30)
-    from_images = HardNegativeMiner(dataset, num_negatives=3, num_sampled_negatives=20, cache_precision="float32")
-    from_store = HardNegativeMiner(dataset, num_negatives=3, num_sampled_negatives=20, cache_precision="float32")
+    from_images = HardNegativeMiner(dataset, num_negatives=3, num_sampled_negatives=20, cache_encoding="float32")
+    from_store = HardNegativeMiner(dataset, num_negatives=3, num_sampled_negatives=20, cache_encoding="float32")
     refresh_cache(from_images, model)
     refresh_cache(from_store, model, store)
     everything = np.arange(dataset.num_database)
@@ -273,8 +273,8 @@ def test_frozen_feature_store_is_refused_above_its_disk_budget_before_writing(tm
 @pytest.mark.slow
 def test_a_mining_pool_refreshes_only_its_images_from_the_store_and_trains(tmp_path, capsys):
     dataset, model, store = stretch_with_store(tmp_path, count=40)
-    full = HardNegativeMiner(dataset, num_negatives=3, num_sampled_negatives=20, cache_precision="float32")
-    pooled = HardNegativeMiner(dataset, num_negatives=3, num_sampled_negatives=20, cache_precision="float32",
+    full = HardNegativeMiner(dataset, num_negatives=3, num_sampled_negatives=20, cache_encoding="float32")
+    pooled = HardNegativeMiner(dataset, num_negatives=3, num_sampled_negatives=20, cache_encoding="float32",
                                mining_pool=6)
     refresh_cache(full, model)
     callback = CacheRefresh(pooled, store, refresh_every=4, verbose=True)
@@ -300,7 +300,7 @@ def test_train_on_place_ids_without_coordinates(tmp_path):
     from tests.support.place_labels import nordland_by_place_id
 
     dataset = read_csv_dataset(nordland_by_place_id("train", tmp_path, frames_per_place=30))
-    miner = HardNegativeMiner(dataset, num_negatives=3, num_sampled_negatives=20, cache_precision="float32")
+    miner = HardNegativeMiner(dataset, num_negatives=3, num_sampled_negatives=20, cache_encoding="float32")
     model = initialised_model(dataset)
     refresh_cache(miner, model)
     checked = 0
@@ -328,7 +328,7 @@ def test_a_pool_store_holds_each_refresh_images_trunk_features_and_the_tuples_re
     dataset = nordland_stretch(count=40)
     model = initialised_model(dataset)
     trunk = model.frozen_split().trunk
-    miner = HardNegativeMiner(dataset, num_negatives=3, num_sampled_negatives=10, cache_precision="float32",
+    miner = HardNegativeMiner(dataset, num_negatives=3, num_sampled_negatives=10, cache_encoding="float32",
                               mining_pool=6)
     store = PoolFeatureStore(model, dataset, IMAGE_SIZE, tmp_path / "pool", "float32")
     callback = CacheRefresh(miner, store, refresh_every=4, verbose=False)
@@ -376,7 +376,7 @@ def test_training_over_a_pool_store_equals_training_on_the_images(tmp_path):
         model.set_weights(start.get_weights())
         train(model, dataset, IMAGE_SIZE, tmp_path / name, epochs=1, steps_per_epoch=6, batch_size=2,
               num_negatives=3, num_sampled_negatives=10, refresh_every=4, mining_pool=6, learning_rate=0.1,
-              cache_precision="float32", frozen_features=stored, frozen_feature_precision="float32", seed=0,
+              cache_encoding="float32", frozen_features=stored, frozen_feature_dtype="float32", seed=0,
               verbose=0)
         weights[name] = model.get_weights()
         assert not (tmp_path / name / "pool_features").exists()

@@ -45,7 +45,7 @@ def test_image_source_descriptors_are_the_models_on_the_plans_images():
 
 def test_full_mining_hands_out_every_training_query_once_per_pass_across_refreshes():
     dataset = nordland_stretch(count=20)
-    miner = HardNegativeMiner(dataset, num_sampled_negatives=5, cache_precision="float32")
+    miner = HardNegativeMiner(dataset, num_sampled_negatives=5, cache_encoding="float32")
     visited = []
     for _ in range(5):  # a refresh every 8 queries, as CacheRefresh plans them
         plan = miner.plan_refresh(queries_until_next=8)
@@ -60,7 +60,7 @@ def test_full_mining_hands_out_every_training_query_once_per_pass_across_refresh
 def test_a_refresh_interval_beyond_every_query_plans_one_pass_and_goes_on_in_passes():
     """`refresh_every=10**9` (refresh once, as the demo does) plans one pass, not 10⁹ queries."""
     dataset = nordland_stretch(count=12)
-    miner = HardNegativeMiner(dataset, num_sampled_negatives=5, cache_precision="float32")
+    miner = HardNegativeMiner(dataset, num_sampled_negatives=5, cache_encoding="float32")
     miner.plan_refresh(queries_until_next=10**9)
     miner.refresh(np.zeros((dataset.num_database, 2), "float32"), np.zeros((dataset.num_queries, 2), "float32"))
     count = len(miner.training_queries)
