@@ -156,20 +156,19 @@ def bench_upkeep(root: Path) -> None:
     import numpy as np
 
     from netvlad_tf import read_descriptors
+    from netvlad_tf.database.descriptor_folder import DescriptorFolder
     from netvlad_tf.database.index_build import add_shards, build_index_from_shards
-    from netvlad_tf.database.shards import SHARDS_FOLDER, read_manifest, read_shard, shard_name, shards_to_embed, write_manifest
     from netvlad_tf.retrieval import create_index
     from tests.support.descriptor_folders import random_descriptor_folder
 
     print("\n5. upkeep: 100 000 random 256-D descriptors in 100 shards of 1000")
     folder = root / "upkeep"
     random_descriptor_folder(folder, 100_000, 256, 1000)
-    manifest = read_manifest(folder)
     start = time.perf_counter()
     read_descriptors(folder)
     read_all = time.perf_counter() - start
     start = time.perf_counter()
-    pending, damaged = shards_to_embed(folder, manifest)
+    pending, damaged = DescriptorFolder.open(folder).to_embed()
     checked = time.perf_counter() - start
     assert not pending and not damaged
     print(f"  read every descriptor (baseline)   {read_all:6.2f} s   1.00")
@@ -178,7 +177,9 @@ def bench_upkeep(root: Path) -> None:
     first.mkdir()
     (first / "shards").symlink_to(folder / "shards", target_is_directory=True)
     (first / "rows.parquet").symlink_to(folder / "rows.parquet")
-    write_manifest(first, {**manifest, "num_rows": 90_000})
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (first / "manifest.json").write_text(json.dumps({**manifest, "num_rows": 90_000,
+                                                     "segments": [{"first_row": 0, "num_rows": 90_000}]}))
     table = read_descriptors(folder)
     queries = table.descriptors[::500] + 0.05 * np.random.default_rng(1).normal(size=(200, 256)).astype(np.float32)
     exact = create_index("flat", 256)
@@ -191,7 +192,7 @@ def bench_upkeep(root: Path) -> None:
         rebuild = time.perf_counter() - start
         grown = build_index_from_shards(first, kind, verbose=False, **options)
         start = time.perf_counter()
-        add_shards(grown, [read_shard(folder / SHARDS_FOLDER / shard_name(shard), 256) for shard in range(90, 100)])
+        add_shards(grown, DescriptorFolder.open(folder).shards(first=90))
         update = time.perf_counter() - start
 
         def recall(index):

@@ -14,11 +14,12 @@ from netvlad_tf.commands.shared_flags import (
     require_flags,
 )
 from netvlad_tf.data.loading import open_dataset
+from netvlad_tf.database.descriptor_folder import DescriptorFolder
 from netvlad_tf.database.embed import DEFAULT_SHARD_SIZE, dataset_rows, embed_database
 from netvlad_tf.database.hloc_features import write_hloc_features
 from netvlad_tf.database.patch_shards import PATCH_DTYPES
 from netvlad_tf.database.shard_writer import DEFAULT_MAX_UNREADABLE, ON_UNREADABLE
-from netvlad_tf.database.shards import MISSING_FILE, read_manifest
+from netvlad_tf.database.shards import MISSING_FILE
 from netvlad_tf.io.atomic_writes import refuse_existing
 from netvlad_tf.reranking.settings import PATCH_SETTINGS
 
@@ -91,7 +92,7 @@ def run(fv: flags.FlagValues) -> int:
                             retry_missing=fv.retry_missing, precision=fv.precision,
                             patch_features=None if fv.patch_features == NO_PATCHES else fv.patch_features,
                             patch_dtype=fv.patch_dtype)
-    missing = read_manifest(folder)["num_missing"]
+    missing = DescriptorFolder.open(folder).num_missing
     print(f"Embedded {len(image_paths) - missing} of {len(image_paths)} images into {folder}"
           + (f"; {missing} could not be read, listed in {folder / MISSING_FILE} (fix them, then rerun "
              "with --retry_missing)" if missing else ""))

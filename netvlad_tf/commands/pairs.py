@@ -6,8 +6,8 @@ import numpy as np
 from absl import flags
 
 from netvlad_tf.commands.shared_flags import require_flags
+from netvlad_tf.database.descriptor_folder import read_descriptors
 from netvlad_tf.database.hloc_features import hloc_names
-from netvlad_tf.database.shards import read_descriptors
 from netvlad_tf.decisions.image_pairs import merged_pairs, retrieval_pairs, sequential_pairs, write_pairs
 
 SUMMARY = "Image pairs for structure from motion from a descriptor folder, as hloc's pairs file."

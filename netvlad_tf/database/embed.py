@@ -8,45 +8,26 @@ are recorded (and may be retried) instead of stopping the run.
 
 from __future__ import annotations
 
-import bisect
-import csv
-import datetime
-import io
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import keras
 import numpy as np
-import pyarrow.parquet as pq
 
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE
-from netvlad_tf.database.patch_shards import PATCHES_FOLDER, patch_manifest
+from netvlad_tf.database.descriptor_folder import IDENTITY_KEYS, DescriptorFolder
+from netvlad_tf.database.patch_shards import patch_manifest
 from netvlad_tf.database.shard_writer import DEFAULT_MAX_UNREADABLE, ShardWriter
 from netvlad_tf.database.shards import (
-    FORMAT,
-    FORMAT_VERSION,
-    IDENTITY_KEYS,
-    MISSING_FILE,
-    ROWS_FILE,
-    SHARDS_FOLDER,
     DescriptorFolderError,
     MissingRow,
     file_sha256,
-    missing_rows,
-    read_manifest,
     rows_checksum,
-    rows_in_shards,
     rows_table,
-    segments,
-    shard_name,
-    shards_to_embed,
-    write_manifest,
 )
 from netvlad_tf.inference.precision import choose_precision
 from netvlad_tf.inference.runner import INT8_MODEL_FILE, ModelRunner
-from netvlad_tf.io.atomic_writes import atomic_file, write_bytes_atomically
-from netvlad_tf.io.keras_archive import MODEL_FILE
 from netvlad_tf.io.progress import Progress
 from netvlad_tf.models.model import PlaceRecognitionModel
 from netvlad_tf.models.model_files import open_model
@@ -164,12 +145,12 @@ def embed_database(
     precision, reason = choose_precision(requested)
     if requested != "float32":
         _say(verbose, reason)
-    loaded, manifest = _prepare_folder(output, model, list(image_paths), coordinates, image_size,
-                                       max_side, shard_size, overwrite, dims, precision, verbose,
-                                       (patch_features, patch_dtype))
-    pending, damaged = shards_to_embed(output, manifest)
+    loaded, folder = _prepare_folder(output, model, list(image_paths), coordinates, image_size,
+                                     max_side, shard_size, overwrite, dims, precision, verbose,
+                                     (patch_features, patch_dtype))
+    pending, damaged = folder.to_embed()
     for shard, problem in damaged.items():
-        _say(verbose, f"{output / SHARDS_FOLDER / shard_name(shard)} {problem}: embedding it again.")
+        _say(verbose, f"{folder.shard_path(shard)} {problem}: embedding it again.")
     # Only a run with something to embed prepares the precision (int8: calibrates once, before
     # any Ray actor reads model_int8.onnx); a rerun of a finished folder checks and returns.
     runner = None
@@ -181,38 +162,37 @@ def embed_database(
     if pending and num_workers:
         from netvlad_tf.database.ray_embed import embed_shards_on_ray
 
-        embed_shards_on_ray(output, pending, manifest, num_workers, ray_address, cpus_per_worker,
+        embed_shards_on_ray(folder, pending, num_workers, ray_address, cpus_per_worker,
                             gpus_per_worker, batch_size, verbose, on_shard_start, writer_options)
     elif pending:
-        writer = ShardWriter(output, manifest, batch_size, runner, **writer_options)
+        writer = ShardWriter(folder, batch_size, runner, **writer_options)
         embed_shards_here(writer, pending, verbose, on_shard_start)
-    left, _ = shards_to_embed(output, manifest)
+    left = folder.missing_shards()
     if left:
         raise DescriptorFolderError(f"{output}: {len(left)} shards were not written (first: "
-                                    f"{shard_name(left[0])}); rerun the same command to finish them.")
-    missing = missing_rows(output)
+                                    f"{folder.shard_path(left[0]).name}); rerun the same command to finish them.")
+    missing = folder.missing_rows()
     if retry_missing and missing:
-        write_manifest(output, {**manifest, "complete": False})
-        writer = writer or ShardWriter(output, manifest, batch_size, runner, **writer_options)
+        folder = folder.record(complete=False)
+        writer = writer or ShardWriter(folder, batch_size, runner, **writer_options)
         _retry_missing_rows(writer, missing, verbose)
-        missing = missing_rows(output)
-    _write_missing_list(output, missing)
-    write_manifest(output, {**manifest, "complete": True, "num_missing": len(missing)})
-    if manifest.get("patch_features") and verbose:
-        stored = sum(path.stat().st_size for path in (output / PATCHES_FOLDER).iterdir())
-        embedded = max(manifest["num_rows"] - len(missing), 1)
-        print(f"Patch features ({manifest['patch_features']['name'] or 'custom'}, {manifest['patch_features']['dims']} "
-              f"dims, {manifest['patch_features']['dtype']}): {stored / embedded / 1e6:.2f} MB per image, "
-              f"{stored / 1e6:.1f} MB in {output / PATCHES_FOLDER}", flush=True)
+        missing = folder.missing_rows()
+    folder.write_missing_list(missing)
+    folder = folder.record(complete=True, num_missing=len(missing))
+    patches = folder.patch_features
+    if patches and verbose:
+        stored = sum(path.stat().st_size for path in folder.patches_folder.iterdir())
+        print(f"Patch features ({patches['name'] or 'custom'}, {patches['dims']} dims, {patches['dtype']}): "
+              f"{stored / max(folder.num_embedded, 1) / 1e6:.2f} MB per image, {stored / 1e6:.1f} MB in "
+              f"{folder.patches_folder}", flush=True)
     return output
 
 
 def _retry_missing_rows(writer: ShardWriter, missing: list[MissingRow], verbose: bool) -> None:
     """Re-reads the missing rows, shard by shard, with a progress line over them."""
-    starts = [rows.start for rows in writer.ranges]
     by_shard: dict[int, int] = {}
     for row in missing:
-        shard = bisect.bisect_right(starts, row.row_id) - 1
+        shard = writer.folder.shard_of_row(row.row_id)
         by_shard[shard] = by_shard.get(shard, 0) + 1
     progress = Progress(len(missing), "image", verbose, "retrying missing")
     done = 0
@@ -220,19 +200,6 @@ def _retry_missing_rows(writer: ShardWriter, missing: list[MissingRow], verbose:
         writer.retry_missing(shard)
         done += count
         progress.update(done)
-
-
-def _write_missing_list(output: Path, missing: list[MissingRow]) -> None:
-    """`missing.csv` (`row_id,image_path,reason`) when rows are missing; none otherwise."""
-    path = output / MISSING_FILE
-    if not missing:
-        path.unlink(missing_ok=True)
-        return
-    text = io.StringIO()
-    table = csv.writer(text, lineterminator="\n")
-    table.writerow(["row_id", "image_path", "reason"])
-    table.writerows([row.row_id, row.image_path, row.reason] for row in missing)
-    write_bytes_atomically(path, text.getvalue().encode(), overwrite=True)
 
 
 def _say(verbose: bool, message: str) -> None:
@@ -250,7 +217,7 @@ def embed_shards_here(writer: ShardWriter, shards: Sequence[int], verbose: bool 
         verbose: show a progress bar over the rows.
         on_shard_start: called with each shard number first.
     """
-    progress = Progress(rows_in_shards(shards, writer.manifest), "image", verbose, "embedding")
+    progress = Progress(writer.folder.rows_in(shards), "image", verbose, "embedding")
     done = 0
     for shard in shards:
         if on_shard_start is not None:
@@ -261,9 +228,9 @@ def embed_shards_here(writer: ShardWriter, shards: Sequence[int], verbose: bool 
 
 def _prepare_folder(output: Path, model, image_paths: list[str], coordinates, image_size, max_side, shard_size: int,
                     overwrite: bool, dims: int | None, precision: str, verbose: bool,
-                    patches: tuple = (None, "float16")) -> tuple[keras.Model, dict]:
+                    patches: tuple = (None, "float16")) -> tuple[keras.Model, DescriptorFolder]:
     """Creates the folder (model copy, plan, manifest) or checks that it can be resumed or
-    appended to; returns the model and the manifest. With `dims` the folder's model is the
+    appended to; returns the model and the folder. With `dims` the folder's model is the
     compact one and the manifest keeps the source file's checksum (its `descriptor_dim` is
     `dims`)."""
     in_memory = isinstance(model, keras.Model)
@@ -289,20 +256,21 @@ def _prepare_folder(output: Path, model, image_paths: list[str], coordinates, im
     }
     if overwrite and output.exists():
         shutil.rmtree(output)
-    existing = read_manifest(output) if output.is_dir() and not in_memory else None
+    existing = DescriptorFolder.find(output) if output.is_dir() and not in_memory else None
     if existing is not None:
-        different = [key for key in (*IDENTITY_KEYS, "precision")
-                     if existing.get(key, "float32") != identity[key]]  # folders before precision: float32
-        if existing.get("patch_features") != patch_record:
+        different = [key for key in IDENTITY_KEYS if existing.identity[key] != identity[key]]
+        if existing.patch_features != patch_record:
             raise DescriptorFolderError(
-                f"{output} was embedded with other patch features ({_patch_words(existing.get('patch_features'))} there, "
+                f"{output} was embedded with other patch features ({_patch_words(existing.patch_features)} there, "
                 f"{_patch_words(patch_record)} now); rerun with the same --patch_features and --patch_dtype to resume, "
                 "or choose another --output (or --overwrite to start afresh).")
-        if different and _appends(existing, identity, rows, different):
-            return loaded, _append_rows(output, existing, identity, rows, verbose)
+        if different and _appends(existing, rows, different):
+            _say(verbose, f"Appending {rows.num_rows - existing.num_rows} images to {output} (its "
+                          f"{existing.num_rows} rows are kept).")
+            return loaded, existing.append(rows)
         if different:
             raise DescriptorFolderError(
-                f"{output} was embedded with another {', '.join(different)} ({existing.get(different[0], 'float32')!r} "
+                f"{output} was embedded with another {', '.join(different)} ({existing.identity[different[0]]!r} "
                 f"there, {identity[different[0]]!r} now); rerun with the same model and settings to "
                 "resume, or choose another --output (or --overwrite to start afresh)."
             )
@@ -310,21 +278,9 @@ def _prepare_folder(output: Path, model, image_paths: list[str], coordinates, im
     if output.exists() and any(output.iterdir()):
         raise DescriptorFolderError(f"{output} exists and is not a descriptor folder to resume; choose "
                                     "another --output or pass --overwrite.")
-    (output / SHARDS_FOLDER).mkdir(parents=True, exist_ok=True)
-    with atomic_file(output / MODEL_FILE, overwrite=True) as staging:
-        if in_memory or dims is not None:
-            loaded.save(staging)
-        else:
-            shutil.copyfile(model, staging)
-    if in_memory:
-        identity["model_sha256"] = file_sha256(output / MODEL_FILE)
-    with atomic_file(output / ROWS_FILE, overwrite=True) as staging:
-        pq.write_table(rows, staging)
-    manifest = {"format": FORMAT, "version": FORMAT_VERSION, "model_name": loaded.name, **identity,
-                **({"patch_features": patch_record} if patch_record else {}),
-                "segments": [_segment(0, rows.num_rows)], "complete": False}
-    write_manifest(output, manifest)
-    return loaded, manifest
+    folder = DescriptorFolder.create(output, model=loaded, model_file=None if in_memory or dims is not None else model,
+                                     rows=rows, identity=identity, patch_features=patch_record)
+    return loaded, folder
 
 
 def _patch_record(model, settings, dtype: str) -> dict | None:
@@ -339,30 +295,10 @@ def _patch_words(record: dict | None) -> str:
     return "none" if not record else f"{record['name'] or record['patch_sizes']}, {record['dims']} dims, {record['dtype']}"
 
 
-def _appends(existing: dict, identity: dict, rows, different: list[str]) -> bool:
+def _appends(existing: DescriptorFolder, rows, different: list[str]) -> bool:
     """Whether the new plan is the folder's with rows appended (all else equal)."""
-    return (set(different) <= {"num_rows", "rows_sha256"} and rows.num_rows > existing["num_rows"]
-            and rows_checksum(rows.slice(0, existing["num_rows"])) == existing["rows_sha256"])
-
-
-def _append_rows(output: Path, existing: dict, identity: dict, rows, verbose: bool) -> dict:
-    """Makes the appended plan the folder's: the new rows become a segment of their own (new
-    shards); the plan is written before the manifest, so a kill in between leaves a folder
-    that the same call appends to again."""
-    with atomic_file(output / ROWS_FILE, overwrite=True) as staging:
-        pq.write_table(rows, staging)
-    added = rows.num_rows - existing["num_rows"]
-    manifest = {**existing, "num_rows": identity["num_rows"], "rows_sha256": identity["rows_sha256"],
-                "segments": segments(existing) + [_segment(existing["num_rows"], added)], "complete": False}
-    write_manifest(output, manifest)
-    _say(verbose, f"Appending {added} images to {output} (its {existing['num_rows']} rows are kept).")
-    return manifest
-
-
-def _segment(first_row: int, num_rows: int) -> dict:
-    """A manifest segment: rows `[first_row, first_row + num_rows)`, added now."""
-    return {"first_row": first_row, "num_rows": num_rows,
-            "added": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    return (set(different) <= {"num_rows", "rows_sha256"} and rows.num_rows > existing.num_rows
+            and rows_checksum(rows.slice(0, existing.num_rows)) == existing.identity["rows_sha256"])
 
 
 def dataset_rows(dataset, part: str = "database") -> tuple[list[str], np.ndarray]:

@@ -17,7 +17,7 @@ from pathlib import Path, PurePath
 import h5py
 import numpy as np
 
-from netvlad_tf.database.shards import iter_shards, read_plan
+from netvlad_tf.database.descriptor_folder import DescriptorFolder
 from netvlad_tf.io.atomic_writes import atomic_file
 from netvlad_tf.io.image_header import read_image_header
 
@@ -84,10 +84,10 @@ def write_hloc_features(descriptor_folder, output, image_root=None, overwrite: b
     ...     features["images-12510.png/global_descriptor"].shape, features["images-12510.png/image_size"][:].tolist()
     ((512,), [64, 32])
     """
-    image_paths, _ = read_plan(descriptor_folder)
-    names = hloc_names(image_paths, image_root)
+    folder = DescriptorFolder.open(descriptor_folder)
+    names = hloc_names(folder.plan_paths_and_coordinates()[0], image_root)
     with atomic_file(output, overwrite) as staging, h5py.File(staging, "w", libver="latest") as features:
-        for shard in iter_shards(descriptor_folder):
+        for shard in folder.shards():
             for row, descriptor, path in zip(shard.row_ids, shard.descriptors, shard.image_paths):
                 group = features.create_group(names[row])
                 group.create_dataset(DESCRIPTOR_DATASET, data=descriptor.astype(np.float32))

@@ -14,19 +14,10 @@ import numpy as np
 
 from netvlad_tf.data.geo_dataset import GeoDataset
 from netvlad_tf.data.images import DEFAULT_MAX_SIDE
+from netvlad_tf.database.descriptor_folder import SOURCE_KEYS, DescriptorFolder
 from netvlad_tf.database.embed import dataset_rows, embed_database
 from netvlad_tf.database.index_build import add_shards, build_index_from_shards
 from netvlad_tf.database.patch_shards import PATCHES_FOLDER, StoredPatches, settings_of
-from netvlad_tf.database.shards import (
-    SHARDS_FOLDER,
-    complete_manifest,
-    missing_rows,
-    read_plan,
-    read_shard,
-    rows_prefix_checksum,
-    shard_name,
-    shard_ranges,
-)
 from netvlad_tf.inference.precision import PRECISIONS, choose_precision
 from netvlad_tf.inference.runner import INT8_MODEL_FILE, ModelRunner
 from netvlad_tf.io.atomic_writes import atomic_directory
@@ -41,8 +32,6 @@ PLACES_FILE = "places.json"
 INDEX_FOLDER = "index"
 # Where re-ranking reads candidates' patch features (see `PlaceIndex.query`).
 PATCH_SOURCES = ("auto", "stored", "computed")
-# What a place index records of the descriptor folder it was built from, to add its appended rows.
-SOURCE_KEYS = ("model_sha256", "descriptor_dim", "num_rows", "rows_sha256", "num_missing")
 
 
 @dataclass
@@ -176,21 +165,28 @@ class PlaceIndex:
         Returns:
             The `PlaceIndex` (save it with `save`); rows whose image could not be read are
             not in it.
+
+        A flat index reads each shard once: the places (image paths, coordinates, plan rows)
+        are kept from the shards as they are added.
         """
-        directory = Path(directory)
-        manifest = complete_manifest(directory)
-        index = build_index_from_shards(directory, index_kind, work_dir, on_disk, num_workers,
-                                        ray_address, verbose, **parameters)
-        image_paths, coordinates = read_plan(directory)
-        left_out = {row.row_id for row in missing_rows(directory)}
-        kept = [row for row in range(manifest["num_rows"]) if row not in left_out]
-        image_size = tuple(manifest["image_size"]) if manifest["image_size"] else None
-        runner = ModelRunner.open(directory, manifest.get("precision", "float32"), model)
-        patches = manifest.get("patch_features")
-        return cls(runner, index, [image_paths[row] for row in kept], coordinates[kept], image_size,
-                   manifest["max_side"], _source(manifest), patches,
-                   directory / PATCHES_FOLDER if patches else None, np.asarray(kept, np.int64) if patches else None,
-                   [rows.start for rows in shard_ranges(manifest)] if patches else None)
+        folder = DescriptorFolder.of(directory)
+        image_paths: list[str] = []
+        coordinates: list[np.ndarray] = []
+        kept: list[np.ndarray] = []
+
+        def keep_places(shard) -> None:
+            image_paths.extend(shard.image_paths)
+            coordinates.append(shard.coordinates)
+            kept.append(shard.row_ids)
+
+        index = build_index_from_shards(folder, index_kind, work_dir, on_disk, num_workers, ray_address, verbose,
+                                        on_shard=keep_places, **parameters)
+        patches = folder.patch_features
+        rows = np.concatenate(kept) if kept else np.zeros(0, np.int64)
+        return cls(folder.runner(model), index, image_paths, np.concatenate(coordinates) if coordinates else
+                   np.zeros((0, 2)), folder.image_size, folder.max_side, folder.source_record(), patches,
+                   folder.patches_folder if patches else None, rows if patches else None,
+                   [shard_rows.start for shard_rows in folder.shard_ranges] if patches else None)
 
     def add_appended(self, directory, verbose: bool = True) -> int:
         """Adds the rows appended to the descriptor folder this index was built from (`embed`
@@ -210,32 +206,31 @@ class PlaceIndex:
                 another folder (model, dimension or first rows differ), or the index cannot
                 grow (IVF lists on disk).
         """
-        directory = Path(directory)
-        manifest = complete_manifest(directory)
+        folder = DescriptorFolder.open(directory)
         if self.source is None:
             raise ValueError("This place index was not built from a descriptor folder (`netvlad-tf index "
                              "--descriptors`), so rows cannot be added to it; rebuild it.")
-        different = [key for key in ("model_sha256", "descriptor_dim") if manifest[key] != self.source[key]]
+        different = folder.differs_from(self.source)
         if different:
             raise ValueError(f"{directory} was embedded with another {different[0]} than this index's folder; "
                              "rebuild the index from it instead.")
         indexed = self.source["num_rows"]
-        if manifest["num_rows"] < indexed or rows_prefix_checksum(directory, indexed) != self.source["rows_sha256"]:
+        if folder.num_rows < indexed or folder.plan_prefix_checksum(indexed) != self.source["rows_sha256"]:
             raise ValueError(f"The first {indexed} rows of {directory} are not the ones this index holds; "
                              "rebuild the index from it instead.")
-        if sum(row.row_id < indexed for row in missing_rows(directory)) != self.source["num_missing"]:
+        if sum(row.row_id < indexed for row in folder.missing_rows()) != self.source["num_missing"]:
             raise ValueError(f"Missing rows of {directory} were embedded (--retry_missing) since this index was "
                              "built; rebuild the index from it instead.")
         if not self.index.can_add:
             raise ValueError(f"A {self.index.backend} index with its inverted lists on disk cannot grow; "
                              "rebuild it from the descriptor folder.")
-        new_shards = [shard for shard, rows in enumerate(shard_ranges(manifest)) if rows.start >= indexed]
+        new_shards = [shard for shard, rows in enumerate(folder.shard_ranges) if rows.start >= indexed]
         new_paths: list[str] = []
         new_coordinates = [self.coordinates]
 
         def shards():  # one shard in memory at a time; its places kept as it is added
             for shard in new_shards:
-                rows = read_shard(directory / SHARDS_FOLDER / shard_name(shard), manifest["descriptor_dim"])
+                rows = folder.read_shard(shard)
                 new_paths.extend(rows.image_paths)
                 new_coordinates.append(rows.coordinates)
                 yield rows
@@ -243,7 +238,7 @@ class PlaceIndex:
         added = add_shards(self.index, shards(), Progress(len(new_shards), "shard", verbose, "indexing"))
         self.image_paths = self.image_paths + new_paths
         self.coordinates = np.concatenate(new_coordinates)
-        self.source = _source(manifest)
+        self.source = folder.source_record()
         return added
 
     def set_threshold(self, similarity: float, precision: float = 0.99, source: str = "") -> None:
@@ -402,12 +397,6 @@ class PlaceIndex:
         if key not in self._rerankers:
             self._rerankers[key] = ComputedPatches(reranker.describer, self.image_paths, self.image_size, self.max_side)
         return reranker, self._rerankers[key]
-
-
-def _source(manifest: dict) -> dict:
-    """What a place index records of the finished descriptor folder it holds."""
-    return {**{key: manifest[key] for key in SOURCE_KEYS if key != "num_missing"},
-            "num_missing": manifest.get("num_missing", 0)}
 
 
 def _known(pair: np.ndarray) -> tuple[float | None, float | None]:

@@ -12,9 +12,8 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
-from netvlad_tf.database.shards import rows_in_shards
+from netvlad_tf.database.descriptor_folder import DescriptorFolder
 from netvlad_tf.io.progress import Progress
 
 # Driver-side work (the input blocks, the scheduler) needs CPUs of its own besides the actors;
@@ -61,15 +60,14 @@ class ShardActor:
     """A Ray Data callable class: loads the model once per actor, embeds whole shards.
 
     Args:
-        directory: the descriptor folder (on storage every worker reaches).
-        manifest: its manifest.
+        directory: the descriptor folder (on storage every worker reaches; its manifest is read there).
         batch_size: images per forward pass.
         threads: TensorFlow's intra-op threads in this actor (its CPU share).
         on_shard_start: called with each shard number before it is embedded.
         writer_options: `ShardWriter`'s `on_unreadable` and `max_unreadable`.
     """
 
-    def __init__(self, directory: str, manifest: dict, batch_size: int, threads: int,
+    def __init__(self, directory: str, batch_size: int, threads: int,
                  on_shard_start: Callable[[int], None] | None = None, writer_options: dict | None = None):
         import tensorflow as tf
 
@@ -77,7 +75,8 @@ class ShardActor:
         tf.config.threading.set_inter_op_parallelism_threads(threads)
         from netvlad_tf.database.shard_writer import ShardWriter
 
-        self.writer = ShardWriter(directory, manifest, batch_size, **(writer_options or {}))
+        folder = DescriptorFolder.open(directory, complete=False)
+        self.writer = ShardWriter(folder, batch_size, **(writer_options or {}))
         self.on_shard_start = on_shard_start
 
     def __call__(self, batch: dict) -> dict:
@@ -90,7 +89,7 @@ class ShardActor:
         return {"shard": shards, "rows": rows}
 
 
-def embed_shards_on_ray(directory: Path, shards: Sequence[int], manifest: dict, num_workers: int,
+def embed_shards_on_ray(folder: DescriptorFolder, shards: Sequence[int], num_workers: int,
                         ray_address: str | None, cpus_per_worker: float, gpus_per_worker: float,
                         batch_size: int, verbose: bool = True,
                         on_shard_start: Callable[[int], None] | None = None,
@@ -101,9 +100,8 @@ def embed_shards_on_ray(directory: Path, shards: Sequence[int], manifest: dict, 
     one, starts a local Ray with the actors' CPUs plus `SPARE_LOGICAL_CPUS`, and stops it after.
 
     Args:
-        directory: the descriptor folder.
+        folder: the prepared `DescriptorFolder`.
         shards: shard numbers to write.
-        manifest: its manifest.
         num_workers: actors in the pool.
         ray_address: `"auto"`, `"ray://host:port"` or None.
         cpus_per_worker: logical CPUs per actor (also its TensorFlow thread count, rounded up).
@@ -120,7 +118,7 @@ def embed_shards_on_ray(directory: Path, shards: Sequence[int], manifest: dict, 
         written = plan.map_batches(
             ShardActor,
             fn_constructor_kwargs={
-                "directory": str(Path(directory).resolve()), "manifest": manifest,
+                "directory": str(folder.directory.resolve()),
                 "batch_size": batch_size, "threads": max(1, math.ceil(cpus_per_worker)),
                 "on_shard_start": on_shard_start, "writer_options": writer_options,
             },
@@ -129,7 +127,7 @@ def embed_shards_on_ray(directory: Path, shards: Sequence[int], manifest: dict, 
             num_cpus=cpus_per_worker,
             num_gpus=gpus_per_worker or None,
         )
-        progress = Progress(rows_in_shards(shards, manifest), "image", verbose, "embedding")
+        progress = Progress(folder.rows_in(shards), "image", verbose, "embedding")
         done = 0
         for row in written.iter_rows():
             done += int(row["rows"])

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pyarrow.parquet as pq
 
 from netvlad_tf.data.images import indexed_image_batches
-from netvlad_tf.database.patch_shards import PATCHES_FOLDER, read_patch_shard, settings_of, write_patch_shard
-from netvlad_tf.database.shards import (
-    ROWS_FILE,
-    SHARDS_FOLDER,
-    read_shard,
-    shard_name,
-    shard_ranges,
-    write_shard,
-)
+from netvlad_tf.database.descriptor_folder import DescriptorFolder
+from netvlad_tf.database.patch_shards import read_patch_shard, settings_of, write_patch_shard
+from netvlad_tf.database.shards import read_shard, shard_name, write_shard
 from netvlad_tf.inference.embedding import predict_batches
 from netvlad_tf.inference.runner import ModelRunner
 from netvlad_tf.reranking.patch_descriptors import PatchDescriber
@@ -37,8 +28,7 @@ class ShardWriter:
     one unit of work of both the in-process loop and the Ray actors. The model is loaded once.
 
     Args:
-        directory: the descriptor folder.
-        manifest: its manifest.
+        folder: the descriptor folder.
         batch_size: images per forward pass.
         runner: what to embed with, when prepared already (None: the folder's, `ModelRunner.open`).
         on_unreadable: `"skip"` marks the row of an image that cannot be read as missing (its
@@ -47,23 +37,19 @@ class ShardWriter:
             unreadable; above it nothing is written for that shard and the run stops.
     """
 
-    def __init__(self, directory, manifest: dict, batch_size: int, runner: ModelRunner | None = None,
+    def __init__(self, folder: DescriptorFolder, batch_size: int, runner: ModelRunner | None = None,
                  on_unreadable: str = "skip", max_unreadable: float = DEFAULT_MAX_UNREADABLE):
         if on_unreadable not in ON_UNREADABLE:
             raise ValueError(f"on_unreadable must be one of {ON_UNREADABLE}, got {on_unreadable!r}.")
         if not 0 <= max_unreadable <= 1:
             raise ValueError(f"max_unreadable is a share of a shard's images, 0 to 1, got {max_unreadable}.")
-        self.directory = Path(directory)
-        self.manifest = manifest
+        self.folder = folder
         self.batch_size = batch_size
         self.on_unreadable = on_unreadable
         self.max_unreadable = max_unreadable
-        self.runner = runner if runner is not None else ModelRunner.open(self.directory, manifest.get("precision", "float32"))
-        self.rows = pq.read_table(self.directory / ROWS_FILE)
-        self.ranges = shard_ranges(manifest)
-        size = manifest["image_size"]
-        self.image_size = tuple(size) if size else None
-        self.patches = manifest.get("patch_features")
+        self.runner = runner if runner is not None else folder.runner()
+        self.rows = folder.plan()
+        self.patches = folder.patch_features
         self.describer = None
         if self.patches is not None:  # patches come from the float32 model, whatever the precision
             self.describer = PatchDescriber(self.runner.model, settings_of(self.patches))
@@ -75,22 +61,22 @@ class ShardWriter:
             UnreadableImagesError: more than `max_unreadable` of its images cannot be read.
             ValueError: with `on_unreadable="stop"`, the first image that cannot be read.
         """
-        rows = self.ranges[shard]
+        rows = self.folder.shard_ranges[shard]
         plan = self.rows.slice(rows.start, len(rows))
         descriptors, missing, patches = self._embed(plan.column("image_path").to_pylist(), shard)
         if self.describer is not None:  # before the global shard: a finished shard has its patches
-            write_patch_shard(self.directory / PATCHES_FOLDER, shard, patches, self.patches["dtype"])
-        write_shard(self._path(shard), plan, descriptors, missing)
+            write_patch_shard(self.folder.patches_folder, shard, patches, self.patches["dtype"])
+        write_shard(self.folder.shard_path(shard), plan, descriptors, missing)
         return len(rows)
 
     def retry_missing(self, shard: int) -> int:
         """Reads the missing rows of a written shard again (their files were fixed) and rewrites
         it with those that now read; returns how many are still missing."""
-        path = self._path(shard)
-        written = read_shard(path, self.manifest["descriptor_dim"])
-        rows = self.ranges[shard]
+        path = self.folder.shard_path(shard)
+        written = read_shard(path, self.folder.descriptor_dim)
+        rows = self.folder.shard_ranges[shard]
         plan = self.rows.slice(rows.start, len(rows))
-        descriptors = np.zeros((len(rows), self.manifest["descriptor_dim"]), np.float32)
+        descriptors = np.zeros((len(rows), self.folder.descriptor_dim), np.float32)
         descriptors[written.row_ids - rows.start] = written.descriptors
         positions = written.missing_row_ids - rows.start
         paths = plan.column("image_path").to_pylist()
@@ -98,22 +84,22 @@ class ShardWriter:
         descriptors[positions] = retried
         missing = {int(positions[i]): reason for i, reason in still_missing.items()}
         if self.describer is not None:
-            patches = read_patch_shard(self.directory / PATCHES_FOLDER, shard)
+            patches = read_patch_shard(self.folder.patches_folder, shard)
             for position, features in zip(positions, retried_patches):
                 patches[position] = features
-            write_patch_shard(self.directory / PATCHES_FOLDER, shard, patches, self.patches["dtype"])
+            write_patch_shard(self.folder.patches_folder, shard, patches, self.patches["dtype"])
         write_shard(path, plan, descriptors, missing)
         return len(missing)
 
     def _embed(self, paths: list[str], shard: int) -> tuple[np.ndarray, dict[int, str], list]:
         """Descriptors of `paths` (zero rows for those that cannot be read), the unreadable
         ones' positions with their reasons, and with patch features each path's (None if unread)."""
-        descriptors = np.zeros((len(paths), self.manifest["descriptor_dim"]), np.float32)
+        descriptors = np.zeros((len(paths), self.folder.descriptor_dim), np.float32)
         patches: list = [None] * len(paths)
         if not paths:
             return descriptors, {}, patches
         missing: dict[int, str] | None = None if self.on_unreadable == "stop" else {}
-        batches = indexed_image_batches(paths, self.image_size, self.manifest["max_side"], self.batch_size,
+        batches = indexed_image_batches(paths, self.folder.image_size, self.folder.max_side, self.batch_size,
                                         unreadable=missing)
         if self.describer is not None:
             batches = self._with_patches(batches, patches)
@@ -135,8 +121,3 @@ class ShardWriter:
             for position, features in zip(indices, self.describer.describe_arrays(images)):
                 patches[int(position)] = features
             yield indices, images
-
-    def _path(self, shard: int) -> Path:
-        return self.directory / SHARDS_FOLDER / shard_name(shard)
-
-

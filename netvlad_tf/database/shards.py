@@ -1,4 +1,5 @@
-"""The descriptor folder: Parquet shards of database descriptors, the row plan and a manifest.
+"""The files of a descriptor folder: Parquet shards of database descriptors and the row plan
+(the folder itself, with its manifest, is `descriptor_folder.DescriptorFolder`).
 
 A folder written by `netvlad-tf embed` (one process or Ray workers) holds
 
@@ -21,8 +22,6 @@ Ray, a resumed run) replaces itself with the same rows: no row is ever duplicate
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,18 +29,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from netvlad_tf.database.patch_shards import PATCHES_FOLDER, patch_shard_problem
-from netvlad_tf.io.atomic_writes import atomic_file, write_bytes_atomically
+from netvlad_tf.io.atomic_writes import atomic_file
 
 MANIFEST_FILE = "manifest.json"
 MISSING_FILE = "missing.csv"
 ROWS_FILE = "rows.parquet"
 SHARDS_FOLDER = "shards"
-FORMAT = "netvlad_tf.descriptors"
-FORMAT_VERSION = 1
-# The settings that decide the descriptors; a resumed run must repeat them exactly.
-IDENTITY_KEYS = ("model_sha256", "descriptor_dim", "image_size", "max_side", "shard_size",
-                 "num_rows", "rows_sha256")
 
 
 class DescriptorFolderError(ValueError):
@@ -79,38 +72,6 @@ def shard_name(shard: int) -> str:
     return f"shard-{shard:06d}.parquet"
 
 
-def shard_ranges(manifest: dict) -> list[range]:
-    """The plan rows of every shard of a folder, shard i holding `shard_ranges(manifest)[i]`:
-    each segment (the first plan, then each append) cut into `shard_size` rows, its last
-    shard possibly short.
-
-    Example:
-    >>> shard_ranges({"shard_size": 4, "num_rows": 10})
-    [range(0, 4), range(4, 8), range(8, 10)]
-    >>> shard_ranges({"shard_size": 4, "num_rows": 12, "segments": [
-    ...     {"first_row": 0, "num_rows": 6}, {"first_row": 6, "num_rows": 6}]})
-    [range(0, 4), range(4, 6), range(6, 10), range(10, 12)]
-    """
-    size = manifest["shard_size"]
-    ranges = []
-    for segment in segments(manifest):
-        stop = segment["first_row"] + segment["num_rows"]
-        ranges += [range(start, min(start + size, stop)) for start in range(segment["first_row"], stop, size)]
-    return ranges
-
-
-def segments(manifest: dict) -> list[dict]:
-    """The folder's segments (`first_row`, `num_rows`): the first plan, then each append; a
-    folder written before appends existed is one segment."""
-    return manifest.get("segments") or [{"first_row": 0, "num_rows": manifest["num_rows"]}]
-
-
-def rows_in_shards(shards, manifest: dict) -> int:
-    """How many plan rows the listed shards of a folder hold."""
-    ranges = shard_ranges(manifest)
-    return sum(len(ranges[shard]) for shard in shards)
-
-
 def file_sha256(path) -> str:
     """The SHA-256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
@@ -134,19 +95,6 @@ def rows_table(image_paths: list[str], coordinates: np.ndarray) -> pa.Table:
 def table_coordinates(table: pa.Table) -> np.ndarray:
     """`(n, 2)` easting, northing of a plan or shard table."""
     return np.stack([table.column("easting").to_numpy(), table.column("northing").to_numpy()], 1)
-
-
-def read_plan(directory) -> tuple[list[str], np.ndarray]:
-    """A descriptor folder's image paths and `(N, 2)` coordinates, from its plan alone (every
-    row, missing ones included)."""
-    rows = pq.read_table(Path(directory) / ROWS_FILE)
-    return rows.column("image_path").to_pylist(), table_coordinates(rows)
-
-
-def rows_prefix_checksum(directory, num_rows: int) -> str:
-    """`rows_checksum` of the first `num_rows` rows of a folder's plan (what an index built
-    before an append covered)."""
-    return rows_checksum(pq.read_table(Path(directory) / ROWS_FILE).slice(0, num_rows))
 
 
 def rows_checksum(rows: pa.Table) -> str:
@@ -244,182 +192,3 @@ def shard_missing_rows(path) -> list[MissingRow]:
                                                   table.column("image_path").to_pylist(),
                                                   table.column("missing_reason").to_pylist())
             if reason is not None]
-
-
-def missing_rows(directory) -> list[MissingRow]:
-    """Every missing row of a folder's written shards, in row order."""
-    directory = Path(directory)
-    manifest = read_manifest(directory)
-    if manifest is None:
-        return []
-    rows: list[MissingRow] = []
-    for shard in range(len(shard_ranges(manifest))):
-        path = directory / SHARDS_FOLDER / shard_name(shard)
-        if path.is_file():
-            rows += shard_missing_rows(path)
-    return rows
-
-
-def read_manifest(directory) -> dict | None:
-    """The folder's manifest, None when it has none; an unreadable one is an error."""
-    path = Path(directory) / MANIFEST_FILE
-    if not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_text())
-        if manifest.get("format") != FORMAT or any(key not in manifest for key in IDENTITY_KEYS):
-            raise ValueError("missing keys")
-    except (ValueError, AttributeError) as error:
-        raise DescriptorFolderError(f"{path} is not a descriptor manifest ({error}).") from None
-    return manifest
-
-
-def write_manifest(directory, manifest: dict) -> None:
-    """Writes `manifest.json` atomically (replacing the previous one)."""
-    write_bytes_atomically(Path(directory) / MANIFEST_FILE,
-                           json.dumps(manifest, indent=2).encode(), overwrite=True)
-
-
-def missing_shards(directory, manifest: dict) -> list[int]:
-    """The shard numbers of the manifest's plan that have no file yet."""
-    shards = Path(directory) / SHARDS_FOLDER
-    return [shard for shard in range(len(shard_ranges(manifest))) if not (shards / shard_name(shard)).is_file()]
-
-
-def shards_to_embed(directory, manifest: dict) -> tuple[list[int], dict[int, str]]:
-    """The shards a run must (re)write: those without a file, and those whose file fails
-    `shard_problem`; returns all their numbers and, for the damaged ones, what is wrong."""
-    shards = Path(directory) / SHARDS_FOLDER
-    pending, damaged = [], {}
-    for shard, rows in enumerate(shard_ranges(manifest)):
-        path = shards / shard_name(shard)
-        if not path.is_file():
-            pending.append(shard)
-            continue
-        problem = shard_problem(path, rows, manifest["descriptor_dim"])
-        if problem is None and manifest.get("patch_features"):
-            problem = patch_shard_problem(Path(directory) / PATCHES_FOLDER, shard, len(rows),
-                                          manifest["patch_features"]["dims"])
-        if problem is not None:
-            pending.append(shard)
-            damaged[shard] = problem
-    return pending, damaged
-
-
-def complete_manifest(directory) -> dict:
-    """The manifest of a finished folder; an unfinished or foreign folder is an error."""
-    directory = Path(directory)
-    manifest = read_manifest(directory)
-    if manifest is None:
-        raise DescriptorFolderError(f"{directory} is not a descriptor folder (no {MANIFEST_FILE}; "
-                                    "made by `netvlad-tf embed`).")
-    if not manifest.get("complete"):
-        left = len(missing_shards(directory, manifest))
-        raise DescriptorFolderError(f"{directory} is unfinished ({left} shards missing); rerun the same "
-                                    "`netvlad-tf embed` command to complete it.")
-    return manifest
-
-
-def iter_shards(directory) -> Iterator[DescriptorShard]:
-    """The shards of a finished descriptor folder in row order, one at a time (flat memory).
-
-    Example:
-    >>> import tempfile, pathlib
-    >>> folder = pathlib.Path(tempfile.mkdtemp())
-    >>> next(iter_shards(folder))
-    Traceback (most recent call last):
-    ...
-    netvlad_tf.database.shards.DescriptorFolderError: ... is not a descriptor folder (no manifest.json; made by `netvlad-tf embed`).
-    """
-    directory = Path(directory)
-    manifest = complete_manifest(directory)
-    expected_start = 0
-    for shard, expected in enumerate(shard_ranges(manifest)):
-        path = directory / SHARDS_FOLDER / shard_name(shard)
-        if not path.is_file():
-            raise DescriptorFolderError(f"{path} is missing from a folder whose manifest says it is complete; "
-                                        "rerun the `netvlad-tf embed` command that made it to embed it again.")
-        rows = read_shard(path, manifest["descriptor_dim"])
-        held = np.sort(np.concatenate([rows.row_ids, rows.missing_row_ids]))
-        if not np.array_equal(held, np.arange(expected.start, expected.stop)):
-            raise DescriptorFolderError(f"{path} holds rows other than {expected.start}–{expected.stop - 1}; "
-                                        "rerun the `netvlad-tf embed` command that made its folder to embed it again.")
-        expected_start = expected.stop
-        yield rows
-    if expected_start != manifest["num_rows"]:
-        raise DescriptorFolderError(f"{directory}: the shards hold {expected_start} rows, the manifest "
-                                    f"says {manifest['num_rows']}.")
-
-
-@dataclass
-class DescriptorTable:
-    """A whole descriptor folder's embedded rows: image paths, `(M, 2)` coordinates, `(M, dim)`
-    descriptors and `row_ids`, the plan rows they come from (M = N − `num_missing`: rows whose
-    image could not be read are left out, never given a zero vector), and the manifest."""
-
-    image_paths: list[str]
-    coordinates: np.ndarray
-    descriptors: np.ndarray
-    manifest: dict
-    row_ids: np.ndarray
-
-    @property
-    def num_missing(self) -> int:
-        """Plan rows left out: their images could not be read (listed in `missing.csv`)."""
-        return self.manifest["num_rows"] - len(self.row_ids)
-
-
-def read_descriptors(directory, memmap_path=None) -> DescriptorTable:
-    """Reads a finished descriptor folder (`netvlad-tf embed`) into row-aligned arrays.
-
-    Parquet pages are decoded, not mapped, so by default the descriptors are gathered into RAM
-    (`N · dim · 4` bytes). Rows whose image could not be read are left out (`row_ids` says
-    which plan row each descriptor is; `num_missing` how many are not there). With
-    `memmap_path` they are streamed shard by shard into a `.npy` file there and returned
-    memory-mapped, so a database larger than RAM can still be read; `iter_shards` gives one
-    shard at a time.
-
-    Args:
-        directory: the descriptor folder.
-        memmap_path: a new `.npy` file to hold the descriptors (None: in RAM).
-
-    Returns:
-        A `DescriptorTable`.
-
-    Raises:
-        DescriptorFolderError: not a descriptor folder, unfinished, or a damaged shard (named).
-
-    Example:
-    >>> import netvlad_tf
-    >>> netvlad_tf.read_descriptors("/no/such/folder")
-    Traceback (most recent call last):
-    ...
-    netvlad_tf.database.shards.DescriptorFolderError: /no/such/folder is not a descriptor folder (no manifest.json; ...).
-    """
-    manifest = complete_manifest(directory)
-    shape = (manifest["num_rows"] - manifest.get("num_missing", 0), manifest["descriptor_dim"])
-    if memmap_path is None:
-        descriptors = np.zeros(shape, np.float32)
-    else:
-        descriptors = np.lib.format.open_memmap(memmap_path, mode="w+", dtype=np.float32, shape=shape)
-    image_paths: list[str] = []
-    coordinates = np.zeros((shape[0], 2), np.float64)
-    row_ids = np.zeros(shape[0], np.int64)
-    filled = 0
-    for rows in iter_shards(directory):
-        end = filled + len(rows.row_ids)
-        if end > shape[0]:
-            raise DescriptorFolderError(f"{directory}: the shards hold more embedded rows than its manifest's "
-                                        f"{shape[0]}; rerun the `netvlad-tf embed` command that made it.")
-        descriptors[filled:end] = rows.descriptors
-        coordinates[filled:end] = rows.coordinates
-        row_ids[filled:end] = rows.row_ids
-        image_paths.extend(rows.image_paths)
-        filled = end
-    if filled != shape[0]:
-        raise DescriptorFolderError(f"{directory}: the shards hold {filled} embedded rows, its manifest says "
-                                    f"{shape[0]}; rerun the `netvlad-tf embed` command that made it.")
-    if memmap_path is not None:
-        descriptors.flush()
-        descriptors = np.load(memmap_path, mmap_mode="r")
-    return DescriptorTable(image_paths, coordinates, descriptors, manifest, row_ids)

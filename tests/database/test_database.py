@@ -12,9 +12,10 @@ import pytest
 
 from netvlad_tf import build_netvlad_model, embed_database, read_descriptors
 from netvlad_tf.data import read_csv_dataset
+from netvlad_tf.database.descriptor_folder import FORMAT, DescriptorFolder, iter_shards
 from netvlad_tf.database.index_build import build_index_from_shards, training_sample, write_part_from_shard
 from netvlad_tf.database.place_index import PlaceIndex
-from netvlad_tf.database.shards import DescriptorFolderError, iter_shards, shard_ranges
+from netvlad_tf.database.shards import DescriptorFolderError
 from netvlad_tf.inference.embedding import embed_images
 from netvlad_tf.retrieval import create_index
 from netvlad_tf.sample_data import nordland_csv
@@ -43,11 +44,19 @@ def embed(model_file, database, output, **options):
                           verbose=False, **options)
 
 
+def folder_of(segments, shard_size=5):
+    """A `DescriptorFolder` (in memory only) with these segments."""
+    return DescriptorFolder("/nowhere", {
+        "format": FORMAT, "version": 1, "model_name": "m", "model_sha256": "-", "descriptor_dim": 4,
+        "image_size": None, "max_side": None, "shard_size": shard_size, "rows_sha256": "-", "precision": "float32",
+        "num_rows": sum(length for _, length in segments), "complete": False,
+        "segments": [{"first_row": first, "num_rows": length} for first, length in segments]})
+
+
 def test_shard_ranges_cover_the_plan_once():
-    covered = [row for rows in shard_ranges({"shard_size": 5, "num_rows": 23}) for row in rows]
+    covered = [row for rows in folder_of([(0, 23)]).shard_ranges for row in rows]
     assert covered == list(range(23))
-    appended = shard_ranges({"shard_size": 5, "num_rows": 23, "segments": [
-        {"first_row": 0, "num_rows": 12}, {"first_row": 12, "num_rows": 11}]})
+    appended = folder_of([(0, 12), (12, 11)]).shard_ranges
     assert [row for rows in appended for row in rows] == list(range(23))
     assert appended[2] == range(10, 12) and appended[3] == range(12, 17), "no shard straddles an append"
 

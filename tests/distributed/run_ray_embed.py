@@ -17,8 +17,8 @@ from ray.cluster_utils import Cluster
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from netvlad_tf import embed_database, read_descriptors  # noqa: E402
 from netvlad_tf.data import read_csv_dataset  # noqa: E402
+from netvlad_tf.database.descriptor_folder import iter_shards  # noqa: E402
 from netvlad_tf.database.index_build import build_index_from_shards  # noqa: E402
-from netvlad_tf.database.shards import iter_shards  # noqa: E402
 from netvlad_tf.sample_data import nordland_csv  # noqa: E402
 from tests.support.descriptor_folders import random_descriptor_folder  # noqa: E402
 

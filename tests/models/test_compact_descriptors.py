@@ -80,7 +80,7 @@ def test_embed_and_export_commands_with_dims(whitened_model, tmp_path, capsys):
     full = read_descriptors(tmp_path / "full").descriptors
     compact = read_descriptors(tmp_path / "compact")
     np.testing.assert_allclose(compact.descriptors, cropped(full, 8), atol=1e-6)
-    assert compact.manifest["descriptor_dim"] == 8
+    assert compact.folder.descriptor_dim == 8
     # A resume asking for another dimension is refused, naming it.
     assert main(["netvlad-tf", "embed", *common, f"--output={tmp_path / 'compact'}", "--dims=4"]) == 1
     assert "descriptor_dim" in capsys.readouterr().err

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from netvlad_tf.database.shards import FORMAT, FORMAT_VERSION, rows_table, shard_name, write_manifest, write_shard
+from netvlad_tf.database.descriptor_folder import FORMAT, FORMAT_VERSION, DescriptorFolder
+from netvlad_tf.database.shards import rows_table, shard_name, write_shard
 
 
 def random_descriptor_folder(folder: Path, num_rows: int = 600, dim: int = 32, shard_size: int = 150,
@@ -22,8 +23,10 @@ def random_descriptor_folder(folder: Path, num_rows: int = 600, dim: int = 32, s
         write_shard(folder / "shards" / shard_name(shard), rows.slice(start, shard_size),
                     descriptors[start:start + shard_size], missing)
     pq.write_table(rows, folder / "rows.parquet")
-    write_manifest(folder, {"format": FORMAT, "version": FORMAT_VERSION, "model_name": "random",
-                            "model_sha256": "-", "descriptor_dim": dim, "image_size": None,
-                            "max_side": None, "shard_size": shard_size, "num_rows": num_rows,
-                            "rows_sha256": "-", "complete": True, "num_missing": len(missing_rows)})
+    DescriptorFolder(folder, {"format": FORMAT, "version": FORMAT_VERSION, "model_name": "random",
+                              "model_sha256": "-", "descriptor_dim": dim, "image_size": None,
+                              "max_side": None, "shard_size": shard_size, "num_rows": num_rows,
+                              "rows_sha256": "-", "precision": "float32",
+                              "segments": [{"first_row": 0, "num_rows": num_rows}],
+                              "complete": True, "num_missing": len(missing_rows)}).record()
     return descriptors

@@ -1,0 +1,70 @@
+"""`DescriptorFolder` owns the manifest: a place index is built reading each shard once, and the
+places it keeps are the plan's rows without the missing ones."""
+
+import collections
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from netvlad_tf.database.descriptor_folder import DescriptorFolder
+from netvlad_tf.database.place_index import PlaceIndex
+from netvlad_tf.database.shards import DescriptorFolderError
+from tests.support.descriptor_folders import random_descriptor_folder
+from tests.support.tiny_backbone import TINY_BACKBONE
+
+
+@pytest.fixture
+def shard_reads(monkeypatch):
+    """Counts, per shard file, how often Parquet opens it (whole reads and column reads)."""
+    counts = collections.Counter()
+    read_table, parquet_file = pq.read_table, pq.ParquetFile
+
+    def counted_read_table(source, *args, **kwargs):
+        counts[Path(source).name] += 1
+        return read_table(source, *args, **kwargs)
+
+    def counted_parquet_file(source, *args, **kwargs):
+        counts[Path(source).name] += 1
+        return parquet_file(source, *args, **kwargs)
+
+    monkeypatch.setattr(pq, "read_table", counted_read_table)
+    monkeypatch.setattr(pq, "ParquetFile", counted_parquet_file)
+    return counts
+
+
+def test_a_flat_index_build_reads_each_shard_once(tmp_path, shard_reads):
+    from netvlad_tf import build_netvlad_model
+
+    descriptors = random_descriptor_folder(tmp_path / "db", num_rows=40, dim=16, shard_size=10, missing_rows=(3, 25))
+    model = build_netvlad_model(TINY_BACKBONE, weights=None, pooling="mac")  # 16-D, as the folder
+    places = PlaceIndex.from_descriptors(tmp_path / "db", model=model, verbose=False)
+    shard_files = sorted(path.name for path in (tmp_path / "db/shards").iterdir())
+    assert {name: shard_reads[name] for name in shard_files} == dict.fromkeys(shard_files, 1)
+    kept = [row for row in range(40) if row not in (3, 25)]
+    assert places.image_paths == [f"image-{row}.jpg" for row in kept]
+    _, found = places.index.search(descriptors[[0, 26]], 1)
+    assert [places.image_paths[i] for i in found[:, 0]] == ["image-0.jpg", "image-26.jpg"]
+    # The counter sees a second pass (the mistake this guards against: reading the missing rows again).
+    DescriptorFolder.open(tmp_path / "db").missing_rows()
+    assert all(shard_reads[name] == 2 for name in shard_files)
+
+
+def test_a_manifest_without_its_keys_is_one_line(tmp_path):
+    random_descriptor_folder(tmp_path / "db", num_rows=10, dim=8, shard_size=5)
+    text = (tmp_path / "db/manifest.json").read_text().replace('"precision"', '"precisions"')
+    (tmp_path / "db/manifest.json").write_text(text)
+    with pytest.raises(DescriptorFolderError, match="not a descriptor manifest \\(missing precision\\)"):
+        DescriptorFolder.open(tmp_path / "db")
+    (tmp_path / "db/manifest.json").write_text("[1, 2]")
+    with pytest.raises(DescriptorFolderError, match="not a JSON object"):
+        DescriptorFolder.open(tmp_path / "db")
+
+
+def test_the_folder_answers_what_its_manifest_says(tmp_path):
+    random_descriptor_folder(tmp_path / "db", num_rows=23, dim=8, shard_size=5, missing_rows=(4,))
+    folder = DescriptorFolder.open(tmp_path / "db")
+    assert (folder.num_rows, folder.num_missing, folder.num_embedded, folder.descriptor_dim) == (23, 1, 22, 8)
+    assert folder.shard_of_row(0) == 0 and folder.shard_of_row(22) == 4 and folder.rows_in([3, 4]) == 8
+    assert np.array_equal(np.concatenate([shard.row_ids for shard in folder.shards(first=4)]), np.arange(20, 23))
