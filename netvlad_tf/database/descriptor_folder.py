@@ -46,6 +46,7 @@ from netvlad_tf.database.shards import (
 )
 from netvlad_tf.inference.runner import ModelRunner
 from netvlad_tf.io.atomic_writes import atomic_file, write_bytes_atomically
+from netvlad_tf.io.json_files import read_json_object
 from netvlad_tf.io.keras_archive import MODEL_FILE
 
 FORMAT = "netvlad_tf.descriptors"
@@ -123,13 +124,7 @@ class DescriptorFolder:
         path = Path(directory) / MANIFEST_FILE
         if not path.is_file():
             return None
-        try:
-            manifest = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError) as error:
-            raise DescriptorFolderError(f"{path} is not a descriptor manifest ({error}).") from None
-        if not isinstance(manifest, dict):
-            raise DescriptorFolderError(f"{path} is not a descriptor manifest (not a JSON object).")
-        return cls(directory, manifest)
+        return cls(directory, read_json_object(path, DescriptorFolderError))
 
     @classmethod
     def create(cls, directory, *, model, model_file=None, rows: pa.Table, identity: dict,

@@ -21,6 +21,7 @@ from netvlad_tf.database.patch_shards import PATCHES_FOLDER, StoredPatches, sett
 from netvlad_tf.inference.precision import PRECISIONS, choose_precision
 from netvlad_tf.inference.runner import INT8_MODEL_FILE, ModelRunner
 from netvlad_tf.io.atomic_writes import atomic_directory
+from netvlad_tf.io.json_files import read_json_object
 from netvlad_tf.io.keras_archive import MODEL_FILE
 from netvlad_tf.io.progress import Progress
 from netvlad_tf.reranking.candidate_patches import ComputedPatches
@@ -405,12 +406,7 @@ def _known(pair: np.ndarray) -> tuple[float | None, float | None]:
 
 def _read_places(path: Path) -> dict:
     """`places.json` checked field by field: one line naming the file and what is wrong."""
-    try:
-        places = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON ({error}).") from None
-    if not isinstance(places, dict):
-        raise ValueError(f"{path} must hold a JSON object, not {type(places).__name__}.")
+    places = read_json_object(path)
     missing = [key for key in ("image_paths", "coordinates") if key not in places]
     if missing:
         raise ValueError(f"{path} has no {' or '.join(repr(key) for key in missing)}.")

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from netvlad_tf.io.atomic_writes import atomic_directory
+from netvlad_tf.io.json_files import read_json_object
 from netvlad_tf.io.keras_archive import MODEL_FILE
 
 METADATA_FILE = "metadata.json"
@@ -69,11 +70,8 @@ def resolve_preset_folder(preset: str) -> Path:
 def read_preset_metadata(folder) -> dict:
     """A preset folder's `metadata.json`, checked: one line naming the file when it is wrong."""
     path = Path(folder) / METADATA_FILE
-    try:
-        metadata = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON ({error}).") from None
-    if not isinstance(metadata, dict) or any(key not in metadata for key in METADATA_KEYS):
+    metadata = read_json_object(path)
+    if any(key not in metadata for key in METADATA_KEYS):
         raise ValueError(f"{path} is not netvlad_tf preset metadata (it needs {', '.join(METADATA_KEYS)}).")
     return metadata
 

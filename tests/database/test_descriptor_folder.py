@@ -58,7 +58,7 @@ def test_a_manifest_without_its_keys_is_one_line(tmp_path):
     with pytest.raises(DescriptorFolderError, match="not a descriptor manifest \\(missing precision\\)"):
         DescriptorFolder.open(tmp_path / "db")
     (tmp_path / "db/manifest.json").write_text("[1, 2]")
-    with pytest.raises(DescriptorFolderError, match="not a JSON object"):
+    with pytest.raises(DescriptorFolderError, match="must hold a JSON object, not list"):
         DescriptorFolder.open(tmp_path / "db")
 
 

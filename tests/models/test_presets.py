@@ -79,6 +79,9 @@ def test_a_folder_that_is_not_a_preset_is_named(tmp_path, saved_preset):
         from_preset(str(tmp_path / "empty"))
     shutil.copytree(saved_preset[0], tmp_path / "edited")
     (tmp_path / "edited/metadata.json").write_text("[]")
+    with pytest.raises(ValueError, match="metadata.json must hold a JSON object, not list"):
+        from_preset(str(tmp_path / "edited"))
+    (tmp_path / "edited/metadata.json").write_text("{}")
     with pytest.raises(ValueError, match="metadata.json is not netvlad_tf preset metadata"):
         from_preset(str(tmp_path / "edited"))
 
