@@ -308,11 +308,19 @@ class DescriptorFolder:
                 damaged[shard] = problem
         return pending, damaged
 
-    def missing_rows(self) -> list[MissingRow]:
-        """Every missing row of the written shards, in row order (three small columns a shard)."""
+    def missing_rows(self, known: dict[int, list[MissingRow]] | None = None) -> list[MissingRow]:
+        """Every missing row of the written shards, in row order (three small columns a shard).
+
+        Args:
+            known: shard → its missing rows, where they are known already (the shards a
+                `ShardWriter` just wrote): those shards are not read.
+        """
+        known = known or {}
         rows: list[MissingRow] = []
         for shard in range(len(self.shard_ranges)):
-            if self.shard_path(shard).is_file():
+            if shard in known:
+                rows += known[shard]
+            elif self.shard_path(shard).is_file():
                 rows += shard_missing_rows(self.shard_path(shard))
         return rows
 

@@ -171,12 +171,12 @@ def embed_database(
     if left:
         raise DescriptorFolderError(f"{output}: {len(left)} shards were not written (first: "
                                     f"{folder.shard_path(left[0]).name}); rerun the same command to finish them.")
-    missing = folder.missing_rows()
+    missing = folder.missing_rows(known=writer.written_missing if writer else None)
     if retry_missing and missing:
         folder = folder.record(complete=False)
         writer = writer or ShardWriter(folder, batch_size, runner, **writer_options)
         _retry_missing_rows(writer, missing, verbose)
-        missing = folder.missing_rows()
+        missing = folder.missing_rows(known=writer.written_missing)
     folder.write_missing_list(missing)
     folder = folder.record(complete=True, num_missing=len(missing))
     patches = folder.patch_features

@@ -7,7 +7,7 @@ import numpy as np
 from netvlad_tf.data.images import indexed_image_batches
 from netvlad_tf.database.descriptor_folder import DescriptorFolder
 from netvlad_tf.database.patch_shards import read_patch_shard, settings_of, write_patch_shard
-from netvlad_tf.database.shards import read_shard, shard_name, write_shard
+from netvlad_tf.database.shards import MissingRow, read_shard, shard_name, write_shard
 from netvlad_tf.inference.embedding import predict_batches
 from netvlad_tf.inference.runner import ModelRunner
 from netvlad_tf.reranking.patch_descriptors import PatchDescriber
@@ -50,6 +50,8 @@ class ShardWriter:
         self.runner = runner if runner is not None else folder.runner()
         self.rows = folder.plan()
         self.patches = folder.patch_features
+        # Shard → its missing rows, for the shards written here (the folder need not read them back).
+        self.written_missing: dict[int, list[MissingRow]] = {}
         self.describer = None
         if self.patches is not None:  # patches come from the float32 model, whatever the precision
             self.describer = PatchDescriber(self.runner.model, settings_of(self.patches))
@@ -67,6 +69,7 @@ class ShardWriter:
         if self.describer is not None:  # before the global shard: a finished shard has its patches
             write_patch_shard(self.folder.patches_folder, shard, patches, self.patches["dtype"])
         write_shard(self.folder.shard_path(shard), plan, descriptors, missing)
+        self._record_missing(shard, plan, missing)
         return len(rows)
 
     def retry_missing(self, shard: int) -> int:
@@ -89,7 +92,15 @@ class ShardWriter:
                 patches[position] = features
             write_patch_shard(self.folder.patches_folder, shard, patches, self.patches["dtype"])
         write_shard(path, plan, descriptors, missing)
+        self._record_missing(shard, plan, missing)
         return len(missing)
+
+    def _record_missing(self, shard: int, plan, missing: dict[int, str]) -> None:
+        """Keeps the missing rows of a shard just written (`written_missing`)."""
+        paths = plan.column("image_path").to_pylist()
+        start = self.folder.shard_ranges[shard].start
+        self.written_missing[shard] = [MissingRow(start + position, paths[position], reason)
+                                       for position, reason in sorted(missing.items())]
 
     def _embed(self, paths: list[str], shard: int) -> tuple[np.ndarray, dict[int, str], list]:
         """Descriptors of `paths` (zero rows for those that cannot be read), the unreadable

@@ -51,6 +51,24 @@ def test_a_flat_index_build_reads_each_shard_once(tmp_path, shard_reads):
     assert all(shard_reads[name] == 2 for name in shard_files)
 
 
+def test_the_walk_from_photos_to_an_index_reads_the_shard_once(tmp_path, shard_reads):
+    """`PlaceIndex.build`: embedding writes the shard (an unreadable photo recorded as missing,
+    known without reading it back), the index build reads it once."""
+    from netvlad_tf import build_netvlad_model
+    from netvlad_tf.data import GeoDataset, read_csv_dataset
+    from netvlad_tf.sample_data import nordland_csv
+
+    route = read_csv_dataset(nordland_csv("test"))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a photo")
+    paths = [*route.database_paths[:4], str(broken), *route.database_paths[4:11]]  # 1 of 12: under 10 %
+    coordinates = np.concatenate([route.database_utm[:4], [[0.0, 0.0]], route.database_utm[4:11]])
+    model = build_netvlad_model(TINY_BACKBONE, weights=None, pooling="mac")
+    places = PlaceIndex.build(model, GeoDataset("db", paths, coordinates, [], []), image_size=(32, 64), verbose=False)
+    assert places.image_paths == [path for path in paths if path != str(broken)]
+    assert shard_reads["shard-000000.parquet"] == 1
+
+
 def test_a_manifest_without_its_keys_is_one_line(tmp_path):
     random_descriptor_folder(tmp_path / "db", num_rows=10, dim=8, shard_size=5)
     text = (tmp_path / "db/manifest.json").read_text().replace('"precision"', '"precisions"')
