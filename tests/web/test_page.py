@@ -130,9 +130,10 @@ def resident_mb() -> float:
 @pytest.mark.slow
 def test_memory_stays_flat_over_200_queries(server, route):
     """The server runs in this process: its resident memory after 200 more answers is within a
-    few MB of where 30 answers left it (plots are closed, nothing is kept per request)."""
+    few MB of where 60 answers left it (plots are closed, nothing is kept per request). Gradio
+    and Matplotlib warm up over the first ~50 answers (measured: +90 MB, then flat to 500)."""
     _, client = server
-    for number in range(30):
+    for number in range(60):
         ask(client, route.query_paths[number % 6])
     settled = resident_mb()
     for number in range(200):
