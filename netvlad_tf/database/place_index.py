@@ -93,11 +93,6 @@ class PlaceIndex:
         """The float32 model (saved with the index; patch features come from it)."""
         return self.runner.model
 
-    @property
-    def precision(self) -> str:
-        """The precision the database was embedded in."""
-        return self.runner.precision
-
     @classmethod
     def build(cls, model, dataset: GeoDataset, *, index_kind: str = "flat", image_size=None,
               max_side: int | None = DEFAULT_MAX_SIDE, batch_size: int = 8,
@@ -278,7 +273,7 @@ class PlaceIndex:
                 "image_size": list(self.image_size) if self.image_size else None,
                 "max_side": self.max_side,
                 "descriptor_folder": self.source,
-                "precision": self.precision,
+                "precision": self.runner.precision,
                 "threshold": self.threshold,
                 **({"patch_features": self.patch_features, "patch_rows": self.patch_rows.tolist(),
                     "patch_shard_starts": self.patch_shard_starts} if self.patch_folder is not None else {}),
@@ -335,7 +330,7 @@ class PlaceIndex:
             raise FileNotFoundError(f"Photo {missing[0]!r} does not exist.")
         if rerank is not None and (int(rerank_top_k) != rerank_top_k or rerank_top_k < 1):
             raise ValueError(f"rerank_top_k must be at least 1 candidate, got {rerank_top_k!r}.")
-        precision = choose_precision(precision or self.precision)[0]
+        precision = choose_precision(precision or self.runner.precision)[0]
         if precision not in self._query_runners:
             self._query_runners[precision] = self.runner.in_precision(precision)
         descriptors = self._query_runners[precision].embed(list(photo_paths), self.image_size, self.max_side,

@@ -19,14 +19,12 @@ def read_json_object(path, error: type[Exception] = ValueError) -> dict:
     Raises:
         `error`: one line naming the file and what is wrong with it.
 
-    Example:
-    >>> import tempfile, pathlib
-    >>> path = pathlib.Path(tempfile.mkdtemp()) / "list.json"
-    >>> _ = path.write_text("[1, 2]")
-    >>> read_json_object(path)
-    Traceback (most recent call last):
-    ...
-    ValueError: .../list.json must hold a JSON object, not list.
+    Example (a list, `[1, 2]`, raises `ValueError: … must hold a JSON object, not list.`):
+    >>> import json, pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "manifest.json"
+    >>> _ = path.write_text(json.dumps({"num_rows": 3}))
+    >>> read_json_object(path)["num_rows"]
+    3
     """
     path = Path(path)
     try:

@@ -212,7 +212,7 @@ def test_a_place_index_queries_in_its_database_precision(lite0_netvlad, tmp_path
     built = PlaceIndex.build(model, small, precision="int8", verbose=False)
     built.save(tmp_path / "index")
     loaded = PlaceIndex.load(tmp_path / "index")
-    assert loaded.precision == "int8" and (tmp_path / "index/model_int8.onnx").is_file()
+    assert loaded.runner.precision == "int8" and (tmp_path / "index/model_int8.onnx").is_file()
     photo = dataset.database_paths[30]
     assert loaded.query([photo], top_k=1)[0][0].image_path == photo
     assert loaded.query([photo], top_k=1, precision="float32")[0][0].image_path == photo
