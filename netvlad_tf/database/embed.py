@@ -28,6 +28,7 @@ from netvlad_tf.database.shards import (
 )
 from netvlad_tf.inference.precision import choose_precision
 from netvlad_tf.inference.runner import INT8_MODEL_FILE, ModelRunner
+from netvlad_tf.io.atomic_writes import write_bytes_atomically
 from netvlad_tf.io.progress import Progress
 from netvlad_tf.models.model import PlaceRecognitionModel
 from netvlad_tf.models.model_files import open_model
@@ -77,7 +78,9 @@ def embed_database(
 
     Args:
         model: the `.keras` model file (copied into the folder), or a Keras model (saved
-            into it; such a folder cannot be resumed: use a file for long runs).
+            into it; such a folder cannot be resumed: use a file for long runs), or a
+            `ModelRunner` prepared already (its model saved, its precision and int8
+            calibration used as they are).
         image_paths: the images, row i of the plan being `image_paths[i]`.
         coordinates: `(N, 2)` easting, northing (metres), stored beside each descriptor.
         output: the descriptor folder (created, or resumed when it holds the same plan).
@@ -141,10 +144,17 @@ def embed_database(
         raise ValueError(f"shard_size and batch_size must be at least 1, got {shard_size} and {batch_size}.")
     if len(image_paths) == 0:
         raise ValueError("No images to embed.")
-    requested = precision
-    precision, reason = choose_precision(requested)
-    if requested != "float32":
-        _say(verbose, reason)
+    prepared = model if isinstance(model, ModelRunner) else None
+    if prepared is not None:
+        if precision not in ("float32", prepared.precision) or dims is not None:
+            raise ValueError(f"A prepared ModelRunner embeds in its own precision ({prepared.precision}) with its "
+                             "own model: drop precision= and dims=.")
+        model, precision = prepared.model, prepared.precision
+    else:
+        requested = precision
+        precision, reason = choose_precision(requested)
+        if requested != "float32":
+            _say(verbose, reason)
     loaded, folder = _prepare_folder(output, model, list(image_paths), coordinates, image_size,
                                      max_side, shard_size, overwrite, dims, precision, verbose,
                                      (patch_features, patch_dtype))
@@ -154,7 +164,11 @@ def embed_database(
     # Only a run with something to embed prepares the precision (int8: calibrates once, before
     # any Ray actor reads model_int8.onnx); a rerun of a finished folder checks and returns.
     runner = None
-    if pending or retry_missing:
+    if prepared is not None and (pending or retry_missing):
+        runner = prepared
+        if prepared.int8_model is not None:  # where resumes and Ray actors read the calibration
+            write_bytes_atomically(output / INT8_MODEL_FILE, prepared.int8_model.onnx_bytes, overwrite=True)
+    elif pending or retry_missing:
         runner = ModelRunner.prepare(loaded, precision, calibration_paths=image_paths, image_size=image_size,
                                      max_side=max_side, int8_path=output / INT8_MODEL_FILE, verbose=verbose)
     writer_options = {"on_unreadable": on_unreadable, "max_unreadable": max_unreadable}

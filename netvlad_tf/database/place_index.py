@@ -122,13 +122,20 @@ class PlaceIndex:
         It takes the city-scale path in small: the descriptors are streamed into a temporary
         descriptor folder and the index is built from it (`from_descriptors`).
         """
+        resolved, reason = choose_precision(precision)
+        if verbose and precision != "float32":
+            print(reason, flush=True)
+        paths, coordinates = dataset_rows(dataset, "database")
+        runner = ModelRunner.prepare(model, resolved, calibration_paths=paths, image_size=image_size,
+                                     max_side=max_side, verbose=verbose)
         work = tempfile.TemporaryDirectory()
         try:
-            descriptors = embed_database(model, *dataset_rows(dataset, "database"),
+            descriptors = embed_database(runner, paths, coordinates,
                                          Path(work.name) / "descriptors", image_size=image_size, max_side=max_side,
-                                         batch_size=batch_size, verbose=verbose, precision=precision, patch_features=patch_features,
+                                         batch_size=batch_size, verbose=verbose, patch_features=patch_features,
                                          patch_dtype=patch_dtype)
-            places = cls.from_descriptors(descriptors, index_kind=index_kind, verbose=verbose, model=model, **parameters)
+            places = cls.from_descriptors(descriptors, index_kind=index_kind, verbose=verbose, runner=runner,
+                                          **parameters)
         except BaseException:
             work.cleanup()
             raise
@@ -143,7 +150,7 @@ class PlaceIndex:
     @classmethod
     def from_descriptors(cls, directory, *, index_kind: str = "flat", work_dir=None, on_disk: bool = False,
                          num_workers: int = 0, ray_address: str | None = None, verbose: bool = True,
-                         model=None, **parameters) -> PlaceIndex:
+                         runner: ModelRunner | None = None, **parameters) -> PlaceIndex:
         """A place index over a descriptor folder (`netvlad-tf embed`), built a shard at a time
         (`build_index_from_shards`); queries are read with the folder's image policy.
 
@@ -155,7 +162,8 @@ class PlaceIndex:
             num_workers: build IVF parts as this many Ray tasks at a time (0: here).
             ray_address: an existing Ray cluster (None: a local one).
             verbose: show a progress bar.
-            model: the folder's model, when loaded already (None: its `model.keras` is read).
+            runner: the folder's model in its precision, when prepared already (None: opened
+                from the folder, `DescriptorFolder.runner`).
             **parameters: the index kind's options (e.g. `num_lists`).
 
         Returns:
@@ -179,7 +187,7 @@ class PlaceIndex:
                                         on_shard=keep_places, **parameters)
         patches = folder.patch_features
         rows = np.concatenate(kept) if kept else np.zeros(0, np.int64)
-        return cls(folder.runner(model), index, image_paths, np.concatenate(coordinates) if coordinates else
+        return cls(runner or folder.runner(), index, image_paths, np.concatenate(coordinates) if coordinates else
                    np.zeros((0, 2)), folder.image_size, folder.max_side, folder.source_record(), patches,
                    folder.patches_folder if patches else None, rows if patches else None,
                    [shard_rows.start for shard_rows in folder.shard_ranges] if patches else None)

@@ -11,6 +11,7 @@ import pytest
 from netvlad_tf.database.descriptor_folder import DescriptorFolder
 from netvlad_tf.database.place_index import PlaceIndex
 from netvlad_tf.database.shards import DescriptorFolderError
+from netvlad_tf.inference.runner import ModelRunner
 from tests.support.descriptor_folders import random_descriptor_folder
 from tests.support.tiny_backbone import TINY_BACKBONE
 
@@ -39,7 +40,7 @@ def test_a_flat_index_build_reads_each_shard_once(tmp_path, shard_reads):
 
     descriptors = random_descriptor_folder(tmp_path / "db", num_rows=40, dim=16, shard_size=10, missing_rows=(3, 25))
     model = build_netvlad_model(TINY_BACKBONE, weights=None, pooling="mac")  # 16-D, as the folder
-    places = PlaceIndex.from_descriptors(tmp_path / "db", model=model, verbose=False)
+    places = PlaceIndex.from_descriptors(tmp_path / "db", runner=ModelRunner(model), verbose=False)
     shard_files = sorted(path.name for path in (tmp_path / "db/shards").iterdir())
     assert {name: shard_reads[name] for name in shard_files} == dict.fromkeys(shard_files, 1)
     kept = [row for row in range(40) if row not in (3, 25)]

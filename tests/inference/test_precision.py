@@ -206,10 +206,14 @@ def test_int8_that_strays_is_refused_in_one_line(lite0_netvlad, tmp_path, monkey
 
 
 @pytest.mark.slow  # a quantisation of Lite0
-def test_a_place_index_queries_in_its_database_precision(lite0_netvlad, tmp_path):
+def test_a_place_index_queries_in_its_database_precision(lite0_netvlad, tmp_path, monkeypatch):
     model, _, dataset = lite0_netvlad
     small = dataset.select(np.arange(dataset.num_database) < 60, np.zeros(dataset.num_queries, bool))
+    sessions = []
+    monkeypatch.setattr(int8, "onnx_runtime_session", lambda data, opened=int8.onnx_runtime_session: (
+        sessions.append(len(data)), opened(data))[1])
     built = PlaceIndex.build(model, small, precision="int8", verbose=False)
+    assert len(sessions) == 1, "the calibrated model is held, not opened again from the folder"
     built.save(tmp_path / "index")
     loaded = PlaceIndex.load(tmp_path / "index")
     assert loaded.runner.precision == "int8" and (tmp_path / "index/model_int8.onnx").is_file()
