@@ -252,13 +252,9 @@ class DescriptorFolder:
     def shard_path(self, shard: int) -> Path:
         return self.directory / SHARDS_FOLDER / shard_name(shard)
 
-    def runner(self, model=None) -> ModelRunner:
-        """What embeds this folder's images: its model in its precision (`ModelRunner.open`).
-
-        Args:
-            model: its float32 model when loaded already.
-        """
-        return ModelRunner.open(self.directory, self.precision, model)
+    def runner(self) -> ModelRunner:
+        """What embeds this folder's images: its model in its precision (`ModelRunner.open`)."""
+        return ModelRunner.open(self.directory, self.precision)
 
     # The plan.
 

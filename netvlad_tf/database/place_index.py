@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from netvlad_tf.database.descriptor_folder import SOURCE_KEYS, DescriptorFolder
 from netvlad_tf.database.embed import dataset_rows, embed_database
 from netvlad_tf.database.index_build import add_shards, build_index_from_shards
 from netvlad_tf.database.patch_shards import PATCHES_FOLDER, StoredPatches, settings_of
+from netvlad_tf.database.shards import SHARDS_FOLDER
 from netvlad_tf.inference.precision import PRECISIONS, choose_precision
 from netvlad_tf.inference.runner import INT8_MODEL_FILE, ModelRunner
 from netvlad_tf.io.atomic_writes import atomic_directory
@@ -86,7 +88,6 @@ class PlaceIndex:
     threshold: dict | None = None
     _query_runners: dict = field(default_factory=dict, repr=False, compare=False)
     _rerankers: dict = field(default_factory=dict, repr=False, compare=False)
-    _kept_folder: object = field(default=None, repr=False, compare=False)
 
     @property
     def model(self) -> keras.Model:
@@ -128,23 +129,22 @@ class PlaceIndex:
         paths, coordinates = dataset_rows(dataset, "database")
         runner = ModelRunner.prepare(model, resolved, calibration_paths=paths, image_size=image_size,
                                      max_side=max_side, verbose=verbose)
-        work = tempfile.TemporaryDirectory()
+        work = Path(tempfile.mkdtemp(prefix="netvlad_tf_index_"))
         try:
-            descriptors = embed_database(runner, paths, coordinates,
-                                         Path(work.name) / "descriptors", image_size=image_size, max_side=max_side,
-                                         batch_size=batch_size, verbose=verbose, patch_features=patch_features,
-                                         patch_dtype=patch_dtype)
+            descriptors = embed_database(runner, paths, coordinates, work / "descriptors", image_size=image_size,
+                                         max_side=max_side, batch_size=batch_size, verbose=verbose,
+                                         patch_features=patch_features, patch_dtype=patch_dtype)
             places = cls.from_descriptors(descriptors, index_kind=index_kind, verbose=verbose, runner=runner,
                                           **parameters)
         except BaseException:
-            work.cleanup()
+            shutil.rmtree(work, ignore_errors=True)
             raise
         if threshold is not None:
             places.set_threshold(threshold, 0.99, threshold_source)
-        if places.patch_folder is None:
-            work.cleanup()
-        else:  # the patch shards stay in the temporary folder while the index lives (or until `save`)
-            places._kept_folder = work
+        # The folder keeps the model file `save` copies (and the patch shards) while the index
+        # lives, and goes with it; its descriptors are in the index now.
+        shutil.rmtree(descriptors / SHARDS_FOLDER)
+        weakref.finalize(places, shutil.rmtree, work, ignore_errors=True)
         return places
 
     @classmethod
@@ -187,7 +187,8 @@ class PlaceIndex:
                                         on_shard=keep_places, **parameters)
         patches = folder.patch_features
         rows = np.concatenate(kept) if kept else np.zeros(0, np.int64)
-        return cls(runner or folder.runner(), index, image_paths, np.concatenate(coordinates) if coordinates else
+        runner = runner.saved_in(folder.model_path) if runner is not None else folder.runner()
+        return cls(runner, index, image_paths, np.concatenate(coordinates) if coordinates else
                    np.zeros((0, 2)), folder.image_size, folder.max_side, folder.source_record(), patches,
                    folder.patches_folder if patches else None, rows if patches else None,
                    [shard_rows.start for shard_rows in folder.shard_ranges] if patches else None)

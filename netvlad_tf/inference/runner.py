@@ -9,6 +9,8 @@ its calibrated int8 copy on ONNX Runtime (`int8.OnnxRuntimeModel`).
 
 from __future__ import annotations
 
+import copy
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +38,8 @@ class ModelRunner:
         precision: `"float32"`, `"bfloat16"`, `"float16"` or `"int8"` (`"auto"` is resolved
             first, by `precision.choose_precision`).
         int8_model: with int8, the calibrated model (`prepare` makes one, `open` reads one).
+        model_file: the `.keras` file `model` was read from or saved to, which `save_into`
+            copies instead of saving the model again (None: saved).
 
     Raises:
         ValueError: an unknown precision, int8 without its model, or a low precision for a
@@ -50,7 +54,7 @@ class ModelRunner:
     Reference: arXiv 1511.07247, Sec. 3 (the NetVLAD head runs in float32 in every precision).
     """
 
-    def __init__(self, model: keras.Model, precision: str = "float32", int8_model=None):
+    def __init__(self, model: keras.Model, precision: str = "float32", int8_model=None, model_file=None):
         if precision not in PRECISIONS or precision == "auto":
             raise ValueError(f"A runner's precision is float32, bfloat16, float16 or int8, got {precision!r}.")
         if precision == "int8" and int8_model is None:
@@ -58,6 +62,7 @@ class ModelRunner:
         self.model = model
         self.precision = precision
         self.int8_model = int8_model
+        self.model_file = Path(model_file) if model_file is not None else None
         self.forward = int8_model if precision == "int8" else low_precision_model(model, precision)
 
     @classmethod
@@ -87,31 +92,41 @@ class ModelRunner:
         return cls(model, "int8", int8)
 
     @classmethod
-    def open(cls, directory, precision: str = "float32", model: keras.Model | None = None) -> ModelRunner:
+    def open(cls, directory, precision: str = "float32") -> ModelRunner:
         """The runner a saved folder holds (`save_into`): its `model.keras` and, with int8, its
         `model_int8.onnx`.
 
         Args:
-            directory: the folder (a descriptor folder, a place index).
+            directory: the folder (a descriptor folder, a place index, a loop detector).
             precision: the precision the folder records.
-            model: its float32 model when loaded already (None: read from the folder).
 
         Raises:
             FileNotFoundError, ModelFileError: a missing or bad model file (named).
         """
         directory = Path(directory)
-        model = model if model is not None else open_model(directory / MODEL_FILE)
+        model = open_model(directory / MODEL_FILE)
         int8_model = None
         if precision == "int8":
             from netvlad_tf.inference.int8 import OnnxRuntimeModel
 
             int8_model = OnnxRuntimeModel(directory / INT8_MODEL_FILE, name=f"{model.name}_int8")
-        return cls(model, precision, int8_model)
+        return cls(model, precision, int8_model, directory / MODEL_FILE)
+
+    def saved_in(self, model_file) -> ModelRunner:
+        """This runner, knowing that its model was saved to `model_file` (what `save_into` copies);
+        the model, precision and forward pass are shared, not made again."""
+        known = copy.copy(self)
+        known.model_file = Path(model_file)
+        return known
 
     def save_into(self, directory) -> None:
-        """Writes `model.keras` (and with int8 `model_int8.onnx`) into an existing folder."""
+        """Writes `model.keras` (and with int8 `model_int8.onnx`) into an existing folder: the
+        model's own file copied where it still exists, else the model saved."""
         directory = Path(directory)
-        self.model.save(directory / MODEL_FILE)
+        if self.model_file is not None and self.model_file.is_file():
+            shutil.copyfile(self.model_file, directory / MODEL_FILE)
+        else:
+            self.model.save(directory / MODEL_FILE)
         if self.int8_model is not None:
             (directory / INT8_MODEL_FILE).write_bytes(self.int8_model.onnx_bytes)
 
@@ -126,7 +141,7 @@ class ModelRunner:
         if precision == "int8" and self.int8_model is None:
             raise ValueError(f"{self.model.name} holds no int8 model (none was calibrated); build or embed with "
                              "--precision=int8 to run it in int8.")
-        return ModelRunner(self.model, precision, self.int8_model)
+        return ModelRunner(self.model, precision, self.int8_model, self.model_file)
 
     @property
     def descriptor_dim(self) -> int:

@@ -4,6 +4,7 @@ places it keeps are the plan's rows without the missing ones."""
 import collections
 from pathlib import Path
 
+import keras
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -52,7 +53,8 @@ def test_a_flat_index_build_reads_each_shard_once(tmp_path, shard_reads):
     assert all(shard_reads[name] == 2 for name in shard_files)
 
 
-def test_the_walk_from_photos_to_an_index_reads_the_shard_once(tmp_path, shard_reads):
+def test_the_walk_from_photos_to_an_index_reads_the_shard_once_and_saves_the_model_once(tmp_path, shard_reads,
+                                                                                        monkeypatch):
     """`PlaceIndex.build`: embedding writes the shard (an unreadable photo recorded as missing,
     known without reading it back), the index build reads it once."""
     from netvlad_tf import build_netvlad_model
@@ -65,9 +67,16 @@ def test_the_walk_from_photos_to_an_index_reads_the_shard_once(tmp_path, shard_r
     paths = [*route.database_paths[:4], str(broken), *route.database_paths[4:11]]  # 1 of 12: under 10 %
     coordinates = np.concatenate([route.database_utm[:4], [[0.0, 0.0]], route.database_utm[4:11]])
     model = build_netvlad_model(TINY_BACKBONE, weights=None, pooling="mac")
+    saves = []
+    monkeypatch.setattr(keras.Model, "save", lambda self, *args, save=keras.Model.save, **kwargs: (
+        saves.append(self.name), save(self, *args, **kwargs))[1])
     places = PlaceIndex.build(model, GeoDataset("db", paths, coordinates, [], []), image_size=(32, 64), verbose=False)
     assert places.image_paths == [path for path in paths if path != str(broken)]
     assert shard_reads["shard-000000.parquet"] == 1
+    places.save(tmp_path / "index")
+    assert saves == [model.name], "saved once, into the descriptor folder; the index copies that file"
+    loaded = PlaceIndex.load(tmp_path / "index")
+    assert loaded.query([paths[2]], top_k=1)[0][0].image_path == paths[2]
 
 
 def test_a_manifest_without_its_keys_is_one_line(tmp_path):
