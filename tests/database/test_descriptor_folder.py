@@ -2,6 +2,7 @@
 places it keeps are the plan's rows without the missing ones."""
 
 import collections
+import re
 from pathlib import Path
 
 import keras
@@ -9,6 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+import netvlad_tf
 from netvlad_tf.database.descriptor_folder import DescriptorFolder
 from netvlad_tf.database.place_index import PlaceIndex
 from netvlad_tf.database.shards import DescriptorFolderError
@@ -96,3 +98,16 @@ def test_the_folder_answers_what_its_manifest_says(tmp_path):
     assert (folder.num_rows, folder.num_missing, folder.num_embedded, folder.descriptor_dim) == (23, 1, 22, 8)
     assert folder.shard_of_row(0) == 0 and folder.shard_of_row(22) == 4 and folder.rows_in([3, 4]) == 8
     assert np.array_equal(np.concatenate([shard.row_ids for shard in folder.shards(first=4)]), np.arange(20, 23))
+
+
+def manifest_reads(source: str) -> int:
+    """How often `source` reads a manifest's keys directly (`manifest[...]`, `manifest.get(...)`)."""
+    return len(re.findall(r"manifest(\[|\.get\()", source))
+
+
+def test_only_the_folder_reads_manifest_keys():
+    assert manifest_reads('size = manifest["shard_size"]\nmanifest.get("precision")\n') == 2  # the scan sees them
+    package = Path(netvlad_tf.__file__).parent
+    readers = [path.relative_to(package).as_posix() for path in package.rglob("*.py")
+               if manifest_reads(path.read_text())]
+    assert readers == ["database/descriptor_folder.py"], readers
