@@ -1,4 +1,5 @@
-"""Streaming, resumable embedding of an image database into a descriptor folder (`shards.py`).
+"""Streaming, resumable embedding of an image database into a descriptor folder
+(`descriptor_folder.DescriptorFolder`).
 
 Descriptors are written a shard at a time, so memory stays that of one shard however large the
 database; rerunning the same call after a kill embeds only the shards that are missing or
@@ -65,7 +66,7 @@ def embed_database(
 ) -> Path:
     """Embeds images into a descriptor folder of Parquet shards, resuming an unfinished one.
 
-    The folder (`netvlad_tf.database.shards`) is written shard by shard; a run that is killed
+    The folder (`netvlad_tf.database.descriptor_folder`) is written shard by shard; a run that is killed
     keeps every finished shard, and the same call again embeds only the missing ones and those
     that fail a cheap check (footer, row count and ids: a truncated shard is named and embedded
     again). With another model or other settings it stops with one line saying which differs;

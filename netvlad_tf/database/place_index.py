@@ -123,6 +123,8 @@ class PlaceIndex:
         It takes the city-scale path in small: the descriptors are streamed into a temporary
         descriptor folder and the index is built from it (`from_descriptors`).
         """
+        if threshold is not None:  # a wrong one is refused before the embedding, not after
+            _threshold_record(threshold, 0.99, threshold_source)
         resolved, reason = choose_precision(precision)
         if verbose and precision != "float32":
             print(reason, flush=True)
@@ -260,11 +262,7 @@ class PlaceIndex:
         >>> index.threshold["similarity"]
         0.62
         """
-        if not (np.isfinite(similarity) and -1 <= similarity <= 1):
-            raise ValueError(f"A threshold is a cosine similarity in [-1, 1], got {similarity!r}.")
-        if not 0 < precision <= 1:
-            raise ValueError(f"A threshold's precision is in (0, 1], got {precision!r}.")
-        self.threshold = {"similarity": float(similarity), "precision": float(precision), "source": str(source)}
+        self.threshold = _threshold_record(similarity, precision, source)
 
     def save(self, directory, overwrite: bool = False) -> None:
         """Writes the model, the index and the places into `directory`, atomically."""
@@ -402,6 +400,15 @@ class PlaceIndex:
         if key not in self._rerankers:
             self._rerankers[key] = ComputedPatches(reranker.describer, self.image_paths, self.image_size, self.max_side)
         return reranker, self._rerankers[key]
+
+
+def _threshold_record(similarity: float, precision: float, source: str) -> dict:
+    """What `set_threshold` records, checked: one line for a value out of range."""
+    if not (np.isfinite(similarity) and -1 <= similarity <= 1):
+        raise ValueError(f"A threshold is a cosine similarity in [-1, 1], got {similarity!r}.")
+    if not 0 < precision <= 1:
+        raise ValueError(f"A threshold's precision is in (0, 1], got {precision!r}.")
+    return {"similarity": float(similarity), "precision": float(precision), "source": str(source)}
 
 
 def _known(pair: np.ndarray) -> tuple[float | None, float | None]:

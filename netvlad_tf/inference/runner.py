@@ -1,7 +1,8 @@
 """What embeds images: a float32 model and the number format it runs in, decided once.
 
-`embed_database`, `evaluate`, `PlaceIndex` and `LoopDetector` each hold a `ModelRunner`; none of
-them decides a precision or opens an int8 file itself. The float32 model stays the one that is
+`embed_database`, `evaluate`, `PlaceIndex` and `LoopDetector` each hold a `ModelRunner` (after
+`precision.choose_precision` resolves `"auto"`); none of them makes a low-precision copy, calibrates
+or opens an int8 model itself. The float32 model stays the one that is
 saved and the one patch features come from (`netvlad_tf.reranking`); `forward` is what the
 images run through: that model, its bfloat16/float16 copy (`precision.low_precision_model`), or
 its calibrated int8 copy on ONNX Runtime (`int8.OnnxRuntimeModel`).

@@ -279,3 +279,13 @@ def test_index_command_options_that_do_not_apply_are_one_line_errors(model_file,
                  f"--output={tmp_path / 'index'}"]) == 1
     assert "build IVF indices" in capsys.readouterr().err
     assert not (tmp_path / "index").exists()
+
+
+def test_a_threshold_out_of_range_is_refused_before_embedding(monkeypatch):
+    from netvlad_tf.database import place_index
+
+    monkeypatch.setattr(place_index, "embed_database", lambda *args, **kwargs: pytest.fail("embedded first"))
+    model = build_netvlad_model(TINY_BACKBONE, weights=None, pooling="mac")
+    route = read_csv_dataset(nordland_csv("test")).select(range(3), range(1))
+    with pytest.raises(ValueError, match="cosine similarity in \\[-1, 1\\], got 1.5"):
+        PlaceIndex.build(model, route, image_size=IMAGE_SIZE, threshold=1.5, verbose=False)
